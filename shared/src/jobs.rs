@@ -1,0 +1,281 @@
+//! What the scheduler sends workers and what workers send back: the domain of one job.
+//!
+//! These types travel inside the versioned binary [`crate::envelope`]; they are `V1`. A change that old
+//! workers could not read is a new version with its own types and a conversion, never an edit here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, PhotoId, RequestId, ShardId, TenantId};
+
+/// Interactive requests are served before batch work. The numbers are AMQP priorities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Batch,
+}
+
+impl Priority {
+    pub const MAX: u8 = 9;
+
+    pub fn amqp(self) -> u8 {
+        match self {
+            Priority::Interactive => 8,
+            Priority::Batch => 2,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Batch => "batch",
+        }
+    }
+}
+
+/// Which renderer paints a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RendererKind {
+    /// Weight-free painterly styles (reverie-paint).
+    Painterly,
+    /// Stable Diffusion on candle (reverie-diffusion).
+    Diffusion,
+}
+
+impl RendererKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            RendererKind::Painterly => "painterly",
+            RendererKind::Diffusion => "diffusion",
+        }
+    }
+}
+
+/// Why a photo takes part in a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReferenceRole {
+    /// A person or pet to place in the picture.
+    Subject,
+    /// The setting the picture is painted from (also the img2img init image).
+    Background,
+    /// Where "in my colours" takes its palette from.
+    Palette,
+}
+
+/// A photo a job uses, with where to find its bytes without reading the manifest again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhotoRef {
+    pub photo: PhotoId,
+    pub shard: ShardId,
+    /// Byte range of the image inside the shard tar, for ranged reads.
+    pub offset: u64,
+    pub length: u64,
+    pub role: ReferenceRole,
+    /// Face box (left, top, right, bottom) when the subject is a person's face.
+    pub face_box: Option<[u32; 4]>,
+    /// The user's label for it ("Anna", "Rex"): for provenance, never for routing.
+    pub label: Option<String>,
+}
+
+/// Everything a worker needs to render one image, fixed by the plan so a retry renders the same image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenderSpec {
+    pub renderer: RendererKind,
+    /// Text for the model: the prompt with resolved references removed.
+    pub prompt: String,
+    pub negative_prompt: String,
+    /// A painterly style name (`watercolour`, `impressionist`, ...) or a diffusion style hint.
+    pub style: String,
+    /// Model name in the registry (diffusion only).
+    pub model: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub guidance: f32,
+    pub scheduler: Option<String>,
+    pub seed: u64,
+    /// img2img strength when a background photo is the init image.
+    pub strength: f32,
+    /// Recolour toward the palette of the `Palette` references.
+    pub palette_transfer: bool,
+}
+
+impl RenderSpec {
+    /// Jobs with the same key can be rendered in one batch.
+    pub fn batch_key(&self) -> String {
+        format!(
+            "{}|{}|{}x{}|{}|{}",
+            self.renderer.label(),
+            self.model.as_deref().unwrap_or("-"),
+            self.width,
+            self.height,
+            self.steps,
+            self.scheduler.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+/// Where a job's outputs go. Results default to `tenants/{tenant}/results/{request}/`; album-to-art runs
+/// may name another prefix of the tenant's own storage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OutputTarget {
+    /// `s3://bucket/prefix` of the tenant's own bucket, or `None` for the default results prefix.
+    pub destination: Option<String>,
+    /// File stem inside the destination (`{index}` by default; album runs use the photo id).
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateJob {
+    pub job: JobId,
+    pub request: RequestId,
+    pub tenant: TenantId,
+    /// The job's index within its request: the output's file name.
+    pub index: u32,
+    pub render: RenderSpec,
+    pub references: Vec<PhotoRef>,
+    pub output: OutputTarget,
+    /// The album-to-art run this job belongs to, if any.
+    pub batch_run: Option<String>,
+}
+
+/// Which analyses a shard needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Analysis {
+    Faces,
+    Palettes,
+    Fingerprints,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalyseJob {
+    pub job: JobId,
+    pub tenant: TenantId,
+    pub shard: ShardId,
+    pub analyses: Vec<Analysis>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobSpec {
+    Generate(GenerateJob),
+    Analyse(AnalyseJob),
+}
+
+impl JobSpec {
+    pub fn id(&self) -> &JobId {
+        match self {
+            JobSpec::Generate(job) => &job.job,
+            JobSpec::Analyse(job) => &job.job,
+        }
+    }
+
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            JobSpec::Generate(job) => &job.tenant,
+            JobSpec::Analyse(job) => &job.tenant,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Generate(_) => "generate",
+            JobSpec::Analyse(_) => "analyse",
+        }
+    }
+}
+
+/// A job as it travels on a job queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub spec: JobSpec,
+    /// 1 for the first attempt; a retried job is republished with attempt + 1.
+    pub attempt: u32,
+    pub priority: Priority,
+    /// When the scheduler accepted the request (milliseconds since the epoch), for time-in-queue.
+    pub accepted_ms: u64,
+}
+
+/// What a worker tells the scheduler about a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum JobEvent {
+    Started {
+        job: JobId,
+        tenant: TenantId,
+        worker: String,
+        attempt: u32,
+    },
+    Progress {
+        job: JobId,
+        tenant: TenantId,
+        step: u32,
+        total: u32,
+        /// A small PNG preview, when the renderer has one.
+        preview_png: Option<Vec<u8>>,
+    },
+    Succeeded {
+        job: JobId,
+        tenant: TenantId,
+        /// Object keys of the outputs (image and provenance JSON).
+        outputs: Vec<String>,
+        render_ms: u64,
+    },
+    Failed {
+        job: JobId,
+        tenant: TenantId,
+        reason: String,
+        /// False when retrying cannot help (bad input, missing photo).
+        retryable: bool,
+        attempt: u32,
+    },
+}
+
+impl JobEvent {
+    pub fn job(&self) -> &JobId {
+        match self {
+            JobEvent::Started { job, .. }
+            | JobEvent::Progress { job, .. }
+            | JobEvent::Succeeded { job, .. }
+            | JobEvent::Failed { job, .. } => job,
+        }
+    }
+}
+
+/// An embedding of a photo (face descriptor, style fingerprint, palette), as cached and persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    pub kind: String,
+    pub model_hash: String,
+    pub photo: PhotoId,
+    pub vectors: Vec<Vec<f32>>,
+}
+
+/// What every output records about how it was made (PNG text chunks and the JSON beside the image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub job: JobId,
+    pub request: RequestId,
+    pub tenant: TenantId,
+    pub renderer: RendererKind,
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub style: String,
+    pub model: Option<String>,
+    pub model_hash: Option<String>,
+    pub seed: u64,
+    pub steps: u32,
+    pub guidance: f32,
+    pub scheduler: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    /// The photos the image was made from.
+    pub references: Vec<PhotoId>,
+    pub created_at: String,
+    pub worker: String,
+    pub extra: BTreeMap<String, String>,
+}

@@ -1,0 +1,60 @@
+//! The object-store layout and cache keys, in one place so every role agrees on them.
+//!
+//! Everything of a tenant lives under `tenants/{tenant}/` in the store and `reverie:{tenant}:` in the cache,
+//! which is what makes `tenant forget` complete: two prefix deletions.
+
+use crate::ids::{PhotoId, RequestId, ShardId, TenantId};
+
+pub fn tenant_prefix(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/")
+}
+
+pub fn library_manifest(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/library/manifest.json")
+}
+
+pub fn shard(tenant: &TenantId, shard: &ShardId) -> String {
+    format!("tenants/{tenant}/shards/{shard}.tar")
+}
+
+pub fn shards_prefix(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/shards/")
+}
+
+/// Where the analysis (faces, palettes, fingerprints) of one shard is persisted, `what` naming the part.
+pub fn shard_analysis(tenant: &TenantId, shard: &ShardId, what: &str) -> String {
+    format!("tenants/{tenant}/analysis/{shard}/{what}")
+}
+
+pub fn result_image(tenant: &TenantId, request: &RequestId, index: u32) -> String {
+    format!("tenants/{tenant}/results/{request}/{index}.png")
+}
+
+pub fn result_provenance(tenant: &TenantId, request: &RequestId, index: u32) -> String {
+    format!("tenants/{tenant}/results/{request}/{index}.json")
+}
+
+pub fn results_prefix(tenant: &TenantId, request: &RequestId) -> String {
+    format!("tenants/{tenant}/results/{request}/")
+}
+
+pub fn model_prefix(name: &str, sha256: &str) -> String {
+    format!("models/{name}/{sha256}/")
+}
+
+/// Cache key of an embedding (`kind` = face, style, palette) of one photo under one model version.
+pub fn embedding_cache_key(tenant: &TenantId, kind: &str, model_hash: &str, photo: &PhotoId) -> String {
+    format!("reverie:{tenant}:emb:{kind}:{model_hash}:{photo}")
+}
+
+pub fn tenant_cache_prefix(tenant: &TenantId) -> String {
+    format!("reverie:{tenant}:")
+}
+
+pub fn job_cache_key(tenant: &TenantId, job: &str) -> String {
+    format!("reverie:{tenant}:job:{job}")
+}
+
+pub fn worker_heartbeat_key(worker: &str) -> String {
+    format!("reverie:worker:{worker}")
+}

@@ -1,0 +1,136 @@
+//! Object store port: where photo shards, analyses, results and models live.
+//!
+//! Keys are `/`-separated relative paths (`tenants/{tenant}/shards/{shard}.tar`). The two adapters are
+//! [`S3Store`] (any S3-compatible server) and [`LocalStore`] (a directory); both pass the same contract
+//! tests in `tests/store_contract.rs`.
+
+mod local;
+mod metered;
+mod s3;
+
+pub use local::LocalStore;
+pub use metered::MeteredStore;
+pub use s3::{S3Config, S3Store};
+
+use std::ops::Range;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+/// A readable byte stream of one object, consumed without holding it all in memory.
+pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// The store as the rest of Reverie holds it.
+pub type SharedStore = Arc<dyn ObjectStore>;
+
+/// What a listing or a head request says about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object {key:?} not found in {backend}")]
+    NotFound { backend: &'static str, key: String },
+    #[error("invalid object key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("{backend} at {address} is unreachable: {detail}")]
+    Unreachable {
+        backend: &'static str,
+        address: String,
+        detail: String,
+    },
+    #[error("{backend} {operation} of {key:?} failed: {detail}")]
+    Backend {
+        backend: &'static str,
+        operation: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("local store I/O on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::NotFound { .. })
+    }
+
+    /// Transient failures are worth a retry; a missing object or a bad key is not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. } | StoreError::Backend { .. })
+    }
+}
+
+/// The object store port. Implementations count and time every call (see `metrics`).
+#[async_trait]
+pub trait ObjectStore: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and metric labels: `s3` or `local`.
+    fn backend(&self) -> &'static str;
+
+    /// Writes a whole object, replacing any previous one atomically (readers see old or new, never half).
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+
+    /// Uploads a file; large files go up in parts (multipart upload on S3) without being read into memory.
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError>;
+
+    /// Reads a whole object.
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError>;
+
+    /// Reads the bytes `range` (end exclusive) of an object.
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError>;
+
+    /// Opens a streaming reader on an object.
+    async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError>;
+
+    /// Size of an object, or `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError>;
+
+    /// Deletes an object; deleting a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Deletes every object under `prefix` and returns how many were deleted.
+    async fn delete_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
+        let objects = self.list(prefix).await?;
+        for object in &objects {
+            self.delete(&object.key).await?;
+        }
+        Ok(objects.len() as u64)
+    }
+}
+
+/// Rejects keys that could escape a tenant's prefix or a local root directory.
+pub fn validate_key(key: &str) -> Result<(), StoreError> {
+    let invalid = |reason| {
+        Err(StoreError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return invalid("empty");
+    }
+    if key.starts_with('/') {
+        return invalid("absolute");
+    }
+    if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return invalid("empty, '.' or '..' path segment");
+    }
+    if key.chars().any(|c| c.is_control() || c == '\\') {
+        return invalid("control character or backslash");
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Reverie diffusion engine.
