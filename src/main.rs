@@ -1,1 +1,20 @@
-fn main() {}
+//! `reverie`: one binary for every role (scheduler, worker) and every client command, so one container
+//! image serves the whole farm. This file only parses the command line and hands over to `commands`.
+
+mod app;
+mod commands;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = app::Cli::parse();
+    match commands::run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One clear line (with its causes) instead of a panic or a debug dump.
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,14 @@
-//! Placeholder replaced in this session.
+//! reverie-worker: turns jobs into images. Consumes the job queues, batches compatible jobs, pulls photos
+//! from the object store, renders through the [`render::Renderer`] port, writes results with provenance,
+//! reports to the scheduler, and acknowledges only after all of that is durable.
+
+pub mod batcher;
+pub mod context;
+pub mod inputs;
+pub mod lifecycle;
+pub mod outputs;
+pub mod render;
+pub mod runner;
+
+pub use context::{Renderers, WorkerContext};
+pub use lifecycle::{run_worker, WorkerError};

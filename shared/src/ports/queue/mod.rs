@@ -145,7 +145,7 @@ impl Message {
 
 /// What a consumer decides about a delivery; adapters carry it out.
 #[async_trait]
-pub trait Settle: Send {
+pub trait Settle: Send + Sync {
     /// The adapter's name, for metric labels.
     fn backend(&self) -> &'static str;
     async fn ack(self: Box<Self>) -> Result<(), QueueError>;

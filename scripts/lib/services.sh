@@ -1,0 +1,80 @@
+# Helpers shared by scripts/test and scripts/demo: install (from Debian / crates.io) and start what is missing.
+
+S3S_VERSION=0.14.1
+S3_ACCESS_KEY=reverie
+S3_SECRET_KEY=reverie-secret
+
+step() { printf '\n== %s\n' "$*"; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() { # port seconds name
+  local i
+  for ((i = 0; i < $2 * 4; i++)); do
+    port_open "$1" && return 0
+    sleep 0.25
+  done
+  echo "error: $3 did not start listening on 127.0.0.1:$1 within $2 s" >&2
+  return 1
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || { echo "error: $* missing and apt-get unavailable" >&2; return 1; }
+  [ -n "${REVERIE_APT_UPDATED:-}" ] || { apt-get update -qq; export REVERIE_APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null; then
+    echo "error: cargo is not installed; install Rust 1.95 (rustup) first" >&2
+    exit 1
+  fi
+}
+
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  step "starting RabbitMQ"
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  rabbitmq-server -detached
+  wait_for_port 5672 90 RabbitMQ
+  # The broker accepts TCP a moment before AMQP sessions; give it that moment.
+  command -v rabbitmqctl >/dev/null && rabbitmqctl await_startup >/dev/null 2>&1 || sleep 3
+}
+
+ensure_redis() {
+  port_open 6379 && return 0
+  step "starting Redis"
+  command -v redis-server >/dev/null || apt_install redis-server
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  wait_for_port 6379 30 Redis
+}
+
+# s3s-fs: a real S3 protocol server (the s3s crate's reference file-system backend). Chosen over Garage
+# (9 min to build) and moto (Python mock) for install time and protocol fidelity: see docs/testing.md.
+ensure_s3_server_binary() {
+  if cargo install --list 2>/dev/null | grep -q "^s3s-fs v$S3S_VERSION"; then
+    return 0
+  fi
+  step "installing s3s-fs $S3S_VERSION (about 2 minutes, once)"
+  cargo install --locked "s3s-fs@$S3S_VERSION" --features binary
+}
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_s3_server() { # data dir
+  ensure_s3_server_binary
+  local dir=$1 port
+  rm -rf "$dir" && mkdir -p "$dir"
+  port=$(free_port)
+  s3s-fs --host 127.0.0.1 --port "$port" --access-key "$S3_ACCESS_KEY" --secret-key "$S3_SECRET_KEY" "$dir" \
+    >"$dir.log" 2>&1 &
+  S3_SERVER_PID=$!
+  wait_for_port "$port" 30 s3s-fs
+  export REVERIE_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+  export REVERIE_TEST_S3_ACCESS_KEY=$S3_ACCESS_KEY REVERIE_TEST_S3_SECRET_KEY=$S3_SECRET_KEY
+  echo "S3-compatible server (s3s-fs) on $REVERIE_TEST_S3_ENDPOINT"
+}
+
+stop_s3_server() {
+  [ -n "${S3_SERVER_PID:-}" ] && kill "$S3_SERVER_PID" 2>/dev/null || true
+}

@@ -1,0 +1,138 @@
+//! What every part of a worker shares: its identity, the ports, settings, renderers and caches.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reverie_shared::config::{RetrySettings, WorkerSettings};
+use reverie_shared::envelope;
+use reverie_shared::jobs::{Job, JobEvent, RendererKind};
+use reverie_shared::ports::queue::{Consumer, Message, MessageProps, QueueError};
+use reverie_shared::queues::QueueNames;
+use reverie_shared::retry::{with_backoff, Backoff};
+use reverie_shared::Backends;
+use tokio::sync::watch;
+
+use crate::inputs::PhotoCache;
+use crate::render::{RenderError, Renderer};
+
+/// The renderers this worker can run, by kind.
+#[derive(Clone, Default)]
+pub struct Renderers {
+    by_kind: HashMap<RendererKind, Arc<dyn Renderer>>,
+}
+
+impl Renderers {
+    pub fn with(mut self, renderer: Arc<dyn Renderer>) -> Renderers {
+        self.by_kind.insert(renderer.kind(), renderer);
+        self
+    }
+
+    pub fn get(&self, kind: RendererKind) -> Result<Arc<dyn Renderer>, RenderError> {
+        self.by_kind.get(&kind).cloned().ok_or_else(|| {
+            RenderError::ModelUnavailable(format!("this worker has no {} renderer configured", kind.label()))
+        })
+    }
+
+    pub fn kinds(&self) -> Vec<RendererKind> {
+        self.by_kind.keys().copied().collect()
+    }
+}
+
+pub struct WorkerContext {
+    pub worker_id: String,
+    pub backends: Backends,
+    pub queues: QueueNames,
+    pub settings: WorkerSettings,
+    pub retry: RetrySettings,
+    pub cache_prefix: String,
+    pub renderers: Renderers,
+    pub photo_cache: Option<Arc<PhotoCache>>,
+}
+
+impl WorkerContext {
+    /// Starts a consumer, retrying with backoff while the broker is away, until shutdown.
+    pub async fn consume(
+        &self,
+        queue: &str,
+        prefetch: u16,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Box<dyn Consumer>, QueueError> {
+        let backoff = Backoff {
+            max_attempts: 0,
+            ..Backoff::from(&self.retry)
+        };
+        let connect = with_backoff("job queue", backoff, QueueError::is_transient, || {
+            self.backends.queue.consume(queue, prefetch)
+        });
+        tokio::select! {
+            consumer = connect => consumer,
+            _ = shutdown.changed() => Err(QueueError::ConsumerClosed { queue: queue.to_string() }),
+        }
+    }
+
+    /// Counts deliveries of one attempt of a job (a redelivery means a worker died holding it).
+    pub async fn delivery_count(&self, job: &Job) -> u64 {
+        let key = format!("{}:deliveries:{}:{}", self.cache_prefix, job.spec.id(), job.attempt);
+        // A cache outage must not turn every redelivery into poison: count it as the first.
+        self.backends
+            .cache
+            .increment(&key, 1, Some(Duration::from_secs(24 * 3600)))
+            .await
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(1)
+    }
+
+    /// Publishes a job event with a broker confirm; returns whether it was confirmed.
+    pub async fn publish_event(&self, event: &JobEvent) -> bool {
+        let body = match envelope::encode_event(event) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not encode a job event");
+                return false;
+            }
+        };
+        let props = MessageProps {
+            message_id: Some(format!("{}:{}", event.job(), event_name(event))),
+            ..MessageProps::default()
+        };
+        let backoff = Backoff {
+            max_attempts: 5,
+            ..Backoff::from(&self.retry)
+        };
+        let result = with_backoff("event queue", backoff, QueueError::is_transient, || {
+            self.backends
+                .queue
+                .publish(&self.queues.events, Message::new(body.clone()).with_props(props.clone()))
+        })
+        .await;
+        match result {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(job = %event.job(), %error, "could not publish a job event");
+                false
+            }
+        }
+    }
+
+    /// Tells the scheduler a job failed for good.
+    pub async fn report_final_failure(&self, job: &Job, reason: &str) {
+        self.publish_event(&JobEvent::Failed {
+            job: job.spec.id().clone(),
+            tenant: job.spec.tenant().clone(),
+            reason: reason.to_string(),
+            retryable: false,
+            attempt: job.attempt,
+        })
+        .await;
+    }
+}
+
+fn event_name(event: &JobEvent) -> String {
+    match event {
+        JobEvent::Started { attempt, .. } => format!("started:{attempt}"),
+        JobEvent::Progress { step, .. } => format!("progress:{step}"),
+        JobEvent::Succeeded { .. } => "succeeded".to_string(),
+        JobEvent::Failed { attempt, .. } => format!("failed:{attempt}"),
+    }
+}

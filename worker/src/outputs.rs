@@ -1,0 +1,142 @@
+//! Durable results: the image with its provenance in PNG text chunks, and the same provenance as JSON
+//! beside it. Keys derive from the job, so a retried job overwrites its own outputs instead of adding more.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use image::RgbImage;
+use reverie_shared::ids::TenantId;
+use reverie_shared::jobs::{GenerateJob, Provenance};
+use reverie_shared::keys;
+use reverie_shared::ports::store::{ObjectStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("could not encode the PNG: {0}")]
+    Encode(String),
+    #[error("output destination {destination:?} is not inside tenant {tenant}'s storage")]
+    ForeignDestination { destination: String, tenant: TenantId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Encodes RGB pixels as PNG with `tEXt` chunks (iTXt for non-Latin-1 text such as prompts with emoji).
+pub fn encode_png(image: &RgbImage, text: &BTreeMap<String, String>) -> Result<Vec<u8>, OutputError> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, image.width(), image.height());
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        for (key, value) in text {
+            let latin1 = value.chars().all(|c| (c as u32) < 256);
+            let added = if latin1 {
+                encoder.add_text_chunk(key.clone(), value.clone())
+            } else {
+                encoder.add_itxt_chunk(key.clone(), value.clone())
+            };
+            added.map_err(|e| OutputError::Encode(e.to_string()))?;
+        }
+        let mut writer = encoder.write_header().map_err(|e| OutputError::Encode(e.to_string()))?;
+        writer
+            .write_image_data(image.as_raw())
+            .map_err(|e| OutputError::Encode(e.to_string()))?;
+        writer.finish().map_err(|e| OutputError::Encode(e.to_string()))?;
+    }
+    Ok(out)
+}
+
+/// The text chunks written into every output PNG.
+pub fn provenance_chunks(provenance: &Provenance) -> BTreeMap<String, String> {
+    let mut text = BTreeMap::new();
+    text.insert("Software".to_string(), format!("Reverie {}", env!("CARGO_PKG_VERSION")));
+    text.insert("prompt".to_string(), provenance.prompt.clone());
+    text.insert("negative_prompt".to_string(), provenance.negative_prompt.clone());
+    text.insert("seed".to_string(), provenance.seed.to_string());
+    text.insert("steps".to_string(), provenance.steps.to_string());
+    text.insert("guidance".to_string(), provenance.guidance.to_string());
+    text.insert("renderer".to_string(), provenance.renderer.label().to_string());
+    text.insert("style".to_string(), provenance.style.clone());
+    if let Some(scheduler) = &provenance.scheduler {
+        text.insert("scheduler".to_string(), scheduler.clone());
+    }
+    if let Some(model) = &provenance.model {
+        text.insert("model".to_string(), model.clone());
+    }
+    if let Some(hash) = &provenance.model_hash {
+        text.insert("model_hash".to_string(), hash.clone());
+    }
+    let references: Vec<&str> = provenance.references.iter().map(|p| p.as_str()).collect();
+    text.insert("reference_photos".to_string(), references.join(","));
+    text.insert("job".to_string(), provenance.job.to_string());
+    text.insert(
+        "provenance".to_string(),
+        serde_json::to_string(provenance).unwrap_or_default(),
+    );
+    text
+}
+
+/// Where a job's image and provenance go.
+pub fn output_keys(job: &GenerateJob) -> Result<(String, String), OutputError> {
+    match (&job.output.destination, &job.output.name) {
+        (None, None) => Ok((
+            keys::result_image(&job.tenant, &job.request, job.index),
+            keys::result_provenance(&job.tenant, &job.request, job.index),
+        )),
+        (destination, name) => {
+            let base = match destination {
+                Some(prefix) => prefix.trim_end_matches('/').to_string(),
+                None => keys::results_prefix(&job.tenant, &job.request).trim_end_matches('/').to_string(),
+            };
+            // Outputs go only to the tenant's own storage.
+            if !format!("{base}/").starts_with(&keys::tenant_prefix(&job.tenant)) {
+                return Err(OutputError::ForeignDestination {
+                    destination: base,
+                    tenant: job.tenant.clone(),
+                });
+            }
+            let stem = name.clone().unwrap_or_else(|| job.index.to_string());
+            Ok((format!("{base}/{stem}.png"), format!("{base}/{stem}.json")))
+        }
+    }
+}
+
+/// Writes the image and its provenance; returns their keys. The JSON goes last: its presence means the
+/// output set is complete.
+pub async fn write_outputs(
+    store: &dyn ObjectStore,
+    job: &GenerateJob,
+    image: &RgbImage,
+    provenance: &Provenance,
+) -> Result<Vec<String>, OutputError> {
+    let (image_key, provenance_key) = output_keys(job)?;
+    let png = encode_png(image, &provenance_chunks(provenance))?;
+    store.put(&image_key, Bytes::from(png)).await?;
+    let json = serde_json::to_vec_pretty(provenance).map_err(|e| OutputError::Encode(e.to_string()))?;
+    store.put(&provenance_key, Bytes::from(json)).await?;
+    Ok(vec![image_key, provenance_key])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_carries_text_chunks() {
+        let image = RgbImage::from_pixel(3, 2, image::Rgb([10, 20, 30]));
+        let text = BTreeMap::from([
+            ("prompt".to_string(), "me and my dog 🐶".to_string()),
+            ("seed".to_string(), "42".to_string()),
+        ]);
+        let bytes = encode_png(&image, &text).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(bytes.clone()));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        assert!(info.uncompressed_latin1_text.iter().any(|c| c.keyword == "seed" && c.text == "42"));
+        assert!(info
+            .utf8_text
+            .iter()
+            .any(|c| c.keyword == "prompt" && c.get_text().unwrap() == "me and my dog 🐶"));
+        let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        assert_eq!(decoded, image);
+    }
+}

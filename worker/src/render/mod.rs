@@ -1,0 +1,54 @@
+//! The renderer port: one trait for every way of turning a job into an image, taking a whole batch so
+//! that renderers which gain from batching (diffusion) can, and those which don't (painterly) needn't.
+
+use std::collections::BTreeMap;
+
+use image::{DynamicImage, RgbImage};
+use reverie_shared::jobs::{PhotoRef, RenderSpec, RendererKind};
+
+/// One job's input to a renderer: the fixed parameters and the decoded reference photos.
+#[derive(Debug, Clone)]
+pub struct RenderRequest {
+    pub spec: RenderSpec,
+    pub photos: Vec<(PhotoRef, DynamicImage)>,
+}
+
+/// One rendered image with what the renderer wants recorded about it.
+#[derive(Debug, Clone)]
+pub struct RenderedImage {
+    pub image: RgbImage,
+    /// The content hash of the model that made it, when a model did.
+    pub model_hash: Option<String>,
+    /// Renderer-specific provenance (style parameters, scheduler, ...).
+    pub details: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RenderError {
+    /// The request can never render (bad parameters, unknown style): do not retry.
+    #[error("invalid render request: {0}")]
+    Invalid(String),
+    /// A model is missing or corrupt: an operator must act; do not retry.
+    #[error("model unavailable: {0}")]
+    ModelUnavailable(String),
+    /// Anything else (out of memory, a device error): worth another attempt.
+    #[error("render failed: {0}")]
+    Failed(String),
+}
+
+impl RenderError {
+    pub fn retryable(&self) -> bool {
+        matches!(self, RenderError::Failed(_))
+    }
+}
+
+/// Reports a job's progress: (index in the batch, step, total steps).
+pub type Progress<'a> = &'a (dyn Fn(usize, u32, u32) + Sync);
+
+pub trait Renderer: Send + Sync {
+    fn kind(&self) -> RendererKind;
+
+    /// Renders every request; each gets its own result so one bad job does not fail its batch-mates.
+    /// A request must render to the same image whatever batch it is in.
+    fn render_batch(&self, requests: &[RenderRequest], progress: Progress<'_>) -> Vec<Result<RenderedImage, RenderError>>;
+}

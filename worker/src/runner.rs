@@ -1,0 +1,388 @@
+//! The generation loop: pull jobs, batch the compatible ones, fetch their photos, render, write the
+//! outputs, report, and only then acknowledge.
+//!
+//! Order of effects for one job, which is what makes it safe to crash anywhere: outputs written (keys
+//! derived from the job, so a rerun overwrites) → `Succeeded` event confirmed by the broker → ack. A crash
+//! before the ack redelivers the job; the rerun produces the same files and a duplicate event that the
+//! scheduler ignores because the job is already succeeded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::DynamicImage;
+use reverie_shared::consume::decode_or_dead_letter;
+use reverie_shared::envelope;
+use reverie_shared::jobs::{GenerateJob, Job, JobEvent, JobSpec, Provenance};
+use reverie_shared::metrics;
+use reverie_shared::ports::queue::{Consumer, Delivery, Message, MessageProps, QueueError};
+use reverie_shared::retry::Backoff;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::batcher::{group_compatible, should_close, BatchLimits};
+use crate::context::WorkerContext;
+use crate::inputs::{fetch_photo, InputError};
+use crate::outputs::write_outputs;
+use crate::render::{RenderError, RenderRequest};
+
+/// A decoded job with the delivery that must be settled for it.
+struct Held {
+    job: Job,
+    spec: GenerateJob,
+    delivery: Delivery,
+}
+
+/// Why a job did not produce its image.
+struct JobFailure {
+    reason: String,
+    retryable: bool,
+}
+
+impl From<InputError> for JobFailure {
+    fn from(error: InputError) -> JobFailure {
+        JobFailure {
+            retryable: error.retryable(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+impl From<RenderError> for JobFailure {
+    fn from(error: RenderError) -> JobFailure {
+        JobFailure {
+            retryable: error.retryable(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Consumes the generation queue until `shutdown` turns true, then drains within the grace period.
+pub async fn run_generation(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiver<bool>) -> Result<(), QueueError> {
+    let limits = BatchLimits {
+        max_size: ctx.settings.batch_max,
+        max_wait: Duration::from_millis(ctx.settings.batch_wait_ms),
+    };
+    let prefetch = u16::try_from(ctx.settings.batch_max).unwrap_or(u16::MAX);
+    let mut consumer = ctx.consume(&ctx.queues.generate, prefetch, &mut shutdown).await?;
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.changed() => break,
+            next = consumer.next() => next,
+        };
+        let first = match first {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(%error, "job consumer lost; reconnecting");
+                consumer = ctx.consume(&ctx.queues.generate, prefetch, &mut shutdown).await?;
+                continue;
+            }
+        };
+        let held = collect_batch(&mut *consumer, first, limits, &shutdown).await;
+        let grace = Duration::from_secs(ctx.settings.drain_grace_s);
+        let work = handle_deliveries(ctx.clone(), held);
+        if *shutdown.borrow() {
+            // Draining: finish what is held within the grace period; what is not finished by then is
+            // dropped unacknowledged, which hands it back to the queue for another worker.
+            if tokio::time::timeout(grace, work).await.is_err() {
+                tracing::warn!(grace_s = grace.as_secs(), "drain grace period over; requeueing held jobs");
+            }
+            break;
+        }
+        work.await;
+    }
+    tracing::info!(worker = %ctx.worker_id, "generation loop stopped");
+    Ok(())
+}
+
+async fn collect_batch(
+    consumer: &mut dyn Consumer,
+    first: Delivery,
+    limits: BatchLimits,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<Delivery> {
+    let started = Instant::now();
+    let mut held = vec![first];
+    while should_close(limits, held.len(), started.elapsed(), *shutdown.borrow()).is_none() {
+        let left = limits.max_wait.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, consumer.next()).await {
+            Ok(Ok(delivery)) => held.push(delivery),
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    held
+}
+
+async fn handle_deliveries(ctx: Arc<WorkerContext>, deliveries: Vec<Delivery>) {
+    let mut jobs = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        if let Some(held) = admit(&ctx, delivery).await {
+            jobs.push(held);
+        }
+    }
+    for group in group_compatible(jobs, |held| held.spec.render.batch_key()) {
+        render_group(&ctx, group).await;
+    }
+}
+
+/// Decodes a delivery and screens out what must never be rendered: undecodable messages, jobs of the
+/// wrong kind, and poison messages that were delivered too often (each delivery that crashed a worker).
+async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
+    let (job, delivery) = match decode_or_dead_letter(delivery, envelope::decode_job).await {
+        Ok(Some(decoded)) => decoded,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(%error, "could not dead-letter an undecodable job");
+            return None;
+        }
+    };
+    let spec = match &job.spec {
+        JobSpec::Generate(spec) => spec.clone(),
+        other => {
+            let detail = format!("a {} job on the generation queue", other.kind());
+            let _ = delivery.dead_letter("invalid", &detail).await;
+            return None;
+        }
+    };
+    if delivery.redelivered && ctx.delivery_count(&job).await >= u64::from(ctx.settings.max_deliveries) {
+        let reason = format!(
+            "delivered {} times without finishing (it crashes or stalls workers)",
+            ctx.settings.max_deliveries
+        );
+        ctx.report_final_failure(&job, &reason).await;
+        if let Err(error) = delivery.dead_letter("poison", &reason).await {
+            tracing::warn!(job = %spec.job, %error, "could not dead-letter a poison job");
+        }
+        return None;
+    }
+    Some(Held { job, spec, delivery })
+}
+
+async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
+    let span = tracing::info_span!("batch", size = group.len(), key = %group[0].spec.render.batch_key());
+    async {
+        let mut ready = Vec::new();
+        for held in group {
+            record_queue_wait(&held.job);
+            ctx.publish_event(&JobEvent::Started {
+                job: held.spec.job.clone(),
+                tenant: held.spec.tenant.clone(),
+                worker: ctx.worker_id.clone(),
+                attempt: held.job.attempt,
+            })
+            .await;
+            match load_request(ctx, &held.spec).await {
+                Ok(request) => ready.push((held, request)),
+                Err(failure) => fail(ctx, held, failure).await,
+            }
+        }
+        if ready.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let results = render(ctx, &ready).await;
+        let render_ms = started.elapsed().as_millis() as u64;
+        let m = metrics::global();
+        let renderer = ready[0].0.spec.render.renderer.label();
+        m.batch_size.with_label_values(&[renderer]).observe(ready.len() as f64);
+        m.worker_busy_seconds.inc_by(started.elapsed().as_secs_f64());
+        for ((held, _), result) in ready.into_iter().zip(results) {
+            match result {
+                Ok(rendered) => finish(ctx, held, rendered, render_ms).await,
+                Err(error) => fail(ctx, held, error.into()).await,
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn record_queue_wait(job: &Job) {
+    let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+    let waited = now_ms.saturating_sub(job.accepted_ms) as f64 / 1000.0;
+    metrics::global()
+        .job_queue_wait
+        .with_label_values(&[job.spec.kind()])
+        .observe(waited);
+}
+
+async fn load_request(ctx: &WorkerContext, spec: &GenerateJob) -> Result<RenderRequest, JobFailure> {
+    let mut photos = Vec::with_capacity(spec.references.len());
+    for reference in &spec.references {
+        let bytes = fetch_photo(&*ctx.backends.store, ctx.photo_cache.as_deref(), &spec.tenant, reference).await?;
+        let image = decode_photo(&bytes).map_err(|detail| {
+            JobFailure::from(InputError::Corrupt {
+                photo: reference.photo.to_string(),
+                shard: reference.shard.to_string(),
+                detail,
+            })
+        })?;
+        photos.push((reference.clone(), image));
+    }
+    Ok(RenderRequest {
+        spec: spec.render.clone(),
+        photos,
+    })
+}
+
+/// Decodes a stored photo, applying its EXIF orientation so faces and layouts are upright.
+fn decode_photo(bytes: &[u8]) -> Result<DynamicImage, String> {
+    image::load_from_memory(bytes).map_err(|e| e.to_string())
+}
+
+async fn render(ctx: &Arc<WorkerContext>, ready: &[(Held, RenderRequest)]) -> Vec<Result<crate::render::RenderedImage, RenderError>> {
+    let kind = ready[0].0.spec.render.renderer;
+    let renderer = match ctx.renderers.get(kind) {
+        Ok(renderer) => renderer,
+        Err(error) => return ready.iter().map(|_| Err(error.clone())).collect(),
+    };
+    let requests: Vec<RenderRequest> = ready.iter().map(|(_, request)| request.clone()).collect();
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u32, u32)>();
+    let jobs: Vec<(reverie_shared::ids::JobId, reverie_shared::ids::TenantId)> = ready
+        .iter()
+        .map(|(held, _)| (held.spec.job.clone(), held.spec.tenant.clone()))
+        .collect();
+    let relay_ctx = ctx.clone();
+    let relay = tokio::spawn(async move {
+        while let Some((index, step, total)) = progress_rx.recv().await {
+            if let Some((job, tenant)) = jobs.get(index) {
+                relay_ctx
+                    .publish_event(&JobEvent::Progress {
+                        job: job.clone(),
+                        tenant: tenant.clone(),
+                        step,
+                        total,
+                        preview_png: None,
+                    })
+                    .await;
+            }
+        }
+    });
+    let count = requests.len();
+    let rendered = tokio::task::spawn_blocking(move || {
+        let progress = move |index: usize, step: u32, total: u32| {
+            let _ = progress_tx.send((index, step, total));
+        };
+        renderer.render_batch(&requests, &progress)
+    })
+    .await;
+    let _ = relay.await;
+    match rendered {
+        Ok(results) => results,
+        Err(panic) => {
+            // A renderer panic fails this batch's attempt, not the worker; the jobs are retried.
+            let reason = format!("renderer panicked: {panic}");
+            (0..count).map(|_| Err(RenderError::Failed(reason.clone()))).collect()
+        }
+    }
+}
+
+async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::RenderedImage, render_ms: u64) {
+    let spec = &held.spec;
+    let provenance = Provenance {
+        job: spec.job.clone(),
+        request: spec.request.clone(),
+        tenant: spec.tenant.clone(),
+        renderer: spec.render.renderer,
+        prompt: spec.render.prompt.clone(),
+        negative_prompt: spec.render.negative_prompt.clone(),
+        style: spec.render.style.clone(),
+        model: spec.render.model.clone(),
+        model_hash: rendered.model_hash.clone(),
+        seed: spec.render.seed,
+        steps: spec.render.steps,
+        guidance: spec.render.guidance,
+        scheduler: spec.render.scheduler.clone(),
+        width: rendered.image.width(),
+        height: rendered.image.height(),
+        references: spec.references.iter().map(|r| r.photo.clone()).collect(),
+        created_at: chrono::Utc::now().to_rfc3339(),
+        worker: ctx.worker_id.clone(),
+        extra: rendered.details.clone(),
+    };
+    let outputs = match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {
+        Ok(outputs) => outputs,
+        Err(error) => {
+            let retryable = matches!(&error, crate::outputs::OutputError::Store(e) if e.is_transient());
+            return fail(ctx, held, JobFailure { reason: error.to_string(), retryable }).await;
+        }
+    };
+    let event = JobEvent::Succeeded {
+        job: spec.job.clone(),
+        tenant: spec.tenant.clone(),
+        outputs,
+        render_ms,
+    };
+    if !ctx.publish_event(&event).await {
+        // Without a confirmed result message the job is not done: leave it to be redelivered.
+        let _ = held.delivery.requeue().await;
+        return;
+    }
+    let m = metrics::global();
+    m.images_generated.with_label_values(&[spec.render.renderer.label()]).inc();
+    m.jobs.with_label_values(&["generate", "succeeded"]).inc();
+    m.job_duration
+        .with_label_values(&["generate"])
+        .observe(render_ms as f64 / 1000.0);
+    if let Err(error) = held.delivery.ack().await {
+        tracing::warn!(job = %spec.job, %error, "ack failed; the job will be redelivered and overwrite its outputs");
+    }
+    tracing::info!(job = %spec.job, render_ms, "job succeeded");
+}
+
+async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
+    let Held { job, spec, delivery } = held;
+    let m = metrics::global();
+    if failure.retryable && job.attempt < ctx.settings.max_attempts {
+        m.job_retries.with_label_values(&["generate"]).inc();
+        m.jobs.with_label_values(&["generate", "retried"]).inc();
+        let backoff = Backoff::from(&ctx.retry);
+        let wait = backoff.delay(job.attempt, 0.5);
+        tracing::warn!(job = %spec.job, attempt = job.attempt, retry_in_ms = wait.as_millis() as u64, reason = %failure.reason, "job failed; retrying");
+        let retry = Job {
+            attempt: job.attempt + 1,
+            ..job
+        };
+        let queue = ctx.queues.generate.clone();
+        let backends = ctx.backends.clone();
+        // The retry is published before the original is acked, so the job exists on the broker throughout.
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            match republish(&backends.queue, &queue, &retry).await {
+                Ok(()) => {
+                    let _ = delivery.ack().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not republish a retry; requeueing the original");
+                    let _ = delivery.requeue().await;
+                }
+            }
+        });
+        return;
+    }
+    let reason_label = if failure.retryable { "retries_exhausted" } else { "invalid" };
+    tracing::warn!(job = %spec.job, attempt = job.attempt, reason = %failure.reason, "job failed for good");
+    ctx.report_final_failure(&job, &failure.reason).await;
+    m.jobs.with_label_values(&["generate", "failed"]).inc();
+    if let Err(error) = delivery.dead_letter(reason_label, &failure.reason).await {
+        tracing::warn!(job = %spec.job, %error, "could not dead-letter a failed job");
+    }
+}
+
+async fn republish(
+    queue: &reverie_shared::ports::queue::SharedQueue,
+    name: &str,
+    job: &Job,
+) -> Result<(), QueueError> {
+    let body = envelope::encode_job(job).map_err(|e| QueueError::Backend {
+        backend: "worker",
+        operation: "encode",
+        queue: name.to_string(),
+        detail: e.to_string(),
+    })?;
+    let props = MessageProps {
+        message_id: Some(format!("{}#{}", job.spec.id(), job.attempt)),
+        priority: job.priority.amqp(),
+        ..MessageProps::default()
+    };
+    queue.publish(name, Message::new(body).with_props(props)).await
+}

@@ -1,0 +1,339 @@
+//! The worker against real RabbitMQ, Redis and S3: batching, retries with exactly one output set,
+//! a worker killed mid-batch, graceful drain, poison messages, bad input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::RealFarm;
+use image::RgbImage;
+use reverie_shared::config::{RetrySettings, WorkerSettings};
+use reverie_shared::envelope;
+use reverie_shared::ids::{JobId, RequestId, TenantId};
+use reverie_shared::jobs::{GenerateJob, Job, JobEvent, JobSpec, OutputTarget, Priority, RenderSpec, RendererKind};
+use reverie_shared::keys;
+use reverie_shared::ports::queue::{dead_queue_name, Consumer, Message, MessageProps, DEAD_REASON_HEADER};
+use reverie_worker::render::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
+use reverie_worker::{run_worker, Renderers, WorkerContext};
+use tokio::sync::watch;
+
+/// A renderer for exercising the farm: its image is a function of the seed, and prompts steer faults.
+/// `fail-once` fails the first attempt, `slow` takes 600 ms, `stall` takes 3 s.
+#[derive(Default)]
+struct ScriptedRenderer {
+    batches: Mutex<Vec<usize>>,
+    failures: AtomicU32,
+}
+
+impl Renderer for ScriptedRenderer {
+    fn kind(&self) -> RendererKind {
+        RendererKind::Painterly
+    }
+
+    fn render_batch(&self, requests: &[RenderRequest], progress: Progress<'_>) -> Vec<Result<RenderedImage, RenderError>> {
+        self.batches.lock().unwrap().push(requests.len());
+        requests
+            .iter()
+            .enumerate()
+            .map(|(index, request)| {
+                progress(index, 1, 1);
+                match request.spec.prompt.as_str() {
+                    "fail-once" if self.failures.fetch_add(1, Ordering::SeqCst) == 0 => {
+                        return Err(RenderError::Failed("transient device error".into()))
+                    }
+                    "invalid" => return Err(RenderError::Invalid("unknown style".into())),
+                    "slow" => std::thread::sleep(Duration::from_millis(600)),
+                    "stall" => std::thread::sleep(Duration::from_secs(3)),
+                    _ => {}
+                }
+                let shade = (request.spec.seed % 251) as u8;
+                Ok(RenderedImage {
+                    image: RgbImage::from_pixel(request.spec.width, request.spec.height, image::Rgb([shade, 0, 0])),
+                    model_hash: None,
+                    details: BTreeMap::new(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn settings() -> WorkerSettings {
+    WorkerSettings {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        batch_max: 4,
+        batch_wait_ms: 150,
+        max_attempts: 3,
+        max_deliveries: 2,
+        drain_grace_s: 10,
+        heartbeat_s: 1,
+        shard_cache_mb: 16,
+    }
+}
+
+fn context(farm: &RealFarm, renderer: Arc<ScriptedRenderer>, id: &str) -> Arc<WorkerContext> {
+    Arc::new(WorkerContext {
+        worker_id: id.to_string(),
+        backends: farm.backends.clone(),
+        queues: farm.queues.clone(),
+        settings: settings(),
+        retry: RetrySettings { initial_ms: 50, max_ms: 200, max_attempts: 0 },
+        cache_prefix: farm.cache_prefix.clone(),
+        renderers: Renderers::default().with(renderer),
+        photo_cache: None,
+    })
+}
+
+fn job(request: &str, index: u32, prompt: &str) -> Job {
+    let request = RequestId::new(request).unwrap();
+    Job {
+        spec: JobSpec::Generate(GenerateJob {
+            job: JobId::for_request(&request, index),
+            request,
+            tenant: TenantId::new("tenant-a").unwrap(),
+            index,
+            render: RenderSpec {
+                renderer: RendererKind::Painterly,
+                prompt: prompt.to_string(),
+                negative_prompt: String::new(),
+                style: "impressionist".into(),
+                model: None,
+                width: 16,
+                height: 8,
+                steps: 1,
+                guidance: 0.0,
+                scheduler: None,
+                seed: 1000 + u64::from(index),
+                strength: 1.0,
+                palette_transfer: false,
+            },
+            references: Vec::new(),
+            output: OutputTarget::default(),
+            batch_run: None,
+        }),
+        attempt: 1,
+        priority: Priority::Interactive,
+        accepted_ms: 0,
+    }
+}
+
+async fn publish(farm: &RealFarm, job: &Job) {
+    let props = MessageProps {
+        message_id: Some(job.spec.id().to_string()),
+        priority: job.priority.amqp(),
+        ..MessageProps::default()
+    };
+    let body = envelope::encode_job(job).unwrap();
+    farm.backends
+        .queue
+        .publish(&farm.queues.generate, Message::new(body).with_props(props))
+        .await
+        .unwrap();
+}
+
+fn start(ctx: Arc<WorkerContext>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, shutdown) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        run_worker(ctx, shutdown).await.expect("worker ran");
+    });
+    (stop, handle)
+}
+
+/// Collects events until every job in `jobs` has a final one (or the timeout passes).
+async fn final_events(farm: &RealFarm, consumer: &mut Box<dyn Consumer>, jobs: &[&str], wait: Duration) -> BTreeMap<String, Vec<JobEvent>> {
+    let mut seen: BTreeMap<String, Vec<JobEvent>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    let done = |seen: &BTreeMap<String, Vec<JobEvent>>| {
+        jobs.iter().all(|j| {
+            seen.get(*j).is_some_and(|events| {
+                events.iter().any(|e| matches!(e, JobEvent::Succeeded { .. } | JobEvent::Failed { .. }))
+            })
+        })
+    };
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let delivery = match tokio::time::timeout(left, consumer.next()).await {
+            Ok(Ok(delivery)) => delivery,
+            _ => panic!("timed out waiting for final events of {jobs:?}; seen {seen:?}"),
+        };
+        let event = envelope::decode_event(delivery.body()).unwrap();
+        seen.entry(event.job().to_string()).or_default().push(event);
+        delivery.ack().await.unwrap();
+    }
+    let _ = farm;
+    seen
+}
+
+async fn result_objects(farm: &RealFarm, request: &str) -> Vec<String> {
+    let prefix = keys::results_prefix(&TenantId::new("tenant-a").unwrap(), &RequestId::new(request).unwrap());
+    farm.backends.store.list(&prefix).await.unwrap().into_iter().map(|m| m.key).collect()
+}
+
+#[tokio::test]
+async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
+    let farm = RealFarm::start().await;
+    for index in 0..6 {
+        publish(&farm, &job("batch-req", index, "a lighthouse")).await;
+    }
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let (stop, handle) = start(context(&farm, renderer.clone(), "w-batch"));
+    let ids: Vec<String> = (0..6).map(|i| format!("batch-req.{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let seen = final_events(&farm, &mut events, &refs, Duration::from_secs(30)).await;
+    assert!(seen.values().all(|e| e.iter().any(|e| matches!(e, JobEvent::Succeeded { .. }))));
+    let batches = renderer.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 6);
+    assert!(batches.iter().any(|&n| n > 1), "jobs waiting together are batched: {batches:?}");
+    assert!(batches.iter().all(|&n| n <= 4), "batch_max holds: {batches:?}");
+
+    let objects = result_objects(&farm, "batch-req").await;
+    assert_eq!(objects.len(), 12, "one png + one json per job: {objects:?}");
+    let png = farm.backends.store.get(&objects[1]).await.unwrap();
+    let decoded = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!((decoded.width(), decoded.height()), (16, 8));
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&farm.backends.store.get(&objects[0]).await.unwrap()).unwrap();
+    assert_eq!(provenance["prompt"], "a lighthouse");
+    assert_eq!(provenance["seed"], 1000);
+
+    // The same job renders the same image whatever batch it ran in.
+    let again = job("batch-req", 0, "a lighthouse");
+    let JobSpec::Generate(spec) = again.spec else { unreachable!() };
+    let alone = renderer.render_batch(&[RenderRequest { spec: spec.render, photos: vec![] }], &|_, _, _| {});
+    assert_eq!(alone[0].as_ref().unwrap().image, decoded);
+
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop(events);
+    farm.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_job_leaves_exactly_one_output_set() {
+    let farm = RealFarm::start().await;
+    publish(&farm, &job("retry-req", 0, "fail-once")).await;
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let (stop, handle) = start(context(&farm, renderer.clone(), "w-retry"));
+    let seen = final_events(&farm, &mut events, &["retry-req.0"], Duration::from_secs(30)).await;
+    assert!(seen["retry-req.0"].iter().any(|e| matches!(e, JobEvent::Succeeded { .. })));
+    assert_eq!(renderer.failures.load(Ordering::SeqCst), 2, "failed once, then rendered");
+    assert_eq!(result_objects(&farm, "retry-req").await.len(), 2);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop(events);
+    farm.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_jobs_and_garbage_are_dead_lettered_with_reasons() {
+    let farm = RealFarm::start().await;
+    publish(&farm, &job("bad-req", 0, "invalid")).await;
+    farm.backends
+        .queue
+        .publish(&farm.queues.generate, Message::new(b"not a job".to_vec()))
+        .await
+        .unwrap();
+    publish(&farm, &job("good-req", 0, "fine")).await;
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let (stop, handle) = start(context(&farm, renderer, "w-bad"));
+    let seen = final_events(&farm, &mut events, &["bad-req.0", "good-req.0"], Duration::from_secs(30)).await;
+    assert!(seen["bad-req.0"].iter().any(|e| matches!(e, JobEvent::Failed { retryable: false, .. })));
+    assert!(seen["good-req.0"].iter().any(|e| matches!(e, JobEvent::Succeeded { .. })), "the worker kept serving");
+    let mut dead = farm.backends.queue.consume(&dead_queue_name(&farm.queues.generate), 10).await.unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..2 {
+        let letter = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap();
+        reasons.push(letter.props().headers[DEAD_REASON_HEADER].clone());
+        letter.ack().await.unwrap();
+    }
+    reasons.sort();
+    // "not a job" starts with the byte 110: read as an envelope version this build does not know.
+    assert_eq!(reasons, ["invalid", "unknown_version"]);
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop((events, dead));
+    farm.stop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_leaves_its_jobs_to_another() {
+    let farm = RealFarm::start().await;
+    for index in 0..3 {
+        publish(&farm, &job("kill-req", index, "slow")).await;
+    }
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let first = Arc::new(ScriptedRenderer::default());
+    let (_stop_first, killed) = start(context(&farm, first.clone(), "w-doomed"));
+    // Wait until the first worker is rendering, then kill it without any chance to drain.
+    while first.batches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    killed.abort();
+    let _ = killed.await;
+    let second = Arc::new(ScriptedRenderer::default());
+    let (stop, handle) = start(context(&farm, second.clone(), "w-survivor"));
+    let seen = final_events(&farm, &mut events, &["kill-req.0", "kill-req.1", "kill-req.2"], Duration::from_secs(60)).await;
+    for job in ["kill-req.0", "kill-req.1", "kill-req.2"] {
+        assert!(seen[job].iter().any(|e| matches!(e, JobEvent::Succeeded { .. })), "{job} finished");
+    }
+    assert!(!second.batches.lock().unwrap().is_empty(), "the survivor rendered the killed worker's jobs");
+    assert_eq!(result_objects(&farm, "kill-req").await.len(), 6, "one output set per job, no duplicates");
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop(events);
+    farm.stop().await;
+}
+
+#[tokio::test]
+async fn draining_finishes_the_batch_in_hand_and_exits() {
+    let farm = RealFarm::start().await;
+    publish(&farm, &job("drain-req", 0, "slow")).await;
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let (stop, handle) = start(context(&farm, renderer.clone(), "w-drain"));
+    while renderer.batches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("worker exits within the grace period")
+        .unwrap();
+    assert_eq!(result_objects(&farm, "drain-req").await.len(), 2, "the job in hand finished");
+    assert_eq!(farm.backends.queue.depth(&farm.queues.generate).await.unwrap(), 0, "and was acked");
+    farm.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_that_keeps_killing_workers_is_dead_lettered_as_poison() {
+    let farm = RealFarm::start().await;
+    publish(&farm, &job("poison-req", 0, "stall")).await;
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    // Two workers die holding it (max_deliveries = 2); the third must refuse it.
+    for attempt in 0..2 {
+        let renderer = Arc::new(ScriptedRenderer::default());
+        let (_stop, handle) = start(context(&farm, renderer.clone(), &format!("w-victim-{attempt}")));
+        while renderer.batches.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.abort();
+        let _ = handle.await;
+    }
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let (stop, handle) = start(context(&farm, renderer.clone(), "w-wary"));
+    let seen = final_events(&farm, &mut events, &["poison-req.0"], Duration::from_secs(30)).await;
+    assert!(seen["poison-req.0"].iter().any(|e| matches!(e, JobEvent::Failed { .. })));
+    assert!(renderer.batches.lock().unwrap().is_empty(), "the wary worker never rendered it");
+    let mut dead = farm.backends.queue.consume(&dead_queue_name(&farm.queues.generate), 1).await.unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap();
+    assert_eq!(letter.props().headers[DEAD_REASON_HEADER], "poison");
+    letter.ack().await.unwrap();
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop((events, dead));
+    farm.stop().await;
+}
