@@ -78,3 +78,10 @@ start_s3_server() { # data dir
 stop_s3_server() {
   [ -n "${S3_SERVER_PID:-}" ] && kill "$S3_SERVER_PID" 2>/dev/null || true
 }
+
+# The Python example client (docs/examples) runs in the tests: it needs pika.
+ensure_python_client() {
+  python3 -c 'import pika' 2>/dev/null && return 0
+  step "installing pika for the Python example client"
+  python3 -m pip install --quiet "pika>=1.3,<2"
+}

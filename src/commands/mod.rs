@@ -1,24 +1,63 @@
 //! One module per command group; each maps its flags onto a library's plain options and calls it.
 
+mod client;
 mod config;
+mod paint;
+mod scheduler;
+mod tenant;
 mod worker;
 
 use clap::Subcommand;
+use reverie_shared::Config;
+use reverie_worker::render::PainterlyRenderer;
+use reverie_worker::Renderers;
 
 use crate::app::Cli;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the scheduler: requests over AMQP and HTTP, plans, jobs, replies.
+    Scheduler,
     /// Run a worker: consume jobs, render, store results.
     Worker(worker::WorkerArgs),
+    /// Submit a prompt to a running scheduler.
+    Submit(client::SubmitArgs),
+    /// Show a request's state, plan and outputs.
+    Status(client::IdArgs),
+    /// Cancel a request.
+    Cancel(client::IdArgs),
+    /// Refine a finished request with a new prompt (keeps its seed and references unless changed).
+    Refine(client::RefineArgs),
+    /// Tenants and their tokens; forgetting a tenant.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// Grant, revoke or show a tenant's consent.
+    #[command(subcommand)]
+    Consent(tenant::ConsentCommand),
+    /// Paint one photo in a style (no model weights needed).
+    Paint(paint::PaintArgs),
     /// Show the configuration in effect, or every key with its default.
     #[command(subcommand)]
     Config(config::ConfigCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let global = &cli.global;
     match cli.command {
-        Command::Worker(args) => worker::run(&cli.global, args).await,
-        Command::Config(command) => config::run(&cli.global, command),
+        Command::Scheduler => scheduler::run(global).await,
+        Command::Worker(args) => worker::run(global, args).await,
+        Command::Submit(args) => client::submit(global, args).await,
+        Command::Status(args) => client::status(global, args).await,
+        Command::Cancel(args) => client::cancel(global, args).await,
+        Command::Refine(args) => client::refine(global, args).await,
+        Command::Tenant(command) => tenant::run(global, command).await,
+        Command::Consent(command) => tenant::consent(global, command).await,
+        Command::Paint(args) => paint::run(global, args),
+        Command::Config(command) => config::run(global, command),
     }
+}
+
+/// The renderers a worker of this build can run with this configuration.
+pub fn renderers(_config: &Config) -> anyhow::Result<Renderers> {
+    Ok(Renderers::default().with(std::sync::Arc::new(PainterlyRenderer)))
 }

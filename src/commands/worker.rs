@@ -35,7 +35,7 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
         settings: config.worker.clone(),
         retry: config.retry.clone(),
         cache_prefix: config.cache.prefix.clone(),
-        renderers: reverie_worker::Renderers::default(),
+        renderers: crate::commands::renderers(&config)?,
         photo_cache: Some(Arc::new(photo_cache)),
     });
     run_worker(ctx, app::shutdown_signal()).await?;

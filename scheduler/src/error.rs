@@ -1,0 +1,58 @@
+//! The scheduler's one error type. Rejections of a request (bad input, no consent, quota) are not errors
+//! of the scheduler: they are [`crate::replies::Reason`]s sent back to the requester.
+
+use reverie_shared::envelope::EnvelopeError;
+use reverie_shared::ids::InvalidId;
+use reverie_shared::ports::cache::CacheError;
+use reverie_shared::ports::queue::QueueError;
+use reverie_shared::ports::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Id(#[from] InvalidId),
+    #[error("stored record {key}: {detail}")]
+    CorruptRecord { key: String, detail: String },
+    #[error("could not encode {what}: {detail}")]
+    Encode { what: &'static str, detail: String },
+    #[error("tenant {0} does not exist")]
+    UnknownTenant(String),
+    #[error("tenant {0} already exists")]
+    TenantExists(String),
+    #[error("request {0} not found")]
+    UnknownRequest(String),
+    #[error("HTTP server: {0}")]
+    Http(String),
+    #[error(transparent)]
+    Backends(#[from] reverie_shared::backends::BackendError),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("scheduler API at {address}: {detail}")]
+    Client { address: String, detail: String },
+}
+
+pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
+
+/// Serialises a record as JSON, naming it on failure.
+pub(crate) fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value).map_err(|e| SchedulerError::Encode {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// Parses a stored JSON record, naming the key on failure.
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| SchedulerError::CorruptRecord {
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,308 @@
+//! What both ingresses share: binding a request to a tenant, validating it (schema v1, see
+//! [`crate::request`]), resolving its prompt against the tenant's library, and handing it to the core.
+//! Every refusal becomes a `rejected` reply with reasons; only infrastructure failures are errors.
+
+use std::sync::Arc;
+
+use reverie_shared::ids::{RequestId, TenantId};
+
+use crate::error::Result;
+use crate::library::{self, LibrarySource};
+use crate::plan::PlanInput;
+use crate::prompt;
+pub use crate::records::Ingress;
+use crate::records::ReplyRoute;
+use crate::replies::{Reason, Reply};
+use crate::request::{GenerationRequest, RequestError, RequestKind};
+use crate::service::{Core, Intake};
+use crate::tenants::{AuthError, Tenant};
+
+/// The AMQP header carrying a tenant token.
+pub const TOKEN_HEADER: &str = "x-reverie-token";
+/// Request bodies above this are refused unread.
+pub const MAX_REQUEST_BYTES: usize = crate::request::MAX_REQUEST_BYTES;
+
+/// What the ingress knows about who sent a request.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// A `TENANT:SECRET` token (HTTP bearer, or the AMQP `x-reverie-token` header).
+    pub token: Option<String>,
+    /// The broker-validated AMQP `user_id`.
+    pub broker_user: Option<String>,
+}
+
+/// What intake needs besides the core.
+#[derive(Clone, Debug)]
+pub struct IntakeContext {
+    pub library: Arc<dyn LibrarySource>,
+}
+
+/// The tenant a request acts for: a token wins; otherwise the broker user must be bound to the tenant
+/// the request names (or to a tenant of the same name when it names none).
+async fn bind_tenant(
+    core: &Core,
+    credentials: &Credentials,
+    claimed: Option<&str>,
+) -> std::result::Result<Tenant, AuthError> {
+    let tenant = if let Some(token) = credentials
+        .token
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    {
+        core.tenants().authenticate(token).await?
+    } else if let Some(user) = credentials.broker_user.as_deref() {
+        let name = claimed.unwrap_or(user);
+        let id = TenantId::new(name).map_err(|_| AuthError::UnknownTenant(name.to_string()))?;
+        let tenant = core
+            .tenants()
+            .get(&id)
+            .await
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?
+            .ok_or_else(|| AuthError::UnknownTenant(name.to_string()))?;
+        if !tenant.amqp_users.iter().any(|u| u == user) {
+            return Err(AuthError::UnboundUser(user.to_string()));
+        }
+        tenant
+    } else {
+        return Err(AuthError::Missing);
+    };
+    if let Some(claimed) = claimed {
+        if claimed != tenant.id.as_str() {
+            return Err(AuthError::TenantMismatch {
+                authenticated: tenant.id.to_string(),
+                requested: claimed.to_string(),
+            });
+        }
+    }
+    Ok(tenant)
+}
+
+fn auth_reason(error: &AuthError) -> Reason {
+    Reason::new(error.code(), error.to_string())
+}
+
+/// Validates, authenticates, resolves and accepts one request. `idempotency_key` is the AMQP
+/// message_id or the HTTP Idempotency-Key; without one a fresh id is generated (no idempotency).
+#[allow(clippy::too_many_arguments)]
+pub async fn submit(
+    core: &Core,
+    context: &IntakeContext,
+    ingress: Ingress,
+    credentials: &Credentials,
+    idempotency_key: Option<&str>,
+    body: &[u8],
+    reply: Option<ReplyRoute>,
+    parent: Option<RequestId>,
+) -> Result<Reply> {
+    let request_id = match idempotency_key {
+        Some(key) => match RequestId::new(key) {
+            Ok(id) => id,
+            Err(error) => {
+                return Ok(reject(
+                    ingress,
+                    None,
+                    vec![Reason::new("invalid_request_id", error.to_string())],
+                ));
+            }
+        },
+        None => RequestId::random(),
+    };
+    let id_text = Some(request_id.to_string());
+    if body.len() > MAX_REQUEST_BYTES {
+        let reason = Reason::new(
+            "too_large",
+            format!(
+                "request body of {} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit",
+                body.len()
+            ),
+        );
+        return Ok(reject(ingress, id_text, vec![reason]));
+    }
+    // The tenant is bound before the body is judged, so strangers learn nothing from validation.
+    let claimed = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("tenant").and_then(|t| t.as_str()).map(str::to_string));
+    let tenant = match bind_tenant(core, credentials, claimed.as_deref()).await {
+        Ok(tenant) => tenant,
+        Err(AuthError::Unavailable(detail)) => {
+            return Err(crate::error::SchedulerError::Unavailable(format!(
+                "credentials could not be checked: {detail}"
+            )));
+        }
+        Err(error) => return Ok(reject(ingress, id_text, vec![auth_reason(&error)])),
+    };
+    let request = match GenerationRequest::from_json(body) {
+        Ok(request) => request,
+        Err(error) => return Ok(reject(ingress, id_text, request_reasons(&error))),
+    };
+    if request.variants > core.options().max_variants {
+        let reason = Reason::new(
+            "too_many_variants",
+            format!(
+                "n = {} exceeds this scheduler's limit of {} variants per request",
+                request.variants,
+                core.options().max_variants
+            ),
+        )
+        .on_field("n");
+        return Ok(reject(ingress, id_text, vec![reason]));
+    }
+    if let RequestKind::AlbumToArt(_) = request.kind {
+        let reason = Reason::new(
+            "unsupported_kind",
+            "album_to_art requests are run by `reverie batch`; this scheduler plans `generate` requests",
+        )
+        .on_field("kind");
+        return Ok(reject(ingress, id_text, vec![reason]));
+    }
+    // The parent comes from the URL (HTTP refine) or the body's refine_of; both must agree.
+    let parent = match (parent, request.refine_of.clone()) {
+        (Some(path), Some(body)) if path != body => {
+            let reason = Reason::new(
+                "invalid_field",
+                format!("refine_of {body} differs from the request being refined ({path})"),
+            )
+            .on_field("refine_of");
+            return Ok(reject(ingress, id_text, vec![reason]));
+        }
+        (path, body) => path.or(body),
+    };
+    let parent_plan = match &parent {
+        Some(parent) => match core.record(&tenant.id, parent).await? {
+            Some(record) => Some((parent.clone(), record.plan)),
+            // Another tenant's request is indistinguishable from a missing one.
+            None => {
+                let reason = Reason::new(
+                    "not_found",
+                    format!("no generation {parent} for this tenant"),
+                )
+                .on_field("parent");
+                return Ok(reject(ingress, id_text, vec![reason]));
+            }
+        },
+        None => None,
+    };
+    let library = context.library.load(&tenant.id).await?;
+    let parsed = prompt::parse_prompt(&request.prompt);
+    let resolution = prompt::resolve(&parsed, &library.catalog);
+    let reasons: Vec<Reason> = resolution
+        .unresolved
+        .iter()
+        .map(|u| {
+            Reason::new("unresolved_reference", u.message.clone())
+                .on_field("prompt")
+                .suggesting(u.suggestions.clone())
+        })
+        .collect();
+    if !reasons.is_empty() {
+        return Ok(reject(ingress, id_text, reasons));
+    }
+    let offered = library::candidates(&library, &resolution);
+    let input = plan_input(&request, &parsed, offered);
+    let intake = Intake {
+        request: request_id,
+        tenant: tenant.id.clone(),
+        ingress,
+        reply,
+        prompt: request.prompt.clone(),
+        body: serde_json::from_slice(body).unwrap_or_default(),
+        input,
+        parent: parent_plan,
+    };
+    core.accept(intake).await
+}
+
+fn reject(ingress: Ingress, request: Option<String>, reasons: Vec<Reason>) -> Reply {
+    reverie_shared::metrics::global()
+        .requests
+        .with_label_values(&[ingress.label(), "rejected"])
+        .inc();
+    Reply::rejected(request, reasons)
+}
+
+/// One reason per problem the request parser found.
+fn request_reasons(error: &RequestError) -> Vec<Reason> {
+    match error {
+        RequestError::Invalid { violations } => violations
+            .iter()
+            .map(|v| {
+                Reason::new("invalid_field", format!("`{}` {}", v.field, v.reason))
+                    .on_field(v.field.clone())
+            })
+            .collect(),
+        RequestError::MissingField { field } | RequestError::UnknownField { field } => {
+            vec![Reason::new(error.code(), error.to_string()).on_field(field.clone())]
+        }
+        RequestError::MissingSchemaVersion { .. }
+        | RequestError::UnsupportedSchemaVersion { .. } => {
+            vec![Reason::new(error.code(), error.to_string()).on_field("schema_version")]
+        }
+        other => vec![Reason::new(other.code(), other.to_string())],
+    }
+}
+
+/// The text for the model: what no reference consumed, plus the setting in words (the references
+/// supply faces and photos, but the model still needs to hear "at sunset on a beach in Lisbon").
+fn model_prompt(original: &str, parsed: &prompt::ParsedPrompt) -> String {
+    let setting = &parsed.setting;
+    let mut parts: Vec<String> = Vec::new();
+    if !parsed.free_text.trim().is_empty() {
+        parts.push(parsed.free_text.trim().to_string());
+    }
+    parts.extend(setting.scenes.iter().cloned());
+    parts.extend(
+        setting
+            .light
+            .iter()
+            .map(|light| light.tag().replace('_', " ")),
+    );
+    parts.extend(
+        setting
+            .places
+            .iter()
+            .map(|place| format!("in {}", place.name)),
+    );
+    if parts.is_empty() {
+        original.to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// What the plan is made from: the request's wishes and the photos its prompt resolved to.
+fn plan_input(
+    request: &GenerationRequest,
+    parsed: &prompt::ParsedPrompt,
+    offered: library::Offered,
+) -> PlanInput {
+    let style = request
+        .style
+        .clone()
+        .or_else(|| parsed.style.styles.first().cloned())
+        .or_else(|| {
+            parsed
+                .style
+                .artists
+                .first()
+                .map(|artist| format!("in the style of {artist}"))
+        });
+    let model_prompt = model_prompt(&request.prompt, parsed);
+    PlanInput {
+        model_prompt,
+        negative_prompt: request.negative_prompt.clone().unwrap_or_default(),
+        style,
+        variants: request.variants,
+        width: request.size.map(|s| s.width),
+        height: request.size.map(|s| s.height),
+        steps: request.steps,
+        guidance: request.guidance,
+        scheduler: None,
+        seed: request.seed,
+        renderer: None,
+        priority: request.priority,
+        palette_transfer: parsed.style.palette.is_some(),
+        subjects: offered.subjects,
+        backgrounds: offered.backgrounds,
+        palettes: offered.palettes,
+    }
+}

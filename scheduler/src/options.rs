@@ -1,0 +1,50 @@
+//! The scheduler's settings, taken from the shared configuration plus what only the scheduler uses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reverie_shared::config::Config;
+
+use crate::plan::PlannerSettings;
+
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub queue_prefix: String,
+    pub http_addr: SocketAddr,
+    /// Most unfinished jobs one tenant may have; a request that would exceed it is rejected.
+    pub tenant_queue_quota: usize,
+    /// Batch jobs of one tenant on the broker at once (see [`crate::fairness`]).
+    pub batch_in_flight_per_tenant: usize,
+    /// Largest `n` (variants) one request may ask for.
+    pub max_variants: u32,
+    /// How often queue depths and live workers are sampled for the metrics.
+    pub metrics_interval: Duration,
+    pub planner: PlannerSettings,
+}
+
+impl SchedulerOptions {
+    pub fn from_config(config: &Config) -> SchedulerOptions {
+        SchedulerOptions {
+            queue_prefix: config.queues.prefix.clone(),
+            http_addr: config.scheduler.http_addr,
+            tenant_queue_quota: config.scheduler.tenant_queue_quota as usize,
+            ..SchedulerOptions::default()
+        }
+    }
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> SchedulerOptions {
+        SchedulerOptions {
+            queue_prefix: "reverie".to_string(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tenant_queue_quota: 10_000,
+            // Enough to keep a worker's batch full (worker.batch_max defaults to 8) without letting one
+            // tenant's backlog sit on the broker in front of others.
+            batch_in_flight_per_tenant: 8,
+            max_variants: 16,
+            metrics_interval: Duration::from_secs(5),
+            planner: PlannerSettings::default(),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! Planning: a validated request plus the references its prompt resolved to become the jobs that render
+//! it. A pure function of its inputs, so a plan can be explained and reproduced from the record alone.
+
+use std::collections::BTreeMap;
+
+use reverie_shared::ids::{JobId, PhotoId, RequestId, TenantId};
+use reverie_shared::jobs::{
+    GenerateJob, OutputTarget, PhotoRef, Priority, ReferenceRole, RenderSpec, RendererKind,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What the farm can render, from configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannerSettings {
+    /// The diffusion model to use; `None` means no weights are configured and the painterly renderer
+    /// paints every job.
+    pub diffusion_model: Option<String>,
+    pub diffusion_steps: u32,
+    pub diffusion_scheduler: String,
+    pub diffusion_guidance: f32,
+    pub default_size: u32,
+    pub painterly_style: String,
+    /// img2img strength when a background photo is the init image.
+    pub background_strength: f32,
+    /// Most subject photos per job (the renderer composes at most this many).
+    pub max_subjects: usize,
+}
+
+impl Default for PlannerSettings {
+    fn default() -> PlannerSettings {
+        PlannerSettings {
+            diffusion_model: None,
+            diffusion_steps: 20,
+            diffusion_scheduler: "ddim".to_string(),
+            diffusion_guidance: 7.5,
+            default_size: 512,
+            painterly_style: "impressionist".to_string(),
+            background_strength: 0.6,
+            max_subjects: 4,
+        }
+    }
+}
+
+/// A photo the resolution offers for one role, with how well it fits (higher is better).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub reference: PhotoRef,
+    pub score: f32,
+    /// The albums the photo is in: consent is checked against them.
+    pub albums: Vec<String>,
+    /// Which resolved reference it answers ("person:Anna", "place:Lisbon", ...), to pick one per reference.
+    pub answers: String,
+}
+
+/// The request's wishes, already validated.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlanInput {
+    /// Prompt text for the model, resolved references removed.
+    pub model_prompt: String,
+    pub negative_prompt: String,
+    pub style: Option<String>,
+    pub variants: u32,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub steps: Option<u32>,
+    pub guidance: Option<f32>,
+    pub scheduler: Option<String>,
+    pub seed: Option<u64>,
+    pub renderer: Option<RendererKind>,
+    pub priority: Priority,
+    pub palette_transfer: bool,
+    pub subjects: Vec<Candidate>,
+    pub backgrounds: Vec<Candidate>,
+    pub palettes: Vec<Candidate>,
+}
+
+/// The plan as recorded: enough to explain the result and render it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub renderer: RendererKind,
+    pub model: Option<String>,
+    pub width: u32,
+    pub height: u32,
+    pub steps: u32,
+    pub scheduler: Option<String>,
+    pub guidance: f32,
+    pub style: String,
+    pub model_prompt: String,
+    pub negative_prompt: String,
+    pub seeds: Vec<u64>,
+    pub references: Vec<PhotoRef>,
+    /// For every reference, the albums it is in (consent re-checks after a revoke).
+    pub reference_albums: BTreeMap<String, Vec<String>>,
+    pub priority: Priority,
+    /// Human-readable reasons for each choice.
+    pub explanation: Vec<String>,
+}
+
+/// The seed of the `index`-th variant: the given seed plus the index, or a hash of the request id and
+/// the index, so the same request always renders the same images.
+pub fn variant_seed(request: &RequestId, index: u32, given: Option<u64>) -> u64 {
+    match given {
+        Some(seed) => seed.wrapping_add(u64::from(index)),
+        None => {
+            let digest = Sha256::digest(format!("{request}#{index}").as_bytes());
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&digest[..8]);
+            u64::from_le_bytes(bytes)
+        }
+    }
+}
+
+/// The best candidate for each distinct thing asked for, best first, at most `limit`.
+fn best_per_answer(candidates: &[Candidate], limit: usize) -> Vec<&Candidate> {
+    let mut best: BTreeMap<&str, &Candidate> = BTreeMap::new();
+    for candidate in candidates {
+        let slot = best.entry(candidate.answers.as_str()).or_insert(candidate);
+        if candidate.score > slot.score {
+            *slot = candidate;
+        }
+    }
+    let mut chosen: Vec<&Candidate> = best.into_values().collect();
+    chosen.sort_by(|a, b| b.score.total_cmp(&a.score));
+    chosen.truncate(limit);
+    chosen
+}
+
+fn with_role(candidate: &Candidate, role: ReferenceRole) -> PhotoRef {
+    PhotoRef {
+        role,
+        ..candidate.reference.clone()
+    }
+}
+
+/// Chooses references, renderer and parameters.
+pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSettings) -> Plan {
+    let mut explanation = Vec::new();
+    let renderer = match (input.renderer, &settings.diffusion_model) {
+        (Some(RendererKind::Diffusion), None) => {
+            explanation
+                .push("diffusion asked for but no weights are configured: painterly".to_string());
+            RendererKind::Painterly
+        }
+        (Some(kind), _) => kind,
+        (None, Some(_)) => RendererKind::Diffusion,
+        (None, None) => RendererKind::Painterly,
+    };
+    explanation.push(format!("renderer {}", renderer.label()));
+    let mut references = Vec::new();
+    let mut reference_albums = BTreeMap::new();
+    let mut take =
+        |candidate: &Candidate, role: ReferenceRole, why: &str, explanation: &mut Vec<String>| {
+            if references
+                .iter()
+                .any(|r: &PhotoRef| r.photo == candidate.reference.photo && r.role == role)
+            {
+                return;
+            }
+            explanation.push(format!(
+                "{why} for {}: photo {} (score {:.2})",
+                candidate.answers,
+                candidate.reference.photo.short(),
+                candidate.score
+            ));
+            reference_albums.insert(
+                candidate.reference.photo.to_string(),
+                candidate.albums.clone(),
+            );
+            references.push(with_role(candidate, role));
+        };
+    for candidate in best_per_answer(&input.subjects, settings.max_subjects) {
+        take(
+            candidate,
+            ReferenceRole::Subject,
+            "subject",
+            &mut explanation,
+        );
+    }
+    if let Some(candidate) = best_per_answer(&input.backgrounds, 1).first() {
+        take(
+            candidate,
+            ReferenceRole::Background,
+            "background",
+            &mut explanation,
+        );
+    }
+    if let Some(candidate) = best_per_answer(&input.palettes, 1).first() {
+        take(
+            candidate,
+            ReferenceRole::Palette,
+            "palette",
+            &mut explanation,
+        );
+    }
+    let size = settings.default_size;
+    let (steps, scheduler, model, guidance) = match renderer {
+        RendererKind::Diffusion => (
+            input.steps.unwrap_or(settings.diffusion_steps),
+            Some(
+                input
+                    .scheduler
+                    .clone()
+                    .unwrap_or_else(|| settings.diffusion_scheduler.clone()),
+            ),
+            settings.diffusion_model.clone(),
+            input.guidance.unwrap_or(settings.diffusion_guidance),
+        ),
+        // The painterly renderer has no denoising loop: one pass.
+        RendererKind::Painterly => (1, None, None, 0.0),
+    };
+    let variants = input.variants.max(1);
+    let seeds = (0..variants)
+        .map(|i| variant_seed(request, i, input.seed))
+        .collect();
+    Plan {
+        renderer,
+        model,
+        width: input.width.unwrap_or(size),
+        height: input.height.unwrap_or(size),
+        steps,
+        scheduler,
+        guidance,
+        style: input
+            .style
+            .clone()
+            .unwrap_or_else(|| settings.painterly_style.clone()),
+        model_prompt: input.model_prompt.clone(),
+        negative_prompt: input.negative_prompt.clone(),
+        seeds,
+        references,
+        reference_albums,
+        priority: input.priority,
+        explanation,
+    }
+}
+
+/// The jobs that render a plan, one per variant.
+pub fn jobs_for(
+    plan: &Plan,
+    tenant: &TenantId,
+    request: &RequestId,
+    settings: &PlannerSettings,
+) -> Vec<GenerateJob> {
+    let has_background = plan
+        .references
+        .iter()
+        .any(|r| r.role == ReferenceRole::Background);
+    let palette_transfer = plan
+        .references
+        .iter()
+        .any(|r| r.role == ReferenceRole::Palette);
+    plan.seeds
+        .iter()
+        .enumerate()
+        .map(|(index, &seed)| {
+            let index = index as u32;
+            GenerateJob {
+                job: JobId::for_request(request, index),
+                request: request.clone(),
+                tenant: tenant.clone(),
+                index,
+                render: RenderSpec {
+                    renderer: plan.renderer,
+                    prompt: plan.model_prompt.clone(),
+                    negative_prompt: plan.negative_prompt.clone(),
+                    style: plan.style.clone(),
+                    model: plan.model.clone(),
+                    width: plan.width,
+                    height: plan.height,
+                    steps: plan.steps,
+                    guidance: plan.guidance,
+                    scheduler: plan.scheduler.clone(),
+                    seed,
+                    strength: if has_background {
+                        settings.background_strength
+                    } else {
+                        1.0
+                    },
+                    palette_transfer,
+                },
+                references: plan.references.clone(),
+                output: OutputTarget::default(),
+                batch_run: None,
+            }
+        })
+        .collect()
+}
+
+/// A refinement keeps the parent's seeds and references unless the new prompt resolved its own: a role
+/// the new prompt names replaces the parent's references of that role; the others are kept.
+pub fn refine_plan(parent: &Plan, child: Plan) -> Plan {
+    let mut references: Vec<PhotoRef> = Vec::new();
+    let mut albums = child.reference_albums.clone();
+    let mut explanation = child.explanation.clone();
+    for role in [
+        ReferenceRole::Subject,
+        ReferenceRole::Background,
+        ReferenceRole::Palette,
+    ] {
+        let new: Vec<&PhotoRef> = child.references.iter().filter(|r| r.role == role).collect();
+        if new.is_empty() {
+            for kept in parent.references.iter().filter(|r| r.role == role) {
+                if let Some(a) = parent.reference_albums.get(kept.photo.as_str()) {
+                    albums.insert(kept.photo.to_string(), a.clone());
+                }
+                explanation.push(format!(
+                    "kept the parent's {role:?} photo {}",
+                    kept.photo.short()
+                ));
+                references.push(kept.clone());
+            }
+        } else {
+            references.extend(new.into_iter().cloned());
+        }
+    }
+    // The parent's seeds, as many as the child has variants (new variants get fresh seeds).
+    let mut seeds = child.seeds.clone();
+    for (slot, seed) in seeds.iter_mut().zip(&parent.seeds) {
+        *slot = *seed;
+    }
+    explanation.push("kept the parent's seeds".to_string());
+    Plan {
+        references,
+        reference_albums: albums,
+        seeds,
+        explanation,
+        ..child
+    }
+}
+
+/// The photos a plan uses.
+pub fn photos_of(plan: &Plan) -> Vec<PhotoId> {
+    let mut photos: Vec<PhotoId> = plan.references.iter().map(|r| r.photo.clone()).collect();
+    photos.sort();
+    photos.dedup();
+    photos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reverie_shared::ids::ShardId;
+
+    fn candidate(byte: u8, answers: &str, score: f32) -> Candidate {
+        Candidate {
+            reference: PhotoRef {
+                photo: PhotoId::of_bytes(&[byte]),
+                shard: ShardId::new("s-0").unwrap(),
+                offset: 0,
+                length: 10,
+                role: ReferenceRole::Subject,
+                face_box: None,
+                label: Some(answers.to_string()),
+            },
+            score,
+            albums: vec![],
+            answers: answers.to_string(),
+        }
+    }
+
+    #[test]
+    fn seeds_are_deterministic_per_request_and_index() {
+        let request = RequestId::new("r1").unwrap();
+        assert_eq!(
+            variant_seed(&request, 0, None),
+            variant_seed(&request, 0, None)
+        );
+        assert_ne!(
+            variant_seed(&request, 0, None),
+            variant_seed(&request, 1, None)
+        );
+        assert_eq!(variant_seed(&request, 2, Some(40)), 42);
+    }
+
+    #[test]
+    fn renderer_follows_configured_weights() {
+        let request = RequestId::new("r1").unwrap();
+        let input = PlanInput {
+            variants: 2,
+            ..PlanInput::default()
+        };
+        let plan = make_plan(&input, &request, &PlannerSettings::default());
+        assert_eq!(plan.renderer, RendererKind::Painterly);
+        assert_eq!(plan.seeds.len(), 2);
+        let settings = PlannerSettings {
+            diffusion_model: Some("sd-tiny".into()),
+            ..PlannerSettings::default()
+        };
+        let plan = make_plan(&input, &request, &settings);
+        assert_eq!(plan.renderer, RendererKind::Diffusion);
+        assert_eq!(plan.steps, 20);
+        assert_eq!(plan.model.as_deref(), Some("sd-tiny"));
+    }
+
+    #[test]
+    fn picks_the_best_photo_per_subject() {
+        let request = RequestId::new("r1").unwrap();
+        let input = PlanInput {
+            variants: 1,
+            subjects: vec![
+                candidate(1, "person:Anna", 0.2),
+                candidate(2, "person:Anna", 0.9),
+                candidate(3, "pet:Rex", 0.5),
+            ],
+            ..PlanInput::default()
+        };
+        let plan = make_plan(&input, &request, &PlannerSettings::default());
+        let photos: Vec<_> = plan.references.iter().map(|r| r.photo.clone()).collect();
+        assert_eq!(
+            photos,
+            vec![PhotoId::of_bytes(&[2]), PhotoId::of_bytes(&[3])]
+        );
+        let jobs = jobs_for(
+            &plan,
+            &TenantId::new("t").unwrap(),
+            &request,
+            &PlannerSettings::default(),
+        );
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].job.as_str(), "r1.0");
+        assert_eq!(jobs[0].references.len(), 2);
+    }
+
+    #[test]
+    fn refine_keeps_parent_seed_and_references_unless_replaced() {
+        let settings = PlannerSettings::default();
+        let parent_input = PlanInput {
+            variants: 1,
+            subjects: vec![candidate(1, "person:Anna", 0.9)],
+            backgrounds: vec![candidate(5, "place:Lisbon", 0.9)],
+            ..PlanInput::default()
+        };
+        let parent = make_plan(&parent_input, &RequestId::new("p").unwrap(), &settings);
+        let child_input = PlanInput {
+            variants: 1,
+            backgrounds: vec![candidate(6, "place:Porto", 0.8)],
+            ..PlanInput::default()
+        };
+        let child = make_plan(&child_input, &RequestId::new("c").unwrap(), &settings);
+        let refined = refine_plan(&parent, child);
+        assert_eq!(refined.seeds, parent.seeds);
+        let subject = refined
+            .references
+            .iter()
+            .find(|r| r.role == ReferenceRole::Subject)
+            .unwrap();
+        assert_eq!(subject.photo, PhotoId::of_bytes(&[1]));
+        let background = refined
+            .references
+            .iter()
+            .find(|r| r.role == ReferenceRole::Background)
+            .unwrap();
+        assert_eq!(background.photo, PhotoId::of_bytes(&[6]));
+    }
+}

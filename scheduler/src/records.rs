@@ -1,0 +1,367 @@
+//! Request and job records: the lifecycle of everything the scheduler accepted.
+//!
+//! The durable record of a request (with its jobs and plan) is `tenants/{t}/requests/{r}.json` in the
+//! object store; the cache holds a copy at `reverie:{t}:request:{r}` and one entry per job at
+//! [`keys::job_cache_key`] (what workers and dashboards read). While a request has unfinished jobs an
+//! empty marker `tenants/{t}/open/{r}` exists: a restarted scheduler lists the markers to find the work it
+//! must keep tracking (and the jobs it must still publish).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use reverie_shared::ids::{JobId, RequestId, TenantId};
+use reverie_shared::jobs::GenerateJob;
+use reverie_shared::keys;
+use reverie_shared::ports::cache::SharedCache;
+use reverie_shared::ports::store::SharedStore;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{from_json, to_json, Result};
+use crate::plan::Plan;
+
+/// Finished records stay in the cache this long; the store keeps them until the tenant is forgotten.
+const FINISHED_CACHE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Ingress {
+    Amqp,
+    Http,
+}
+
+impl Ingress {
+    pub fn label(self) -> &'static str {
+        match self {
+            Ingress::Amqp => "amqp",
+            Ingress::Http => "http",
+        }
+    }
+}
+
+/// Where AMQP replies for a request go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyRoute {
+    pub reply_to: String,
+    pub correlation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job: JobId,
+    pub index: u32,
+    pub state: JobState,
+    /// Highest attempt a worker reported.
+    pub attempts: u32,
+    /// Whether the broker confirmed the job's message (false while it waits in the fairness feeder).
+    pub published: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub worker: Option<String>,
+    pub outputs: Vec<String>,
+    pub error: Option<String>,
+    pub render_ms: Option<u64>,
+    /// What the worker is told: fixed by the plan so a retry renders the same image.
+    pub spec: GenerateJob,
+}
+
+impl JobRecord {
+    pub fn new(spec: GenerateJob, now: DateTime<Utc>) -> JobRecord {
+        JobRecord {
+            job: spec.job.clone(),
+            index: spec.index,
+            state: JobState::Queued,
+            attempts: 0,
+            published: false,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            outputs: Vec::new(),
+            error: None,
+            render_ms: None,
+            spec,
+        }
+    }
+
+    /// Moves to `state` unless the job already finished (late or duplicate events change nothing).
+    /// Returns whether anything changed.
+    pub fn transition(&mut self, state: JobState, now: DateTime<Utc>) -> bool {
+        if self.state.is_final() || self.state == state {
+            return false;
+        }
+        self.state = state;
+        self.updated_at = now;
+        if state == JobState::Running && self.started_at.is_none() {
+            self.started_at = Some(now);
+        }
+        if state.is_final() {
+            self.finished_at = Some(now);
+        }
+        true
+    }
+}
+
+/// The cache entry of one job: what a worker needs to know (cancelled or not) and a status summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job: JobId,
+    pub request: RequestId,
+    pub state: JobState,
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+    pub outputs: Vec<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub request: RequestId,
+    pub tenant: TenantId,
+    pub ingress: Ingress,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// The request as received (validated), for explanation and refinement.
+    pub prompt: String,
+    pub body: serde_json::Value,
+    pub parent: Option<RequestId>,
+    pub reply: Option<ReplyRoute>,
+    pub plan: Plan,
+    pub jobs: Vec<JobRecord>,
+    /// Set once the final reply (done / failed / cancelled) was sent, so it is sent once.
+    #[serde(default)]
+    pub final_reply_sent: bool,
+}
+
+impl RequestRecord {
+    /// The request's state: the least finished of its jobs, and once all are finished, succeeded when
+    /// all succeeded, cancelled when any was cancelled and none failed, failed otherwise.
+    pub fn state(&self) -> JobState {
+        let states: Vec<JobState> = self.jobs.iter().map(|j| j.state).collect();
+        if states.contains(&JobState::Running) {
+            JobState::Running
+        } else if states.contains(&JobState::Queued) {
+            JobState::Queued
+        } else if states.iter().all(|s| *s == JobState::Succeeded) {
+            JobState::Succeeded
+        } else if states.contains(&JobState::Failed) {
+            JobState::Failed
+        } else {
+            JobState::Cancelled
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.jobs.iter().all(|j| j.state.is_final())
+    }
+
+    pub fn job_mut(&mut self, job: &JobId) -> Option<&mut JobRecord> {
+        self.jobs.iter_mut().find(|j| &j.job == job)
+    }
+
+    pub fn unfinished_jobs(&self) -> usize {
+        self.jobs.iter().filter(|j| !j.state.is_final()).count()
+    }
+}
+
+pub fn request_key(tenant: &TenantId, request: &RequestId) -> String {
+    format!("{}requests/{request}.json", keys::tenant_prefix(tenant))
+}
+
+fn open_marker_key(tenant: &TenantId, request: &RequestId) -> String {
+    format!("{}open/{request}", keys::tenant_prefix(tenant))
+}
+
+fn request_cache_key(tenant: &TenantId, request: &RequestId) -> String {
+    format!("{}request:{request}", keys::tenant_cache_prefix(tenant))
+}
+
+/// The request a job belongs to: job ids are `{request}.{index}`.
+pub fn request_of(job: &JobId) -> Option<RequestId> {
+    let (request, index) = job.as_str().rsplit_once('.')?;
+    index.parse::<u32>().ok()?;
+    RequestId::new(request).ok()
+}
+
+#[derive(Debug, Clone)]
+pub struct Records {
+    store: SharedStore,
+    cache: SharedCache,
+}
+
+impl Records {
+    pub fn new(store: SharedStore, cache: SharedCache) -> Records {
+        Records { store, cache }
+    }
+
+    /// Reads a request record through the cache; `None` when it does not exist for this tenant.
+    pub async fn load(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Result<Option<RequestRecord>> {
+        let cache_key = request_cache_key(tenant, request);
+        match self.cache.get(&cache_key).await {
+            Ok(Some(bytes)) => {
+                if let Ok(record) = serde_json::from_slice::<RequestRecord>(&bytes) {
+                    return Ok(Some(record));
+                }
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, request = %request, "record cache read failed"),
+        }
+        let key = request_key(tenant, request);
+        match self.store.get(&key).await {
+            Ok(bytes) => Ok(Some(from_json(&key, &bytes)?)),
+            Err(error) if error.is_not_found() => Ok(None),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Writes the durable record first, then the cache copies and the open marker.
+    pub async fn save(&self, record: &RequestRecord) -> Result<()> {
+        let bytes = Bytes::from(to_json("request record", record)?);
+        self.store
+            .put(&request_key(&record.tenant, &record.request), bytes.clone())
+            .await?;
+        let marker = open_marker_key(&record.tenant, &record.request);
+        let finished = record.is_finished();
+        if finished {
+            self.store.delete(&marker).await?;
+        } else {
+            self.store.put(&marker, Bytes::new()).await?;
+        }
+        let ttl = finished.then_some(FINISHED_CACHE_TTL);
+        let mut entries = vec![(request_cache_key(&record.tenant, &record.request), bytes)];
+        for job in &record.jobs {
+            let summary = JobSummary {
+                job: job.job.clone(),
+                request: record.request.clone(),
+                state: job.state,
+                attempts: job.attempts,
+                updated_at: job.updated_at,
+                outputs: job.outputs.clone(),
+                error: job.error.clone(),
+            };
+            entries.push((
+                keys::job_cache_key(&record.tenant, job.job.as_str()),
+                Bytes::from(to_json("job summary", &summary)?),
+            ));
+        }
+        // The cache is a copy: when it is away, readers fall back to the store.
+        if let Err(error) = self.cache.set_many(&entries, ttl).await {
+            tracing::warn!(%error, request = %record.request, "record cache write failed");
+        }
+        Ok(())
+    }
+
+    /// Every request with unfinished jobs, for recovery after a restart.
+    pub async fn open_requests(&self) -> Result<Vec<(TenantId, RequestId)>> {
+        let mut open = Vec::new();
+        for object in self.store.list("tenants/").await? {
+            let mut parts = object.key.split('/');
+            let (Some("tenants"), Some(tenant), Some("open"), Some(request), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            if let (Ok(tenant), Ok(request)) = (TenantId::new(tenant), RequestId::new(request)) {
+                open.push((tenant, request));
+            }
+        }
+        Ok(open)
+    }
+
+    /// Records that an output was made from a photo (provenance listing).
+    pub async fn record_provenance(
+        &self,
+        tenant: &TenantId,
+        photo: &str,
+        entry: &ProvenanceEntry,
+    ) -> Result<()> {
+        let key = format!(
+            "{}provenance/{photo}/{}.json",
+            keys::tenant_prefix(tenant),
+            entry.job
+        );
+        self.store
+            .put(&key, Bytes::from(to_json("provenance entry", entry)?))
+            .await?;
+        Ok(())
+    }
+
+    /// The outputs made from a photo.
+    pub async fn outputs_of_photo(
+        &self,
+        tenant: &TenantId,
+        photo: &str,
+    ) -> Result<Vec<ProvenanceEntry>> {
+        let prefix = format!("{}provenance/{photo}/", keys::tenant_prefix(tenant));
+        let mut entries = Vec::new();
+        for object in self.store.list(&prefix).await? {
+            let bytes = self.store.get(&object.key).await?;
+            entries.push(from_json(&object.key, &bytes)?);
+        }
+        Ok(entries)
+    }
+}
+
+/// One output made from a photo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ProvenanceEntry {
+    #[schema(value_type = String)]
+    pub request: RequestId,
+    #[schema(value_type = String)]
+    pub job: JobId,
+    pub outputs: Vec<String>,
+    pub created_at: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_lead_back_to_requests() {
+        let request = RequestId::new("req.with.dots").unwrap();
+        let job = JobId::for_request(&request, 7);
+        assert_eq!(request_of(&job), Some(request));
+        assert_eq!(request_of(&JobId::new("nodot").unwrap()), None);
+    }
+}

@@ -1,0 +1,231 @@
+//! What the scheduler tells requesters: the reply schema v1 (docs/schemas/reply.v1.json), sent as JSON to
+//! an AMQP request's `reply_to` with its `correlation_id`, and as server-sent events over HTTP.
+
+use serde::{Deserialize, Serialize};
+
+use crate::records::{JobState, RequestRecord};
+
+pub const REPLY_SCHEMA: &str = "reverie.reply.v1";
+
+/// Why a request was refused, or what went wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reason {
+    /// A stable machine-readable code (`invalid_json`, `unknown_schema_version`, `missing_field`,
+    /// `unknown_tenant`, `token_expired`, `no_consent`, `quota_exceeded`, `unresolved_reference`, ...).
+    pub code: String,
+    /// The request field it concerns, as a JSON pointer-like path (`prompt`, `n`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub message: String,
+    /// Close known names for an unresolved reference ("did you mean").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suggestions: Vec<String>,
+}
+
+impl Reason {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Reason {
+        Reason {
+            code: code.into(),
+            field: None,
+            message: message.into(),
+            suggestions: Vec::new(),
+        }
+    }
+
+    pub fn on_field(mut self, field: impl Into<String>) -> Reason {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn suggesting(mut self, suggestions: Vec<String>) -> Reason {
+        self.suggestions = suggestions;
+        self
+    }
+}
+
+/// One job's outputs in a `done` or `failed` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobResult {
+    pub job: String,
+    pub index: u32,
+    pub state: JobState,
+    pub outputs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ReplyBody {
+    /// The request was persisted and its jobs published (or queued for fair publishing).
+    Accepted {
+        jobs: Vec<String>,
+        /// True when this request id was seen before: no new jobs were made.
+        duplicate: bool,
+        /// The plan's explanation lines.
+        plan: Vec<String>,
+    },
+    Rejected {
+        reasons: Vec<Reason>,
+    },
+    Progress {
+        job: String,
+        state: JobState,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u32>,
+        /// A small PNG preview, base64.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        preview_png_base64: Option<String>,
+    },
+    Done {
+        results: Vec<JobResult>,
+    },
+    Failed {
+        reasons: Vec<Reason>,
+        results: Vec<JobResult>,
+    },
+    Cancelled {
+        results: Vec<JobResult>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reply {
+    /// Always `reverie.reply.v1`.
+    pub schema: String,
+    /// The request this reply is about, when it got that far.
+    pub request_id: Option<String>,
+    #[serde(flatten)]
+    pub body: ReplyBody,
+}
+
+impl Reply {
+    pub fn new(request_id: Option<String>, body: ReplyBody) -> Reply {
+        Reply {
+            schema: REPLY_SCHEMA.to_string(),
+            request_id,
+            body,
+        }
+    }
+
+    pub fn rejected(request_id: Option<String>, reasons: Vec<Reason>) -> Reply {
+        Reply::new(request_id, ReplyBody::Rejected { reasons })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.body {
+            ReplyBody::Accepted { .. } => "accepted",
+            ReplyBody::Rejected { .. } => "rejected",
+            ReplyBody::Progress { .. } => "progress",
+            ReplyBody::Done { .. } => "done",
+            ReplyBody::Failed { .. } => "failed",
+            ReplyBody::Cancelled { .. } => "cancelled",
+        }
+    }
+
+    /// Whether no more replies follow for this request.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self.body,
+            ReplyBody::Accepted { .. } | ReplyBody::Progress { .. }
+        )
+    }
+}
+
+pub fn job_results(record: &RequestRecord) -> Vec<JobResult> {
+    record
+        .jobs
+        .iter()
+        .map(|job| JobResult {
+            job: job.job.to_string(),
+            index: job.index,
+            state: job.state,
+            outputs: job.outputs.clone(),
+            error: job.error.clone(),
+        })
+        .collect()
+}
+
+/// The final reply of a finished request.
+pub fn final_reply(record: &RequestRecord) -> Reply {
+    let results = job_results(record);
+    let body = match record.state() {
+        JobState::Succeeded => ReplyBody::Done { results },
+        JobState::Cancelled => ReplyBody::Cancelled { results },
+        _ => {
+            let reasons = record
+                .jobs
+                .iter()
+                .filter(|j| j.state == JobState::Failed)
+                .map(|j| {
+                    Reason::new(
+                        "job_failed",
+                        format!(
+                            "job {} failed: {}",
+                            j.job,
+                            j.error.as_deref().unwrap_or("no reason given")
+                        ),
+                    )
+                })
+                .collect();
+            ReplyBody::Failed { reasons, results }
+        }
+    };
+    Reply::new(Some(record.request.to_string()), body)
+}
+
+/// Standard base64 (RFC 4648, padded) for previews; small enough not to need a crate.
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn replies_are_tagged_json() {
+        let reply = Reply::rejected(
+            Some("r1".into()),
+            vec![Reason::new("quota_exceeded", "too many").on_field("n")],
+        );
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["schema"], "reverie.reply.v1");
+        assert_eq!(json["type"], "rejected");
+        assert_eq!(json["reasons"][0]["field"], "n");
+    }
+}

@@ -1,0 +1,207 @@
+//! The scheduler's long-running loops: the requests consumer (AMQP ingress), the events consumer, the
+//! fairness feeder and the metrics sampler. Each stops when `shutdown` turns true.
+
+use std::time::Duration;
+
+use reverie_shared::consume::decode_or_dead_letter;
+use reverie_shared::envelope;
+use reverie_shared::ports::queue::{Consumer, Delivery, QueueError};
+use reverie_shared::retry::{with_backoff, Backoff};
+use tokio::sync::watch;
+
+use crate::ingress::{self, Ingress};
+use crate::records::ReplyRoute;
+use crate::service::Core;
+
+/// How long a message that failed for an infrastructure reason waits before it goes back to the queue.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+async fn connect(
+    core: &Core,
+    queue: &str,
+    prefetch: u16,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Box<dyn Consumer>> {
+    let backoff = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+        max_attempts: 0,
+    };
+    let queue_port = core.backends().queue.clone();
+    let attempt = with_backoff(queue, backoff, QueueError::is_transient, || {
+        queue_port.consume(queue, prefetch)
+    });
+    tokio::select! {
+        consumer = attempt => match consumer {
+            Ok(consumer) => Some(consumer),
+            Err(error) => {
+                tracing::error!(%error, queue, "cannot consume");
+                None
+            }
+        },
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// Runs `handle` on every delivery of `queue` until shutdown, reconnecting when the consumer is lost.
+async fn consume_loop<F, Fut>(
+    core: Core,
+    queue: String,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+) where
+    F: Fn(Core, Delivery) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    while !*shutdown.borrow() {
+        let Some(mut consumer) = connect(&core, &queue, 16, &mut shutdown).await else {
+            if *shutdown.borrow() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        loop {
+            let delivery = tokio::select! {
+                delivery = consumer.next() => delivery,
+                _ = shutdown.changed() => return,
+            };
+            match delivery {
+                Ok(delivery) => handle(core.clone(), delivery).await,
+                Err(error) => {
+                    tracing::warn!(%error, queue, "consumer lost; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// AMQP ingress: JSON requests from other services; every outcome is answered on `reply_to`.
+pub async fn run_requests(
+    core: Core,
+    intake: ingress::IntakeContext,
+    shutdown: watch::Receiver<bool>,
+) {
+    let queue = core.queues().requests.clone();
+    consume_loop(core, queue, shutdown, move |core, delivery| {
+        let intake = intake.clone();
+        async move { handle_request(&core, &intake, delivery).await }
+    })
+    .await;
+}
+
+async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: Delivery) {
+    let props = delivery.props().clone();
+    let route = props.reply_to.clone().map(|reply_to| ReplyRoute {
+        reply_to,
+        correlation_id: props.correlation_id.clone(),
+    });
+    let credentials = ingress::Credentials {
+        token: props.headers.get(ingress::TOKEN_HEADER).cloned(),
+        broker_user: props.user_id.clone(),
+    };
+    let outcome = ingress::submit(
+        core,
+        intake,
+        Ingress::Amqp,
+        &credentials,
+        props.message_id.as_deref(),
+        delivery.body(),
+        route.clone(),
+        None,
+    )
+    .await;
+    match outcome {
+        Ok(reply) => {
+            if let Some(route) = &route {
+                core.send_amqp_reply(route, &reply).await;
+            } else {
+                tracing::info!(
+                    kind = reply.kind(),
+                    "request without reply_to answered into the void"
+                );
+            }
+            if let Err(error) = delivery.ack().await {
+                tracing::warn!(%error, "could not ack a request");
+            }
+        }
+        Err(error) => {
+            // Not the request's fault (a backend is away): it goes back to the queue and is retried;
+            // the request id makes the retry idempotent.
+            tracing::warn!(%error, "request not processed; requeued");
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            if let Err(error) = delivery.requeue().await {
+                tracing::warn!(%error, "could not requeue a request");
+            }
+        }
+    }
+}
+
+/// Worker events: job records follow them and requesters hear about them.
+pub async fn run_events(core: Core, shutdown: watch::Receiver<bool>) {
+    let queue = core.queues().events.clone();
+    consume_loop(core, queue, shutdown, |core, delivery| async move {
+        let decoded = match decode_or_dead_letter(delivery, envelope::decode_event).await {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not dead-letter an undecodable event");
+                return;
+            }
+        };
+        let (event, delivery) = decoded;
+        match core.handle_event(event).await {
+            Ok(()) => {
+                if let Err(error) = delivery.ack().await {
+                    tracing::warn!(%error, "could not ack an event");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "event not applied; requeued");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                let _ = delivery.requeue().await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Publishes held batch jobs as their tenants get room on the broker.
+pub async fn run_feeder(core: Core, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match core.feed_one().await {
+            Ok(true) => continue,
+            Ok(false) => {
+                tokio::select! {
+                    _ = core.inner.feeder_wake.notified() => {}
+                    // A safety net: a wake-up lost to a race costs at most this long.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not publish a batch job; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    }
+}
+
+/// Samples queue depths and live workers.
+pub async fn run_metrics(core: Core, mut shutdown: watch::Receiver<bool>) {
+    let period = core.options().metrics_interval;
+    loop {
+        core.sample_metrics().await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

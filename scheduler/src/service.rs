@@ -1,0 +1,990 @@
+//! The scheduler's core: accepting requests (idempotently), publishing their jobs, following their
+//! lifecycle from worker events, cancelling, consent revocation and forgetting tenants. Both ingresses
+//! (AMQP and HTTP) call into this; it knows nothing of their wire formats.
+//!
+//! One scheduler process is active per farm: idempotency and the fairness feeder keep their state in
+//! this process (records are durable, so a restarted or standby scheduler takes over from the store).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as SyncMutex};
+
+use chrono::Utc;
+use reverie_shared::backends::Backends;
+use reverie_shared::envelope;
+use reverie_shared::ids::{JobId, PhotoId, RequestId, TenantId};
+use reverie_shared::jobs::{Job, JobEvent, JobSpec, Priority};
+use reverie_shared::keys;
+use reverie_shared::metrics;
+use reverie_shared::ports::queue::{Message, MessageProps};
+use reverie_shared::queues::QueueNames;
+use tokio::sync::{broadcast, Mutex, Notify};
+use tracing::Instrument;
+
+use crate::error::Result;
+use crate::fairness::Feeder;
+use crate::options::SchedulerOptions;
+use crate::plan::{self, Plan, PlanInput};
+use crate::records::{
+    Ingress, JobRecord, JobState, ProvenanceEntry, Records, ReplyRoute, RequestRecord,
+};
+use crate::replies::{self, Reason, Reply, ReplyBody};
+use crate::tenants::{ForgetReport, Tenant, Tenants};
+
+/// A request that passed validation and authentication, with its plan inputs resolved.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub request: RequestId,
+    pub tenant: TenantId,
+    pub ingress: Ingress,
+    pub reply: Option<ReplyRoute>,
+    pub prompt: String,
+    pub body: serde_json::Value,
+    pub input: PlanInput,
+    /// For refinements: the parent's plan (already checked to belong to the same tenant).
+    pub parent: Option<(RequestId, Plan)>,
+}
+
+/// A record while the scheduler follows it. `retired` is set when it leaves the open set (finished or
+/// its tenant forgotten), so a task still holding it never writes it back.
+#[derive(Debug)]
+struct Open {
+    record: RequestRecord,
+    retired: bool,
+}
+
+type OpenKey = (TenantId, RequestId);
+
+pub(crate) struct Inner {
+    pub backends: Backends,
+    pub queues: QueueNames,
+    pub options: SchedulerOptions,
+    pub tenants: Tenants,
+    pub records: Records,
+    open: SyncMutex<HashMap<OpenKey, Arc<Mutex<Open>>>>,
+    /// Serialises intake per tenant: two copies of one request make one set of jobs, and two requests
+    /// of one tenant cannot both slip under its quota.
+    intake_locks: SyncMutex<HashMap<TenantId, Arc<Mutex<()>>>>,
+    feeder: SyncMutex<Feeder>,
+    pub feeder_wake: Notify,
+    streams: SyncMutex<HashMap<OpenKey, broadcast::Sender<Reply>>>,
+}
+
+/// The scheduler's core, cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("queues", &self.inner.queues)
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
+}
+
+fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these maps leaves consistent data (single inserts and removes).
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Core {
+    pub fn new(backends: Backends, options: SchedulerOptions) -> Core {
+        let queues = QueueNames::new(&options.queue_prefix);
+        let tenants = Tenants::new(backends.store.clone(), backends.cache.clone());
+        let records = Records::new(backends.store.clone(), backends.cache.clone());
+        let feeder = Feeder::new(options.batch_in_flight_per_tenant);
+        Core {
+            inner: Arc::new(Inner {
+                backends,
+                queues,
+                options,
+                tenants,
+                records,
+                open: SyncMutex::new(HashMap::new()),
+                intake_locks: SyncMutex::new(HashMap::new()),
+                feeder: SyncMutex::new(feeder),
+                feeder_wake: Notify::new(),
+                streams: SyncMutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn tenants(&self) -> &Tenants {
+        &self.inner.tenants
+    }
+
+    pub fn records(&self) -> &Records {
+        &self.inner.records
+    }
+
+    pub fn queues(&self) -> &QueueNames {
+        &self.inner.queues
+    }
+
+    pub fn options(&self) -> &SchedulerOptions {
+        &self.inner.options
+    }
+
+    /// Declares every queue the scheduler uses.
+    pub async fn declare_queues(&self) -> Result<()> {
+        for spec in self.inner.queues.specs() {
+            self.inner.backends.queue.declare(&spec).await?;
+        }
+        Ok(())
+    }
+
+    fn open_entry(&self, key: &OpenKey) -> Option<Arc<Mutex<Open>>> {
+        lock(&self.inner.open).get(key).cloned()
+    }
+
+    /// Subscribes to the replies of one request (server-sent events).
+    pub fn subscribe(&self, tenant: &TenantId, request: &RequestId) -> broadcast::Receiver<Reply> {
+        let mut streams = lock(&self.inner.streams);
+        streams
+            .entry((tenant.clone(), request.clone()))
+            .or_insert_with(|| broadcast::channel(64).0)
+            .subscribe()
+    }
+
+    /// Drops the event stream of a request when nobody listens to it any more.
+    pub fn unsubscribe_idle(&self, tenant: &TenantId, request: &RequestId) {
+        let key = (tenant.clone(), request.clone());
+        let mut streams = lock(&self.inner.streams);
+        if streams.get(&key).is_some_and(|s| s.receiver_count() == 0) {
+            streams.remove(&key);
+        }
+    }
+
+    /// Sends a reply to the request's AMQP reply_to (if any) and to its event-stream subscribers.
+    pub async fn relay(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+        route: Option<&ReplyRoute>,
+        reply: &Reply,
+    ) {
+        let key = (tenant.clone(), request.clone());
+        {
+            let mut streams = lock(&self.inner.streams);
+            if let Some(sender) = streams.get(&key) {
+                let _ = sender.send(reply.clone());
+                if reply.is_final() {
+                    streams.remove(&key);
+                }
+            }
+        }
+        if let Some(route) = route {
+            self.send_amqp_reply(route, reply).await;
+        }
+    }
+
+    /// Publishes a reply to an AMQP reply_to queue. A requester that went away is logged, not an error.
+    pub async fn send_amqp_reply(&self, route: &ReplyRoute, reply: &Reply) {
+        let body = match serde_json::to_vec(reply) {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::error!(%error, "could not encode a reply");
+                return;
+            }
+        };
+        let props = MessageProps {
+            message_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            correlation_id: route.correlation_id.clone(),
+            content_type: Some("application/json".to_string()),
+            headers: [("x-reverie-reply-type".to_string(), reply.kind().to_string())].into(),
+            ..MessageProps::default()
+        };
+        let message = Message::new(body).with_props(props);
+        if let Err(error) = self
+            .inner
+            .backends
+            .queue
+            .publish(&route.reply_to, message)
+            .await
+        {
+            tracing::warn!(%error, reply_to = %route.reply_to, kind = reply.kind(), "reply not delivered");
+        }
+    }
+
+    fn count_request(ingress: Ingress, outcome: &str) {
+        metrics::global()
+            .requests
+            .with_label_values(&[ingress.label(), outcome])
+            .inc();
+    }
+
+    /// Unfinished jobs of a tenant (the quota counts these).
+    async fn unfinished_jobs(&self, tenant: &TenantId) -> usize {
+        let entries: Vec<Arc<Mutex<Open>>> = lock(&self.inner.open)
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        let mut count = 0;
+        for entry in entries {
+            count += entry.lock().await.record.unfinished_jobs();
+        }
+        count
+    }
+
+    /// Accepts a request: idempotent on its id, quota- and consent-checked, persisted, then published.
+    pub async fn accept(&self, intake: Intake) -> Result<Reply> {
+        let key = intake.tenant.clone();
+        let span =
+            tracing::info_span!("request", request = %intake.request, tenant = %intake.tenant);
+        let guard = {
+            let mut locks = lock(&self.inner.intake_locks);
+            locks.entry(key.clone()).or_default().clone()
+        };
+        let result = async {
+            let _held = guard.lock().await;
+            self.accept_locked(intake).await
+        }
+        .instrument(span)
+        .await;
+        {
+            let mut locks = lock(&self.inner.intake_locks);
+            if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+                locks.remove(&key);
+            }
+        }
+        result
+    }
+
+    async fn accept_locked(&self, intake: Intake) -> Result<Reply> {
+        let request_id = Some(intake.request.to_string());
+        if let Some(existing) = self.existing(&intake.tenant, &intake.request).await? {
+            // The same request again: no new jobs. Publish anything a crash left unpublished.
+            self.ensure_published(&intake.tenant, &intake.request)
+                .await?;
+            Self::count_request(intake.ingress, "duplicate");
+            return Ok(accepted_reply(&existing, true));
+        }
+        let tenant = self.inner.tenants.require(&intake.tenant).await?;
+        let variants = intake.input.variants.max(1) as usize;
+        let quota = self.inner.options.tenant_queue_quota;
+        let unfinished = self.unfinished_jobs(&intake.tenant).await;
+        if unfinished + variants > quota {
+            Self::count_request(intake.ingress, "rejected");
+            return Ok(Reply::rejected(
+                request_id,
+                vec![Reason::new(
+                    "quota_exceeded",
+                    format!(
+                        "tenant {} has {unfinished} unfinished jobs; {variants} more would exceed its quota of {quota}",
+                        intake.tenant
+                    ),
+                )
+                .on_field("n")],
+            ));
+        }
+        let mut plan = plan::make_plan(&intake.input, &intake.request, &self.inner.options.planner);
+        if let Some((_, parent)) = &intake.parent {
+            plan = plan::refine_plan(parent, plan);
+        }
+        let missing = consent_gaps(&tenant, &plan);
+        if !missing.is_empty() {
+            Self::count_request(intake.ingress, "rejected");
+            return Ok(Reply::rejected(request_id, missing));
+        }
+        let now = Utc::now();
+        let jobs = plan::jobs_for(
+            &plan,
+            &intake.tenant,
+            &intake.request,
+            &self.inner.options.planner,
+        );
+        let record = RequestRecord {
+            request: intake.request.clone(),
+            tenant: intake.tenant.clone(),
+            ingress: intake.ingress,
+            created_at: now,
+            updated_at: now,
+            prompt: intake.prompt,
+            body: intake.body,
+            parent: intake.parent.map(|(id, _)| id),
+            reply: intake.reply,
+            plan,
+            jobs: jobs
+                .into_iter()
+                .map(|spec| JobRecord::new(spec, now))
+                .collect(),
+            final_reply_sent: false,
+        };
+        // Persisted before anything is published: a crash after this point is recovered from the record.
+        self.inner.records.save(&record).await?;
+        let reply = accepted_reply(&record, false);
+        let key = (record.tenant.clone(), record.request.clone());
+        lock(&self.inner.open).insert(
+            key,
+            Arc::new(Mutex::new(Open {
+                record,
+                retired: false,
+            })),
+        );
+        self.ensure_published(&intake.tenant, &intake.request)
+            .await?;
+        Self::count_request(intake.ingress, "accepted");
+        Ok(reply)
+    }
+
+    /// The record of a request the scheduler already accepted, open or finished.
+    async fn existing(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Result<Option<RequestRecord>> {
+        if let Some(entry) = self.open_entry(&(tenant.clone(), request.clone())) {
+            return Ok(Some(entry.lock().await.record.clone()));
+        }
+        self.inner.records.load(tenant, request).await
+    }
+
+    /// The current record of a request of `tenant` (never another tenant's).
+    pub async fn record(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Result<Option<RequestRecord>> {
+        self.existing(tenant, request).await
+    }
+
+    fn job_message(
+        spec: &reverie_shared::jobs::GenerateJob,
+        priority: Priority,
+    ) -> Result<(Job, Message)> {
+        let job = Job {
+            spec: JobSpec::Generate(spec.clone()),
+            attempt: 1,
+            priority,
+            accepted_ms: now_ms(),
+        };
+        let body = envelope::encode_job(&job)?;
+        let props = MessageProps {
+            message_id: Some(spec.job.to_string()),
+            content_type: Some("application/x-reverie-job".to_string()),
+            priority: priority.amqp(),
+            ..MessageProps::default()
+        };
+        Ok((job, Message::new(body).with_props(props)))
+    }
+
+    /// Publishes (interactive) or hands to the feeder (batch) every unfinished, unpublished job of an
+    /// open request. Idempotent: used after acceptance, on duplicates, and by recovery.
+    pub async fn ensure_published(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
+        let Some(entry) = self.open_entry(&(tenant.clone(), request.clone())) else {
+            return Ok(());
+        };
+        let mut open = entry.lock().await;
+        if open.retired {
+            return Ok(());
+        }
+        let priority = open.record.plan.priority;
+        let mut changed = false;
+        for job in open.record.jobs.iter_mut() {
+            if job.published || job.state.is_final() {
+                continue;
+            }
+            let (message_job, message) = Self::job_message(&job.spec, priority)?;
+            match priority {
+                Priority::Interactive => {
+                    let span = tracing::info_span!("publish", job = %job.job);
+                    self.inner
+                        .backends
+                        .queue
+                        .publish(&self.inner.queues.generate, message)
+                        .instrument(span)
+                        .await?;
+                    metrics::global()
+                        .jobs_published
+                        .with_label_values(&["generate", priority.label()])
+                        .inc();
+                    job.published = true;
+                    changed = true;
+                }
+                Priority::Batch => {
+                    lock(&self.inner.feeder).push(message_job);
+                }
+            }
+        }
+        if priority == Priority::Batch {
+            self.inner.feeder_wake.notify_one();
+        }
+        if changed {
+            open.record.updated_at = Utc::now();
+            self.inner.records.save(&open.record).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the feeder's next batch job, if any has room. Returns whether one was published.
+    pub async fn feed_one(&self) -> Result<bool> {
+        let Some(job) = lock(&self.inner.feeder).next_to_publish() else {
+            return Ok(false);
+        };
+        let JobSpec::Generate(spec) = &job.spec else {
+            return Ok(true);
+        };
+        let tenant = spec.tenant.clone();
+        let Some(entry) = self.open_entry(&(tenant.clone(), spec.request.clone())) else {
+            lock(&self.inner.feeder).finished(&tenant, &spec.job);
+            return Ok(true);
+        };
+        let mut open = entry.lock().await;
+        let wanted = !open.retired
+            && open
+                .record
+                .jobs
+                .iter()
+                .any(|j| j.job == spec.job && !j.published && !j.state.is_final());
+        if !wanted {
+            lock(&self.inner.feeder).finished(&tenant, &spec.job);
+            return Ok(true);
+        }
+        let (_, message) = Self::job_message(spec, Priority::Batch)?;
+        let span = tracing::info_span!("publish", job = %spec.job);
+        if let Err(error) = self
+            .inner
+            .backends
+            .queue
+            .publish(&self.inner.queues.generate, message)
+            .instrument(span)
+            .await
+        {
+            lock(&self.inner.feeder).push_front(job.clone());
+            return Err(error.into());
+        }
+        metrics::global()
+            .jobs_published
+            .with_label_values(&["generate", Priority::Batch.label()])
+            .inc();
+        if let Some(record_job) = open.record.job_mut(&spec.job) {
+            record_job.published = true;
+        }
+        open.record.updated_at = Utc::now();
+        self.inner.records.save(&open.record).await?;
+        Ok(true)
+    }
+
+    /// Reloads every request with unfinished jobs after a restart and publishes what was not published.
+    pub async fn recover(&self) -> Result<usize> {
+        let open = self.inner.records.open_requests().await?;
+        let mut recovered = 0;
+        for (tenant, request) in open {
+            let Some(record) = self.inner.records.load(&tenant, &request).await? else {
+                continue;
+            };
+            if record.is_finished() {
+                continue;
+            }
+            if record.plan.priority == Priority::Batch {
+                // Published but unfinished batch jobs still occupy their tenant's share of the broker.
+                let mut feeder = lock(&self.inner.feeder);
+                for job in record
+                    .jobs
+                    .iter()
+                    .filter(|j| j.published && !j.state.is_final())
+                {
+                    feeder.mark_in_flight(&tenant, &job.job);
+                }
+            }
+            lock(&self.inner.open).insert(
+                (tenant.clone(), request.clone()),
+                Arc::new(Mutex::new(Open {
+                    record,
+                    retired: false,
+                })),
+            );
+            self.ensure_published(&tenant, &request).await?;
+            recovered += 1;
+        }
+        Ok(recovered)
+    }
+
+    /// Applies a worker's event to its job's record and relays it to the requester.
+    pub async fn handle_event(&self, event: JobEvent) -> Result<()> {
+        let (job, tenant) = match &event {
+            JobEvent::Started { job, tenant, .. }
+            | JobEvent::Progress { job, tenant, .. }
+            | JobEvent::Succeeded { job, tenant, .. }
+            | JobEvent::Failed { job, tenant, .. } => (job.clone(), tenant.clone()),
+        };
+        let span = tracing::info_span!("event", job = %job, tenant = %tenant);
+        self.handle_event_inner(event, job, tenant)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_event_inner(
+        &self,
+        event: JobEvent,
+        job: JobId,
+        tenant: TenantId,
+    ) -> Result<()> {
+        let Some(request) = crate::records::request_of(&job) else {
+            tracing::warn!("event for a job id that names no request; ignored");
+            return Ok(());
+        };
+        let key = (tenant.clone(), request.clone());
+        let Some(entry) = self.open_entry(&key) else {
+            return self.handle_stray_event(&event, &tenant, &request).await;
+        };
+        if self.inner.tenants.get(&tenant).await?.is_none() {
+            // Forgotten (possibly by another process): stop following it and write nothing back.
+            entry.lock().await.retired = true;
+            lock(&self.inner.open).remove(&key);
+            lock(&self.inner.feeder).forget(&tenant);
+            return self.handle_stray_event(&event, &tenant, &request).await;
+        }
+        let mut open = entry.lock().await;
+        if open.retired {
+            drop(open);
+            return self.handle_stray_event(&event, &tenant, &request).await;
+        }
+        let now = Utc::now();
+        let Some(record_job) = open.record.job_mut(&job) else {
+            tracing::warn!("event for a job the request does not have; ignored");
+            return Ok(());
+        };
+        let mut relay: Option<Reply> = None;
+        let mut persist = false;
+        let mut finished_job = false;
+        match &event {
+            JobEvent::Started {
+                worker, attempt, ..
+            } => {
+                if record_job.state.is_final() {
+                    return Ok(());
+                }
+                record_job.attempts = record_job.attempts.max(*attempt);
+                record_job.worker = Some(worker.clone());
+                record_job.transition(JobState::Running, now);
+                persist = true;
+                relay = Some(progress(&job, JobState::Running, None));
+            }
+            JobEvent::Progress {
+                step,
+                total,
+                preview_png,
+                ..
+            } => {
+                if record_job.state.is_final() {
+                    return Ok(());
+                }
+                let mut reply = progress(&job, JobState::Running, preview_png.as_deref());
+                if let ReplyBody::Progress {
+                    step: s, total: t, ..
+                } = &mut reply.body
+                {
+                    *s = Some(*step);
+                    *t = Some(*total);
+                }
+                relay = Some(reply);
+            }
+            JobEvent::Succeeded {
+                outputs, render_ms, ..
+            } => {
+                if record_job.state == JobState::Cancelled {
+                    // Work that finished after it was cancelled is not delivered; its outputs go.
+                    delete_outputs(&self.inner.backends, &tenant, outputs).await;
+                    return Ok(());
+                }
+                if record_job.transition(JobState::Succeeded, now) {
+                    record_job.outputs = outputs.clone();
+                    record_job.render_ms = Some(*render_ms);
+                    persist = true;
+                    finished_job = true;
+                    metrics::global()
+                        .jobs
+                        .with_label_values(&["generate", "succeeded"])
+                        .inc();
+                }
+            }
+            JobEvent::Failed {
+                reason,
+                retryable,
+                attempt,
+                ..
+            } => {
+                if record_job.state.is_final() {
+                    return Ok(());
+                }
+                record_job.attempts = record_job.attempts.max(*attempt);
+                record_job.error = Some(reason.clone());
+                if *retryable {
+                    // The worker republishes it with the next attempt; it is queued again.
+                    record_job.state = JobState::Queued;
+                    record_job.updated_at = now;
+                } else {
+                    record_job.transition(JobState::Failed, now);
+                    finished_job = true;
+                    metrics::global()
+                        .jobs
+                        .with_label_values(&["generate", "failed"])
+                        .inc();
+                }
+                persist = true;
+            }
+        }
+        let succeeded = matches!(event, JobEvent::Succeeded { .. }) && finished_job;
+        let spec_refs: Vec<PhotoId> = open
+            .record
+            .job_mut(&job)
+            .map(|j| j.spec.references.iter().map(|r| r.photo.clone()).collect())
+            .unwrap_or_default();
+        if finished_job {
+            lock(&self.inner.feeder).finished(&tenant, &job);
+            self.inner.feeder_wake.notify_one();
+        }
+        if succeeded {
+            self.write_provenance(&open.record, &job, &spec_refs)
+                .await?;
+        }
+        let final_reply = self.finish_if_done(&mut open, &key);
+        if persist {
+            open.record.updated_at = now;
+            self.inner.records.save(&open.record).await?;
+        }
+        let route = open.record.reply.clone();
+        drop(open);
+        if let Some(reply) = relay {
+            self.relay(&tenant, &request, route.as_ref(), &reply).await;
+        }
+        if let Some(reply) = final_reply {
+            self.relay(&tenant, &request, route.as_ref(), &reply).await;
+        }
+        Ok(())
+    }
+
+    async fn write_provenance(
+        &self,
+        record: &RequestRecord,
+        job: &JobId,
+        photos: &[PhotoId],
+    ) -> Result<()> {
+        let Some(outputs) = record
+            .jobs
+            .iter()
+            .find(|j| &j.job == job)
+            .map(|j| j.outputs.clone())
+        else {
+            return Ok(());
+        };
+        let entry = ProvenanceEntry {
+            request: record.request.clone(),
+            job: job.clone(),
+            outputs,
+            created_at: Utc::now().to_rfc3339(),
+        };
+        for photo in photos {
+            self.inner
+                .records
+                .record_provenance(&record.tenant, photo.as_str(), &entry)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// When every job is finished: marks the final reply sent, retires the record, returns the reply.
+    fn finish_if_done(&self, open: &mut Open, key: &OpenKey) -> Option<Reply> {
+        if !open.record.is_finished() || open.record.final_reply_sent {
+            return None;
+        }
+        open.record.final_reply_sent = true;
+        open.retired = true;
+        lock(&self.inner.open).remove(key);
+        Some(replies::final_reply(&open.record))
+    }
+
+    /// An event for a request the scheduler is not following: a duplicate after the end, or work of a
+    /// tenant that was forgotten (whose late outputs are deleted so nothing of it remains).
+    async fn handle_stray_event(
+        &self,
+        event: &JobEvent,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Result<()> {
+        let JobEvent::Succeeded { outputs, job, .. } = event else {
+            return Ok(());
+        };
+        let record = self.inner.records.load(tenant, request).await?;
+        let tenant_exists = self.inner.tenants.get(tenant).await?.is_some();
+        let cancelled = record
+            .as_ref()
+            .and_then(|r| r.jobs.iter().find(|j| &j.job == job))
+            .is_some_and(|j| j.state == JobState::Cancelled);
+        if !tenant_exists || cancelled {
+            delete_outputs(&self.inner.backends, tenant, outputs).await;
+        }
+        Ok(())
+    }
+
+    /// Cancels the unfinished jobs of a request for which `which` says so; returns how many.
+    async fn cancel_jobs(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+        reason: &str,
+        which: impl Fn(&JobRecord) -> bool,
+    ) -> Result<u64> {
+        let key = (tenant.clone(), request.clone());
+        let Some(entry) = self.open_entry(&key) else {
+            return Ok(0);
+        };
+        let mut open = entry.lock().await;
+        if open.retired {
+            return Ok(0);
+        }
+        let now = Utc::now();
+        let mut cancelled = Vec::new();
+        for job in open.record.jobs.iter_mut() {
+            if !job.state.is_final() && which(job) {
+                job.transition(JobState::Cancelled, now);
+                job.error = Some(reason.to_string());
+                cancelled.push(job.job.clone());
+            }
+        }
+        if cancelled.is_empty() {
+            return Ok(0);
+        }
+        {
+            let mut feeder = lock(&self.inner.feeder);
+            feeder.remove_pending(tenant, |j| cancelled.contains(j.spec.id()));
+            for job in &cancelled {
+                feeder.finished(tenant, job);
+            }
+        }
+        self.inner.feeder_wake.notify_one();
+        metrics::global()
+            .jobs
+            .with_label_values(&["generate", "cancelled"])
+            .inc_by(cancelled.len() as u64);
+        let final_reply = self.finish_if_done(&mut open, &key);
+        open.record.updated_at = now;
+        self.inner.records.save(&open.record).await?;
+        let route = open.record.reply.clone();
+        drop(open);
+        if let Some(reply) = final_reply {
+            self.relay(tenant, request, route.as_ref(), &reply).await;
+        }
+        Ok(cancelled.len() as u64)
+    }
+
+    /// Cancels a request of `tenant`. Queued jobs never run; a worker already rendering one finishes
+    /// but its outputs are deleted and not delivered. Returns the record, `None` if there is no such request.
+    pub async fn cancel(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Result<Option<RequestRecord>> {
+        self.cancel_jobs(tenant, request, "cancelled by the requester", |_| true)
+            .await?;
+        self.record(tenant, request).await
+    }
+
+    /// Revokes consent for a source and cancels unfinished jobs that used its photos without another
+    /// consented source covering them. Returns how many jobs were cancelled.
+    pub async fn revoke_consent(&self, tenant: &TenantId, source: &str) -> Result<u64> {
+        let updated = self
+            .inner
+            .tenants
+            .set_consent(tenant, source, false)
+            .await?;
+        let requests: Vec<RequestId> = lock(&self.inner.open)
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let reason = format!("consent for {source} was revoked");
+        let mut cancelled = 0;
+        for request in requests {
+            let albums = match self.open_entry(&(tenant.clone(), request.clone())) {
+                Some(entry) => entry.lock().await.record.plan.reference_albums.clone(),
+                None => continue,
+            };
+            cancelled += self
+                .cancel_jobs(tenant, &request, &reason, |job| {
+                    job.spec.references.iter().any(|r| {
+                        let photo_albums =
+                            albums.get(r.photo.as_str()).cloned().unwrap_or_default();
+                        !updated.may_use(&photo_albums)
+                    })
+                })
+                .await?;
+        }
+        Ok(cancelled)
+    }
+
+    /// Deletes everything of a tenant: its unfinished work is cancelled first, then every object under
+    /// `tenants/{t}/` and every cache key under `reverie:{t}:` is deleted.
+    pub async fn forget(&self, tenant: &TenantId) -> Result<ForgetReport> {
+        let requests: Vec<RequestId> = lock(&self.inner.open)
+            .keys()
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, r)| r.clone())
+            .collect();
+        let mut jobs_cancelled = 0;
+        for request in &requests {
+            jobs_cancelled += self
+                .cancel_jobs(tenant, request, "the tenant was forgotten", |_| true)
+                .await?;
+        }
+        // Retire whatever is left so no task writes a record back after the deletion.
+        let entries: Vec<Arc<Mutex<Open>>> = {
+            let mut open = lock(&self.inner.open);
+            let keys: Vec<OpenKey> = open.keys().filter(|(t, _)| t == tenant).cloned().collect();
+            keys.iter().filter_map(|k| open.remove(k)).collect()
+        };
+        for entry in entries {
+            entry.lock().await.retired = true;
+        }
+        lock(&self.inner.feeder).forget(tenant);
+        lock(&self.inner.streams).retain(|(t, _), _| t != tenant);
+        let (store_objects_deleted, cache_keys_deleted) =
+            self.inner.tenants.delete_everything(tenant).await?;
+        tracing::info!(%tenant, store_objects_deleted, cache_keys_deleted, jobs_cancelled, "tenant forgotten");
+        Ok(ForgetReport {
+            tenant: tenant.to_string(),
+            store_objects_deleted,
+            cache_keys_deleted,
+            jobs_cancelled,
+        })
+    }
+
+    /// Samples queue depths and live workers into the metrics.
+    pub async fn sample_metrics(&self) {
+        let queues = &self.inner.queues;
+        for name in [
+            &queues.requests,
+            &queues.generate,
+            &queues.analyse,
+            &queues.events,
+        ] {
+            if let Ok(depth) = self.inner.backends.queue.depth(name).await {
+                metrics::global()
+                    .queue_depth
+                    .with_label_values(&[name.as_str()])
+                    .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            }
+        }
+        // Heartbeats expire after three missed beats, so the keys present are the live workers.
+        let prefix = keys::worker_heartbeat_key("");
+        if let Ok(workers) = self.inner.backends.cache.keys(&prefix).await {
+            metrics::global()
+                .workers_alive
+                .set(i64::try_from(workers.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Live workers, from their heartbeats.
+    pub async fn workers_alive(&self) -> Result<usize> {
+        Ok(self
+            .inner
+            .backends
+            .cache
+            .keys(&keys::worker_heartbeat_key(""))
+            .await?
+            .len())
+    }
+
+    /// Checks the three backends answer (readiness).
+    pub async fn ready(&self) -> std::result::Result<(), String> {
+        let backends = &self.inner.backends;
+        backends.queue.ping().await.map_err(|e| e.to_string())?;
+        backends.cache.ping().await.map_err(|e| e.to_string())?;
+        backends
+            .store
+            .head("tenants/.ready")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    pub fn feeder_pending(&self) -> usize {
+        lock(&self.inner.feeder).pending_count()
+    }
+
+    pub(crate) fn backends(&self) -> &Backends {
+        &self.inner.backends
+    }
+}
+
+fn accepted_reply(record: &RequestRecord, duplicate: bool) -> Reply {
+    Reply::new(
+        Some(record.request.to_string()),
+        ReplyBody::Accepted {
+            jobs: record.jobs.iter().map(|j| j.job.to_string()).collect(),
+            duplicate,
+            plan: record.plan.explanation.clone(),
+        },
+    )
+}
+
+fn progress(job: &JobId, state: JobState, preview: Option<&[u8]>) -> Reply {
+    let request = crate::records::request_of(job).map(|r| r.to_string());
+    Reply::new(
+        request,
+        ReplyBody::Progress {
+            job: job.to_string(),
+            state,
+            step: None,
+            total: None,
+            preview_png_base64: preview.map(replies::base64),
+        },
+    )
+}
+
+/// Reasons a plan may not run: photos none of whose sources the tenant consented to.
+fn consent_gaps(tenant: &Tenant, plan: &Plan) -> Vec<Reason> {
+    plan.references
+        .iter()
+        .filter_map(|reference| {
+            let albums = plan
+                .reference_albums
+                .get(reference.photo.as_str())
+                .cloned()
+                .unwrap_or_default();
+            if tenant.may_use(&albums) {
+                return None;
+            }
+            let name = reference
+                .label
+                .clone()
+                .unwrap_or_else(|| reference.photo.short().to_string());
+            let sources = std::iter::once("library".to_string())
+                .chain(albums.iter().map(|a| crate::tenants::album_source(a)))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            Some(
+                Reason::new(
+                    "no_consent",
+                    format!(
+                        "photo {} ({name}) may not be used: grant consent for {sources}",
+                        reference.photo.short()
+                    ),
+                )
+                .suggesting(vec![format!(
+                    "reverie consent grant --tenant {} library",
+                    tenant.id
+                )]),
+            )
+        })
+        .collect()
+}
+
+/// Deletes output objects a worker wrote, but only inside the tenant's own prefix.
+async fn delete_outputs(backends: &Backends, tenant: &TenantId, outputs: &[String]) {
+    let prefix = keys::tenant_prefix(tenant);
+    for key in outputs.iter().filter(|k| k.starts_with(&prefix)) {
+        if let Err(error) = backends.store.delete(key).await {
+            tracing::warn!(%error, key, "could not delete an undelivered output");
+        }
+    }
+}

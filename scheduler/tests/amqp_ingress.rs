@@ -1,0 +1,332 @@
+//! AMQP ingress end to end with real RabbitMQ, Redis and S3: replies on reply_to with the correlation
+//! id, idempotency on message_id, bad input answered through the same path, events relayed.
+
+mod common;
+
+use common::*;
+use reverie_scheduler::records::JobState;
+use reverie_scheduler::replies::ReplyBody;
+use reverie_scheduler::SchedulerOptions;
+use reverie_shared::jobs::{JobSpec, ReferenceRole};
+
+#[tokio::test]
+async fn amqp_request_is_planned_published_and_answered_to_the_end() {
+    let farm = Farm::start(SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("anna"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let (reply_to, mut replies) = farm.reply_queue().await;
+    let body = serde_json::to_vec(&request_for(
+        &tenant,
+        "me at sunset in Lisbon",
+        2,
+        "interactive",
+    ))
+    .unwrap();
+    let request_id = unique("req");
+    farm.publish_request(&body, Some(&request_id), Some(&token), &reply_to)
+        .await;
+
+    let (reply, correlation) = next_reply(&mut replies).await;
+    assert!(correlation.is_some(), "replies carry the correlation id");
+    assert_eq!(reply.request_id.as_deref(), Some(request_id.as_str()));
+    let ReplyBody::Accepted {
+        jobs,
+        duplicate,
+        plan,
+    } = &reply.body
+    else {
+        panic!("accepted expected: {reply:?}")
+    };
+    assert_eq!(jobs.len(), 2);
+    assert!(!duplicate);
+    assert!(
+        plan.iter().any(|line| line.contains("person:Anna")),
+        "{plan:?}"
+    );
+    // The place and the light resolved against the library and picked the Lisbon sunset photo.
+    assert!(
+        plan.iter().any(|line| line.contains("background")
+            && line.contains("Lisbon")
+            && line.contains("sunset")),
+        "{plan:?}"
+    );
+
+    let mut worker = farm
+        .backends
+        .queue
+        .consume(&farm.queues().generate, 4)
+        .await
+        .unwrap();
+    let mut seeds = Vec::new();
+    for _ in 0..2 {
+        let (job, delivery) = take_job(&mut worker).await;
+        let JobSpec::Generate(spec) = &job.spec else {
+            panic!("generate job")
+        };
+        assert_eq!(spec.tenant, tenant);
+        let subject = spec
+            .references
+            .iter()
+            .find(|r| r.role == ReferenceRole::Subject)
+            .expect("a subject");
+        assert_eq!(
+            subject.photo,
+            anna_face_photo(),
+            "the sharp, frontal, large face is chosen"
+        );
+        assert!(
+            spec.references
+                .iter()
+                .any(|r| r.role == ReferenceRole::Background),
+            "Lisbon at sunset"
+        );
+        seeds.push((spec.index, spec.render.seed));
+        complete_job(&farm, &job, delivery).await;
+    }
+    seeds.sort();
+    assert_ne!(seeds[0].1, seeds[1].1, "variants get distinct seeds");
+    let done = reply_of_kind(&mut replies, "done").await;
+    let ReplyBody::Done { results } = &done.body else {
+        unreachable!()
+    };
+    assert_eq!(results.len(), 2);
+    assert!(results
+        .iter()
+        .all(|r| r.state == JobState::Succeeded && r.outputs.len() == 2));
+
+    // Refine over AMQP: refine_of names the parent; the seed and the subject are kept.
+    let mut refine = request_for(&tenant, "at night", 1, "interactive");
+    refine["refine_of"] = serde_json::Value::String(request_id.clone());
+    farm.publish_request(
+        &serde_json::to_vec(&refine).unwrap(),
+        Some(&unique("child")),
+        Some(&token),
+        &reply_to,
+    )
+    .await;
+    let accepted = reply_of_kind(&mut replies, "accepted").await;
+    assert!(matches!(accepted.body, ReplyBody::Accepted { .. }));
+    let (child, delivery) = take_job(&mut worker).await;
+    let JobSpec::Generate(child_spec) = &child.spec else {
+        panic!("generate job")
+    };
+    assert_eq!(child_spec.render.seed, seeds[0].1, "the parent's seed");
+    assert!(child_spec
+        .references
+        .iter()
+        .any(|r| r.role == ReferenceRole::Subject && r.photo == anna_face_photo()));
+    assert!(
+        child_spec.render.prompt.contains("night"),
+        "{}",
+        child_spec.render.prompt
+    );
+    delivery.ack().await.unwrap();
+
+    let record = farm
+        .core
+        .record(&tenant, &request_id.parse().unwrap())
+        .await
+        .unwrap()
+        .expect("record");
+    assert_eq!(record.state(), JobState::Succeeded);
+    assert!(record
+        .jobs
+        .iter()
+        .all(|j| j.started_at.is_some() && j.finished_at.is_some()));
+    farm.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_same_message_id_twice_makes_one_set_of_jobs() {
+    let farm = Farm::start(SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("idem"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let (reply_to, mut replies) = farm.reply_queue().await;
+    let body = serde_json::to_vec(&request_for(
+        &tenant,
+        "a watercolour of Rex",
+        3,
+        "interactive",
+    ))
+    .unwrap();
+    let request_id = unique("req");
+    farm.publish_request(&body, Some(&request_id), Some(&token), &reply_to)
+        .await;
+    farm.publish_request(&body, Some(&request_id), Some(&token), &reply_to)
+        .await;
+    let (first, _) = next_reply(&mut replies).await;
+    let (second, _) = next_reply(&mut replies).await;
+    assert!(
+        matches!(
+            first.body,
+            ReplyBody::Accepted {
+                duplicate: false,
+                ..
+            }
+        ),
+        "{first:?}"
+    );
+    assert!(
+        matches!(
+            second.body,
+            ReplyBody::Accepted {
+                duplicate: true,
+                ..
+            }
+        ),
+        "{second:?}"
+    );
+    let depth = farm
+        .backends
+        .queue
+        .depth(&farm.queues().generate)
+        .await
+        .unwrap();
+    assert_eq!(depth, 3, "one job per variant, not two sets");
+    farm.cleanup().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_rejected_on_the_reply_path_and_the_consumer_survives() {
+    let farm = Farm::start(SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("bad"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let expired = farm
+        .core
+        .tenants()
+        .issue_token(&tenant, Some(std::time::Duration::from_millis(1)), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let (reply_to, mut replies) = farm.reply_queue().await;
+    let huge = "a ".repeat(50_000);
+    let control = "me\u{7} at night";
+    let valid = request_for(&tenant, "me", 1, "interactive");
+    let with = |field: &str, value: serde_json::Value| {
+        let mut body = valid.clone();
+        if value.is_null() {
+            body.as_object_mut().unwrap().remove(field);
+        } else {
+            body[field] = value;
+        }
+        serde_json::to_vec(&body).unwrap()
+    };
+    let good = serde_json::to_vec(&valid).unwrap();
+    let cases: Vec<(Vec<u8>, Option<String>, &str, &str)> = vec![
+        (
+            b"{not json".to_vec(),
+            Some(token.clone()),
+            "malformed JSON",
+            "malformed_json",
+        ),
+        (
+            with("schema_version", 99.into()),
+            Some(token.clone()),
+            "unknown schema version",
+            "unsupported_schema_version",
+        ),
+        (
+            with("prompt", serde_json::Value::Null),
+            Some(token.clone()),
+            "missing prompt",
+            "missing_field",
+        ),
+        (
+            with("prompt", huge.clone().into()),
+            Some(token.clone()),
+            "100 KB prompt",
+            "invalid_field",
+        ),
+        (
+            with("prompt", control.into()),
+            Some(token.clone()),
+            "control characters",
+            "invalid_field",
+        ),
+        (
+            with("n", 10_000.into()),
+            Some(token.clone()),
+            "n of 10000",
+            "invalid_field",
+        ),
+        (
+            good.clone(),
+            Some("nobody-here:abc".into()),
+            "unknown tenant",
+            "unknown_tenant",
+        ),
+        (
+            good.clone(),
+            Some(expired),
+            "expired token",
+            "token_expired",
+        ),
+        (
+            good.clone(),
+            Some(format!("{tenant}:wrong-secret")),
+            "wrong secret",
+            "invalid_token",
+        ),
+        (good.clone(), None, "no credentials", "unauthenticated"),
+        (
+            with("prompt", "Rox at the beach".into()),
+            Some(token.clone()),
+            "unresolved name",
+            "unresolved_reference",
+        ),
+    ];
+    for (body, credentials, what, code) in &cases {
+        farm.publish_request(
+            body,
+            Some(&unique("bad")),
+            credentials.as_deref(),
+            &reply_to,
+        )
+        .await;
+        let (reply, _) = next_reply(&mut replies).await;
+        let ReplyBody::Rejected { reasons } = &reply.body else {
+            panic!("{what}: rejected expected, got {reply:?}")
+        };
+        assert!(
+            reasons.iter().any(|r| r.code == *code),
+            "{what}: expected {code}, got {reasons:?}"
+        );
+        assert!(
+            reasons.iter().all(|r| !r.message.is_empty()),
+            "{what}: {reasons:?}"
+        );
+    }
+    // The unresolved name comes with the closest known one.
+    farm.publish_request(
+        &with("prompt", "Rox at the beach".into()),
+        None,
+        Some(&token),
+        &reply_to,
+    )
+    .await;
+    let (reply, _) = next_reply(&mut replies).await;
+    let ReplyBody::Rejected { reasons } = &reply.body else {
+        panic!("{reply:?}")
+    };
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.suggestions.iter().any(|s| s == "Rex") || r.message.contains("Rex")),
+        "{reasons:?}"
+    );
+    let (reply, _) = {
+        farm.publish_request(
+            &serde_json::to_vec(&request_for(&tenant, "Rex", 1, "interactive")).unwrap(),
+            None,
+            Some(&token),
+            &reply_to,
+        )
+        .await;
+        next_reply(&mut replies).await
+    };
+    assert!(
+        matches!(reply.body, ReplyBody::Accepted { .. }),
+        "still serving: {reply:?}"
+    );
+    farm.cleanup().await;
+}

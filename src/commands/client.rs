@@ -1,0 +1,131 @@
+//! The client commands: `submit`, `status`, `cancel`, `refine` talk to a running scheduler over HTTP.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use reverie_scheduler::client::ApiClient;
+use serde_json::json;
+
+use crate::app::{self, GlobalArgs};
+
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// Scheduler HTTP address (default: http:// + scheduler.http_addr).
+    #[arg(long, env = "REVERIE_API")]
+    pub api: Option<String>,
+    /// API token `TENANT:SECRET` (from `reverie tenant create`).
+    #[arg(long, env = "REVERIE_TOKEN", hide_env_values = true)]
+    pub token: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[arg(long)]
+    pub tenant: String,
+    /// What to make, e.g. "me and my dog at sunset on the beach, watercolour".
+    pub prompt: String,
+    /// Number of variants.
+    #[arg(long, default_value_t = 1)]
+    pub n: u32,
+    /// Batch priority instead of interactive.
+    #[arg(long)]
+    pub batch: bool,
+    /// Wait until the request finishes and print its outputs.
+    #[arg(long)]
+    pub wait: bool,
+    /// Idempotency key: submitting twice with the same key makes one request.
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    /// The request id.
+    pub id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RefineArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    pub id: String,
+    pub prompt: String,
+    #[arg(long)]
+    pub wait: bool,
+}
+
+const WAIT_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+fn client(global: &GlobalArgs, connection: &Connection) -> anyhow::Result<ApiClient> {
+    let config = app::start_quiet(global)?;
+    let base = connection
+        .api
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.scheduler.http_addr));
+    Ok(ApiClient::new(&base, &connection.token))
+}
+
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn submit(global: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<()> {
+    let api = client(global, &args.connection)?;
+    let request = json!({
+        "schema_version": 1,
+        "tenant": args.tenant,
+        "prompt": args.prompt,
+        "n": args.n,
+        "priority": if args.batch { "batch" } else { "interactive" },
+    });
+    let answer = api.submit(&request, args.id.as_deref()).await?;
+    print_json(&answer.body)?;
+    if !answer.status.is_success() {
+        bail!("the scheduler refused the request (HTTP {})", answer.status);
+    }
+    if args.wait {
+        let id = answer.body.request_id.clone().context("the reply carries no request id")?;
+        print_json(&api.wait(&id, Duration::from_millis(500), WAIT_LIMIT).await?)?;
+    }
+    Ok(())
+}
+
+pub async fn status(global: &GlobalArgs, args: IdArgs) -> anyhow::Result<()> {
+    match client(global, &args.connection)?.status(&args.id).await? {
+        Ok(status) => print_json(&status),
+        Err(answer) => {
+            print_json(&answer.body)?;
+            bail!("HTTP {}", answer.status)
+        }
+    }
+}
+
+pub async fn cancel(global: &GlobalArgs, args: IdArgs) -> anyhow::Result<()> {
+    match client(global, &args.connection)?.cancel(&args.id).await? {
+        Ok(status) => print_json(&status),
+        Err(answer) => {
+            print_json(&answer.body)?;
+            bail!("HTTP {}", answer.status)
+        }
+    }
+}
+
+pub async fn refine(global: &GlobalArgs, args: RefineArgs) -> anyhow::Result<()> {
+    let api = client(global, &args.connection)?;
+    let answer = api.refine(&args.id, &json!({ "prompt": args.prompt }), None).await?;
+    print_json(&answer.body)?;
+    if !answer.status.is_success() {
+        bail!("the scheduler refused the refinement (HTTP {})", answer.status);
+    }
+    if args.wait {
+        let id = answer.body.request_id.clone().context("the reply carries no request id")?;
+        print_json(&api.wait(&id, Duration::from_millis(500), WAIT_LIMIT).await?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,126 @@
+//! The weight-free renderer: compose the job's subjects onto its background photo, fit the canvas to the
+//! requested size, optionally recolour toward the palette photos, and paint in the job's style.
+
+use std::collections::BTreeMap;
+
+use image::imageops::FilterType;
+use image::DynamicImage;
+use reverie_paint::{
+    compose, paint_rgb, transfer_palette, Palette, Rect, StyleSpec, Subject, SubjectKind, TransferOptions,
+};
+use reverie_shared::jobs::{ReferenceRole, RendererKind};
+
+use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
+
+/// Colours extracted from a palette photo ("in my colours").
+const PALETTE_SIZE: usize = 6;
+
+#[derive(Debug, Default)]
+pub struct PainterlyRenderer;
+
+impl Renderer for PainterlyRenderer {
+    fn kind(&self) -> RendererKind {
+        RendererKind::Painterly
+    }
+
+    fn render_batch(&self, requests: &[RenderRequest], progress: Progress<'_>) -> Vec<Result<RenderedImage, RenderError>> {
+        // Each request is independent, so its image cannot depend on its batch-mates.
+        requests
+            .iter()
+            .enumerate()
+            .map(|(index, request)| {
+                let result = render_one(request);
+                progress(index, 1, 1);
+                result
+            })
+            .collect()
+    }
+}
+
+fn invalid(error: impl std::fmt::Display) -> RenderError {
+    RenderError::Invalid(error.to_string())
+}
+
+fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
+    let spec = &request.spec;
+    let style = style_of(&spec.style)?;
+    let background = pick(request, ReferenceRole::Background)
+        .or_else(|| request.photos.first().map(|(_, image)| image))
+        .ok_or_else(|| invalid("the painterly renderer paints from a photo, and the job references none"))?;
+    let subjects: Vec<Subject> = request
+        .photos
+        .iter()
+        .filter(|(reference, _)| reference.role == ReferenceRole::Subject)
+        .map(|(reference, image)| Subject {
+            image: image.clone(),
+            kind: SubjectKind::Person {
+                face: reference.face_box.map(|[l, t, r, b]| Rect {
+                    x: l as f32,
+                    y: t as f32,
+                    width: r.saturating_sub(l) as f32,
+                    height: b.saturating_sub(t) as f32,
+                }),
+            },
+        })
+        .collect();
+    let canvas = fit(background, spec.width, spec.height);
+    let scene = if subjects.is_empty() {
+        canvas
+    } else {
+        DynamicImage::ImageRgb8(compose(&canvas, &subjects).map_err(invalid)?.image)
+    };
+    let mut details = BTreeMap::from([("style".to_string(), style.name.clone())]);
+    let scene = match (spec.palette_transfer, pick(request, ReferenceRole::Palette)) {
+        (true, Some(palette_photo)) => {
+            let palette = Palette::extract(palette_photo, PALETTE_SIZE, spec.seed).map_err(invalid)?;
+            details.insert("palette_transfer".to_string(), "true".to_string());
+            let options = TransferOptions {
+                seed: spec.seed,
+                ..TransferOptions::default()
+            };
+            DynamicImage::ImageRgb8(transfer_palette(&scene, &palette, &options).map_err(invalid)?)
+        }
+        _ => scene,
+    };
+    let image = paint_rgb(&scene.to_rgb8(), &style, spec.seed).map_err(invalid)?;
+    Ok(RenderedImage {
+        image,
+        model_hash: None,
+        details,
+    })
+}
+
+fn pick(request: &RenderRequest, role: ReferenceRole) -> Option<&DynamicImage> {
+    request
+        .photos
+        .iter()
+        .find(|(reference, _)| reference.role == role)
+        .map(|(_, image)| image)
+}
+
+/// The style painted when a job names none.
+pub const DEFAULT_STYLE: &str = "impressionist";
+
+/// A style by preset name, or parsed out of style words ("watercolor, inspired by Monet"). Words that
+/// name no known style are an error, never silently replaced.
+fn style_of(text: &str) -> Result<StyleSpec, RenderError> {
+    if text.trim().is_empty() {
+        return StyleSpec::from_name(DEFAULT_STYLE).map_err(invalid);
+    }
+    if let Ok(style) = StyleSpec::from_name(text) {
+        return Ok(style);
+    }
+    let words = reverie_paint::parse_style_words(text);
+    words
+        .spec
+        .ok_or_else(|| invalid(format!("no known style in {text:?} (unknown: {:?})", words.unknown)))
+}
+
+/// Scales and centre-crops to exactly `width`×`height` (cover), so outputs have the requested size.
+fn fit(image: &DynamicImage, width: u32, height: u32) -> DynamicImage {
+    let (width, height) = (width.max(1), height.max(1));
+    if image.width() == width && image.height() == height {
+        return image.clone();
+    }
+    image.resize_to_fill(width, height, FilterType::Triangle)
+}
