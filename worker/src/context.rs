@@ -83,6 +83,18 @@ impl WorkerContext {
             .unwrap_or(1)
     }
 
+    /// Whether the scheduler cancelled this job (the job summary it keeps in the cache says so). A cache
+    /// outage renders the job: the scheduler discards outputs of cancelled jobs anyway.
+    pub async fn is_cancelled(&self, job: &reverie_shared::jobs::GenerateJob) -> bool {
+        let key = reverie_shared::keys::job_cache_key(&job.tenant, job.job.as_str());
+        match self.backends.cache.get(&key).await {
+            Ok(Some(summary)) => serde_json::from_slice::<serde_json::Value>(&summary)
+                .map(|value| value["state"] == "cancelled")
+                .unwrap_or(false),
+            _ => false,
+        }
+    }
+
     /// Publishes a job event with a broker confirm; returns whether it was confirmed.
     pub async fn publish_event(&self, event: &JobEvent) -> bool {
         let body = match envelope::encode_event(event) {

@@ -154,6 +154,14 @@ async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
         }
         return None;
     }
+    if ctx.is_cancelled(&spec).await {
+        tracing::info!(job = %spec.job, "job was cancelled while queued; skipping it");
+        metrics::global().jobs.with_label_values(&["generate", "cancelled"]).inc();
+        if let Err(error) = delivery.ack().await {
+            tracing::warn!(job = %spec.job, %error, "could not ack a cancelled job");
+        }
+        return None;
+    }
     Some(Held { job, spec, delivery })
 }
 

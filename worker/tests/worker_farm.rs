@@ -337,3 +337,29 @@ async fn a_job_that_keeps_killing_workers_is_dead_lettered_as_poison() {
     drop((events, dead));
     farm.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_cancelled_while_queued_is_skipped() {
+    let farm = RealFarm::start().await;
+    let cancelled = job("cancel-req", 0, "a lighthouse");
+    let key = keys::job_cache_key(&TenantId::new("tenant-a").unwrap(), "cancel-req.0");
+    farm.backends
+        .cache
+        .set(&key, bytes::Bytes::from_static(br#"{"state":"cancelled"}"#), None)
+        .await
+        .unwrap();
+    publish(&farm, &cancelled).await;
+    publish(&farm, &job("kept-req", 0, "a lighthouse")).await;
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let (stop, handle) = start(context(&farm, renderer.clone(), "w-cancel"));
+    final_events(&farm, &mut events, &["kept-req.0"], Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(result_objects(&farm, "cancel-req").await.is_empty(), "a cancelled job renders nothing");
+    assert_eq!(farm.backends.queue.depth(&farm.queues.generate).await.unwrap(), 0, "and is acked");
+    let _ = farm.backends.cache.delete(&key).await;
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop(events);
+    farm.stop().await;
+}
