@@ -131,6 +131,24 @@ fn face_score(face: &CatalogFace) -> f32 {
     0.4 * face.sharpness.clamp(0.0, 1.0) + 0.3 * face.frontal.clamp(0.0, 1.0) + 0.3 * size
 }
 
+/// What fallback backgrounds answer: the plan uses them only for renderers that must paint over a photo.
+pub const FALLBACK_ANSWER: &str = "fallback: no setting or subject named";
+
+/// When a prompt names no setting and no subject ("a lighthouse in a storm"), the painterly renderer still
+/// needs a photo to paint over: offer the library's photos, favouring colourful ones without people (a
+/// scenic picture rather than someone's portrait).
+fn offer_fallback_backgrounds(library: &TenantLibrary, offered: &mut Offered) {
+    for photo in &library.photos {
+        let score = 0.5 * photo.colourfulness.clamp(0.0, 1.0) + 0.5 / (1.0 + photo.faces.len() as f32);
+        offered.backgrounds.push(Candidate {
+            reference: photo_ref(photo, ReferenceRole::Background, None, None),
+            score,
+            albums: photo.albums.clone(),
+            answers: FALLBACK_ANSWER.to_string(),
+        });
+    }
+}
+
 /// The reference photos a resolution offers, scored, by role.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Offered {
@@ -221,6 +239,9 @@ pub fn candidates(library: &TenantLibrary, resolution: &Resolution) -> Offered {
                 answers: format!("setting ({})", why.join(", ")),
             });
         }
+    }
+    if offered.backgrounds.is_empty() && offered.subjects.is_empty() {
+        offer_fallback_backgrounds(library, &mut offered);
     }
     if let Some(palette) = &resolution.style.palette {
         for photo in library

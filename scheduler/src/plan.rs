@@ -177,7 +177,14 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
             &mut explanation,
         );
     }
-    if let Some(candidate) = best_per_answer(&input.backgrounds, 1).first() {
+    // Diffusion renders from text when no setting was named; only a painter needs a photo regardless.
+    let backgrounds: Vec<Candidate> = input
+        .backgrounds
+        .iter()
+        .filter(|c| renderer == RendererKind::Painterly || c.answers != crate::library::FALLBACK_ANSWER)
+        .cloned()
+        .collect();
+    if let Some(candidate) = best_per_answer(&backgrounds, 1).first() {
         take(
             candidate,
             ReferenceRole::Background,

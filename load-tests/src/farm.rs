@@ -1,0 +1,330 @@
+//! One load run: optional in-process farm, the raw broker baseline, render-alone timings, then the load.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use reverie_scheduler::{Scheduler, SchedulerOptions};
+use reverie_shared::config::Config;
+use reverie_shared::ids::{PhotoId, ShardId, TenantId};
+use reverie_shared::jobs::{PhotoRef, ReferenceRole, RenderSpec, RendererKind};
+use reverie_shared::ports::queue::{JobQueue, Message, MessageProps, QueueSpec};
+use reverie_shared::queues::QueueNames;
+use reverie_shared::Backends;
+use reverie_worker::render::{PainterlyRenderer, RenderRequest, Renderer};
+use reverie_worker::{run_worker, Renderers, WorkerContext};
+use tokio::sync::{watch, Semaphore};
+
+use crate::stats::{histogram, Report};
+use crate::Args;
+
+/// Gives up waiting when no reply arrived for this long.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+const BASELINE_MESSAGES: u64 = 5_000;
+
+pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    if !args.external {
+        config.queues.prefix = format!("reverie-load-{run_id}");
+    }
+    config.worker.batch_max = args.batch_max;
+    config.worker.http_addr = "127.0.0.1:0".parse()?;
+    config.scheduler.http_addr = "127.0.0.1:0".parse()?;
+    config.scheduler.tenant_queue_quota = u32::MAX;
+    let backends = Backends::connect(&config).await?;
+    let queues = QueueNames::new(&config.queues.prefix);
+    let tenant = TenantId::new(format!("load-{run_id}"))?;
+    let (stop, shutdown) = watch::channel(false);
+
+    let mut roles = Vec::new();
+    let token = if args.external {
+        args.token.clone().context("--external needs --token")?
+    } else {
+        let token = start_farm(args, &config, &backends, &tenant, shutdown.clone(), &mut roles).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token
+    };
+    let request_body = request_json(&tenant, args);
+
+    let broker_messages_per_second =
+        raw_broker(&*backends.queue, &format!("{}.baseline", queues.requests), request_body.len(), args.in_flight).await?;
+    let render = render_alone(args)?;
+    let result = drive(args, &backends, &queues, &token, &request_body, &run_id).await;
+
+    let _ = stop.send(true);
+    for role in roles {
+        let _ = tokio::time::timeout(Duration::from_secs(30), role).await;
+    }
+    if !args.external {
+        let core = reverie_scheduler::Core::new(backends.clone(), SchedulerOptions::from_config(&config));
+        let _ = core.forget(&tenant).await;
+        for spec in queues.specs() {
+            let _ = backends.queue.delete(&spec.name).await;
+        }
+    }
+    let (sent, done, failed, rejected, seconds, end_to_end) = result?;
+    Ok(Report {
+        sent,
+        done,
+        failed,
+        rejected,
+        seconds,
+        end_to_end,
+        render,
+        broker_messages_per_second,
+        message_bytes: request_body.len(),
+    })
+}
+
+async fn start_farm(
+    args: &Args,
+    config: &Config,
+    backends: &Backends,
+    tenant: &TenantId,
+    shutdown: watch::Receiver<bool>,
+    roles: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<String> {
+    let scheduler = Scheduler::new(backends.clone(), SchedulerOptions::from_config(config));
+    let core = scheduler.core().clone();
+    core.tenants().create(tenant).await?;
+    let token = core.tenants().issue_token(tenant, None, None).await?;
+    core.tenants().set_consent(tenant, "library", true).await?;
+    crate::seed::seed_library(&*backends.store, tenant).await?;
+    let scheduler_shutdown = shutdown.clone();
+    roles.push(tokio::spawn(async move {
+        if let Err(error) = scheduler.run(scheduler_shutdown, None).await {
+            eprintln!("scheduler stopped: {error}");
+        }
+    }));
+    for index in 0..args.workers {
+        let ctx = Arc::new(WorkerContext {
+            worker_id: format!("load-worker-{index}"),
+            backends: backends.clone(),
+            queues: QueueNames::new(&config.queues.prefix),
+            settings: config.worker.clone(),
+            retry: config.retry.clone(),
+            cache_prefix: config.cache.prefix.clone(),
+            renderers: Renderers::default().with(Arc::new(PainterlyRenderer)),
+            photo_cache: None,
+        });
+        let worker_shutdown = shutdown.clone();
+        roles.push(tokio::spawn(async move {
+            if let Err(error) = run_worker(ctx, worker_shutdown).await {
+                eprintln!("worker stopped: {error}");
+            }
+        }));
+    }
+    Ok(token)
+}
+
+fn request_json(tenant: &TenantId, args: &Args) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schema_version": 1,
+        "tenant": tenant.as_str(),
+        "prompt": "bold shapes and bright colours",
+        "n": 1,
+        "size": { "width": args.size, "height": args.size },
+        "style": args.style,
+        "priority": "interactive",
+        "kind": "generate",
+    }))
+    .unwrap_or_default()
+}
+
+/// Confirmed publishes and acked consumption of same-size messages through the same port: the ceiling
+/// the farm's own messaging runs under.
+async fn raw_broker(queue: &dyn JobQueue, name: &str, size: usize, in_flight: usize) -> anyhow::Result<f64> {
+    queue.declare(&QueueSpec::new(name)).await?;
+    let body = vec![b'x'; size];
+    let started = Instant::now();
+    let mut consumer = queue.consume(name, 256).await?;
+    let consume = async {
+        for _ in 0..BASELINE_MESSAGES {
+            consumer.next().await?.ack().await?;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let publish = async {
+        let mut sent = 0;
+        while sent < BASELINE_MESSAGES {
+            let window = (in_flight.max(1) as u64).min(BASELINE_MESSAGES - sent);
+            let publishes = (0..window).map(|_| queue.publish(name, Message::new(body.clone())));
+            for result in futures::future::join_all(publishes).await {
+                result?;
+            }
+            sent += window;
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    let (consumed, published) = tokio::join!(consume, publish);
+    consumed?;
+    published?;
+    let rate = BASELINE_MESSAGES as f64 / started.elapsed().as_secs_f64();
+    drop(consumer);
+    queue.delete(name).await?;
+    Ok(rate)
+}
+
+/// The render alone, in-process, for the same job: what the farm's overhead is measured against.
+fn render_alone(args: &Args) -> anyhow::Result<Histogram<u64>> {
+    let png = {
+        let image = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8]));
+        image::DynamicImage::ImageRgb8(image)
+    };
+    let reference = PhotoRef {
+        photo: PhotoId::of_bytes(b"render-alone"),
+        shard: ShardId::new("load-0000")?,
+        offset: 0,
+        length: 0,
+        role: ReferenceRole::Background,
+        face_box: None,
+        label: None,
+    };
+    let request = RenderRequest {
+        spec: RenderSpec {
+            renderer: RendererKind::Painterly,
+            prompt: "bold shapes and bright colours".into(),
+            negative_prompt: String::new(),
+            style: args.style.clone(),
+            model: None,
+            width: args.size,
+            height: args.size,
+            steps: 1,
+            guidance: 0.0,
+            scheduler: None,
+            seed: 7,
+            strength: 1.0,
+            palette_transfer: false,
+        },
+        photos: vec![(reference, png)],
+    };
+    let renderer = PainterlyRenderer;
+    let mut render = histogram();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let result = renderer.render_batch(std::slice::from_ref(&request), &|_, _, _| {});
+        if let Some(Err(error)) = result.into_iter().next() {
+            anyhow::bail!("render alone failed: {error}");
+        }
+        render.record(started.elapsed().as_micros().max(1) as u64)?;
+    }
+    Ok(render)
+}
+
+type Outcome = (u64, u64, u64, u64, f64, Histogram<u64>);
+
+async fn drive(
+    args: &Args,
+    backends: &Backends,
+    queues: &QueueNames,
+    token: &str,
+    body: &[u8],
+    run_id: &str,
+) -> anyhow::Result<Outcome> {
+    let reply_queue = format!("{}.replies.{run_id}", queues.requests);
+    backends.queue.declare(&QueueSpec::new(&reply_queue)).await?;
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));
+    let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let end_to_end = Arc::new(Mutex::new(histogram()));
+
+    let mut consumer = backends.queue.consume(&reply_queue, 1000).await?;
+    let collector = {
+        let (sent_at, permits, counters, end_to_end) = (sent_at.clone(), permits.clone(), counters.clone(), end_to_end.clone());
+        tokio::spawn(async move {
+            loop {
+                let delivery = match tokio::time::timeout(STALL_LIMIT, consumer.next()).await {
+                    Ok(Ok(delivery)) => delivery,
+                    _ => return,
+                };
+                let reply: serde_json::Value = serde_json::from_slice(delivery.body()).unwrap_or_default();
+                let _ = delivery.ack().await;
+                let slot = match reply["type"].as_str() {
+                    Some("done") => 0,
+                    Some("failed") | Some("cancelled") => 1,
+                    Some("rejected") => {
+                        if counters[2].load(Ordering::SeqCst) == 0 {
+                            eprintln!("first rejection: {}", reply["reasons"]);
+                        }
+                        2
+                    }
+                    _ => continue,
+                };
+                let id = reply["request_id"].as_str().unwrap_or_default().to_string();
+                if let Some(started) = sent_at.lock().map(|mut m| m.remove(&id)).ok().flatten() {
+                    if let Ok(mut h) = end_to_end.lock() {
+                        let _ = h.record(started.elapsed().as_micros().max(1) as u64);
+                    }
+                    counters[slot].fetch_add(1, Ordering::SeqCst);
+                    counters[3].fetch_add(1, Ordering::SeqCst);
+                    permits.add_permits(1);
+                }
+            }
+        })
+    };
+
+    let started = Instant::now();
+    let deadline = args.duration.map(|s| started + Duration::from_secs(s));
+    let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
+    let mut sent = 0u64;
+    loop {
+        let finished = match deadline {
+            Some(deadline) => Instant::now() >= deadline,
+            None => sent >= args.count,
+        };
+        if finished {
+            break;
+        }
+        if let Some(interval) = interval {
+            let due = started + interval.mul_f64(sent as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        permits.acquire().await?.forget();
+        let id = format!("load-{run_id}-{sent}");
+        let props = MessageProps {
+            message_id: Some(id.clone()),
+            correlation_id: Some(id.clone()),
+            reply_to: Some(reply_queue.clone()),
+            content_type: Some("application/json".into()),
+            headers: [("x-reverie-token".to_string(), token.to_string())].into(),
+            ..MessageProps::default()
+        };
+        sent_at.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(id, Instant::now());
+        let queue = backends.queue.clone();
+        let target = queues.requests.clone();
+        let message = Message::new(body.to_vec()).with_props(props);
+        tokio::spawn(async move {
+            if let Err(error) = queue.publish(&target, message).await {
+                eprintln!("publish failed: {error}");
+            }
+        });
+        sent += 1;
+    }
+    // Wait for every reply, or for the replies to stall.
+    let mut last = (0, Instant::now());
+    while counters[3].load(Ordering::SeqCst) < sent {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = counters[3].load(Ordering::SeqCst);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > STALL_LIMIT {
+            eprintln!("replies stalled at {now} of {sent}");
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    collector.abort();
+    let _ = backends.queue.delete(&reply_queue).await;
+    let histogram = end_to_end.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+    Ok((
+        sent,
+        counters[0].load(Ordering::SeqCst),
+        counters[1].load(Ordering::SeqCst),
+        counters[2].load(Ordering::SeqCst),
+        seconds,
+        histogram,
+    ))
+}
