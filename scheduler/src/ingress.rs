@@ -147,14 +147,6 @@ pub async fn submit(
         .on_field("n");
         return Ok(reject(ingress, id_text, vec![reason]));
     }
-    if let RequestKind::AlbumToArt(_) = request.kind {
-        let reason = Reason::new(
-            "unsupported_kind",
-            "album_to_art requests are run by `reverie batch`; this scheduler plans `generate` requests",
-        )
-        .on_field("kind");
-        return Ok(reject(ingress, id_text, vec![reason]));
-    }
     // The parent comes from the URL (HTTP refine) or the body's refine_of; both must agree.
     let parent = match (parent, request.refine_of.clone()) {
         (Some(path), Some(body)) if path != body => {
@@ -183,6 +175,13 @@ pub async fn submit(
         None => None,
     };
     let library = context.library.load(&tenant.id).await?;
+    let album_run = match &request.kind {
+        RequestKind::AlbumToArt(spec) => match album_run(&library, spec) {
+            Ok(run) => Some(run),
+            Err(reason) => return Ok(reject(ingress, id_text, vec![reason])),
+        },
+        RequestKind::Generate => None,
+    };
     let parsed = prompt::parse_prompt(&request.prompt);
     let resolution = prompt::resolve(&parsed, &library.catalog);
     let reasons: Vec<Reason> = resolution
@@ -208,8 +207,41 @@ pub async fn submit(
         body: serde_json::from_slice(body).unwrap_or_default(),
         input,
         parent: parent_plan,
+        album_run,
     };
     core.accept(intake).await
+}
+
+/// The photos of an album run, in the album's order, at most `limit`; an unknown album is refused with
+/// the closest album names.
+fn album_run(library: &library::TenantLibrary, spec: &crate::request::AlbumToArt) -> std::result::Result<crate::plan::AlbumRun, Reason> {
+    let wanted = spec.album.trim().to_lowercase();
+    let photos: Vec<_> = library
+        .photos
+        .iter()
+        .filter(|photo| photo.albums.iter().any(|a| a.trim().to_lowercase() == wanted))
+        .take(spec.limit.max(1) as usize)
+        .map(|photo| reverie_shared::jobs::PhotoRef {
+            photo: photo.photo.clone(),
+            shard: photo.shard.clone(),
+            offset: photo.offset,
+            length: photo.length,
+            role: reverie_shared::jobs::ReferenceRole::Background,
+            face_box: None,
+            label: Some(spec.album.clone()),
+        })
+        .collect();
+    if photos.is_empty() {
+        let known: Vec<&str> = library.catalog.albums.iter().map(String::as_str).collect();
+        return Err(Reason::new("unknown_album", format!("no album named {:?} in this library", spec.album))
+            .on_field("album_to_art.album")
+            .suggesting(prompt::suggest(&spec.album, known)));
+    }
+    Ok(crate::plan::AlbumRun {
+        album: spec.album.clone(),
+        to: spec.to.clone(),
+        photos,
+    })
 }
 
 fn reject(ingress: Ingress, request: Option<String>, reasons: Vec<Reason>) -> Reply {
@@ -275,9 +307,12 @@ fn plan_input(
     parsed: &prompt::ParsedPrompt,
     offered: library::Offered,
 ) -> PlanInput {
-    let style = request
-        .style
-        .clone()
+    let album_style = match &request.kind {
+        RequestKind::AlbumToArt(spec) => Some(spec.style.clone()),
+        RequestKind::Generate => None,
+    };
+    let style = album_style
+        .or_else(|| request.style.clone())
         .or_else(|| parsed.style.styles.first().cloned())
         .or_else(|| {
             parsed

@@ -5,6 +5,7 @@
 //! `submit`, `status`, `cancel`, `refine` over HTTP) and [`Core`] (in-process administration: tenants,
 //! tokens, consent, forget).
 
+pub mod album;
 pub mod api;
 pub mod client;
 pub mod error;

@@ -95,6 +95,60 @@ pub struct Plan {
     pub priority: Priority,
     /// Human-readable reasons for each choice.
     pub explanation: Vec<String>,
+    /// Set for album-to-art runs: one job per album photo instead of one per variant.
+    #[serde(default)]
+    pub album_run: Option<AlbumRun>,
+}
+
+/// An album turned into art: every photo of `album` painted in `style`, written to
+/// `tenants/{t}/albums/{to}/{photo}.png` so a resumed run overwrites instead of duplicating.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlbumRun {
+    pub album: String,
+    pub to: String,
+    /// The album photos, in job order (job `i` paints photo `i`).
+    pub photos: Vec<PhotoRef>,
+}
+
+/// Where an album run's outputs go.
+pub fn album_output_prefix(tenant: &TenantId, to: &str) -> String {
+    format!("{}albums/{}/", reverie_shared::keys::tenant_prefix(tenant), album_slug(to))
+}
+
+/// An album name as one safe key segment ("Hawaii 2024 / best" -> "hawaii-2024-best").
+pub fn album_slug(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-').to_string();
+    if slug.is_empty() {
+        "album".to_string()
+    } else {
+        slug
+    }
+}
+
+/// Turns an ordinary plan into an album run: every album photo becomes a background and a seed.
+pub fn album_plan(mut plan: Plan, run: AlbumRun, request: &RequestId) -> Plan {
+    plan.seeds = (0..run.photos.len() as u32)
+        .map(|i| variant_seed(request, i, None))
+        .collect();
+    plan.references = run.photos.clone();
+    plan.priority = Priority::Batch;
+    plan.explanation.push(format!(
+        "album run: {} photos of album {:?} in style {:?}, to album {:?}",
+        run.photos.len(),
+        run.album,
+        plan.style,
+        run.to
+    ));
+    plan.album_run = Some(run);
+    plan
 }
 
 /// The seed of the `index`-th variant: the given seed plus the index, or a hash of the request id and
@@ -239,6 +293,7 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
         reference_albums,
         priority: input.priority,
         explanation,
+        album_run: None,
     }
 }
 
@@ -257,6 +312,9 @@ pub fn jobs_for(
         .references
         .iter()
         .any(|r| r.role == ReferenceRole::Palette);
+    if let Some(run) = &plan.album_run {
+        return album_jobs(plan, run, tenant, request);
+    }
     plan.seeds
         .iter()
         .enumerate()
@@ -289,6 +347,48 @@ pub fn jobs_for(
                 references: plan.references.clone(),
                 output: OutputTarget::default(),
                 batch_run: None,
+            }
+        })
+        .collect()
+}
+
+fn album_jobs(plan: &Plan, run: &AlbumRun, tenant: &TenantId, request: &RequestId) -> Vec<GenerateJob> {
+    let destination = album_output_prefix(tenant, &run.to);
+    run.photos
+        .iter()
+        .zip(&plan.seeds)
+        .enumerate()
+        .map(|(index, (photo, &seed))| {
+            let index = index as u32;
+            let mut reference = photo.clone();
+            reference.role = ReferenceRole::Background;
+            GenerateJob {
+                job: JobId::for_request(request, index),
+                request: request.clone(),
+                tenant: tenant.clone(),
+                index,
+                render: RenderSpec {
+                    renderer: plan.renderer,
+                    prompt: plan.model_prompt.clone(),
+                    negative_prompt: plan.negative_prompt.clone(),
+                    style: plan.style.clone(),
+                    model: plan.model.clone(),
+                    width: plan.width,
+                    height: plan.height,
+                    steps: plan.steps,
+                    guidance: plan.guidance,
+                    scheduler: plan.scheduler.clone(),
+                    seed,
+                    // img2img keeps the photo recognisable; the painter paints over it anyway.
+                    strength: 0.6,
+                    palette_transfer: false,
+                },
+                references: vec![reference],
+                output: OutputTarget {
+                    destination: Some(destination.trim_end_matches('/').to_string()),
+                    name: Some(photo.photo.to_string()),
+                },
+                batch_run: Some(request.to_string()),
             }
         })
         .collect()

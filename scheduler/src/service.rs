@@ -42,6 +42,8 @@ pub struct Intake {
     pub input: PlanInput,
     /// For refinements: the parent's plan (already checked to belong to the same tenant).
     pub parent: Option<(RequestId, Plan)>,
+    /// For album-to-art requests: the album's photos.
+    pub album_run: Option<crate::plan::AlbumRun>,
 }
 
 /// A record while the scheduler follows it. `retired` is set when it leaves the open set (finished or
@@ -268,7 +270,10 @@ impl Core {
             return Ok(accepted_reply(&existing, true));
         }
         let tenant = self.inner.tenants.require(&intake.tenant).await?;
-        let variants = intake.input.variants.max(1) as usize;
+        let variants = match &intake.album_run {
+            Some(run) => run.photos.len(),
+            None => intake.input.variants.max(1) as usize,
+        };
         let quota = self.inner.options.tenant_queue_quota;
         let unfinished = self.unfinished_jobs(&intake.tenant).await;
         if unfinished + variants > quota {
@@ -288,6 +293,9 @@ impl Core {
         let mut plan = plan::make_plan(&intake.input, &intake.request, &self.inner.options.planner);
         if let Some((_, parent)) = &intake.parent {
             plan = plan::refine_plan(parent, plan);
+        }
+        if let Some(run) = intake.album_run.clone() {
+            plan = plan::album_plan(plan, run, &intake.request);
         }
         let missing = consent_gaps(&tenant, &plan);
         if !missing.is_empty() {
@@ -648,6 +656,11 @@ impl Core {
                 .await?;
         }
         let final_reply = self.finish_if_done(&mut open, &key);
+        if final_reply.is_some() {
+            if let Some(run) = open.record.plan.album_run.clone() {
+                crate::album::finish_album(&*self.inner.backends.store, &open.record, &run).await?;
+            }
+        }
         if persist {
             open.record.updated_at = now;
             self.inner.records.save(&open.record).await?;

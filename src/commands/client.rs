@@ -129,3 +129,74 @@ pub async fn refine(global: &GlobalArgs, args: RefineArgs) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub connection: Connection,
+    #[arg(long)]
+    pub tenant: String,
+    /// The album to turn into art.
+    #[arg(long)]
+    pub album: String,
+    /// Style of every image ("watercolour", "oil painting", "pop art", ...).
+    #[arg(long)]
+    pub style: String,
+    /// Name of the output album (in the tenant's own storage; default "ALBUM in STYLE").
+    #[arg(long)]
+    pub to: Option<String>,
+    /// At most this many photos.
+    #[arg(long, default_value_t = 10_000)]
+    pub limit: u32,
+}
+
+/// The run's id: the same album, style and destination always resume the same run.
+fn album_run_id(args: &BatchArgs, to: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}\n{}\n{}\n{}", args.tenant, args.album, args.style, to));
+    format!("album-{}", &hex::encode(digest)[..24])
+}
+
+pub async fn batch(global: &GlobalArgs, args: BatchArgs) -> anyhow::Result<()> {
+    let api = client(global, &args.connection)?;
+    let to = args.to.clone().unwrap_or_else(|| format!("{} in {}", args.album, args.style));
+    let run_id = album_run_id(&args, &to);
+    let request = json!({
+        "schema_version": 1,
+        "tenant": args.tenant,
+        "prompt": "",
+        "n": 1,
+        "priority": "batch",
+        "kind": "album_to_art",
+        "album_to_art": { "album": args.album, "style": args.style, "limit": args.limit, "to": to },
+    });
+    let answer = api.submit(&request, Some(&run_id)).await?;
+    if !answer.status.is_success() {
+        print_json(&answer.body)?;
+        bail!("the scheduler refused the album run (HTTP {})", answer.status);
+    }
+    eprintln!("album run {run_id}: {} -> {to} ({})", args.album, args.style);
+    let started = std::time::Instant::now();
+    loop {
+        let status = match api.status(&run_id).await? {
+            Ok(status) => status,
+            Err(answer) => bail!("status of {run_id}: HTTP {}", answer.status),
+        };
+        let total = status.jobs.len();
+        let finished = |state: &str| status.jobs.iter().filter(|j| serde_json::to_value(j.state).ok() == Some(state.into())).count();
+        let (done, failed) = (finished("succeeded"), finished("failed") + finished("cancelled"));
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let left = total.saturating_sub(done + failed);
+        let eta = if rate > 0.0 { format!("{:.0}s", left as f64 / rate) } else { "?".to_string() };
+        eprint!("\r{done}/{total} done, {failed} failed, {rate:.2} images/s, {eta} left   ");
+        if left == 0 {
+            eprintln!();
+            print_json(&status)?;
+            if failed > 0 {
+                bail!("{failed} of {total} photos failed; the output album's manifest.json lists each with its reason");
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

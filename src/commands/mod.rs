@@ -28,6 +28,8 @@ pub enum Command {
     Cancel(client::IdArgs),
     /// Refine a finished request with a new prompt (keeps its seed and references unless changed).
     Refine(client::RefineArgs),
+    /// Turn every photo of an album into art (resumable: the same command resumes the same run).
+    Batch(client::BatchArgs),
     /// Tenants and their tokens; forgetting a tenant.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
@@ -50,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => client::status(global, args).await,
         Command::Cancel(args) => client::cancel(global, args).await,
         Command::Refine(args) => client::refine(global, args).await,
+        Command::Batch(args) => client::batch(global, args).await,
         Command::Tenant(command) => tenant::run(global, command).await,
         Command::Consent(command) => tenant::consent(global, command).await,
         Command::Paint(args) => paint::run(global, args),
