@@ -1,0 +1,461 @@
+//! Importing a photo library: walk the source, read each photo's metadata and sidecars, skip (and report)
+//! what is damaged, deduplicate by content, pack new photos into shards, then write the manifest.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use reverie_shared::ids::{PhotoId, TenantId};
+use reverie_shared::keys;
+use reverie_shared::ports::store::ObjectStore;
+use serde::Serialize;
+
+use crate::decode::{decode, oriented_size, probe};
+use crate::error::{Damage, LibraryError};
+use crate::exif_read::read_exif;
+use crate::manifest::{load_manifest, save_manifest, PhotoEntry, ShardEntry};
+use crate::metadata::{CaptureTime, PhotoMeta};
+use crate::places::reverse_geocode;
+use crate::shards::{shard_id, write_shard, PendingPhoto};
+use crate::stats::image_stats;
+use crate::sun::{light_tags, sun_position};
+use crate::takeout::{parse_sidecar, sidecar_for, TakeoutFacts};
+use crate::xmp::{parse_xmp, XmpFacts};
+
+/// Where photos come from.
+pub enum ImportSource<'a> {
+    /// A local folder, walked recursively (an unpacked Takeout export is a folder too).
+    Folder(PathBuf),
+    /// Objects under a prefix of an object store (`s3://bucket/prefix`).
+    Objects { store: &'a dyn ObjectStore, prefix: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// Images with more pixels are refused before decoding (decompression bombs).
+    pub max_pixels: u64,
+    pub shard_max_bytes: u64,
+    pub shard_max_photos: usize,
+}
+
+impl Default for ImportOptions {
+    fn default() -> ImportOptions {
+        ImportOptions {
+            max_pixels: 100_000_000,
+            shard_max_bytes: 64 * 1024 * 1024,
+            shard_max_photos: 256,
+        }
+    }
+}
+
+/// One skipped or noted file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub file: String,
+    pub reason: Damage,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ImportReport {
+    pub imported: usize,
+    /// Photos whose bytes were already in the library (re-imports, copies under another name).
+    pub already_present: usize,
+    pub shards_written: usize,
+    pub skipped: Vec<Skipped>,
+    /// Metadata that was present but impossible and was ignored; the photo itself was imported.
+    pub notes: Vec<Skipped>,
+}
+
+impl ImportReport {
+    pub fn count_by_reason(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for skipped in &self.skipped {
+            let kind = serde_json::to_value(&skipped.reason)
+                .ok()
+                .and_then(|v| v["kind"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            *counts.entry(kind).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// A file of the source: its path relative to the source root, and how to read it.
+#[derive(Debug, Clone)]
+enum Location {
+    Local(PathBuf),
+    Object(String),
+}
+
+struct Listing {
+    /// Relative path → location, sorted, media and sidecars alike.
+    files: BTreeMap<String, Location>,
+    skipped: Vec<Skipped>,
+}
+
+const SIDECAR_EXTENSIONS: &[&str] = &["json", "xmp"];
+
+fn extension(name: &str) -> String {
+    name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+}
+
+fn list_folder(root: &Path) -> Result<Listing, LibraryError> {
+    let source = |detail: String| LibraryError::Source { path: root.display().to_string(), detail };
+    if !root.is_dir() {
+        return Err(source("is not a folder".into()));
+    }
+    let mut listing = Listing { files: BTreeMap::new(), skipped: Vec::new() };
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| source(format!("{}: {e}", dir.display())))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_symlink() {
+                // Following links could read outside the library (or loop); never silently.
+                listing.skipped.push(Skipped { file: relative, reason: Damage::UnsafePath("symbolic link".into()) });
+            } else if kind.is_dir() {
+                pending.push(path);
+            } else if kind.is_file() && !relative.split('/').any(|part| part.starts_with('.')) {
+                listing.files.insert(relative, Location::Local(path));
+            }
+        }
+    }
+    Ok(listing)
+}
+
+async fn list_objects(store: &dyn ObjectStore, prefix: &str) -> Result<Listing, LibraryError> {
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+    let mut files = BTreeMap::new();
+    for object in store.list(&prefix).await? {
+        let relative = object.key[prefix.len()..].to_string();
+        files.insert(relative, Location::Object(object.key));
+    }
+    Ok(Listing { files, skipped: Vec::new() })
+}
+
+async fn read(location: &Location, objects: Option<&dyn ObjectStore>) -> Result<Vec<u8>, Damage> {
+    match location {
+        Location::Local(path) => tokio::fs::read(path).await.map_err(|e| Damage::Unreadable(e.to_string())),
+        Location::Object(key) => match objects {
+            Some(store) => store.get(key).await.map(|b| b.to_vec()).map_err(|e| Damage::Unreadable(e.to_string())),
+            None => Err(Damage::Unreadable("no object store for this source".into())),
+        },
+    }
+}
+
+/// "Photos from 2023" folders in Takeout are years, not albums.
+fn album_of(relative: &str) -> Option<String> {
+    let (dir, _) = relative.rsplit_once('/')?;
+    let name = dir.rsplit('/').next()?.trim();
+    let is_year_folder = name
+        .strip_prefix("Photos from ")
+        .is_some_and(|y| y.len() == 4 && y.chars().all(|c| c.is_ascii_digit()));
+    (!name.is_empty() && !is_year_folder).then(|| name.to_string())
+}
+
+/// The state of one import while it runs.
+struct Importer<'a> {
+    store: &'a dyn ObjectStore,
+    tenant: &'a TenantId,
+    options: &'a ImportOptions,
+    manifest: crate::manifest::LibraryManifest,
+    pending: Vec<PendingPhoto>,
+    pending_bytes: u64,
+    seen: BTreeMap<PhotoId, String>,
+    report: ImportReport,
+}
+
+/// Imports `source` into `tenant`'s library in `store`.
+pub async fn import(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    source: ImportSource<'_>,
+    options: &ImportOptions,
+) -> Result<ImportReport, LibraryError> {
+    let (listing, objects) = match &source {
+        ImportSource::Folder(root) => (list_folder(root)?, None),
+        ImportSource::Objects { store, prefix } => (list_objects(*store, prefix).await?, Some(*store)),
+    };
+    let mut importer = Importer {
+        store,
+        tenant,
+        options,
+        manifest: load_manifest(store, tenant).await?,
+        pending: Vec::new(),
+        pending_bytes: 0,
+        seen: BTreeMap::new(),
+        report: ImportReport { skipped: listing.skipped.clone(), ..ImportReport::default() },
+    };
+    let sidecars_by_dir = sidecars_by_dir(&listing);
+    for (relative, location) in &listing.files {
+        if SIDECAR_EXTENSIONS.contains(&extension(relative).as_str()) {
+            continue;
+        }
+        importer.add(relative, location, objects, &listing, &sidecars_by_dir).await?;
+    }
+    importer.flush().await?;
+    importer.manifest.refresh_places();
+    importer.manifest.updated_at = Some(Utc::now().to_rfc3339());
+    save_manifest(store, tenant, &importer.manifest).await?;
+    tracing::info!(
+        tenant = %tenant,
+        imported = importer.report.imported,
+        skipped = importer.report.skipped.len(),
+        "import finished"
+    );
+    Ok(importer.report)
+}
+
+fn sidecars_by_dir(listing: &Listing) -> BTreeMap<String, Vec<String>> {
+    let mut by_dir: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for relative in listing.files.keys() {
+        if extension(relative) == "json" {
+            let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+            by_dir.entry(dir.to_string()).or_default().push(name.to_string());
+        }
+    }
+    by_dir
+}
+
+impl Importer<'_> {
+    fn skip(&mut self, file: &str, reason: Damage) {
+        tracing::warn!(file, %reason, "skipped");
+        self.report.skipped.push(Skipped { file: file.to_string(), reason });
+    }
+
+    async fn add(
+        &mut self,
+        relative: &str,
+        location: &Location,
+        objects: Option<&dyn ObjectStore>,
+        listing: &Listing,
+        sidecars: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), LibraryError> {
+        let bytes = match read(location, objects).await {
+            Ok(bytes) if bytes.is_empty() => return Ok(self.skip(relative, Damage::Empty)),
+            Ok(bytes) => bytes,
+            Err(damage) => return Ok(self.skip(relative, damage)),
+        };
+        let id = PhotoId::of_bytes(&bytes);
+        let album = album_of(relative);
+        if let Some(first) = self.seen.get(&id) {
+            let first = first.clone();
+            self.add_album(&id, album);
+            return Ok(self.skip(relative, Damage::Duplicate(first)));
+        }
+        if self.manifest.contains(&id) {
+            self.report.already_present += 1;
+            self.add_album(&id, album);
+            return Ok(());
+        }
+        let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let takeout = match sidecars.get(dir).and_then(|names| sidecar_for(name, names)) {
+            Some(sidecar) => {
+                let key = if dir.is_empty() { sidecar.to_string() } else { format!("{dir}/{sidecar}") };
+                match self.read_sidecar(&key, listing, objects).await {
+                    Ok(bytes) => match parse_sidecar(&bytes) {
+                        Ok(facts) => Some(facts),
+                        Err(detail) => {
+                            self.note(relative, Damage::BadSidecar(format!("{key}: {detail}")));
+                            None
+                        }
+                    },
+                    Err(damage) => {
+                        self.note(relative, damage);
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let xmp = self.xmp_for(relative, listing, objects).await;
+        let meta = match self.describe(relative, &bytes, id.clone(), album, takeout, xmp) {
+            Ok(meta) => meta,
+            Err(damage) => return Ok(self.skip(relative, damage)),
+        };
+        self.seen.insert(id, relative.to_string());
+        self.pending_bytes += bytes.len() as u64;
+        self.pending.push(PendingPhoto { meta, bytes });
+        self.report.imported += 1;
+        if self.pending.len() >= self.options.shard_max_photos || self.pending_bytes >= self.options.shard_max_bytes {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn note(&mut self, file: &str, reason: Damage) {
+        tracing::warn!(file, %reason, "metadata ignored");
+        self.report.notes.push(Skipped { file: file.to_string(), reason });
+    }
+
+    async fn read_sidecar(&self, key: &str, listing: &Listing, objects: Option<&dyn ObjectStore>) -> Result<Vec<u8>, Damage> {
+        match listing.files.get(key) {
+            Some(location) => read(location, objects).await,
+            None => Err(Damage::BadSidecar(format!("{key} vanished"))),
+        }
+    }
+
+    /// `IMG.jpg.xmp` (darktable, digiKam) or `IMG.xmp` (Lightroom).
+    async fn xmp_for(&mut self, relative: &str, listing: &Listing, objects: Option<&dyn ObjectStore>) -> Option<XmpFacts> {
+        let stem = relative.rsplit_once('.').map(|(s, _)| s).unwrap_or(relative);
+        let candidates = [format!("{relative}.xmp"), format!("{stem}.xmp"), format!("{stem}.XMP")];
+        let key = candidates.iter().find(|c| listing.files.contains_key(*c))?;
+        let bytes = match read(&listing.files[key], objects).await {
+            Ok(bytes) => bytes,
+            Err(damage) => {
+                self.note(relative, damage);
+                return None;
+            }
+        };
+        match parse_xmp(&String::from_utf8_lossy(&bytes)) {
+            Ok(facts) => Some(facts),
+            Err(detail) => {
+                self.note(relative, Damage::BadSidecar(format!("{key}: {detail}")));
+                None
+            }
+        }
+    }
+
+    fn add_album(&mut self, id: &PhotoId, album: Option<String>) {
+        let Some(album) = album else { return };
+        if let Some(entry) = self.manifest.photo_mut(id) {
+            entry.meta.albums.insert(album);
+        } else if let Some(pending) = self.pending.iter_mut().find(|p| &p.meta.id == id) {
+            pending.meta.albums.insert(album);
+        }
+    }
+
+    fn describe(
+        &mut self,
+        relative: &str,
+        bytes: &[u8],
+        id: PhotoId,
+        album: Option<String>,
+        takeout: Option<TakeoutFacts>,
+        xmp: Option<XmpFacts>,
+    ) -> Result<PhotoMeta, Damage> {
+        let (format, stored_width, stored_height) = probe(bytes)?;
+        let exif = read_exif(bytes);
+        for rejected in &exif.rejected {
+            self.note(relative, Damage::ImpossibleMetadata(rejected.clone()));
+        }
+        let orientation = exif.orientation.unwrap_or(1);
+        let image = decode(bytes, self.options.max_pixels, orientation)?;
+        let (width, height) = oriented_size(stored_width, stored_height, orientation);
+        let takeout = takeout.unwrap_or_default();
+        let xmp = xmp.unwrap_or_default();
+        let captured = capture_time(exif.captured.clone(), takeout.taken);
+        let gps = exif.gps.or(takeout.gps);
+        let sun = match (&captured, &gps) {
+            (Some(CaptureTime { utc: Some(utc), .. }), Some(point)) => DateTime::parse_from_rfc3339(utc)
+                .ok()
+                .map(|t| sun_position(t.with_timezone(&Utc), point.latitude, point.longitude)),
+            _ => None,
+        };
+        let mut people = takeout.people;
+        people.extend(xmp.people);
+        Ok(PhotoMeta {
+            id,
+            original: relative.to_string(),
+            format: format.to_string(),
+            width,
+            height,
+            orientation,
+            captured,
+            place: gps.as_ref().and_then(reverse_geocode),
+            gps,
+            camera: exif.camera,
+            title: takeout.title,
+            description: takeout.description.or(xmp.description),
+            keywords: xmp.keywords.into_iter().collect::<BTreeSet<_>>(),
+            rating: xmp.rating,
+            favourite: takeout.favourite,
+            albums: album.into_iter().collect(),
+            people,
+            light: sun.as_ref().map(light_tags).unwrap_or_default(),
+            sun_elevation: sun.map(|s| s.elevation),
+            stats: image_stats(&image),
+        })
+    }
+
+    /// Writes the pending photos as one shard (shard first, manifest later).
+    async fn flush(&mut self) -> Result<(), LibraryError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let photos = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        let shard = shard_id(&photos);
+        let (tar, placed, photos) = tokio::task::spawn_blocking(move || {
+            let mut tar = Vec::new();
+            let placed = write_shard(&photos, &mut tar)?;
+            Ok::<_, LibraryError>((tar, placed, photos))
+        })
+        .await
+        .map_err(|e| LibraryError::Shard { shard: shard.to_string(), detail: e.to_string() })??;
+        let size = tar.len() as u64;
+        self.store.put(&keys::shard(self.tenant, &shard), bytes::Bytes::from(tar)).await?;
+        for (photo, place) in photos.into_iter().zip(placed) {
+            self.manifest.photos.push(PhotoEntry {
+                meta: photo.meta,
+                shard: shard.clone(),
+                offset: place.offset,
+                length: place.length,
+            });
+        }
+        let photos_in_shard = self.manifest.photos.iter().filter(|p| p.shard == shard).count();
+        self.manifest.shards.retain(|s| s.id != shard);
+        self.manifest.shards.push(ShardEntry { id: shard, photos: photos_in_shard, bytes: size });
+        self.report.shards_written += 1;
+        Ok(())
+    }
+}
+
+/// Combines EXIF's local time (with or without offset) and Takeout's UTC instant: together they give
+/// the offset (rounded to a quarter hour, as time zones are).
+fn capture_time(exif: Option<CaptureTime>, takeout_utc: Option<i64>) -> Option<CaptureTime> {
+    let utc = takeout_utc.and_then(|t| Utc.timestamp_opt(t, 0).single());
+    match (exif, utc) {
+        (Some(local), _) if local.utc.is_some() => Some(local),
+        (Some(local), Some(utc)) => {
+            let naive = NaiveDateTime::parse_from_str(&local.local, "%Y-%m-%dT%H:%M:%S").ok()?;
+            let minutes = (naive - utc.naive_utc()).num_minutes();
+            let offset = ((minutes as f64 / 15.0).round() * 15.0) as i32;
+            if offset.abs() > 14 * 60 {
+                // Camera clock far off: trust Takeout's instant, keep the camera's local time.
+                return Some(CaptureTime { utc: Some(utc.to_rfc3339()), ..local });
+            }
+            Some(CaptureTime { utc_offset_minutes: Some(offset), utc: Some(utc.to_rfc3339()), ..local })
+        }
+        (Some(local), None) => Some(local),
+        (None, Some(utc)) => Some(CaptureTime {
+            local: utc.format("%Y-%m-%dT%H:%M:%S").to_string(),
+            utc_offset_minutes: Some(0),
+            utc: Some(utc.to_rfc3339()),
+        }),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn albums_come_from_folders_but_not_year_folders() {
+        assert_eq!(album_of("Hawaii 2023/IMG_1.jpg").as_deref(), Some("Hawaii 2023"));
+        assert_eq!(album_of("Takeout/Google Photos/Photos from 2023/IMG_1.jpg"), None);
+        assert_eq!(album_of("IMG_1.jpg"), None);
+    }
+
+    #[test]
+    fn exif_local_time_and_takeout_instant_give_the_offset() {
+        let local = CaptureTime { local: "2023-07-14T19:42:05".into(), utc_offset_minutes: None, utc: None };
+        let combined = capture_time(Some(local), Some(1_689_399_725)).unwrap();
+        assert_eq!(combined.utc_offset_minutes, Some(-600));
+        let takeout_only = capture_time(None, Some(1_689_399_725)).unwrap();
+        assert_eq!(takeout_only.utc_offset_minutes, Some(0));
+    }
+}
