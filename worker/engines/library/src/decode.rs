@@ -46,7 +46,10 @@ pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
 
 /// Decodes after checking the pixel count, then applies the EXIF orientation (1–8).
 pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicImage, Damage> {
-    let (_, width, height) = probe(bytes)?;
+    let (format, width, height) = probe(bytes)?;
+    if format == "jpeg" && jpeg_is_truncated(bytes) {
+        return Err(Damage::Corrupt("truncated JPEG: the scan has no end-of-image marker".into()));
+    }
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(Damage::TooLarge { width, height, limit: max_pixels });
@@ -64,6 +67,18 @@ pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicI
     reader.limits(limits);
     let image = reader.decode().map_err(|e| Damage::Corrupt(e.to_string()))?;
     Ok(orient(image, orientation))
+}
+
+/// JPEG decoders fill a cut-off scan with grey instead of failing; a complete file has an end-of-image
+/// marker (FF D9) after its last start-of-scan (FF DA). (Thumbnails inside EXIF have their own markers,
+/// which is why the order matters.)
+fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    match (last(0xDA), last(0xD9)) {
+        (Some(scan), Some(end)) => end < scan,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 /// Applies an EXIF orientation value.
