@@ -12,6 +12,7 @@ pub mod error;
 pub mod fairness;
 pub mod ingress;
 pub mod library;
+pub mod library_manifest;
 pub mod options;
 pub mod plan;
 pub mod prompt;

@@ -11,7 +11,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, ApiState};
 use crate::error::{Result, SchedulerError};
 use crate::ingress::IntakeContext;
-use crate::library::{LibrarySource, StoreLibrary};
+use crate::library::LibrarySource;
 use crate::options::SchedulerOptions;
 use crate::runtime;
 use crate::service::Core;
@@ -23,9 +23,11 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler reading libraries from the object store (`tenants/{t}/library/catalog.json`).
+    /// A scheduler reading each tenant's library manifest (written by `reverie library import`), or a
+    /// curated `tenants/{t}/library/catalog.json` when the tenant has no manifest.
     pub fn new(backends: Backends, options: SchedulerOptions) -> Scheduler {
-        let library: Arc<dyn LibrarySource> = Arc::new(StoreLibrary::new(backends.store.clone()));
+        let library: Arc<dyn LibrarySource> =
+            Arc::new(crate::library_manifest::ManifestLibrary::new(backends.store.clone()));
         Scheduler::with_library(backends, options, library)
     }
 
