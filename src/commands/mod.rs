@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod library;
 mod paint;
 mod scheduler;
 mod tenant;
@@ -36,6 +37,9 @@ pub enum Command {
     /// Grant, revoke or show a tenant's consent.
     #[command(subcommand)]
     Consent(tenant::ConsentCommand),
+    /// Import a photo library, or show what one holds.
+    #[command(subcommand)]
+    Library(library::LibraryCommand),
     /// Paint one photo in a style (no model weights needed).
     Paint(paint::PaintArgs),
     /// Show the configuration in effect, or every key with its default.
@@ -55,6 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(args) => client::batch(global, args).await,
         Command::Tenant(command) => tenant::run(global, command).await,
         Command::Consent(command) => tenant::consent(global, command).await,
+        Command::Library(command) => library::run(global, command).await,
         Command::Paint(args) => paint::run(global, args),
         Command::Config(command) => config::run(global, command),
     }

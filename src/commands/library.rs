@@ -1,0 +1,96 @@
+//! `reverie library import|show`: bring a photo library in, and see what it holds.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use reverie_library::{import, load_manifest, summarise, ImportOptions, ImportSource};
+use reverie_shared::backends::{connect_store, parse_s3_url};
+use reverie_shared::ids::TenantId;
+use reverie_shared::ports::store::{S3Config, S3Store};
+use reverie_shared::retry::Backoff;
+
+use crate::app::{self, GlobalArgs};
+
+#[derive(Debug, Subcommand)]
+pub enum LibraryCommand {
+    /// Import photos from a folder (Google Takeout exports included, unpacked) or s3://bucket/prefix.
+    Import {
+        #[arg(long)]
+        tenant: String,
+        source: String,
+        /// Refuse images with more pixels than this (decompression bombs).
+        #[arg(long, default_value_t = 100_000_000)]
+        max_pixels: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a tenant's library holds: counts, dates, albums, places, light, people.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result<()> {
+    let config = app::start_quiet(global)?;
+    let store = connect_store(&config, Backoff::from(&config.retry)).await?;
+    match command {
+        LibraryCommand::Import { tenant, source, max_pixels, json } => {
+            let tenant = TenantId::new(tenant)?;
+            let options = ImportOptions { max_pixels, ..ImportOptions::default() };
+            let report = match parse_s3_url(&source) {
+                Some((bucket, prefix)) => {
+                    let s3 = S3Store::connect(S3Config {
+                        endpoint: config.s3.endpoint.clone(),
+                        region: config.s3.region.clone(),
+                        bucket,
+                        prefix: String::new(),
+                        access_key: config.s3_access_key()?,
+                        secret_key: config.s3_secret_key()?,
+                        path_style: config.s3.path_style,
+                        multipart_threshold: config.s3.multipart_threshold_mb * 1024 * 1024,
+                    })
+                    .await;
+                    import(&*store, &tenant, ImportSource::Objects { store: &s3, prefix }, &options).await?
+                }
+                None => {
+                    let path = PathBuf::from(&source);
+                    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+                        bail!("{source}: Takeout .zip archives are imported unpacked; run `unzip` first and import the folder");
+                    }
+                    import(&*store, &tenant, ImportSource::Folder(path), &options)
+                        .await
+                        .with_context(|| format!("importing {source}"))?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "imported {} photos ({} already present), {} shards written, {} files skipped",
+                    report.imported,
+                    report.already_present,
+                    report.shards_written,
+                    report.skipped.len()
+                );
+                for skipped in report.skipped.iter().chain(&report.notes) {
+                    println!("  {}: {}", skipped.file, skipped.reason);
+                }
+            }
+        }
+        LibraryCommand::Show { tenant, json } => {
+            let manifest = load_manifest(&*store, &TenantId::new(tenant)?).await?;
+            let summary = summarise(&manifest);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print!("{}", summary.to_text());
+            }
+        }
+    }
+    Ok(())
+}
