@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod demo;
 mod library;
 mod paint;
 mod scheduler;
@@ -17,6 +18,8 @@ use crate::app::Cli;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole path in one process on the bundled sample library; images under ./out.
+    Demo(demo::DemoArgs),
     /// Run the scheduler: requests over AMQP and HTTP, plans, jobs, replies.
     Scheduler,
     /// Run a worker: consume jobs, render, store results.
@@ -50,6 +53,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = &cli.global;
     match cli.command {
+        Command::Demo(args) => demo::run(global, args).await,
         Command::Scheduler => scheduler::run(global).await,
         Command::Worker(args) => worker::run(global, args).await,
         Command::Submit(args) => client::submit(global, args).await,
