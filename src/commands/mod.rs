@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod demo;
+mod faces;
 mod library;
 mod paint;
 mod scheduler;
@@ -40,6 +41,12 @@ pub enum Command {
     /// Grant, revoke or show a tenant's consent.
     #[command(subcommand)]
     Consent(tenant::ConsentCommand),
+    /// Model files workers load: `models fetch`.
+    #[command(subcommand)]
+    Models(faces::ModelsCommand),
+    /// Face detection and descriptors on image files.
+    #[command(subcommand)]
+    Faces(faces::FacesCommand),
     /// Import a photo library, or show what one holds.
     #[command(subcommand)]
     Library(library::LibraryCommand),
@@ -63,6 +70,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Batch(args) => client::batch(global, args).await,
         Command::Tenant(command) => tenant::run(global, command).await,
         Command::Consent(command) => tenant::consent(global, command).await,
+        Command::Models(command) => faces::models(global, command).await,
+        Command::Faces(command) => faces::detect(global, command).await,
         Command::Library(command) => library::run(global, command).await,
         Command::Paint(args) => paint::run(global, args),
         Command::Config(command) => config::run(global, command),
