@@ -21,8 +21,6 @@ use tokio::sync::{watch, Semaphore};
 use crate::stats::{histogram, Report};
 use crate::Args;
 
-/// Gives up waiting when no reply arrived for this long.
-const STALL_LIMIT: Duration = Duration::from_secs(120);
 const BASELINE_MESSAGES: u64 = 5_000;
 
 pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
@@ -36,22 +34,43 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
     config.scheduler.tenant_queue_quota = u32::MAX;
     let backends = Backends::connect(&config).await?;
     let queues = QueueNames::new(&config.queues.prefix);
-    let tenant = TenantId::new(format!("load-{run_id}"))?;
+    let tenant = TenantId::new(
+        args.tenant
+            .clone()
+            .unwrap_or_else(|| format!("load-{run_id}")),
+    )?;
     let (stop, shutdown) = watch::channel(false);
 
     let mut roles = Vec::new();
     let token = if args.external {
         args.token.clone().context("--external needs --token")?
     } else {
-        let token = start_farm(args, &config, &backends, &tenant, shutdown.clone(), &mut roles).await?;
+        let token = start_farm(
+            args,
+            &config,
+            &backends,
+            &tenant,
+            shutdown.clone(),
+            &mut roles,
+        )
+        .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         token
     };
     let request_body = request_json(&tenant, args);
 
-    let broker_messages_per_second =
-        raw_broker(&*backends.queue, &format!("{}.baseline", queues.requests), request_body.len(), args.in_flight).await?;
-    let render = render_alone(args)?;
+    let (broker_messages_per_second, render) = if args.no_baseline {
+        (0.0, histogram())
+    } else {
+        let rate = raw_broker(
+            &*backends.queue,
+            &format!("{}.baseline", queues.requests),
+            request_body.len(),
+            args.in_flight,
+        )
+        .await?;
+        (rate, render_alone(args)?)
+    };
     let result = drive(args, &backends, &queues, &token, &request_body, &run_id).await;
 
     let _ = stop.send(true);
@@ -59,14 +78,16 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
         let _ = tokio::time::timeout(Duration::from_secs(30), role).await;
     }
     if !args.external {
-        let core = reverie_scheduler::Core::new(backends.clone(), SchedulerOptions::from_config(&config));
+        let core =
+            reverie_scheduler::Core::new(backends.clone(), SchedulerOptions::from_config(&config));
         let _ = core.forget(&tenant).await;
         for spec in queues.specs() {
             let _ = backends.queue.delete(&spec.name).await;
         }
     }
-    let (sent, done, failed, rejected, seconds, end_to_end) = result?;
+    let (sent, done, failed, rejected, seconds, end_to_end, publish_failed) = result?;
     Ok(Report {
+        publish_failed,
         sent,
         done,
         failed,
@@ -77,6 +98,31 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
         broker_messages_per_second,
         message_bytes: request_body.len(),
     })
+}
+
+/// Writes the one-photo library of `tenant` to the configured store (for a farm started elsewhere).
+pub async fn seed_only(tenant: &str, config: &Config) -> anyhow::Result<()> {
+    let tenant = TenantId::new(tenant.to_string())?;
+    let store = reverie_shared::backends::connect_store(
+        config,
+        reverie_shared::retry::Backoff::from(&config.retry),
+    )
+    .await?;
+    crate::seed::seed_library(&*store, &tenant).await
+}
+
+/// Deletes the farm's queues under the configured prefix, each with its dead-letter queue.
+pub async fn delete_queues(config: &Config) -> anyhow::Result<usize> {
+    let queue = reverie_shared::backends::connect_queue(
+        config,
+        reverie_shared::retry::Backoff::from(&config.retry),
+    )
+    .await?;
+    let specs = QueueNames::new(&config.queues.prefix).specs();
+    for spec in &specs {
+        queue.delete(&spec.name).await?;
+    }
+    Ok(specs.len() * 2)
 }
 
 async fn start_farm(
@@ -109,6 +155,7 @@ async fn start_farm(
             cache_prefix: config.cache.prefix.clone(),
             renderers: Renderers::default().with(Arc::new(PainterlyRenderer)),
             photo_cache: None,
+        analyser: None,
         });
         let worker_shutdown = shutdown.clone();
         roles.push(tokio::spawn(async move {
@@ -134,9 +181,29 @@ fn request_json(tenant: &TenantId, args: &Args) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+async fn reconsume(
+    queue: &dyn JobQueue,
+    name: &str,
+    limit: Duration,
+) -> Option<Box<dyn reverie_shared::ports::queue::Consumer>> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        match queue.consume(name, 1000).await {
+            Ok(consumer) => return Some(consumer),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    None
+}
+
 /// Confirmed publishes and acked consumption of same-size messages through the same port: the ceiling
 /// the farm's own messaging runs under.
-async fn raw_broker(queue: &dyn JobQueue, name: &str, size: usize, in_flight: usize) -> anyhow::Result<f64> {
+async fn raw_broker(
+    queue: &dyn JobQueue,
+    name: &str,
+    size: usize,
+    in_flight: usize,
+) -> anyhow::Result<f64> {
     queue.declare(&QueueSpec::new(name)).await?;
     let body = vec![b'x'; size];
     let started = Instant::now();
@@ -171,7 +238,9 @@ async fn raw_broker(queue: &dyn JobQueue, name: &str, size: usize, in_flight: us
 /// The render alone, in-process, for the same job: what the farm's overhead is measured against.
 fn render_alone(args: &Args) -> anyhow::Result<Histogram<u64>> {
     let png = {
-        let image = image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8]));
+        let image = image::RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
+        });
         image::DynamicImage::ImageRgb8(image)
     };
     let reference = PhotoRef {
@@ -214,7 +283,59 @@ fn render_alone(args: &Args) -> anyhow::Result<Histogram<u64>> {
     Ok(render)
 }
 
-type Outcome = (u64, u64, u64, u64, f64, Histogram<u64>);
+type Outcome = (u64, u64, u64, u64, f64, Histogram<u64>, u64);
+
+/// One line per thing that happened to a request, for tests that check exactly-once completion.
+#[derive(Clone, Default)]
+struct EventLog(Arc<Mutex<Vec<String>>>);
+
+impl EventLog {
+    fn note(&self, request: &str, event: &str) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(format!("{request} {event}"));
+        }
+    }
+
+    fn write(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        let lines = self
+            .0
+            .lock()
+            .map_err(|_| anyhow::anyhow!("event log lock poisoned"))?;
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+/// Publishes what a broken client or a bug would: a request that is not JSON and a job body that is not
+/// an envelope. Both must be dead-lettered (or rejected), never crash or stall the farm. The job queue is
+/// the farm's (declared by its workers with their priority arguments), so it is not declared here.
+async fn publish_malformed(
+    backends: &Backends,
+    queues: &QueueNames,
+    reply_queue: &str,
+    run_id: &str,
+) -> anyhow::Result<()> {
+    let id = format!("malformed-{run_id}");
+    let props = MessageProps {
+        message_id: Some(id.clone()),
+        correlation_id: Some(id),
+        reply_to: Some(reply_queue.to_string()),
+        content_type: Some("application/json".into()),
+        ..MessageProps::default()
+    };
+    let not_json = Message::new(b"{ this is not json".to_vec()).with_props(props);
+    backends.queue.publish(&queues.requests, not_json).await?;
+    // A known envelope version (1) followed by bytes that are no job: `malformed`, not `unknown_version`.
+    backends
+        .queue
+        .publish(
+            &queues.generate,
+            Message::new(vec![1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        )
+        .await?;
+    Ok(())
+}
 
 async fn drive(
     args: &Args,
@@ -225,23 +346,59 @@ async fn drive(
     run_id: &str,
 ) -> anyhow::Result<Outcome> {
     let reply_queue = format!("{}.replies.{run_id}", queues.requests);
-    backends.queue.declare(&QueueSpec::new(&reply_queue)).await?;
+    backends
+        .queue
+        .declare(&QueueSpec::new(&reply_queue))
+        .await?;
+    let stall_limit = Duration::from_secs(args.stall_limit_s.max(1));
+    let events = EventLog::default();
+    let publish_failed = Arc::new(AtomicU64::new(0));
+    if args.malformed {
+        publish_malformed(backends, queues, &reply_queue, run_id).await?;
+    }
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));
-    let counters = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    let counters = Arc::new([
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+        AtomicU64::new(0),
+    ]);
     let end_to_end = Arc::new(Mutex::new(histogram()));
 
     let mut consumer = backends.queue.consume(&reply_queue, 1000).await?;
     let collector = {
-        let (sent_at, permits, counters, end_to_end) = (sent_at.clone(), permits.clone(), counters.clone(), end_to_end.clone());
+        let (sent_at, permits, counters, end_to_end) = (
+            sent_at.clone(),
+            permits.clone(),
+            counters.clone(),
+            end_to_end.clone(),
+        );
+        let (queue, reply_queue, events) =
+            (backends.queue.clone(), reply_queue.clone(), events.clone());
         tokio::spawn(async move {
             loop {
-                let delivery = match tokio::time::timeout(STALL_LIMIT, consumer.next()).await {
+                let delivery = match tokio::time::timeout(stall_limit, consumer.next()).await {
                     Ok(Ok(delivery)) => delivery,
-                    _ => return,
+                    Ok(Err(error)) => {
+                        // The broker went away (a restart): consume again once it is back; replies wait
+                        // in the durable reply queue meanwhile.
+                        eprintln!("reply consumer lost ({error}); reconnecting");
+                        match reconsume(&*queue, &reply_queue, stall_limit).await {
+                            Some(fresh) => {
+                                consumer = fresh;
+                                continue;
+                            }
+                            None => return,
+                        }
+                    }
+                    Err(_) => return,
                 };
-                let reply: serde_json::Value = serde_json::from_slice(delivery.body()).unwrap_or_default();
+                let reply: serde_json::Value =
+                    serde_json::from_slice(delivery.body()).unwrap_or_default();
                 let _ = delivery.ack().await;
+                let id = reply["request_id"].as_str().unwrap_or("-").to_string();
+                events.note(&id, reply["type"].as_str().unwrap_or("unknown"));
                 let slot = match reply["type"].as_str() {
                     Some("done") => 0,
                     Some("failed") | Some("cancelled") => 1,
@@ -253,7 +410,6 @@ async fn drive(
                     }
                     _ => continue,
                 };
-                let id = reply["request_id"].as_str().unwrap_or_default().to_string();
                 if let Some(started) = sent_at.lock().map(|mut m| m.remove(&id)).ok().flatten() {
                     if let Ok(mut h) = end_to_end.lock() {
                         let _ = h.record(started.elapsed().as_micros().max(1) as u64);
@@ -292,13 +448,39 @@ async fn drive(
             headers: [("x-reverie-token".to_string(), token.to_string())].into(),
             ..MessageProps::default()
         };
-        sent_at.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(id, Instant::now());
+        sent_at
+            .lock()
+            .map_err(|_| anyhow::anyhow!("lock"))?
+            .insert(id.clone(), Instant::now());
         let queue = backends.queue.clone();
         let target = queues.requests.clone();
         let message = Message::new(body.to_vec()).with_props(props);
+        let (events, sent_at, permits, counters, publish_failed) = (
+            events.clone(),
+            sent_at.clone(),
+            permits.clone(),
+            counters.clone(),
+            publish_failed.clone(),
+        );
         tokio::spawn(async move {
-            if let Err(error) = queue.publish(&target, message).await {
-                eprintln!("publish failed: {error}");
+            match queue.publish(&target, message).await {
+                Ok(()) => events.note(&id, "published"),
+                Err(error) => {
+                    // Not confirmed: the farm never took it, so no reply is owed; the client would retry.
+                    eprintln!("publish failed: {error}");
+                    events.note(&id, "publish_failed");
+                    if sent_at
+                        .lock()
+                        .map(|mut m| m.remove(&id))
+                        .ok()
+                        .flatten()
+                        .is_some()
+                    {
+                        publish_failed.fetch_add(1, Ordering::SeqCst);
+                        counters[3].fetch_add(1, Ordering::SeqCst);
+                        permits.add_permits(1);
+                    }
+                }
             }
         });
         sent += 1;
@@ -310,7 +492,7 @@ async fn drive(
         let now = counters[3].load(Ordering::SeqCst);
         if now != last.0 {
             last = (now, Instant::now());
-        } else if last.1.elapsed() > STALL_LIMIT {
+        } else if last.1.elapsed() > stall_limit {
             eprintln!("replies stalled at {now} of {sent}");
             break;
         }
@@ -318,7 +500,13 @@ async fn drive(
     let seconds = started.elapsed().as_secs_f64();
     collector.abort();
     let _ = backends.queue.delete(&reply_queue).await;
-    let histogram = end_to_end.lock().map(|h| h.clone()).unwrap_or_else(|_| histogram());
+    if let Some(path) = &args.replies_out {
+        events.write(path)?;
+    }
+    let histogram = end_to_end
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| histogram());
     Ok((
         sent,
         counters[0].load(Ordering::SeqCst),
@@ -326,5 +514,6 @@ async fn drive(
         counters[2].load(Ordering::SeqCst),
         seconds,
         histogram,
+        publish_failed.load(Ordering::SeqCst),
     ))
 }

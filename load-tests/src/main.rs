@@ -51,6 +51,31 @@ pub struct Args {
     /// Token for --external (`reverie tenant create`).
     #[arg(long, env = "REVERIE_TOKEN")]
     pub token: Option<String>,
+    /// Tenant of the requests with --external (default: a fresh `load-{run}` tenant of the in-process farm).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only write the one-photo library of --tenant to the configured store, then exit (to prepare a tenant
+    /// of an external farm).
+    #[arg(long)]
+    pub seed_only: bool,
+    /// Only delete the farm's queues (and their dead-letter queues) under the configured `queues.prefix`,
+    /// then exit: how a test run cleans up the broker it shares.
+    #[arg(long)]
+    pub delete_queues: bool,
+    /// Skip the raw broker baseline and the render-alone timing (fault and metrics tests need only the load).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Also publish malformed messages (a request that is not JSON, a job that is not an envelope) so the
+    /// dead-letter paths run.
+    #[arg(long)]
+    pub malformed: bool,
+    /// Stop waiting when no reply arrived for this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub stall_limit_s: u64,
+    /// Write one line per event, `{request} {event}` (published, publish_failed, accepted, done, failed,
+    /// rejected, ...), so a test can check that every accepted request finished exactly once.
+    #[arg(long)]
+    pub replies_out: Option<std::path::PathBuf>,
     /// Any configuration key, as for `reverie --set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -66,6 +91,17 @@ async fn main() -> anyhow::Result<()> {
     reverie_shared::telemetry::init(config.log_format, "warn");
     if config.amqp_url()?.is_none() {
         anyhow::bail!("set REVERIE_AMQP_URL (a load test measures the real broker)");
+    }
+    if args.seed_only {
+        let tenant = args.tenant.clone().context("--seed-only needs --tenant")?;
+        farm::seed_only(&tenant, &config).await?;
+        println!("library of {tenant} seeded");
+        return Ok(());
+    }
+    if args.delete_queues {
+        let deleted = farm::delete_queues(&config).await?;
+        println!("deleted {deleted} queues under {}", config.queues.prefix);
+        return Ok(());
     }
     let report = farm::run(&args, config).await?;
     report.print(&args);

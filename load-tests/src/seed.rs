@@ -12,7 +12,9 @@ use reverie_shared::ports::store::ObjectStore;
 const FIRST_MEMBER_OFFSET: u64 = 512;
 
 fn photo_png(side: u32) -> anyhow::Result<Vec<u8>> {
-    let image = RgbImage::from_fn(side, side, |x, y| Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8]));
+    let image = RgbImage::from_fn(side, side, |x, y| {
+        Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
+    });
     let mut png = Vec::new();
     image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
@@ -29,7 +31,9 @@ pub async fn seed_library(store: &dyn ObjectStore, tenant: &TenantId) -> anyhow:
     header.set_cksum();
     tar.append_data(&mut header, format!("{photo}.png"), png.as_slice())?;
     let shard_bytes = tar.into_inner()?;
-    store.put(&keys::shard(tenant, &shard), Bytes::from(shard_bytes)).await?;
+    store
+        .put(&keys::shard(tenant, &shard), Bytes::from(shard_bytes))
+        .await?;
     let library = TenantLibrary {
         photos: vec![CatalogPhoto {
             photo,
@@ -48,7 +52,10 @@ pub async fn seed_library(store: &dyn ObjectStore, tenant: &TenantId) -> anyhow:
         ..TenantLibrary::default()
     };
     store
-        .put(&catalog_key(tenant), Bytes::from(serde_json::to_vec(&library)?))
+        .put(
+            &catalog_key(tenant),
+            Bytes::from(serde_json::to_vec(&library)?),
+        )
         .await?;
     Ok(())
 }

@@ -13,6 +13,8 @@ pub fn ms(micros: u64) -> f64 {
 
 #[derive(Debug)]
 pub struct Report {
+    /// Publishes the broker did not confirm (the farm never had them; no reply is owed).
+    pub publish_failed: u64,
     pub sent: u64,
     pub done: u64,
     pub failed: u64,
@@ -27,14 +29,30 @@ pub struct Report {
 impl Report {
     pub fn print(&self, args: &crate::Args) {
         let throughput = self.done as f64 / self.seconds.max(1e-9);
-        println!("Reverie load test: {} requests, {} workers, batch_max {}, {}x{} {}", self.sent, args.workers, args.batch_max, args.size, args.size, args.style);
+        println!(
+            "Reverie load test: {} requests, {} workers, batch_max {}, {}x{} {}",
+            self.sent, args.workers, args.batch_max, args.size, args.size, args.style
+        );
         println!();
         println!("| measure | value |");
         println!("|---|---|");
-        println!("| requests done / failed / rejected | {} / {} / {} |", self.done, self.failed, self.rejected);
+        println!(
+            "| requests done / failed / rejected | {} / {} / {} |",
+            self.done, self.failed, self.rejected
+        );
+        println!(
+            "| publishes not confirmed (not taken) | {} |",
+            self.publish_failed
+        );
         println!("| farm throughput (jobs/s) | {throughput:.1} |");
-        println!("| raw broker throughput, {} B messages, confirmed publish + ack (msg/s) | {:.1} |", self.message_bytes, self.broker_messages_per_second);
-        println!("| farm / raw broker | {:.3} |", throughput / self.broker_messages_per_second.max(1e-9));
+        println!(
+            "| raw broker throughput, {} B messages, confirmed publish + ack (msg/s) | {:.1} |",
+            self.message_bytes, self.broker_messages_per_second
+        );
+        println!(
+            "| farm / raw broker | {:.3} |",
+            throughput / self.broker_messages_per_second.max(1e-9)
+        );
         for (name, q) in [("p50", 0.50), ("p95", 0.95), ("p99", 0.99)] {
             let e2e = self.end_to_end.value_at_quantile(q);
             let render = self.render.value_at_quantile(q);
@@ -48,6 +66,13 @@ impl Report {
         println!("| end-to-end max (ms) | {:.2} |", ms(self.end_to_end.max()));
         println!();
         println!("failed: {}", self.failed);
-        println!("{} passed, {} failed", self.done, self.failed + self.rejected + (self.sent - self.done - self.failed - self.rejected));
+        let unanswered = self
+            .sent
+            .saturating_sub(self.done + self.failed + self.rejected + self.publish_failed);
+        println!(
+            "{} passed, {} failed",
+            self.done,
+            self.failed + self.rejected + unanswered
+        );
     }
 }

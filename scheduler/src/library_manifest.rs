@@ -38,8 +38,92 @@ impl LibrarySource for ManifestLibrary {
         if manifest.photos.is_empty() {
             return self.fallback.load(tenant).await;
         }
-        Ok(library_of(&manifest))
+        let people = match self.store.get(&reverie_shared::keys::people(tenant)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(error) if error.is_not_found() => PeopleFile::default(),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(library_with_people(&manifest, &people))
     }
+}
+
+/// The parts of the people file (written by the worker's face clustering) the scheduler plans with.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PeopleFile {
+    #[serde(default)]
+    pub people: Vec<PersonEntry>,
+    #[serde(default)]
+    pub self_person: Option<u64>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PersonEntry {
+    pub id: u64,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub faces: Vec<FaceEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct FaceEntry {
+    pub photo: String,
+    #[serde(rename = "box")]
+    pub bbox: BoxEntry,
+    pub quality: QualityEntry,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct BoxEntry {
+    pub left: i64,
+    pub top: i64,
+    pub right: i64,
+    pub bottom: i64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct QualityEntry {
+    pub sharpness: f32,
+    pub frontalness: f32,
+}
+
+/// The library with the tenant's people: named people (and the one marked as "me") become catalog people
+/// whose detected faces are subject candidates.
+pub fn library_with_people(manifest: &LibraryManifest, people: &PeopleFile) -> TenantLibrary {
+    let mut library = library_of(manifest);
+    for person in &people.people {
+        let is_self = people.self_person == Some(person.id);
+        let name = match (&person.name, is_self) {
+            (Some(name), _) => name.clone(),
+            (None, true) => "me".to_string(),
+            (None, false) => continue,
+        };
+        let id = format!("face-person-{}", person.id);
+        // A sidecar already named this person: one catalog entry, with the detected faces added to it.
+        let existing = library.catalog.people.iter().position(|p| p.name.eq_ignore_ascii_case(&name));
+        let id = match existing {
+            Some(index) => {
+                library.catalog.people[index].is_self |= is_self;
+                library.catalog.people[index].id.clone()
+            }
+            None => {
+                library.catalog.people.push(CatalogPerson { id: id.clone(), name, aliases: Vec::new(), is_self });
+                id
+            }
+        };
+        for face in &person.faces {
+            if let Some(photo) = library.photos.iter_mut().find(|p| p.photo.as_str() == face.photo) {
+                let b = &face.bbox;
+                photo.faces.push(CatalogFace {
+                    person: id.clone(),
+                    face_box: [b.left.max(0) as u32, b.top.max(0) as u32, b.right.max(0) as u32, b.bottom.max(0) as u32],
+                    // dlib chips: a variance of the Laplacian around 100 is already crisp.
+                    sharpness: (face.quality.sharpness / 100.0).clamp(0.0, 1.0),
+                    frontal: face.quality.frontalness.clamp(0.0, 1.0),
+                });
+            }
+        }
+    }
+    library
 }
 
 fn person_id(name: &str) -> String {

@@ -98,6 +98,10 @@ fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Core {
     pub fn new(backends: Backends, options: SchedulerOptions) -> Core {
+        // Series that exist from the start read as 0 on dashboards instead of "no data".
+        for outcome in ["done", "failed", "skipped"] {
+            metrics::global().batch_run_photos.with_label_values(&[outcome]);
+        }
         let queues = QueueNames::new(&options.queue_prefix);
         let tenants = Tenants::new(backends.store.clone(), backends.cache.clone());
         let records = Records::new(backends.store.clone(), backends.cache.clone());
@@ -204,13 +208,22 @@ impl Core {
             ..MessageProps::default()
         };
         let message = Message::new(body).with_props(props);
-        if let Err(error) = self
-            .inner
-            .backends
-            .queue
-            .publish(&route.reply_to, message)
-            .await
-        {
+        // A broker restart must not swallow a final reply: retry with backoff for up to about a minute
+        // (the requester's reply queue is durable, so the reply waits there once published).
+        let backoff = reverie_shared::retry::Backoff {
+            initial: std::time::Duration::from_millis(200),
+            max: std::time::Duration::from_secs(5),
+            max_attempts: 20,
+        };
+        let queue = self.inner.backends.queue.clone();
+        let result = reverie_shared::retry::with_backoff(
+            "reply queue",
+            backoff,
+            reverie_shared::ports::queue::QueueError::is_transient,
+            || queue.publish(&route.reply_to, message.clone()),
+        )
+        .await;
+        if let Err(error) = result {
             tracing::warn!(%error, reply_to = %route.reply_to, kind = reply.kind(), "reply not delivered");
         }
     }
@@ -309,6 +322,9 @@ impl Core {
             &intake.request,
             &self.inner.options.planner,
         );
+        if plan.album_run.is_some() {
+            metrics::global().batch_runs_active.inc();
+        }
         let record = RequestRecord {
             request: intake.request.clone(),
             tenant: intake.tenant.clone(),
@@ -648,6 +664,14 @@ impl Core {
             .map(|j| j.spec.references.iter().map(|r| r.photo.clone()).collect())
             .unwrap_or_default();
         if finished_job {
+            let in_album_run = open
+                .record
+                .job_mut(&job)
+                .is_some_and(|j| j.spec.batch_run.is_some());
+            if in_album_run {
+                let outcome = if matches!(event, JobEvent::Succeeded { .. }) { "done" } else { "failed" };
+                metrics::global().batch_run_photos.with_label_values(&[outcome]).inc();
+            }
             lock(&self.inner.feeder).finished(&tenant, &job);
             self.inner.feeder_wake.notify_one();
         }
@@ -658,6 +682,7 @@ impl Core {
         let final_reply = self.finish_if_done(&mut open, &key);
         if final_reply.is_some() {
             if let Some(run) = open.record.plan.album_run.clone() {
+                metrics::global().batch_runs_active.dec();
                 crate::album::finish_album(&*self.inner.backends.store, &open.record, &run).await?;
             }
         }
@@ -872,6 +897,25 @@ impl Core {
     }
 
     /// Samples queue depths and live workers into the metrics.
+    /// Age of the oldest job this scheduler published that no worker has started yet (the broker does
+    /// not tell message ages over AMQP; the job records do).
+    async fn sample_oldest_queued(&self) {
+        let entries: Vec<Arc<Mutex<Open>>> = lock(&self.inner.open).values().cloned().collect();
+        let now = Utc::now();
+        let mut oldest = 0.0f64;
+        for entry in entries {
+            let open = entry.lock().await;
+            for job in open.record.jobs.iter().filter(|j| j.state == JobState::Queued && j.published) {
+                let age = (now - job.created_at).num_milliseconds().max(0) as f64 / 1000.0;
+                oldest = oldest.max(age);
+            }
+        }
+        metrics::global()
+            .queue_oldest_age
+            .with_label_values(&[self.inner.queues.generate.as_str()])
+            .set(oldest);
+    }
+
     pub async fn sample_metrics(&self) {
         let queues = &self.inner.queues;
         for name in [
@@ -887,6 +931,7 @@ impl Core {
                     .set(i64::try_from(depth).unwrap_or(i64::MAX));
             }
         }
+        self.sample_oldest_queued().await;
         // Heartbeats expire after three missed beats, so the keys present are the live workers.
         let prefix = keys::worker_heartbeat_key("");
         if let Ok(workers) = self.inner.backends.cache.keys(&prefix).await {

@@ -26,6 +26,11 @@ pub fn shard_analysis(tenant: &TenantId, shard: &ShardId, what: &str) -> String 
     format!("tenants/{tenant}/analysis/{shard}/{what}")
 }
 
+/// The tenant's people: face clusters, names, who is "me".
+pub fn people(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/people/people.json")
+}
+
 pub fn result_image(tenant: &TenantId, request: &RequestId, index: u32) -> String {
     format!("tenants/{tenant}/results/{request}/{index}.png")
 }

@@ -74,6 +74,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         cache_prefix: config.cache.prefix.clone(),
         renderers,
         photo_cache: None,
+        analyser: None,
     });
     let worker_task = tokio::spawn(run_worker(worker, shutdown.clone()));
 

@@ -6,6 +6,7 @@ mod demo;
 mod faces;
 mod library;
 mod paint;
+mod people;
 mod scheduler;
 mod tenant;
 mod worker;
@@ -50,6 +51,14 @@ pub enum Command {
     /// Import a photo library, or show what one holds.
     #[command(subcommand)]
     Library(library::LibraryCommand),
+    /// Analyse a tenant's library: faces, palettes, style fingerprints; then group faces into people.
+    Analyse {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// A tenant's people: list, show, name ("me" marks yourself), merge, split.
+    #[command(subcommand)]
+    People(people::PeopleCommand),
     /// Paint one photo in a style (no model weights needed).
     Paint(paint::PaintArgs),
     /// Show the configuration in effect, or every key with its default.
@@ -73,6 +82,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(command) => faces::models(global, command).await,
         Command::Faces(command) => faces::detect(global, command).await,
         Command::Library(command) => library::run(global, command).await,
+        Command::Analyse { tenant } => people::analyse(global, tenant).await,
+        Command::People(command) => people::run(global, command).await,
         Command::Paint(args) => paint::run(global, args),
         Command::Config(command) => config::run(global, command),
     }

@@ -37,6 +37,10 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
         cache_prefix: config.cache.prefix.clone(),
         renderers: crate::commands::renderers(&config)?,
         photo_cache: Some(Arc::new(photo_cache)),
+        analyser: Some(Arc::new(reverie_worker::analysis::Analyser::load(
+            &config.models_dir(),
+            std::time::Duration::from_secs(config.cache.embedding_ttl_s),
+        ))),
     });
     run_worker(ctx, app::shutdown_signal()).await?;
     Ok(())

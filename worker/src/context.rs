@@ -48,6 +48,8 @@ pub struct WorkerContext {
     pub cache_prefix: String,
     pub renderers: Renderers,
     pub photo_cache: Option<Arc<PhotoCache>>,
+    /// Analyses shards from the analysis queue; `None` for workers that only render.
+    pub analyser: Option<Arc<crate::analysis::Analyser>>,
 }
 
 impl WorkerContext {

@@ -2,11 +2,13 @@
 //! from the object store, renders through the [`render::Renderer`] port, writes results with provenance,
 //! reports to the scheduler, and acknowledges only after all of that is durable.
 
+pub mod analysis;
 pub mod batcher;
 pub mod context;
 pub mod inputs;
 pub mod lifecycle;
 pub mod outputs;
+pub mod people;
 pub mod render;
 pub mod runner;
 

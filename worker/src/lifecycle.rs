@@ -51,7 +51,17 @@ pub async fn run_worker(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>
     tracing::info!(worker = %ctx.worker_id, %address, "worker serving /metrics, /healthz, /readyz");
 
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), shutdown.clone()));
+    let analysis = ctx.analyser.clone().map(|analyser| {
+        tokio::spawn(crate::analysis::run_analysis(ctx.clone(), analyser, shutdown.clone()))
+    });
     let result = run_generation(ctx.clone(), shutdown).await;
+    if let Some(analysis) = analysis {
+        match analysis.await {
+            Ok(Err(error)) => tracing::warn!(%error, "analysis loop stopped with an error"),
+            Err(error) => tracing::warn!(%error, "analysis loop panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
     heartbeat.abort();
     // A clean exit removes the heartbeat at once instead of letting it expire.
     let _ = ctx.backends.cache.delete(&keys::worker_heartbeat_key(&ctx.worker_id)).await;

@@ -36,12 +36,15 @@ struct Held {
 struct JobFailure {
     reason: String,
     retryable: bool,
+    /// A dependency (the object store) is away: retried without spending the job's attempts.
+    infrastructure: bool,
 }
 
 impl From<InputError> for JobFailure {
     fn from(error: InputError) -> JobFailure {
         JobFailure {
             retryable: error.retryable(),
+            infrastructure: error.retryable(),
             reason: error.to_string(),
         }
     }
@@ -51,6 +54,7 @@ impl From<RenderError> for JobFailure {
     fn from(error: RenderError) -> JobFailure {
         JobFailure {
             retryable: error.retryable(),
+            infrastructure: false,
             reason: error.to_string(),
         }
     }
@@ -311,7 +315,8 @@ async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::Render
         Ok(outputs) => outputs,
         Err(error) => {
             let retryable = matches!(&error, crate::outputs::OutputError::Store(e) if e.is_transient());
-            return fail(ctx, held, JobFailure { reason: error.to_string(), retryable }).await;
+            let failure = JobFailure { reason: error.to_string(), retryable, infrastructure: retryable };
+            return fail(ctx, held, failure).await;
         }
     };
     let event = JobEvent::Succeeded {
@@ -340,6 +345,9 @@ async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::Render
 async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
     let Held { job, spec, delivery } = held;
     let m = metrics::global();
+    if failure.infrastructure {
+        return wait_for_infrastructure(ctx, job, delivery, &failure.reason);
+    }
     if failure.retryable && job.attempt < ctx.settings.max_attempts {
         m.job_retries.with_label_values(&["generate"]).inc();
         m.jobs.with_label_values(&["generate", "retried"]).inc();
@@ -376,10 +384,50 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
     }
 }
 
+/// Header counting how often a job was put back because a dependency was away.
+const INFRA_RETRIES_HEADER: &str = "x-reverie-infra-retries";
+
+/// Republishes the job unchanged (same attempt) after a backoff that grows with each outage retry, then
+/// acks the original: an outage of the object store delays jobs but does not fail them.
+fn wait_for_infrastructure(ctx: &WorkerContext, job: Job, delivery: Delivery, reason: &str) {
+    let retries: u32 = delivery
+        .props()
+        .headers
+        .get(INFRA_RETRIES_HEADER)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let wait = Backoff::from(&ctx.retry).delay(retries + 1, 0.5);
+    metrics::global().job_retries.with_label_values(&["generate"]).inc();
+    tracing::warn!(job = %job.spec.id(), retries, retry_in_ms = wait.as_millis() as u64, reason, "dependency unavailable; job will be retried");
+    let queue = ctx.backends.queue.clone();
+    let name = ctx.queues.generate.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(wait).await;
+        match republish_with(&queue, &name, &job, retries + 1).await {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not republish; requeueing the original");
+                let _ = delivery.requeue().await;
+            }
+        }
+    });
+}
+
 async fn republish(
     queue: &reverie_shared::ports::queue::SharedQueue,
     name: &str,
     job: &Job,
+) -> Result<(), QueueError> {
+    republish_with(queue, name, job, 0).await
+}
+
+async fn republish_with(
+    queue: &reverie_shared::ports::queue::SharedQueue,
+    name: &str,
+    job: &Job,
+    infra_retries: u32,
 ) -> Result<(), QueueError> {
     let body = envelope::encode_job(job).map_err(|e| QueueError::Backend {
         backend: "worker",
@@ -387,10 +435,13 @@ async fn republish(
         queue: name.to_string(),
         detail: e.to_string(),
     })?;
-    let props = MessageProps {
+    let mut props = MessageProps {
         message_id: Some(format!("{}#{}", job.spec.id(), job.attempt)),
         priority: job.priority.amqp(),
         ..MessageProps::default()
     };
+    if infra_retries > 0 {
+        props.headers.insert(INFRA_RETRIES_HEADER.to_string(), infra_retries.to_string());
+    }
     queue.publish(name, Message::new(body).with_props(props)).await
 }

@@ -83,6 +83,7 @@ fn context(farm: &RealFarm, renderer: Arc<ScriptedRenderer>, id: &str) -> Arc<Wo
         cache_prefix: farm.cache_prefix.clone(),
         renderers: Renderers::default().with(renderer),
         photo_cache: None,
+        analyser: None,
     })
 }
 

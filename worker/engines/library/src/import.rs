@@ -234,16 +234,23 @@ impl Importer<'_> {
         sidecars: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), LibraryError> {
         let bytes = match read(location, objects).await {
-            Ok(bytes) if bytes.is_empty() => return Ok(self.skip(relative, Damage::Empty)),
+            Ok(bytes) if bytes.is_empty() => {
+                self.skip(relative, Damage::Empty);
+                return Ok(());
+            }
             Ok(bytes) => bytes,
-            Err(damage) => return Ok(self.skip(relative, damage)),
+            Err(damage) => {
+                self.skip(relative, damage);
+                return Ok(());
+            }
         };
         let id = PhotoId::of_bytes(&bytes);
         let album = album_of(relative);
         if let Some(first) = self.seen.get(&id) {
             let first = first.clone();
             self.add_album(&id, album);
-            return Ok(self.skip(relative, Damage::Duplicate(first)));
+            self.skip(relative, Damage::Duplicate(first));
+            return Ok(());
         }
         if self.manifest.contains(&id) {
             self.report.already_present += 1;
@@ -273,7 +280,10 @@ impl Importer<'_> {
         let xmp = self.xmp_for(relative, listing, objects).await;
         let meta = match self.describe(relative, &bytes, id.clone(), album, takeout, xmp) {
             Ok(meta) => meta,
-            Err(damage) => return Ok(self.skip(relative, damage)),
+            Err(damage) => {
+                self.skip(relative, damage);
+                return Ok(());
+            }
         };
         self.seen.insert(id, relative.to_string());
         self.pending_bytes += bytes.len() as u64;

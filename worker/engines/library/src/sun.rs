@@ -31,8 +31,8 @@ fn cos_d(x: f64) -> f64 {
 /// The sun's position seen from `latitude`, `longitude` (degrees, east positive) at `when`.
 pub fn sun_position(when: DateTime<Utc>, latitude: f64, longitude: f64) -> SunPosition {
     let jc = (julian_day(when) - 2_451_545.0) / 36_525.0;
-    let mean_longitude = (280.46646 + jc * (36_000.76983 + jc * 0.000_303_2)).rem_euclid(360.0);
-    let mean_anomaly = 357.52911 + jc * (35_999.05029 - 0.000_153_7 * jc);
+    let mean_longitude = (280.46646 + jc * (36_000.769_83 + jc * 0.000_303_2)).rem_euclid(360.0);
+    let mean_anomaly = 357.52911 + jc * (35_999.050_29 - 0.000_153_7 * jc);
     let eccentricity = 0.016_708_634 - jc * (0.000_042_037 + 0.000_000_126_7 * jc);
     let centre = sin_d(mean_anomaly) * (1.914_602 - jc * (0.004_817 + 0.000_014 * jc))
         + sin_d(2.0 * mean_anomaly) * (0.019_993 - 0.000_101 * jc)

@@ -1,0 +1,351 @@
+//! Analysing a shard: faces (dlib's pipeline), dominant palette and style fingerprint of every photo.
+//!
+//! The result is persisted next to the shard (`tenants/{t}/analysis/{shard}/analysis.json`) and each
+//! photo's embeddings are cached (`reverie:{t}:emb:{face|style|palette}:{model}:{photo}`). A second
+//! analysis of the same shard computes nothing: it finds the persisted analysis and refills whatever the
+//! cache lost (a flushed Redis is refilled from the store, not recomputed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use image::DynamicImage;
+use reverie_faces::people::FaceQuality;
+use reverie_faces::{Face, FaceAnalyzer, FaceModels};
+use reverie_library::read_samples;
+use reverie_paint::{Fingerprint, Palette};
+use reverie_shared::ids::{PhotoId, ShardId, TenantId};
+use reverie_shared::keys;
+use reverie_shared::metrics;
+use reverie_shared::ports::cache::{Cache, CacheError};
+use reverie_shared::ports::store::{ObjectStore, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// Bump when the analysis format or what it computes changes: older analyses are recomputed.
+pub const ANALYSIS_VERSION: u32 = 1;
+/// Colours in each photo's dominant palette.
+pub const PALETTE_COLOURS: usize = 6;
+/// Analysis works on copies at most this large: faces keep detail, cost stays bounded.
+const ANALYSIS_MAX_SIDE: u32 = 1600;
+const MAX_PIXELS: u64 = 100_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalysisError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("shard {shard} is damaged: {detail}")]
+    Shard { shard: String, detail: String },
+    #[error("face analysis failed: {0}")]
+    Faces(String),
+}
+
+impl AnalysisError {
+    pub fn retryable(&self) -> bool {
+        match self {
+            AnalysisError::Store(e) => e.is_transient(),
+            AnalysisError::Cache(_) => true,
+            _ => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysedFace {
+    #[serde(flatten)]
+    pub face: Face,
+    pub quality: FaceQuality,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhotoAnalysis {
+    pub photo: PhotoId,
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<AnalysedFace>,
+    pub palette: Option<Palette>,
+    pub fingerprint: Option<Fingerprint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardAnalysis {
+    pub version: u32,
+    pub shard: ShardId,
+    /// SHA-256 of the face descriptor model, when faces were analysed.
+    pub face_model: Option<String>,
+    /// Why faces were not analysed (models not fetched), so the gap is visible, not silent.
+    pub faces_skipped: Option<String>,
+    pub photos: Vec<PhotoAnalysis>,
+}
+
+/// What a worker analyses with. Face models are optional: without them palettes and fingerprints are
+/// still computed and the analysis says why faces are missing.
+#[derive(Clone)]
+pub struct Analyser {
+    pub faces: Result<Arc<FaceAnalyzer>, String>,
+    pub cache_ttl: Duration,
+}
+
+impl Analyser {
+    /// Loads the face models from `models_dir`; a missing or corrupt model is remembered as the reason.
+    pub fn load(models_dir: &std::path::Path, cache_ttl: Duration) -> Analyser {
+        let faces = FaceModels::load(models_dir)
+            .map(|models| Arc::new(FaceAnalyzer::new(models)))
+            .map_err(|e| e.to_string());
+        if let Err(reason) = &faces {
+            tracing::warn!(%reason, "face analysis disabled");
+        }
+        Analyser { faces, cache_ttl }
+    }
+
+    fn face_model(&self) -> Option<String> {
+        self.faces
+            .as_ref()
+            .ok()
+            .map(|f| f.models().descriptor_model_sha256.to_string())
+    }
+}
+
+/// Whether the analysis was computed now or found persisted (and how many cache entries it refilled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Computed,
+    Persisted { refilled: usize },
+}
+
+pub fn analysis_key(tenant: &TenantId, shard: &ShardId) -> String {
+    keys::shard_analysis(tenant, shard, "analysis.json")
+}
+
+/// Analyses one shard, or reuses its persisted analysis.
+pub async fn analyse_shard(
+    analyser: &Analyser,
+    store: &dyn ObjectStore,
+    cache: &dyn Cache,
+    tenant: &TenantId,
+    shard: &ShardId,
+) -> Result<(ShardAnalysis, Outcome), AnalysisError> {
+    let key = analysis_key(tenant, shard);
+    if let Some(existing) = persisted(store, &key).await? {
+        let current = existing.version == ANALYSIS_VERSION
+            && (existing.face_model == analyser.face_model() || analyser.faces.is_err());
+        if current {
+            let refilled = fill_cache(cache, tenant, &existing, analyser.cache_ttl, true).await?;
+            return Ok((existing, Outcome::Persisted { refilled }));
+        }
+    }
+    let tar = store.get(&keys::shard(tenant, shard)).await?;
+    let worker = analyser.clone();
+    let shard_id = shard.clone();
+    let analysis = tokio::task::spawn_blocking(move || compute(&worker, &shard_id, &tar))
+        .await
+        .map_err(|e| AnalysisError::Faces(format!("analysis task failed: {e}")))??;
+    let json = serde_json::to_vec(&analysis).map_err(|e| AnalysisError::Faces(e.to_string()))?;
+    store.put(&key, Bytes::from(json)).await?;
+    fill_cache(cache, tenant, &analysis, analyser.cache_ttl, false).await?;
+    Ok((analysis, Outcome::Computed))
+}
+
+async fn persisted(store: &dyn ObjectStore, key: &str) -> Result<Option<ShardAnalysis>, AnalysisError> {
+    match store.get(key).await {
+        // An unreadable old analysis is recomputed rather than trusted.
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn compute(analyser: &Analyser, shard: &ShardId, tar: &[u8]) -> Result<ShardAnalysis, AnalysisError> {
+    let mut photos = Vec::new();
+    let mut images = Vec::new();
+    read_samples(tar, |sample| {
+        match reverie_library::decode(&sample.image, MAX_PIXELS, sample.meta.orientation) {
+            Ok(image) => {
+                photos.push((sample.photo, image.width(), image.height()));
+                images.push(image);
+            }
+            // A photo that decoded at import and not now is damaged in storage: analyse the rest.
+            Err(damage) => tracing::warn!(photo = %sample.photo, %damage, "photo skipped by analysis"),
+        }
+        Ok(())
+    })
+    .map_err(|e| AnalysisError::Shard { shard: shard.to_string(), detail: e.to_string() })?;
+    let faces = match &analyser.faces {
+        Ok(faces) => {
+            let working: Vec<(DynamicImage, f64)> = images.iter().map(working_copy).collect();
+            let copies: Vec<DynamicImage> = working.iter().map(|(image, _)| image.clone()).collect();
+            let found = faces.analyze_dynamic_batch(&copies).map_err(|e| AnalysisError::Faces(e.to_string()))?;
+            found
+                .into_iter()
+                .zip(&working)
+                .map(|(faces, (_, scale))| faces.into_iter().map(|f| analysed(f, *scale)).collect())
+                .collect()
+        }
+        Err(_) => vec![Vec::new(); images.len()],
+    };
+    let mut analysed_photos = Vec::with_capacity(photos.len());
+    for (((photo, width, height), image), faces) in photos.into_iter().zip(&images).zip(faces) {
+        metrics::global().faces_analysed.inc_by(faces.len() as u64);
+        analysed_photos.push(PhotoAnalysis {
+            palette: Palette::extract(image, PALETTE_COLOURS, 0).ok(),
+            fingerprint: Fingerprint::compute(image).ok(),
+            photo,
+            width,
+            height,
+            faces,
+        });
+    }
+    Ok(ShardAnalysis {
+        version: ANALYSIS_VERSION,
+        shard: shard.clone(),
+        face_model: analyser.face_model(),
+        faces_skipped: analyser.faces.as_ref().err().cloned(),
+        photos: analysed_photos,
+    })
+}
+
+/// Faces are found on a copy at most `ANALYSIS_MAX_SIDE` wide; boxes are scaled back to the photo.
+fn working_copy(image: &DynamicImage) -> (DynamicImage, f64) {
+    let side = image.width().max(image.height());
+    if side <= ANALYSIS_MAX_SIDE {
+        return (image.clone(), 1.0);
+    }
+    let copy = image.resize(ANALYSIS_MAX_SIDE, ANALYSIS_MAX_SIDE, image::imageops::FilterType::Triangle);
+    let scale = f64::from(side) / f64::from(copy.width().max(copy.height()));
+    (copy, scale)
+}
+
+fn analysed(face: Face, scale: f64) -> AnalysedFace {
+    let quality = match &face.chip {
+        Some(chip) => FaceQuality::measure(chip, &face.landmarks, &face.bbox),
+        None => FaceQuality { sharpness: 0.0, frontalness: 0.0, size: 0.0 },
+    };
+    let mut face = face;
+    if scale != 1.0 {
+        let s = |v: i64| (v as f64 * scale).round() as i64;
+        face.bbox.left = s(face.bbox.left);
+        face.bbox.top = s(face.bbox.top);
+        face.bbox.right = s(face.bbox.right);
+        face.bbox.bottom = s(face.bbox.bottom);
+        for point in &mut face.landmarks {
+            *point = [s(point[0]), s(point[1])];
+        }
+    }
+    face.chip = None;
+    AnalysedFace { face, quality: FaceQuality { size: quality.size * scale as f32, ..quality } }
+}
+
+/// Writes each photo's embeddings to the cache; with `only_missing`, only the ones the cache lost.
+async fn fill_cache(
+    cache: &dyn Cache,
+    tenant: &TenantId,
+    analysis: &ShardAnalysis,
+    ttl: Duration,
+    only_missing: bool,
+) -> Result<usize, AnalysisError> {
+    let face_model = analysis.face_model.clone().unwrap_or_else(|| "none".to_string());
+    let style_version = format!("v{}", reverie_paint::fingerprint::VERSION);
+    let mut entries: Vec<(String, Bytes)> = Vec::new();
+    for photo in &analysis.photos {
+        if analysis.face_model.is_some() {
+            let descriptors: Vec<&Vec<f32>> = photo.faces.iter().map(|f| &f.face.descriptor).collect();
+            let value = serde_json::to_vec(&descriptors).unwrap_or_default();
+            entries.push((keys::embedding_cache_key(tenant, "face", &face_model, &photo.photo), Bytes::from(value)));
+        }
+        if let Some(fingerprint) = &photo.fingerprint {
+            entries.push((
+                keys::embedding_cache_key(tenant, "style", &style_version, &photo.photo),
+                Bytes::from(fingerprint.to_bytes()),
+            ));
+        }
+        if let Some(palette) = &photo.palette {
+            let value = serde_json::to_vec(palette).unwrap_or_default();
+            entries.push((keys::embedding_cache_key(tenant, "palette", &style_version, &photo.photo), Bytes::from(value)));
+        }
+    }
+    if only_missing {
+        let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+        let present = cache.get_many(&keys).await?;
+        entries = entries
+            .into_iter()
+            .zip(present)
+            .filter(|(_, present)| present.is_none())
+            .map(|(entry, _)| entry)
+            .collect();
+    }
+    let count = entries.len();
+    cache.set_many(&entries, Some(ttl)).await?;
+    Ok(count)
+}
+
+/// Consumes the analysis queue until shutdown: one shard at a time, results persisted and cached, then
+/// a `Succeeded` event naming the analysis, then the ack.
+pub async fn run_analysis(
+    ctx: Arc<crate::context::WorkerContext>,
+    analyser: Arc<Analyser>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), reverie_shared::ports::queue::QueueError> {
+    use reverie_shared::consume::decode_or_dead_letter;
+    use reverie_shared::envelope;
+    use reverie_shared::jobs::{JobEvent, JobSpec};
+
+    let mut consumer = ctx.consume(&ctx.queues.analyse, 1, &mut shutdown).await?;
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.changed() => break,
+            next = consumer.next() => next,
+        };
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(error) => {
+                tracing::warn!(%error, "analysis consumer lost; reconnecting");
+                consumer = ctx.consume(&ctx.queues.analyse, 1, &mut shutdown).await?;
+                continue;
+            }
+        };
+        let Ok(Some((job, delivery))) = decode_or_dead_letter(delivery, envelope::decode_job).await else {
+            continue;
+        };
+        let JobSpec::Analyse(spec) = &job.spec else {
+            let _ = delivery.dead_letter("invalid", "a generate job on the analysis queue").await;
+            continue;
+        };
+        let span = tracing::info_span!("analyse", job = %spec.job, shard = %spec.shard);
+        let _entered = span.enter();
+        let started = std::time::Instant::now();
+        let result = analyse_shard(&analyser, &*ctx.backends.store, &*ctx.backends.cache, &spec.tenant, &spec.shard).await;
+        let m = metrics::global();
+        m.job_duration.with_label_values(&["analyse"]).observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok((_, outcome)) => {
+                tracing::info!(?outcome, "shard analysed");
+                let event = JobEvent::Succeeded {
+                    job: spec.job.clone(),
+                    tenant: spec.tenant.clone(),
+                    outputs: vec![analysis_key(&spec.tenant, &spec.shard)],
+                    render_ms: started.elapsed().as_millis() as u64,
+                };
+                if ctx.publish_event(&event).await {
+                    m.jobs.with_label_values(&["analyse", "succeeded"]).inc();
+                    let _ = delivery.ack().await;
+                } else {
+                    let _ = delivery.requeue().await;
+                }
+            }
+            Err(error) if error.retryable() && !delivery.redelivered => {
+                // One more try on another delivery; a second failure is final.
+                tracing::warn!(%error, "analysis failed; requeueing once");
+                m.job_retries.with_label_values(&["analyse"]).inc();
+                let _ = delivery.requeue().await;
+            }
+            Err(error) => {
+                ctx.report_final_failure(&job, &error.to_string()).await;
+                m.jobs.with_label_values(&["analyse", "failed"]).inc();
+                let reason = if error.retryable() { "retries_exhausted" } else { "invalid" };
+                let _ = delivery.dead_letter(reason, &error.to_string()).await;
+            }
+        }
+    }
+    Ok(())
+}
