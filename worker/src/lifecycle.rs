@@ -37,6 +37,13 @@ pub async fn run_worker(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>
         ctx.backends.queue.declare(&spec).await?;
     }
     let m = metrics::global();
+    // Every outcome series exists from the start: dashboards read 0, not "no data".
+    for kind in ["generate", "analyse"] {
+        for outcome in ["succeeded", "failed", "retried", "dead_lettered", "cancelled"] {
+            m.jobs.with_label_values(&[kind, outcome]);
+        }
+        m.job_retries.with_label_values(&[kind]);
+    }
     m.worker_slots.set(1);
     m.worker_info
         .with_label_values(&[ctx.worker_id.as_str(), env!("CARGO_PKG_VERSION")])

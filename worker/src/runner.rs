@@ -153,8 +153,9 @@ async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
             ctx.settings.max_deliveries
         );
         ctx.report_final_failure(&job, &reason).await;
-        if let Err(error) = delivery.dead_letter("poison", &reason).await {
-            tracing::warn!(job = %spec.job, %error, "could not dead-letter a poison job");
+        match delivery.dead_letter("poison", &reason).await {
+            Ok(()) => metrics::global().jobs.with_label_values(&["generate", "dead_lettered"]).inc(),
+            Err(error) => tracing::warn!(job = %spec.job, %error, "could not dead-letter a poison job"),
         }
         return None;
     }
@@ -379,8 +380,9 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
     tracing::warn!(job = %spec.job, attempt = job.attempt, reason = %failure.reason, "job failed for good");
     ctx.report_final_failure(&job, &failure.reason).await;
     m.jobs.with_label_values(&["generate", "failed"]).inc();
-    if let Err(error) = delivery.dead_letter(reason_label, &failure.reason).await {
-        tracing::warn!(job = %spec.job, %error, "could not dead-letter a failed job");
+    match delivery.dead_letter(reason_label, &failure.reason).await {
+        Ok(()) => m.jobs.with_label_values(&["generate", "dead_lettered"]).inc(),
+        Err(error) => tracing::warn!(job = %spec.job, %error, "could not dead-letter a failed job"),
     }
 }
 
@@ -398,6 +400,7 @@ fn wait_for_infrastructure(ctx: &WorkerContext, job: Job, delivery: Delivery, re
         .unwrap_or(0);
     let wait = Backoff::from(&ctx.retry).delay(retries + 1, 0.5);
     metrics::global().job_retries.with_label_values(&["generate"]).inc();
+    metrics::global().jobs.with_label_values(&["generate", "retried"]).inc();
     tracing::warn!(job = %job.spec.id(), retries, retry_in_ms = wait.as_millis() as u64, reason, "dependency unavailable; job will be retried");
     let queue = ctx.backends.queue.clone();
     let name = ctx.queues.generate.clone();
