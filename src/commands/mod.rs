@@ -6,7 +6,7 @@ mod demo;
 mod faces;
 mod library;
 mod paint;
-mod people;
+pub(crate) mod people;
 mod scheduler;
 mod tenant;
 mod worker;
