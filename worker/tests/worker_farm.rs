@@ -364,3 +364,67 @@ async fn a_job_cancelled_while_queued_is_skipped() {
     drop(events);
     farm.stop().await;
 }
+
+#[tokio::test]
+async fn shard_analysis_runs_from_its_queue_persists_and_refills_a_flushed_cache() {
+    use reverie_shared::jobs::{AnalyseJob, Analysis};
+    use reverie_worker::analysis::{analyse_shard, Analyser, Outcome};
+
+    let farm = RealFarm::start().await;
+    let tenant = TenantId::new(common::unique("analysed")).unwrap();
+    let folder = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/library/folder");
+    reverie_library::import(&*farm.backends.store, &tenant, reverie_library::ImportSource::Folder(folder), &Default::default())
+        .await
+        .unwrap();
+    let manifest = reverie_library::load_manifest(&*farm.backends.store, &tenant).await.unwrap();
+    let shard = manifest.shards[0].id.clone();
+    let models = std::env::var("REVERIE_MODELS_DIR").unwrap_or_else(|_| "target/models".into());
+    let analyser = Arc::new(Analyser::load(std::path::Path::new(&models), Duration::from_secs(600)));
+
+    let mut ctx = Arc::try_unwrap(context(&farm, Arc::new(ScriptedRenderer::default()), "w-analyse")).ok().unwrap();
+    ctx.analyser = Some(analyser.clone());
+    let (stop, handle) = start(Arc::new(ctx));
+    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let job = Job {
+        spec: JobSpec::Analyse(AnalyseJob {
+            job: JobId::new("analyse-1.0").unwrap(),
+            tenant: tenant.clone(),
+            shard: shard.clone(),
+            analyses: vec![Analysis::Faces, Analysis::Palettes, Analysis::Fingerprints],
+        }),
+        attempt: 1,
+        priority: Priority::Batch,
+        accepted_ms: 0,
+    };
+    farm.backends
+        .queue
+        .publish(&farm.queues.analyse, Message::new(envelope::encode_job(&job).unwrap()))
+        .await
+        .unwrap();
+    let seen = final_events(&farm, &mut events, &["analyse-1.0"], Duration::from_secs(120)).await;
+    let Some(JobEvent::Succeeded { outputs, .. }) = seen["analyse-1.0"].iter().find(|e| matches!(e, JobEvent::Succeeded { .. })) else {
+        panic!("analysis failed: {seen:?}")
+    };
+    let analysis: serde_json::Value = serde_json::from_slice(&farm.backends.store.get(&outputs[0]).await.unwrap()).unwrap();
+    assert_eq!(analysis["photos"].as_array().unwrap().len(), manifest.shards[0].photos);
+    assert!(analysis["photos"][0]["palette"].is_object() && analysis["photos"][0]["fingerprint"].is_object());
+    if analyser.faces.is_ok() {
+        let faces: usize = analysis["photos"].as_array().unwrap().iter().map(|p| p["faces"].as_array().unwrap().len()).sum();
+        assert!(faces > 0, "the sample library has faces");
+    }
+    let cached = farm.backends.cache.keys(&keys::tenant_cache_prefix(&tenant)).await.unwrap();
+    assert!(cached.iter().any(|k| k.contains(":emb:style:")), "{cached:?}");
+
+    // Again: nothing is computed; a flushed cache is refilled from the persisted analysis.
+    let (_, outcome) = analyse_shard(&analyser, &*farm.backends.store, &*farm.backends.cache, &tenant, &shard).await.unwrap();
+    assert_eq!(outcome, Outcome::Persisted { refilled: 0 });
+    let flushed = farm.backends.cache.delete_prefix(&keys::tenant_cache_prefix(&tenant)).await.unwrap();
+    let (_, outcome) = analyse_shard(&analyser, &*farm.backends.store, &*farm.backends.cache, &tenant, &shard).await.unwrap();
+    assert_eq!(outcome, Outcome::Persisted { refilled: flushed as usize });
+
+    farm.backends.cache.delete_prefix(&keys::tenant_cache_prefix(&tenant)).await.unwrap();
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop(events);
+    farm.stop().await;
+}
