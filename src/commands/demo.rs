@@ -104,7 +104,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 
 fn renderer_note(config: &reverie_shared::Config) -> String {
     let _ = config;
-    "painterly (no diffusion weights are configured; see docs/diffusion.md to add a model)".to_string()
+    "painterly: this build renders without diffusion weights (the diffusion engine is not wired in yet; docs/diffusion.md)".to_string()
 }
 
 async fn import_samples(backends: &Backends, tenant: &TenantId) -> anyhow::Result<()> {
