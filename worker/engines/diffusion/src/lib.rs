@@ -1,1 +1,19 @@
 //! Reverie diffusion engine.
+//!
+//! So far: the CLIP tokenizer and text encoder, and the noise schedulers (Euler, Euler
+//! ancestral, DDIM, DPM-Solver++ 2M with and without Karras sigmas, LCM) built from a
+//! diffusers `scheduler_config.json`.
+
+pub mod clip;
+pub mod error;
+pub mod schedulers;
+pub mod tokenizer;
+pub mod weights;
+
+pub use clip::{ClipActivation, ClipTextConfig, ClipTextEncoder, ClipTextOutput};
+pub use error::DiffusionError;
+pub use schedulers::{
+    build_scheduler, BetaSchedule, PredictionType, Scheduler, SchedulerConfig, SchedulerKind,
+    SchedulerOverrides, TimestepSpacing,
+};
+pub use tokenizer::{ClipTokenizer, Encoding};

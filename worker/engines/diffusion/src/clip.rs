@@ -1,0 +1,264 @@
+//! The CLIP text transformer (pre-norm, causal self-attention) that conditions the UNet.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{LayerNorm, Linear, Module};
+use serde::Deserialize;
+
+use crate::error::{DiffusionError, Result};
+use crate::weights::WeightFile;
+
+/// The MLP activation named by `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipActivation {
+    QuickGelu,
+    Gelu,
+}
+
+/// The fields of a transformers `CLIPTextConfig` (`text_encoder/config.json`) the model uses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: ClipActivation,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
+}
+
+impl ClipTextConfig {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
+            return Err(DiffusionError::ModelConfig {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    config.hidden_size, config.num_attention_heads
+                ),
+            });
+        }
+        Ok(config)
+    }
+}
+
+/// What the text encoder returns for a batch of token ids, both `(batch, tokens, hidden)`.
+#[derive(Debug, Clone)]
+pub struct ClipTextOutput {
+    /// The last layer's output through the final layer norm.
+    pub last_hidden_state: Tensor,
+    /// The second-to-last layer's output through the final layer norm ("clip skip").
+    pub penultimate_normed: Tensor,
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+struct EncoderLayer {
+    norm1: LayerNorm,
+    attention: Attention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// CLIPTextModel on candle.
+pub struct ClipTextEncoder {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    layers: Vec<EncoderLayer>,
+    final_norm: LayerNorm,
+    activation: ClipActivation,
+}
+
+fn linear(weights: &WeightFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
+    let weight = weights.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
+    let bias = weights.get(&format!("{name}.bias"), &[out_dim])?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+fn layer_norm(weights: &WeightFile, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
+    let weight = weights.get(&format!("{name}.weight"), &[dim])?;
+    let bias = weights.get(&format!("{name}.bias"), &[dim])?;
+    Ok(LayerNorm::new(weight, bias, eps))
+}
+
+impl Attention {
+    fn load(weights: &WeightFile, name: &str, config: &ClipTextConfig) -> Result<Self> {
+        let h = config.hidden_size;
+        Ok(Self {
+            q: linear(weights, &format!("{name}.q_proj"), h, h)?,
+            k: linear(weights, &format!("{name}.k_proj"), h, h)?,
+            v: linear(weights, &format!("{name}.v_proj"), h, h)?,
+            out: linear(weights, &format!("{name}.out_proj"), h, h)?,
+            heads: config.num_attention_heads,
+            head_dim: h / config.num_attention_heads,
+        })
+    }
+
+    /// (batch, tokens, hidden) -> (batch, heads, tokens, head_dim).
+    fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (batch, tokens, _) = x.dims3()?;
+        Ok(x.reshape((batch, tokens, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+        let (batch, tokens, hidden) = x.dims3()?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let q = self.split_heads(&self.q.forward(x)?.affine(scale, 0.0)?)?;
+        let k = self.split_heads(&self.k.forward(x)?)?;
+        let v = self.split_heads(&self.v.forward(x)?)?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(causal_mask)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+        let mixed = weights
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, tokens, hidden))?;
+        Ok(self.out.forward(&mixed)?)
+    }
+}
+
+impl EncoderLayer {
+    fn load(weights: &WeightFile, index: usize, config: &ClipTextConfig) -> Result<Self> {
+        let name = format!("encoder.layers.{index}");
+        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        Ok(Self {
+            norm1: layer_norm(weights, &format!("{name}.layer_norm1"), h, eps)?,
+            attention: Attention::load(weights, &format!("{name}.self_attn"), config)?,
+            norm2: layer_norm(weights, &format!("{name}.layer_norm2"), h, eps)?,
+            fc1: linear(
+                weights,
+                &format!("{name}.mlp.fc1"),
+                config.intermediate_size,
+                h,
+            )?,
+            fc2: linear(
+                weights,
+                &format!("{name}.mlp.fc2"),
+                h,
+                config.intermediate_size,
+            )?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor, activation: ClipActivation) -> Result<Tensor> {
+        let attended = self.attention.forward(&self.norm1.forward(x)?, mask)?;
+        let x = (x + attended)?;
+        let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?;
+        let hidden = match activation {
+            // x * sigmoid(1.702 x), the approximation original CLIP was trained with.
+            ClipActivation::QuickGelu => {
+                (&hidden * candle_nn::ops::sigmoid(&hidden.affine(1.702, 0.0)?)?)?
+            }
+            ClipActivation::Gelu => hidden.gelu_erf()?,
+        };
+        Ok((x + self.fc2.forward(&hidden)?)?)
+    }
+}
+
+/// Additive mask that hides later tokens: 0 on and below the diagonal, -inf above.
+fn causal_mask(tokens: usize, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..tokens)
+        .flat_map(|row| (0..tokens).map(move |col| if col > row { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(values, (tokens, tokens), device)?)
+}
+
+impl ClipTextEncoder {
+    /// Loads `config.json` and `model.safetensors` from a diffusers `text_encoder/` folder.
+    pub fn from_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config = ClipTextConfig::from_file(&dir.join("config.json"))?;
+        Self::load(&config, &dir.join("model.safetensors"), device)
+    }
+
+    /// Loads weights named with or without the `text_model.` prefix (transformers 4 vs 5).
+    pub fn load(config: &ClipTextConfig, weights_path: &Path, device: &Device) -> Result<Self> {
+        let mut weights = WeightFile::open(weights_path, device, DType::F32)?;
+        if weights.contains("text_model.embeddings.token_embedding.weight") {
+            weights.set_prefix("text_model.");
+        }
+        let h = config.hidden_size;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| EncoderLayer::load(&weights, i, config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            token_embedding: weights
+                .get("embeddings.token_embedding.weight", &[config.vocab_size, h])?,
+            position_embedding: weights.get(
+                "embeddings.position_embedding.weight",
+                &[config.max_position_embeddings, h],
+            )?,
+            layers,
+            final_norm: layer_norm(&weights, "final_layer_norm", h, config.layer_norm_eps)?,
+            activation: config.hidden_act,
+        })
+    }
+
+    /// Encodes `(batch, tokens)` u32 token ids.
+    pub fn forward(&self, input_ids: &Tensor) -> Result<ClipTextOutput> {
+        let (batch, tokens) = input_ids.dims2()?;
+        let max_positions = self.position_embedding.dim(0)?;
+        if tokens > max_positions || tokens == 0 || self.layers.len() < 2 {
+            return Err(DiffusionError::InvalidInput(format!(
+                "text encoder got {tokens} tokens for {max_positions} positions and {} layers",
+                self.layers.len()
+            )));
+        }
+        let (vocab, hidden) = self.token_embedding.dims2()?;
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let largest = ids.max(0)?.to_scalar::<u32>()?;
+        if largest as usize >= vocab {
+            return Err(DiffusionError::InvalidInput(format!(
+                "token id {largest} is outside the {vocab}-token vocabulary"
+            )));
+        }
+        let embedded = self
+            .token_embedding
+            .index_select(&ids, 0)?
+            .reshape((batch, tokens, hidden))?;
+        let positions = self.position_embedding.narrow(0, 0, tokens)?;
+        let mut x = embedded.broadcast_add(&positions)?;
+        let mask = causal_mask(tokens, input_ids.device())?;
+        let mut penultimate = None;
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            if i == last {
+                penultimate = Some(x.clone());
+            }
+            x = layer.forward(&x, &mask, self.activation)?;
+        }
+        let penultimate = penultimate.unwrap_or_else(|| x.clone());
+        Ok(ClipTextOutput {
+            last_hidden_state: self.final_norm.forward(&x)?,
+            penultimate_normed: self.final_norm.forward(&penultimate)?,
+        })
+    }
+}

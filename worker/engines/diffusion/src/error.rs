@@ -1,0 +1,49 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the diffusion engine.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffusionError {
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("invalid JSON in {path}: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+
+    #[error("invalid scheduler setting `{field}`: {reason}")]
+    SchedulerConfig { field: &'static str, reason: String },
+
+    #[error("weights {path}, tensor `{tensor}`: {reason}")]
+    Weights {
+        path: PathBuf,
+        tensor: String,
+        reason: String,
+    },
+
+    #[error("model config {path}: {reason}")]
+    ModelConfig { path: PathBuf, reason: String },
+
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    #[error("tokenizer {path}: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+
+    #[error("scheduler step index {index} is outside the {len} planned steps")]
+    StepOutOfRange { index: usize, len: usize },
+
+    #[error("scheduler step {index} adds noise but the caller passed none")]
+    MissingNoise { index: usize },
+}
+
+pub type Result<T> = std::result::Result<T, DiffusionError>;
