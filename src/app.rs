@@ -11,7 +11,11 @@ use tokio::sync::watch;
 use crate::commands::Command;
 
 #[derive(Debug, Parser)]
-#[command(name = "reverie", version, about = "Personalised images from your own photo library.")]
+#[command(
+    name = "reverie",
+    version,
+    about = "Personalised images from your own photo library."
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -53,7 +57,10 @@ impl GlobalArgs {
     pub fn load_config(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
         let flags = [
-            ("data_dir", self.data_dir.as_ref().map(|p| p.display().to_string())),
+            (
+                "data_dir",
+                self.data_dir.as_ref().map(|p| p.display().to_string()),
+            ),
             ("log_format", self.log_format.clone()),
             ("amqp.url", self.amqp_url.clone()),
             ("redis.url", self.redis_url.clone()),
@@ -83,7 +90,11 @@ pub fn start(global: &GlobalArgs) -> anyhow::Result<Config> {
 /// Starts logging for a client command whose output is for people: warnings only, unless asked.
 pub fn start_quiet(global: &GlobalArgs) -> anyhow::Result<Config> {
     let config = global.load_config().context("configuration")?;
-    let level = if std::env::var_os("RUST_LOG").is_some() { config.log_level.as_str() } else { "warn" };
+    let level = if std::env::var_os("RUST_LOG").is_some() {
+        config.log_level.as_str()
+    } else {
+        "warn"
+    };
     reverie_shared::telemetry::init(LogFormat::Human, level);
     Ok(config)
 }

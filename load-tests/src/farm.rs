@@ -155,7 +155,7 @@ async fn start_farm(
             cache_prefix: config.cache.prefix.clone(),
             renderers: Renderers::default().with(Arc::new(PainterlyRenderer)),
             photo_cache: None,
-        analyser: None,
+            analyser: None,
         });
         let worker_shutdown = shutdown.clone();
         roles.push(tokio::spawn(async move {

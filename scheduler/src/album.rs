@@ -37,7 +37,11 @@ struct AlbumManifest<'a> {
 }
 
 /// Writes `manifest.json` and `contact-sheet.png` into the run's output album.
-pub async fn finish_album(store: &dyn ObjectStore, record: &RequestRecord, run: &AlbumRun) -> Result<()> {
+pub async fn finish_album(
+    store: &dyn ObjectStore,
+    record: &RequestRecord,
+    run: &AlbumRun,
+) -> Result<()> {
     let prefix = album_output_prefix(&record.tenant, &run.to);
     let mut entries = Vec::new();
     for (job, photo) in record.jobs.iter().zip(&run.photos) {
@@ -57,14 +61,24 @@ pub async fn finish_album(store: &dyn ObjectStore, record: &RequestRecord, run: 
         source_album: &run.album,
         album: &run.to,
         style: &record.plan.style,
-        done: entries.iter().filter(|e| e.state == JobState::Succeeded).count(),
-        failed: entries.iter().filter(|e| e.state == JobState::Failed).count(),
+        done: entries
+            .iter()
+            .filter(|e| e.state == JobState::Succeeded)
+            .count(),
+        failed: entries
+            .iter()
+            .filter(|e| e.state == JobState::Failed)
+            .count(),
         photos: entries,
     };
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    store.put(&format!("{prefix}manifest.json"), Bytes::from(json)).await?;
+    store
+        .put(&format!("{prefix}manifest.json"), Bytes::from(json))
+        .await?;
     if let Some(sheet) = contact_sheet(store, &images).await? {
-        store.put(&format!("{prefix}contact-sheet.png"), Bytes::from(sheet)).await?;
+        store
+            .put(&format!("{prefix}contact-sheet.png"), Bytes::from(sheet))
+            .await?;
     }
     tracing::info!(album = %run.to, images = images.len(), "album run finished");
     Ok(())
@@ -82,7 +96,9 @@ async fn contact_sheet(store: &dyn ObjectStore, images: &[String]) -> Result<Opt
     for (index, key) in images.iter().enumerate() {
         let bytes = store.get(key).await?;
         // A damaged output leaves its cell empty rather than failing the whole album.
-        let Ok(image) = image::load_from_memory(&bytes) else { continue };
+        let Ok(image) = image::load_from_memory(&bytes) else {
+            continue;
+        };
         let thumb = image.resize(CELL, CELL, FilterType::Triangle).to_rgb8();
         let (column, row) = (index as u32 % columns, index as u32 / columns);
         let x = GAP + column * (CELL + GAP) + (CELL - thumb.width()) / 2;

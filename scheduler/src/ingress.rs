@@ -214,12 +214,20 @@ pub async fn submit(
 
 /// The photos of an album run, in the album's order, at most `limit`; an unknown album is refused with
 /// the closest album names.
-fn album_run(library: &library::TenantLibrary, spec: &crate::request::AlbumToArt) -> std::result::Result<crate::plan::AlbumRun, Reason> {
+fn album_run(
+    library: &library::TenantLibrary,
+    spec: &crate::request::AlbumToArt,
+) -> std::result::Result<crate::plan::AlbumRun, Reason> {
     let wanted = spec.album.trim().to_lowercase();
     let photos: Vec<_> = library
         .photos
         .iter()
-        .filter(|photo| photo.albums.iter().any(|a| a.trim().to_lowercase() == wanted))
+        .filter(|photo| {
+            photo
+                .albums
+                .iter()
+                .any(|a| a.trim().to_lowercase() == wanted)
+        })
         .take(spec.limit.max(1) as usize)
         .map(|photo| reverie_shared::jobs::PhotoRef {
             photo: photo.photo.clone(),
@@ -233,9 +241,12 @@ fn album_run(library: &library::TenantLibrary, spec: &crate::request::AlbumToArt
         .collect();
     if photos.is_empty() {
         let known: Vec<&str> = library.catalog.albums.iter().map(String::as_str).collect();
-        return Err(Reason::new("unknown_album", format!("no album named {:?} in this library", spec.album))
-            .on_field("album_to_art.album")
-            .suggesting(prompt::suggest(&spec.album, known)));
+        return Err(Reason::new(
+            "unknown_album",
+            format!("no album named {:?} in this library", spec.album),
+        )
+        .on_field("album_to_art.album")
+        .suggesting(prompt::suggest(&spec.album, known)));
     }
     Ok(crate::plan::AlbumRun {
         album: spec.album.clone(),

@@ -139,7 +139,8 @@ pub const FALLBACK_ANSWER: &str = "fallback: no setting or subject named";
 /// scenic picture rather than someone's portrait).
 fn offer_fallback_backgrounds(library: &TenantLibrary, offered: &mut Offered) {
     for photo in &library.photos {
-        let score = 0.5 * photo.colourfulness.clamp(0.0, 1.0) + 0.5 / (1.0 + photo.faces.len() as f32);
+        let score =
+            0.5 * photo.colourfulness.clamp(0.0, 1.0) + 0.5 / (1.0 + photo.faces.len() as f32);
         offered.backgrounds.push(Candidate {
             reference: photo_ref(photo, ReferenceRole::Background, None, None),
             score,

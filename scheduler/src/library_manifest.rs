@@ -99,23 +99,41 @@ pub fn library_with_people(manifest: &LibraryManifest, people: &PeopleFile) -> T
         };
         let id = format!("face-person-{}", person.id);
         // A sidecar already named this person: one catalog entry, with the detected faces added to it.
-        let existing = library.catalog.people.iter().position(|p| p.name.eq_ignore_ascii_case(&name));
+        let existing = library
+            .catalog
+            .people
+            .iter()
+            .position(|p| p.name.eq_ignore_ascii_case(&name));
         let id = match existing {
             Some(index) => {
                 library.catalog.people[index].is_self |= is_self;
                 library.catalog.people[index].id.clone()
             }
             None => {
-                library.catalog.people.push(CatalogPerson { id: id.clone(), name, aliases: Vec::new(), is_self });
+                library.catalog.people.push(CatalogPerson {
+                    id: id.clone(),
+                    name,
+                    aliases: Vec::new(),
+                    is_self,
+                });
                 id
             }
         };
         for face in &person.faces {
-            if let Some(photo) = library.photos.iter_mut().find(|p| p.photo.as_str() == face.photo) {
+            if let Some(photo) = library
+                .photos
+                .iter_mut()
+                .find(|p| p.photo.as_str() == face.photo)
+            {
                 let b = &face.bbox;
                 photo.faces.push(CatalogFace {
                     person: id.clone(),
-                    face_box: [b.left.max(0) as u32, b.top.max(0) as u32, b.right.max(0) as u32, b.bottom.max(0) as u32],
+                    face_box: [
+                        b.left.max(0) as u32,
+                        b.top.max(0) as u32,
+                        b.right.max(0) as u32,
+                        b.bottom.max(0) as u32,
+                    ],
                     // dlib chips: a variance of the Laplacian around 100 is already crisp.
                     sharpness: (face.quality.sharpness / 100.0).clamp(0.0, 1.0),
                     frontal: face.quality.frontalness.clamp(0.0, 1.0),
@@ -139,7 +157,11 @@ fn person_id(name: &str) -> String {
 fn words_of(photo: &PhotoEntry) -> BTreeSet<String> {
     let meta = &photo.meta;
     let mut words: BTreeSet<String> = meta.keywords.iter().map(|k| k.to_lowercase()).collect();
-    let texts = meta.title.iter().chain(&meta.description).chain(&meta.albums);
+    let texts = meta
+        .title
+        .iter()
+        .chain(&meta.description)
+        .chain(&meta.albums);
     for text in texts {
         for word in text.split(|c: char| !c.is_alphanumeric()) {
             if word.len() > 2 {
@@ -195,7 +217,9 @@ pub fn library_of(manifest: &LibraryManifest) -> TenantLibrary {
         light_tags.extend(meta.light.iter().cloned());
         keywords.extend(meta.keywords.iter().cloned());
         catalog.titles.extend(meta.title.iter().cloned());
-        catalog.descriptions.extend(meta.description.iter().cloned());
+        catalog
+            .descriptions
+            .extend(meta.description.iter().cloned());
         photos.push(CatalogPhoto {
             photo: meta.id.clone(),
             shard: photo.shard.clone(),
@@ -216,7 +240,13 @@ pub fn library_of(manifest: &LibraryManifest) -> TenantLibrary {
         .places
         .iter()
         .map(|place| {
-            let city = place.label.split(',').next().unwrap_or_default().trim().to_string();
+            let city = place
+                .label
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
             let mut aliases = vec![place.label.clone()];
             if !city.is_empty() && city != place.name {
                 aliases.push(city);

@@ -112,7 +112,11 @@ pub struct AlbumRun {
 
 /// Where an album run's outputs go.
 pub fn album_output_prefix(tenant: &TenantId, to: &str) -> String {
-    format!("{}albums/{}/", reverie_shared::keys::tenant_prefix(tenant), album_slug(to))
+    format!(
+        "{}albums/{}/",
+        reverie_shared::keys::tenant_prefix(tenant),
+        album_slug(to)
+    )
 }
 
 /// An album name as one safe key segment ("Hawaii 2024 / best" -> "hawaii-2024-best").
@@ -235,7 +239,9 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
     let backgrounds: Vec<Candidate> = input
         .backgrounds
         .iter()
-        .filter(|c| renderer == RendererKind::Painterly || c.answers != crate::library::FALLBACK_ANSWER)
+        .filter(|c| {
+            renderer == RendererKind::Painterly || c.answers != crate::library::FALLBACK_ANSWER
+        })
         .cloned()
         .collect();
     if let Some(candidate) = best_per_answer(&backgrounds, 1).first() {
@@ -352,7 +358,12 @@ pub fn jobs_for(
         .collect()
 }
 
-fn album_jobs(plan: &Plan, run: &AlbumRun, tenant: &TenantId, request: &RequestId) -> Vec<GenerateJob> {
+fn album_jobs(
+    plan: &Plan,
+    run: &AlbumRun,
+    tenant: &TenantId,
+    request: &RequestId,
+) -> Vec<GenerateJob> {
     let destination = album_output_prefix(tenant, &run.to);
     run.photos
         .iter()

@@ -26,8 +26,9 @@ impl Scheduler {
     /// A scheduler reading each tenant's library manifest (written by `reverie library import`), or a
     /// curated `tenants/{t}/library/catalog.json` when the tenant has no manifest.
     pub fn new(backends: Backends, options: SchedulerOptions) -> Scheduler {
-        let library: Arc<dyn LibrarySource> =
-            Arc::new(crate::library_manifest::ManifestLibrary::new(backends.store.clone()));
+        let library: Arc<dyn LibrarySource> = Arc::new(
+            crate::library_manifest::ManifestLibrary::new(backends.store.clone()),
+        );
         Scheduler::with_library(backends, options, library)
     }
 

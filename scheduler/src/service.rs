@@ -100,7 +100,9 @@ impl Core {
     pub fn new(backends: Backends, options: SchedulerOptions) -> Core {
         // Series that exist from the start read as 0 on dashboards instead of "no data".
         for outcome in ["done", "failed", "skipped"] {
-            metrics::global().batch_run_photos.with_label_values(&[outcome]);
+            metrics::global()
+                .batch_run_photos
+                .with_label_values(&[outcome]);
         }
         let queues = QueueNames::new(&options.queue_prefix);
         let tenants = Tenants::new(backends.store.clone(), backends.cache.clone());
@@ -669,8 +671,15 @@ impl Core {
                 .job_mut(&job)
                 .is_some_and(|j| j.spec.batch_run.is_some());
             if in_album_run {
-                let outcome = if matches!(event, JobEvent::Succeeded { .. }) { "done" } else { "failed" };
-                metrics::global().batch_run_photos.with_label_values(&[outcome]).inc();
+                let outcome = if matches!(event, JobEvent::Succeeded { .. }) {
+                    "done"
+                } else {
+                    "failed"
+                };
+                metrics::global()
+                    .batch_run_photos
+                    .with_label_values(&[outcome])
+                    .inc();
             }
             lock(&self.inner.feeder).finished(&tenant, &job);
             self.inner.feeder_wake.notify_one();
@@ -905,7 +914,12 @@ impl Core {
         let mut oldest = 0.0f64;
         for entry in entries {
             let open = entry.lock().await;
-            for job in open.record.jobs.iter().filter(|j| j.state == JobState::Queued && j.published) {
+            for job in open
+                .record
+                .jobs
+                .iter()
+                .filter(|j| j.state == JobState::Queued && j.published)
+            {
                 let age = (now - job.created_at).num_milliseconds().max(0) as f64 / 1000.0;
                 oldest = oldest.max(age);
             }

@@ -33,28 +33,51 @@ async fn an_album_becomes_art_once_with_a_manifest() {
         .filter(|p| p.albums.iter().any(|a| a == "Italy 2023"))
         .map(|p| p.photo.to_string())
         .collect();
-    assert!(album_photos.len() >= 2, "the test library has an album of several photos");
+    assert!(
+        album_photos.len() >= 2,
+        "the test library has an album of several photos"
+    );
     seed_library(&farm, &tenant, &library).await;
     let (reply_to, mut replies) = farm.reply_queue().await;
-    let mut jobs = farm.backends.queue.consume(&farm.queues().generate, 50).await.unwrap();
+    let mut jobs = farm
+        .backends
+        .queue
+        .consume(&farm.queues().generate, 50)
+        .await
+        .unwrap();
 
     let run_id = unique("run");
-    farm.publish_request(&album_request(tenant.as_str(), "italy 2023"), Some(&run_id), Some(&token), &reply_to)
-        .await;
+    farm.publish_request(
+        &album_request(tenant.as_str(), "italy 2023"),
+        Some(&run_id),
+        Some(&token),
+        &reply_to,
+    )
+    .await;
     let accepted = reply_of_kind(&mut replies, "accepted").await;
-    let ReplyBody::Accepted { jobs: job_ids, .. } = accepted.body else { unreachable!() };
+    let ReplyBody::Accepted { jobs: job_ids, .. } = accepted.body else {
+        unreachable!()
+    };
     assert_eq!(job_ids.len(), album_photos.len(), "one job per album photo");
 
     let mut painted = Vec::new();
     for _ in 0..album_photos.len() {
         let (job, delivery) = take_job(&mut jobs).await;
-        let JobSpec::Generate(spec) = &job.spec else { panic!("generate job expected") };
+        let JobSpec::Generate(spec) = &job.spec else {
+            panic!("generate job expected")
+        };
         assert_eq!(job.priority, Priority::Batch, "album runs are batch work");
         assert_eq!(spec.render.style, "watercolour");
         assert_eq!(spec.references.len(), 1);
         let destination = spec.output.destination.clone().unwrap();
-        assert!(destination.ends_with("/albums/italy-in-watercolour"), "{destination}");
-        assert_eq!(spec.output.name.as_deref(), Some(spec.references[0].photo.as_str()));
+        assert!(
+            destination.ends_with("/albums/italy-in-watercolour"),
+            "{destination}"
+        );
+        assert_eq!(
+            spec.output.name.as_deref(),
+            Some(spec.references[0].photo.as_str())
+        );
         painted.push(spec.references[0].photo.to_string());
         common::complete_job(&farm, &job, delivery).await;
     }
@@ -76,21 +99,50 @@ async fn an_album_becomes_art_once_with_a_manifest() {
     }
     let manifest = manifest.expect("the run ends with a manifest");
     assert_eq!(manifest["done"], album_photos.len());
-    assert_eq!(manifest["photos"].as_array().unwrap().len(), album_photos.len());
+    assert_eq!(
+        manifest["photos"].as_array().unwrap().len(),
+        album_photos.len()
+    );
 
     // Resuming (the same run id again) makes no new jobs.
-    farm.publish_request(&album_request(tenant.as_str(), "italy 2023"), Some(&run_id), Some(&token), &reply_to)
-        .await;
+    farm.publish_request(
+        &album_request(tenant.as_str(), "italy 2023"),
+        Some(&run_id),
+        Some(&token),
+        &reply_to,
+    )
+    .await;
     let again = reply_of_kind(&mut replies, "accepted").await;
-    assert!(matches!(again.body, ReplyBody::Accepted { duplicate: true, .. }));
-    assert!(tokio::time::timeout(std::time::Duration::from_millis(500), jobs.next()).await.is_err());
+    assert!(matches!(
+        again.body,
+        ReplyBody::Accepted {
+            duplicate: true,
+            ..
+        }
+    ));
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), jobs.next())
+            .await
+            .is_err()
+    );
 
     // An unknown album is refused with the closest names.
-    farm.publish_request(&album_request(tenant.as_str(), "Itlay 2023"), None, Some(&token), &reply_to).await;
+    farm.publish_request(
+        &album_request(tenant.as_str(), "Itlay 2023"),
+        None,
+        Some(&token),
+        &reply_to,
+    )
+    .await;
     let rejected = reply_of_kind(&mut replies, "rejected").await;
-    let ReplyBody::Rejected { reasons } = rejected.body else { unreachable!() };
+    let ReplyBody::Rejected { reasons } = rejected.body else {
+        unreachable!()
+    };
     assert_eq!(reasons[0].code, "unknown_album");
-    assert!(reasons[0].suggestions.iter().any(|s| s == "Italy 2023"), "{reasons:?}");
+    assert!(
+        reasons[0].suggestions.iter().any(|s| s == "Italy 2023"),
+        "{reasons:?}"
+    );
 
     let _ = farm.core.forget(&tenant).await;
     drop((replies, jobs));

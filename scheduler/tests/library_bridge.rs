@@ -15,31 +15,68 @@ async fn prompts_find_people_places_light_and_scenes_in_an_imported_library() {
     let store = LocalStore::open(dir.path()).unwrap();
     let tenant = TenantId::new("alice").unwrap();
     let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/library/folder");
-    import(&store, &tenant, ImportSource::Folder(folder), &ImportOptions::default()).await.unwrap();
+    import(
+        &store,
+        &tenant,
+        ImportSource::Folder(folder),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
     let library = library_of(&load_manifest(&store, &tenant).await.unwrap());
     let photo_name = |id: &reverie_shared::ids::PhotoId| {
-        library.photos.iter().position(|p| &p.photo == id).map(|i| i.to_string()).unwrap_or_default()
+        library
+            .photos
+            .iter()
+            .position(|p| &p.photo == id)
+            .map(|i| i.to_string())
+            .unwrap_or_default()
     };
 
     // Light + place: the Waikiki sunset photo is the background.
     let parsed = parse_prompt("a picnic at sunset in Honolulu, watercolour");
     let resolution = resolve(&parsed, &library.catalog);
-    assert!(resolution.unresolved.is_empty(), "{:?}", resolution.unresolved);
+    assert!(
+        resolution.unresolved.is_empty(),
+        "{:?}",
+        resolution.unresolved
+    );
     let offered = candidates(&library, &resolution);
-    let best = offered.backgrounds.iter().max_by(|a, b| a.score.total_cmp(&b.score)).expect("a background");
-    let sunset = library.photos.iter().find(|p| p.light.iter().any(|l| l == "sunset")).unwrap();
+    let best = offered
+        .backgrounds
+        .iter()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .expect("a background");
+    let sunset = library
+        .photos
+        .iter()
+        .find(|p| p.light.iter().any(|l| l == "sunset"))
+        .unwrap();
     assert_eq!(photo_name(&best.reference.photo), photo_name(&sunset.photo));
 
     // A person named in an XMP sidecar, at Home (Aarhus, seen on many days).
-    let resolution = resolve(&parse_prompt("Jesper at home in the garden"), &library.catalog);
-    assert!(resolution.unresolved.is_empty(), "{:?}", resolution.unresolved);
+    let resolution = resolve(
+        &parse_prompt("Jesper at home in the garden"),
+        &library.catalog,
+    );
+    assert!(
+        resolution.unresolved.is_empty(),
+        "{:?}",
+        resolution.unresolved
+    );
     assert_eq!(resolution.people[0].name, "Jesper");
-    assert!(candidates(&library, &resolution).subjects.iter().any(|c| c.reference.face_box.is_some()));
+    assert!(candidates(&library, &resolution)
+        .subjects
+        .iter()
+        .any(|c| c.reference.face_box.is_some()));
 
     // A misspelt name is reported with the closest one, never dropped.
     let resolution = resolve(&parse_prompt("Jespr in Paris at night"), &library.catalog);
     assert!(
-        resolution.unresolved.iter().any(|u| u.suggestions.iter().any(|s| s == "Jesper")),
+        resolution
+            .unresolved
+            .iter()
+            .any(|u| u.suggestions.iter().any(|s| s == "Jesper")),
         "{:?}",
         resolution.unresolved
     );

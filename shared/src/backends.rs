@@ -36,7 +36,11 @@ impl Backends {
         let queue = connect_queue(config, backoff).await?;
         let cache = connect_cache(config, backoff).await?;
         let store = connect_store(config, backoff).await?;
-        Ok(Backends { queue, cache, store })
+        Ok(Backends {
+            queue,
+            cache,
+            store,
+        })
     }
 
     /// A one-line description of what is in use, for start-up logs.
@@ -53,17 +57,28 @@ impl Backends {
 pub async fn connect_queue(config: &Config, backoff: Backoff) -> Result<SharedQueue, BackendError> {
     Ok(match config.amqp_url()? {
         Some(url) => {
-            let queue = with_backoff("RabbitMQ", backoff, QueueError::is_transient, || AmqpQueue::connect(&url)).await?;
+            let queue = with_backoff("RabbitMQ", backoff, QueueError::is_transient, || {
+                AmqpQueue::connect(&url)
+            })
+            .await?;
             Arc::new(MeteredQueue::new(queue))
         }
-        None => Arc::new(MeteredQueue::new(MemoryQueue::open(&config.data_dir.join("queues"))?)),
+        None => Arc::new(MeteredQueue::new(MemoryQueue::open(
+            &config.data_dir.join("queues"),
+        )?)),
     })
 }
 
 pub async fn connect_cache(config: &Config, backoff: Backoff) -> Result<SharedCache, BackendError> {
     Ok(match config.redis_url()? {
         Some(url) => {
-            let cache = with_backoff("Redis", backoff, |_: &CacheError| true, || RedisCache::connect(&url)).await?;
+            let cache = with_backoff(
+                "Redis",
+                backoff,
+                |_: &CacheError| true,
+                || RedisCache::connect(&url),
+            )
+            .await?;
             Arc::new(MeteredCache::new(cache))
         }
         None => {
@@ -88,10 +103,15 @@ pub async fn connect_store(config: &Config, backoff: Backoff) -> Result<SharedSt
                 multipart_threshold: config.s3.multipart_threshold_mb * 1024 * 1024,
             };
             let store = S3Store::connect(s3).await;
-            with_backoff("S3", backoff, StoreError::is_transient, || store.ensure_bucket()).await?;
+            with_backoff("S3", backoff, StoreError::is_transient, || {
+                store.ensure_bucket()
+            })
+            .await?;
             Arc::new(MeteredStore::new(store))
         }
-        None => Arc::new(MeteredStore::new(LocalStore::open(config.data_dir.join("store"))?)),
+        None => Arc::new(MeteredStore::new(LocalStore::open(
+            config.data_dir.join("store"),
+        )?)),
     })
 }
 

@@ -25,7 +25,9 @@ pub enum ConfigError {
         source_name: String,
         detail: String,
     },
-    #[error("unknown configuration key {key:?} in {source_name}; `reverie config keys` lists them all")]
+    #[error(
+        "unknown configuration key {key:?} in {source_name}; `reverie config keys` lists them all"
+    )]
     UnknownKey { key: String, source_name: String },
     #[error("configuration: {0}")]
     Invalid(String),
@@ -299,7 +301,10 @@ impl Config {
     }
 
     /// Applies `REVERIE_*` variables, read through `lookup` so tests need not touch the process environment.
-    pub fn apply_environment(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    pub fn apply_environment(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
         for key in KEYS {
             let var = key.env_var();
             if let Some(value) = lookup(&var) {
@@ -311,9 +316,9 @@ impl Config {
 
     /// Applies one `key=value` from the command line.
     pub fn set(&mut self, assignment: &str) -> Result<(), ConfigError> {
-        let (key, value) = assignment
-            .split_once('=')
-            .ok_or_else(|| ConfigError::Invalid(format!("--set takes key=value, got {assignment:?}")))?;
+        let (key, value) = assignment.split_once('=').ok_or_else(|| {
+            ConfigError::Invalid(format!("--set takes key=value, got {assignment:?}"))
+        })?;
         self.set_key(key.trim(), value.trim(), Origin::Flag)
     }
 
@@ -329,7 +334,8 @@ impl Config {
             });
         }
         // Round-trip through TOML so each key is parsed by the same serde types as the file.
-        let mut tree = toml::Table::try_from(&*self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut tree =
+            toml::Table::try_from(&*self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let mut table = &mut tree;
         let parts: Vec<&str> = key.split('.').collect();
         for part in &parts[..parts.len() - 1] {
@@ -346,7 +352,8 @@ impl Config {
             Ok(config) => config,
             Err(_) => {
                 // A string that looked like a number or boolean (a bucket called "123"): retry verbatim.
-                table_at(&mut tree, &parts)?.insert(leaf.to_string(), toml::Value::String(value.to_string()));
+                table_at(&mut tree, &parts)?
+                    .insert(leaf.to_string(), toml::Value::String(value.to_string()));
                 toml::Value::Table(tree)
                     .try_into()
                     .map_err(|error: toml::de::Error| ConfigError::Value {
@@ -363,18 +370,38 @@ impl Config {
     /// Checks combinations no single key can: secrets given twice, impossible values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let pairs = [
-            ("amqp.url", self.amqp.url.is_some(), self.amqp.url_file.is_some()),
-            ("redis.url", self.redis.url.is_some(), self.redis.url_file.is_some()),
-            ("s3.access_key", self.s3.access_key.is_some(), self.s3.access_key_file.is_some()),
-            ("s3.secret_key", self.s3.secret_key.is_some(), self.s3.secret_key_file.is_some()),
+            (
+                "amqp.url",
+                self.amqp.url.is_some(),
+                self.amqp.url_file.is_some(),
+            ),
+            (
+                "redis.url",
+                self.redis.url.is_some(),
+                self.redis.url_file.is_some(),
+            ),
+            (
+                "s3.access_key",
+                self.s3.access_key.is_some(),
+                self.s3.access_key_file.is_some(),
+            ),
+            (
+                "s3.secret_key",
+                self.s3.secret_key.is_some(),
+                self.s3.secret_key_file.is_some(),
+            ),
         ];
         for (key, value, file) in pairs {
             if value && file {
-                return Err(ConfigError::Invalid(format!("give {key} or {key}_file, not both")));
+                return Err(ConfigError::Invalid(format!(
+                    "give {key} or {key}_file, not both"
+                )));
             }
         }
         if self.worker.batch_max == 0 {
-            return Err(ConfigError::Invalid("worker.batch_max must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "worker.batch_max must be at least 1".into(),
+            ));
         }
         if self.worker.max_attempts == 0 || self.worker.max_deliveries == 0 {
             return Err(ConfigError::Invalid(
@@ -399,11 +426,19 @@ impl Config {
     }
 
     pub fn s3_access_key(&self) -> Result<Option<String>, ConfigError> {
-        secret("s3.access_key_file", &self.s3.access_key, &self.s3.access_key_file)
+        secret(
+            "s3.access_key_file",
+            &self.s3.access_key,
+            &self.s3.access_key_file,
+        )
     }
 
     pub fn s3_secret_key(&self) -> Result<Option<String>, ConfigError> {
-        secret("s3.secret_key_file", &self.s3.secret_key, &self.s3.secret_key_file)
+        secret(
+            "s3.secret_key_file",
+            &self.s3.secret_key,
+            &self.s3.secret_key_file,
+        )
     }
 
     /// The configuration as TOML with secrets masked (`reverie config show`).
@@ -424,7 +459,8 @@ impl Config {
 
     /// The key table as Markdown (docs/configuration.md).
     pub fn keys_markdown() -> String {
-        let mut out = String::from("| key | environment variable | default | meaning |\n|---|---|---|---|\n");
+        let mut out =
+            String::from("| key | environment variable | default | meaning |\n|---|---|---|---|\n");
         for key in KEYS {
             out.push_str(&format!(
                 "| `{}` | `{}` | `{}` | {} |\n",
@@ -438,7 +474,10 @@ impl Config {
     }
 }
 
-fn table_at<'a>(tree: &'a mut toml::Table, parts: &[&str]) -> Result<&'a mut toml::Table, ConfigError> {
+fn table_at<'a>(
+    tree: &'a mut toml::Table,
+    parts: &[&str],
+) -> Result<&'a mut toml::Table, ConfigError> {
     let mut table = tree;
     for part in &parts[..parts.len() - 1] {
         table = table
@@ -461,7 +500,11 @@ fn guess_value(text: &str) -> toml::Value {
     }
 }
 
-fn secret(file_key: &str, value: &Option<String>, file: &Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+fn secret(
+    file_key: &str,
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
     match (value, file) {
         (Some(value), _) => Ok(Some(value.clone())),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -485,7 +528,11 @@ mod tests {
         // Every leaf with a default value appears in the key table.
         fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
             for (k, v) in table {
-                let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let name = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match v {
                     toml::Value::Table(t) => leaves(&name, t, out),
                     _ => out.push(name),
@@ -495,7 +542,10 @@ mod tests {
         let mut names = Vec::new();
         leaves("", &defaults, &mut names);
         for name in names {
-            assert!(KEYS.iter().any(|k| k.name == name), "{name} is not documented in KEYS");
+            assert!(
+                KEYS.iter().any(|k| k.name == name),
+                "{name} is not documented in KEYS"
+            );
         }
     }
 
@@ -520,10 +570,15 @@ mod tests {
     fn bad_values_name_the_key_and_source() {
         let mut config = Config::default();
         let error = config
-            .apply_environment(|name| (name == "REVERIE_WORKER_BATCH_MAX").then(|| "many".to_string()))
+            .apply_environment(|name| {
+                (name == "REVERIE_WORKER_BATCH_MAX").then(|| "many".to_string())
+            })
             .unwrap_err()
             .to_string();
-        assert!(error.contains("worker.batch_max") && error.contains("REVERIE_WORKER_BATCH_MAX"), "{error}");
+        assert!(
+            error.contains("worker.batch_max") && error.contains("REVERIE_WORKER_BATCH_MAX"),
+            "{error}"
+        );
         let error = config.set("worker.nonsense=1").unwrap_err().to_string();
         assert!(error.contains("worker.nonsense"), "{error}");
     }
@@ -535,7 +590,10 @@ mod tests {
         std::fs::write(&path, "[worker]\nbatch_max = 4\n").unwrap();
         assert_eq!(Config::from_file(&path).unwrap().worker.batch_max, 4);
         std::fs::write(&path, "[worker]\nbatch_maxx = 4\n").unwrap();
-        assert!(Config::from_file(&path).unwrap_err().to_string().contains("batch_maxx"));
+        assert!(Config::from_file(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("batch_maxx"));
     }
 
     #[test]
@@ -545,7 +603,10 @@ mod tests {
         std::fs::write(&path, "redis://secret-host:6379\n").unwrap();
         let mut config = Config::default();
         config.redis.url_file = Some(path);
-        assert_eq!(config.redis_url().unwrap().as_deref(), Some("redis://secret-host:6379"));
+        assert_eq!(
+            config.redis_url().unwrap().as_deref(),
+            Some("redis://secret-host:6379")
+        );
         config.redis.url = Some("redis://other".into());
         assert!(config.validate().is_err());
         assert!(!config.to_redacted_toml().contains("redis://other"));

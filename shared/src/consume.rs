@@ -12,7 +12,9 @@ pub async fn decode_or_dead_letter<T>(
     match decode(delivery.body()) {
         Ok(value) => Ok(Some((value, delivery))),
         Err(error) => {
-            delivery.dead_letter(error.reason(), &error.to_string()).await?;
+            delivery
+                .dead_letter(error.reason(), &error.to_string())
+                .await?;
             Ok(None)
         }
     }

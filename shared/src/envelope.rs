@@ -44,12 +44,13 @@ impl EnvelopeError {
 
 fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, EnvelopeError> {
     let mut body = vec![CURRENT_VERSION];
-    let payload = bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
-        EnvelopeError::Encode {
-            what,
-            detail: e.to_string(),
-        }
-    })?;
+    let payload =
+        bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
+            EnvelopeError::Encode {
+                what,
+                detail: e.to_string(),
+            }
+        })?;
     body.extend_from_slice(&payload);
     Ok(body)
 }
@@ -69,10 +70,12 @@ fn decode<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, Env
         });
     }
     let config = bincode::config::standard().with_limit::<MAX_BODY_BYTES>();
-    let (value, used) = bincode::serde::decode_from_slice(payload, config).map_err(|e| EnvelopeError::Malformed {
-        version,
-        what,
-        detail: e.to_string(),
+    let (value, used) = bincode::serde::decode_from_slice(payload, config).map_err(|e| {
+        EnvelopeError::Malformed {
+            version,
+            what,
+            detail: e.to_string(),
+        }
     })?;
     if used != payload.len() {
         return Err(EnvelopeError::Malformed {
@@ -137,6 +140,9 @@ mod tests {
         assert_eq!(error.reason(), "malformed");
         let mut padded = encode_job(&sample()).unwrap();
         padded.push(0);
-        assert!(decode_job(&padded).unwrap_err().to_string().contains("trailing"));
+        assert!(decode_job(&padded)
+            .unwrap_err()
+            .to_string()
+            .contains("trailing"));
     }
 }

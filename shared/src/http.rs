@@ -15,7 +15,8 @@ use axum::Router;
 use crate::metrics;
 
 /// Answers whether the role can serve: `Err` names what is not reachable.
-pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
 pub fn ops_router(readiness: ReadinessCheck) -> Router {
     Router::new()
@@ -56,9 +57,14 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| ListenError { address, source })?;
-    let bound = listener.local_addr().map_err(|source| ListenError { address, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ListenError { address, source })?;
     let handle = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::error!(%error, "HTTP server stopped");
         }
     });

@@ -48,7 +48,12 @@ pub fn model_prefix(name: &str, sha256: &str) -> String {
 }
 
 /// Cache key of an embedding (`kind` = face, style, palette) of one photo under one model version.
-pub fn embedding_cache_key(tenant: &TenantId, kind: &str, model_hash: &str, photo: &PhotoId) -> String {
+pub fn embedding_cache_key(
+    tenant: &TenantId,
+    kind: &str,
+    model_hash: &str,
+    photo: &PhotoId,
+) -> String {
     format!("reverie:{tenant}:emb:{kind}:{model_hash}:{photo}")
 }
 

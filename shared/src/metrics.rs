@@ -51,59 +51,105 @@ pub struct Metrics {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter");
-    registry.register(Box::new(metric.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
     metric
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let metric =
-        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid histogram");
-    registry.register(Box::new(metric.clone())).expect("unique metric name");
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let metric = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid histogram");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
     metric
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-    registry.register(Box::new(metric.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
     metric
 }
 
 fn float_gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let metric = GaugeVec::new(Opts::new(name, help), labels).expect("valid gauge");
-    registry.register(Box::new(metric.clone())).expect("unique metric name");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric name");
     metric
 }
 
 impl Metrics {
     fn new() -> Metrics {
         let r = Registry::new();
-        let faces_analysed = IntCounter::new("reverie_faces_analysed_total", "Faces detected and described.")
-            .expect("valid counter");
-        r.register(Box::new(faces_analysed.clone())).expect("unique metric name");
+        let faces_analysed = IntCounter::new(
+            "reverie_faces_analysed_total",
+            "Faces detected and described.",
+        )
+        .expect("valid counter");
+        r.register(Box::new(faces_analysed.clone()))
+            .expect("unique metric name");
         let workers_alive = IntGauge::new(
             "reverie_workers_alive",
             "Workers whose heartbeat the scheduler saw within its TTL.",
         )
         .expect("valid gauge");
-        r.register(Box::new(workers_alive.clone())).expect("unique metric name");
+        r.register(Box::new(workers_alive.clone()))
+            .expect("unique metric name");
         let worker_busy_seconds = prometheus::Counter::new(
             "reverie_worker_busy_seconds_total",
             "Seconds this worker spent rendering or analysing, summed over its slots.",
         )
         .expect("valid counter");
-        r.register(Box::new(worker_busy_seconds.clone())).expect("unique metric name");
-        let worker_slots = IntGauge::new("reverie_worker_slots", "Jobs this worker can hold at once.")
-            .expect("valid gauge");
-        r.register(Box::new(worker_slots.clone())).expect("unique metric name");
-        let batch_runs_active =
-            IntGauge::new("reverie_batch_runs_active", "Album-to-art runs in progress.").expect("valid gauge");
-        r.register(Box::new(batch_runs_active.clone())).expect("unique metric name");
+        r.register(Box::new(worker_busy_seconds.clone()))
+            .expect("unique metric name");
+        let worker_slots =
+            IntGauge::new("reverie_worker_slots", "Jobs this worker can hold at once.")
+                .expect("valid gauge");
+        r.register(Box::new(worker_slots.clone()))
+            .expect("unique metric name");
+        let batch_runs_active = IntGauge::new(
+            "reverie_batch_runs_active",
+            "Album-to-art runs in progress.",
+        )
+        .expect("valid gauge");
+        r.register(Box::new(batch_runs_active.clone()))
+            .expect("unique metric name");
         let sizes = vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
         Metrics {
-            requests: counter(&r, "reverie_requests_total", "Requests received.", &["ingress", "outcome"]),
-            jobs: counter(&r, "reverie_jobs_total", "Jobs finished, by outcome.", &["kind", "outcome"]),
-            jobs_published: counter(&r, "reverie_jobs_published_total", "Jobs published.", &["kind", "priority"]),
-            queue_depth: gauge(&r, "reverie_queue_depth", "Messages ready in a queue.", &["queue"]),
+            requests: counter(
+                &r,
+                "reverie_requests_total",
+                "Requests received.",
+                &["ingress", "outcome"],
+            ),
+            jobs: counter(
+                &r,
+                "reverie_jobs_total",
+                "Jobs finished, by outcome.",
+                &["kind", "outcome"],
+            ),
+            jobs_published: counter(
+                &r,
+                "reverie_jobs_published_total",
+                "Jobs published.",
+                &["kind", "priority"],
+            ),
+            queue_depth: gauge(
+                &r,
+                "reverie_queue_depth",
+                "Messages ready in a queue.",
+                &["queue"],
+            ),
             queue_oldest_age: float_gauge(
                 &r,
                 "reverie_queue_oldest_age_seconds",
@@ -124,8 +170,19 @@ impl Metrics {
                 &["kind"],
                 latency_buckets(),
             ),
-            batch_size: histogram(&r, "reverie_batch_size", "Jobs rendered in one pass.", &["renderer"], sizes),
-            images_generated: counter(&r, "reverie_images_generated_total", "Images written.", &["renderer"]),
+            batch_size: histogram(
+                &r,
+                "reverie_batch_size",
+                "Jobs rendered in one pass.",
+                &["renderer"],
+                sizes,
+            ),
+            images_generated: counter(
+                &r,
+                "reverie_images_generated_total",
+                "Images written.",
+                &["renderer"],
+            ),
             diffusion_step: histogram(
                 &r,
                 "reverie_diffusion_step_seconds",
@@ -173,8 +230,18 @@ impl Metrics {
                 &["backend", "op"],
                 latency_buckets(),
             ),
-            store_bytes: counter(&r, "reverie_store_bytes_total", "Bytes moved.", &["backend", "op"]),
-            job_retries: counter(&r, "reverie_job_retries_total", "Job attempts retried.", &["kind"]),
+            store_bytes: counter(
+                &r,
+                "reverie_store_bytes_total",
+                "Bytes moved.",
+                &["backend", "op"],
+            ),
+            job_retries: counter(
+                &r,
+                "reverie_job_retries_total",
+                "Job attempts retried.",
+                &["kind"],
+            ),
             dead_letters: counter(
                 &r,
                 "reverie_dead_letters_total",
@@ -184,9 +251,24 @@ impl Metrics {
             workers_alive,
             worker_busy_seconds,
             worker_slots,
-            worker_info: gauge(&r, "reverie_worker_info", "A running worker.", &["worker", "version"]),
-            gpu_memory_used: gauge(&r, "reverie_gpu_memory_used_bytes", "GPU memory in use.", &["gpu"]),
-            gpu_utilization: float_gauge(&r, "reverie_gpu_utilization_ratio", "GPU busy fraction.", &["gpu"]),
+            worker_info: gauge(
+                &r,
+                "reverie_worker_info",
+                "A running worker.",
+                &["worker", "version"],
+            ),
+            gpu_memory_used: gauge(
+                &r,
+                "reverie_gpu_memory_used_bytes",
+                "GPU memory in use.",
+                &["gpu"],
+            ),
+            gpu_utilization: float_gauge(
+                &r,
+                "reverie_gpu_utilization_ratio",
+                "GPU busy fraction.",
+                &["gpu"],
+            ),
             batch_run_photos: counter(
                 &r,
                 "reverie_batch_run_photos_total",

@@ -72,7 +72,12 @@ where
                     return Err(error);
                 }
                 let wait = backoff.delay(tries, jitter());
-                tracing::warn!(what, attempt = tries, retry_in_ms = wait.as_millis() as u64, "{error}");
+                tracing::warn!(
+                    what,
+                    attempt = tries,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "{error}"
+                );
                 tokio::time::sleep(wait).await;
             }
         }
@@ -103,11 +108,22 @@ mod tests {
             max_attempts: 10,
         };
         let mut calls = 0;
-        let result: Result<u32, String> = with_backoff("test", backoff, |_| true, || {
-            calls += 1;
-            let now = calls;
-            async move { if now < 3 { Err("not yet".to_string()) } else { Ok(now) } }
-        })
+        let result: Result<u32, String> = with_backoff(
+            "test",
+            backoff,
+            |_| true,
+            || {
+                calls += 1;
+                let now = calls;
+                async move {
+                    if now < 3 {
+                        Err("not yet".to_string())
+                    } else {
+                        Ok(now)
+                    }
+                }
+            },
+        )
         .await;
         assert_eq!(result, Ok(3));
     }
@@ -120,10 +136,15 @@ mod tests {
             max_attempts: 10,
         };
         let mut calls = 0;
-        let result: Result<(), String> = with_backoff("test", backoff, |_| false, || {
-            calls += 1;
-            async { Err("bad input".to_string()) }
-        })
+        let result: Result<(), String> = with_backoff(
+            "test",
+            backoff,
+            |_| false,
+            || {
+                calls += 1;
+                async { Err("bad input".to_string()) }
+            },
+        )
         .await;
         assert!(result.is_err());
         assert_eq!(calls, 1);

@@ -7,8 +7,8 @@ use std::time::Duration;
 use reverie_shared::consume::decode_or_dead_letter;
 use reverie_shared::envelope;
 use reverie_shared::ports::queue::{
-    dead_queue_name, AmqpQueue, Consumer, Delivery, JobQueue, Message, MemoryQueue, MessageProps, QueueSpec,
-    DEAD_REASON_HEADER, ORIGIN_QUEUE_HEADER,
+    dead_queue_name, AmqpQueue, Consumer, Delivery, JobQueue, MemoryQueue, Message, MessageProps,
+    QueueSpec, DEAD_REASON_HEADER, ORIGIN_QUEUE_HEADER,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,7 +22,10 @@ async fn next(consumer: &mut Box<dyn Consumer>) -> Delivery {
 
 async fn nothing_within(consumer: &mut Box<dyn Consumer>, wait: Duration) {
     if let Ok(delivery) = tokio::time::timeout(wait, consumer.next()).await {
-        panic!("unexpected delivery {:?}", delivery.map(|d| d.message.body.clone()));
+        panic!(
+            "unexpected delivery {:?}",
+            delivery.map(|d| d.message.body.clone())
+        );
     }
 }
 
@@ -49,7 +52,10 @@ async fn contract(queue: &dyn JobQueue) {
 async fn publishes_and_acks_in_order(queue: &dyn JobQueue) {
     let name = fresh_queue(queue, 0).await;
     for i in 0..3 {
-        queue.publish(&name, Message::new(format!("m{i}"))).await.unwrap();
+        queue
+            .publish(&name, Message::new(format!("m{i}")))
+            .await
+            .unwrap();
     }
     assert_eq!(queue.depth(&name).await.unwrap(), 3);
     let mut consumer = queue.consume(&name, 10).await.unwrap();
@@ -61,14 +67,24 @@ async fn publishes_and_acks_in_order(queue: &dyn JobQueue) {
     }
     drop(consumer);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(queue.depth(&name).await.unwrap(), 0, "acked messages are gone");
+    assert_eq!(
+        queue.depth(&name).await.unwrap(),
+        0,
+        "acked messages are gone"
+    );
     queue.delete(&name).await.unwrap();
 }
 
 async fn higher_priority_first(queue: &dyn JobQueue) {
     let name = fresh_queue(queue, 9).await;
-    queue.publish(&name, Message::new("batch").with_priority(2)).await.unwrap();
-    queue.publish(&name, Message::new("interactive").with_priority(8)).await.unwrap();
+    queue
+        .publish(&name, Message::new("batch").with_priority(2))
+        .await
+        .unwrap();
+    queue
+        .publish(&name, Message::new("interactive").with_priority(8))
+        .await
+        .unwrap();
     let mut consumer = queue.consume(&name, 1).await.unwrap();
     let first = next(&mut consumer).await;
     assert_eq!(first.body(), b"interactive");
@@ -83,7 +99,10 @@ async fn higher_priority_first(queue: &dyn JobQueue) {
 async fn prefetch_bounds_unacked(queue: &dyn JobQueue) {
     let name = fresh_queue(queue, 0).await;
     for i in 0..3 {
-        queue.publish(&name, Message::new(format!("p{i}"))).await.unwrap();
+        queue
+            .publish(&name, Message::new(format!("p{i}")))
+            .await
+            .unwrap();
     }
     let mut consumer = queue.consume(&name, 2).await.unwrap();
     let a = next(&mut consumer).await;
@@ -118,7 +137,10 @@ async fn redelivers_after_consumer_loss(queue: &dyn JobQueue) {
 
 async fn dropped_delivery_returns(queue: &dyn JobQueue) {
     let name = fresh_queue(queue, 0).await;
-    queue.publish(&name, Message::new("undecided")).await.unwrap();
+    queue
+        .publish(&name, Message::new("undecided"))
+        .await
+        .unwrap();
     let mut consumer = queue.consume(&name, 1).await.unwrap();
     drop(next(&mut consumer).await);
     let again = next(&mut consumer).await;
@@ -143,9 +165,19 @@ async fn dead_letters_keep_the_reason(queue: &dyn JobQueue) {
     let mut dead = queue.consume(&dead_queue_name(&name), 1).await.unwrap();
     let letter = next(&mut dead).await;
     assert_eq!(letter.body(), b"doomed");
-    assert_eq!(letter.props().headers.get(DEAD_REASON_HEADER).map(String::as_str), Some("retries_exhausted"));
+    assert_eq!(
+        letter
+            .props()
+            .headers
+            .get(DEAD_REASON_HEADER)
+            .map(String::as_str),
+        Some("retries_exhausted")
+    );
     assert_eq!(letter.props().headers.get(ORIGIN_QUEUE_HEADER), Some(&name));
-    assert_eq!(letter.props().headers.get("x-tenant").map(String::as_str), Some("alice"));
+    assert_eq!(
+        letter.props().headers.get("x-tenant").map(String::as_str),
+        Some("alice")
+    );
     letter.ack().await.unwrap();
     drop((consumer, dead));
     queue.delete(&name).await.unwrap();
@@ -153,12 +185,20 @@ async fn dead_letters_keep_the_reason(queue: &dyn JobQueue) {
 
 async fn malformed_messages_are_dead_lettered(queue: &dyn JobQueue) {
     let name = fresh_queue(queue, 0).await;
-    queue.publish(&name, Message::new(vec![1u8, 0xff, 0x13])).await.unwrap();
-    queue.publish(&name, Message::new(vec![42u8, 0, 0])).await.unwrap();
+    queue
+        .publish(&name, Message::new(vec![1u8, 0xff, 0x13]))
+        .await
+        .unwrap();
+    queue
+        .publish(&name, Message::new(vec![42u8, 0, 0]))
+        .await
+        .unwrap();
     let mut consumer = queue.consume(&name, 2).await.unwrap();
     for _ in 0..2 {
         let delivery = next(&mut consumer).await;
-        let decoded = decode_or_dead_letter(delivery, envelope::decode_job).await.unwrap();
+        let decoded = decode_or_dead_letter(delivery, envelope::decode_job)
+            .await
+            .unwrap();
         assert!(decoded.is_none(), "garbage must not decode");
     }
     nothing_within(&mut consumer, Duration::from_millis(200)).await;
@@ -185,7 +225,10 @@ async fn properties_round_trip(queue: &dyn JobQueue) {
         headers: [("x-reverie-token".to_string(), "t0k".to_string())].into(),
         ..MessageProps::default()
     };
-    queue.publish(&name, Message::new("{}").with_props(props.clone())).await.unwrap();
+    queue
+        .publish(&name, Message::new("{}").with_props(props.clone()))
+        .await
+        .unwrap();
     let mut consumer = queue.consume(&name, 1).await.unwrap();
     let delivery = next(&mut consumer).await;
     let got = delivery.props().clone();
@@ -193,7 +236,10 @@ async fn properties_round_trip(queue: &dyn JobQueue) {
     assert_eq!(got.correlation_id, props.correlation_id);
     assert_eq!(got.reply_to, props.reply_to);
     assert_eq!(got.content_type, props.content_type);
-    assert_eq!(got.headers.get("x-reverie-token"), props.headers.get("x-reverie-token"));
+    assert_eq!(
+        got.headers.get("x-reverie-token"),
+        props.headers.get("x-reverie-token")
+    );
     assert!(got.timestamp_ms.is_some(), "publication time is stamped");
     delivery.ack().await.unwrap();
     drop(consumer);
@@ -226,7 +272,10 @@ async fn memory_queue_keeps_unacked_messages_across_a_restart() {
         let queue = MemoryQueue::open(dir.path()).unwrap();
         queue.declare(&QueueSpec::new("jobs")).await.unwrap();
         queue.publish("jobs", Message::new("acked")).await.unwrap();
-        queue.publish("jobs", Message::new("in flight")).await.unwrap();
+        queue
+            .publish("jobs", Message::new("in flight"))
+            .await
+            .unwrap();
         let mut consumer = queue.consume("jobs", 2).await.unwrap();
         next(&mut consumer).await.ack().await.unwrap();
         std::mem::forget(next(&mut consumer).await);
@@ -243,8 +292,13 @@ async fn memory_queue_keeps_unacked_messages_across_a_restart() {
 
 #[tokio::test]
 async fn unreachable_rabbitmq_is_one_clear_error() {
-    let error = AmqpQueue::connect("amqp://guest:guest@127.0.0.1:9/%2f").await.unwrap_err();
+    let error = AmqpQueue::connect("amqp://guest:guest@127.0.0.1:9/%2f")
+        .await
+        .unwrap_err();
     assert!(error.is_transient());
     let text = error.to_string();
-    assert!(text.contains("amqp") && text.contains("127.0.0.1:9") && !text.contains("guest:guest"), "{text}");
+    assert!(
+        text.contains("amqp") && text.contains("127.0.0.1:9") && !text.contains("guest:guest"),
+        "{text}"
+    );
 }

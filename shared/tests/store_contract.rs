@@ -18,10 +18,23 @@ async fn contract(store: &dyn ObjectStore) {
 }
 
 async fn put_get_head_and_overwrite(store: &dyn ObjectStore) {
-    store.put("a/one.txt", Bytes::from_static(b"first")).await.unwrap();
-    store.put("a/one.txt", Bytes::from_static(b"second")).await.unwrap();
-    assert_eq!(store.get("a/one.txt").await.unwrap(), Bytes::from_static(b"second"));
-    let meta = store.head("a/one.txt").await.unwrap().expect("object exists");
+    store
+        .put("a/one.txt", Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    store
+        .put("a/one.txt", Bytes::from_static(b"second"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("a/one.txt").await.unwrap(),
+        Bytes::from_static(b"second")
+    );
+    let meta = store
+        .head("a/one.txt")
+        .await
+        .unwrap()
+        .expect("object exists");
     assert_eq!(meta.size, 6);
     store.put("a/empty", Bytes::new()).await.unwrap();
     assert_eq!(store.get("a/empty").await.unwrap().len(), 0);
@@ -36,16 +49,28 @@ async fn missing_objects(store: &dyn ObjectStore) {
 
 async fn ranges(store: &dyn ObjectStore) {
     let body: Vec<u8> = (0..=255u8).collect();
-    store.put("r/bytes", Bytes::from(body.clone())).await.unwrap();
-    assert_eq!(store.get_range("r/bytes", 10..20).await.unwrap(), Bytes::from(body[10..20].to_vec()));
+    store
+        .put("r/bytes", Bytes::from(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_range("r/bytes", 10..20).await.unwrap(),
+        Bytes::from(body[10..20].to_vec())
+    );
     // A range past the end is clipped, as HTTP range requests are.
-    assert_eq!(store.get_range("r/bytes", 250..300).await.unwrap(), Bytes::from(body[250..].to_vec()));
+    assert_eq!(
+        store.get_range("r/bytes", 250..300).await.unwrap(),
+        Bytes::from(body[250..].to_vec())
+    );
     assert!(store.get_range("r/bytes", 5..5).await.unwrap().is_empty());
 }
 
 async fn streaming_reader(store: &dyn ObjectStore) {
     let body = vec![7u8; 300_000];
-    store.put("s/large", Bytes::from(body.clone())).await.unwrap();
+    store
+        .put("s/large", Bytes::from(body.clone()))
+        .await
+        .unwrap();
     let mut reader = store.reader("s/large").await.unwrap();
     let mut chunk = vec![0u8; 4096];
     let mut total = Vec::new();
@@ -63,9 +88,21 @@ async fn listing_is_sorted_and_scoped(store: &dyn ObjectStore) {
     for key in ["l/t1/b", "l/t1/a", "l/t1/sub/c", "l/t10/x", "l/t2/y"] {
         store.put(key, Bytes::from_static(b"x")).await.unwrap();
     }
-    let keys: Vec<String> = store.list("l/t1/").await.unwrap().into_iter().map(|m| m.key).collect();
+    let keys: Vec<String> = store
+        .list("l/t1/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
     assert_eq!(keys, ["l/t1/a", "l/t1/b", "l/t1/sub/c"]);
-    let keys: Vec<String> = store.list("l/t1").await.unwrap().into_iter().map(|m| m.key).collect();
+    let keys: Vec<String> = store
+        .list("l/t1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
     assert_eq!(keys.len(), 4, "a bare prefix matches t1 and t10: {keys:?}");
     assert!(store.list("l/none/").await.unwrap().is_empty());
 }
@@ -77,9 +114,18 @@ async fn multipart_file_upload(store: &dyn ObjectStore) {
     let body: Vec<u8> = (0..11 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
     std::fs::write(&path, &body).unwrap();
     store.put_file("m/big.bin", &path).await.unwrap();
-    assert_eq!(store.head("m/big.bin").await.unwrap().unwrap().size, body.len() as u64);
-    let tail = store.get_range("m/big.bin", 10 * 1024 * 1024..10 * 1024 * 1024 + 16).await.unwrap();
-    assert_eq!(tail.as_ref(), &body[10 * 1024 * 1024..10 * 1024 * 1024 + 16]);
+    assert_eq!(
+        store.head("m/big.bin").await.unwrap().unwrap().size,
+        body.len() as u64
+    );
+    let tail = store
+        .get_range("m/big.bin", 10 * 1024 * 1024..10 * 1024 * 1024 + 16)
+        .await
+        .unwrap();
+    assert_eq!(
+        tail.as_ref(),
+        &body[10 * 1024 * 1024..10 * 1024 * 1024 + 16]
+    );
 }
 
 async fn deletes(store: &dyn ObjectStore) {
@@ -97,7 +143,10 @@ async fn deletes(store: &dyn ObjectStore) {
 async fn rejects_escaping_keys(store: &dyn ObjectStore) {
     for key in ["../etc/passwd", "/abs", "a//b", "a/./b", ""] {
         let error = store.put(key, Bytes::from_static(b"x")).await.unwrap_err();
-        assert!(matches!(error, StoreError::InvalidKey { .. }), "{key:?}: {error}");
+        assert!(
+            matches!(error, StoreError::InvalidKey { .. }),
+            "{key:?}: {error}"
+        );
     }
 }
 
@@ -124,7 +173,10 @@ async fn local_store_survives_reopening() {
         .await
         .unwrap();
     let reopened = LocalStore::open(dir.path()).unwrap();
-    assert_eq!(reopened.get("k/v").await.unwrap(), Bytes::from_static(b"kept"));
+    assert_eq!(
+        reopened.get("k/v").await.unwrap(),
+        Bytes::from_static(b"kept")
+    );
 }
 
 #[tokio::test]
@@ -135,5 +187,8 @@ async fn unreachable_s3_is_one_clear_error() {
     let error = store.get("x").await.unwrap_err();
     assert!(error.is_transient(), "{error}");
     let text = error.to_string();
-    assert!(text.contains("s3") && text.contains("127.0.0.1:9"), "{text}");
+    assert!(
+        text.contains("s3") && text.contains("127.0.0.1:9"),
+        "{text}"
+    );
 }

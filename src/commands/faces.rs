@@ -62,7 +62,11 @@ pub async fn models(global: &GlobalArgs, command: ModelsCommand) -> anyhow::Resu
                 .iter()
                 .find(|f| f.file_name().is_some_and(|n| n == model.name))
                 .with_context(|| format!("{} was not fetched", model.name))?;
-            let key = format!("{}{}", keys::model_prefix(model.name, model.sha256), model.name);
+            let key = format!(
+                "{}{}",
+                keys::model_prefix(model.name, model.sha256),
+                model.name
+            );
             store.put(&key, Bytes::from(std::fs::read(file)?)).await?;
             println!("uploaded {key}");
         }
@@ -82,16 +86,20 @@ pub async fn detect(global: &GlobalArgs, command: FacesCommand) -> anyhow::Resul
     let config = app::start_quiet(global)?;
     let FacesCommand::Detect { json, images } = command;
     let models_dir = config.models_dir();
-    let analyzer = tokio::task::spawn_blocking(move || FaceModels::load(&models_dir).map(FaceAnalyzer::new))
-        .await
-        .context("model load task")??;
+    let analyzer =
+        tokio::task::spawn_blocking(move || FaceModels::load(&models_dir).map(FaceAnalyzer::new))
+            .await
+            .context("model load task")??;
     let mut results = Vec::new();
     for path in images {
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         // Boxes are in pixels of the image as shown: EXIF orientation applied first.
-        let orientation = reverie_library::exif_read::read_exif(&bytes).orientation.unwrap_or(1);
+        let orientation = reverie_library::exif_read::read_exif(&bytes)
+            .orientation
+            .unwrap_or(1);
         probe(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let image = decode(&bytes, 200_000_000, orientation).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let image = decode(&bytes, 200_000_000, orientation)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let mut faces = analyzer.analyze_dynamic_batch(std::slice::from_ref(&image))?;
         results.push(ImageFaces {
             path: path.display().to_string(),
@@ -101,15 +109,30 @@ pub async fn detect(global: &GlobalArgs, command: FacesCommand) -> anyhow::Resul
         });
     }
     if json {
-        println!("{}", serde_json::to_string(&serde_json::json!({ "images": results }))?);
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "images": results }))?
+        );
     } else {
         for image in &results {
-            println!("{} ({}x{}): {} faces", image.path, image.width, image.height, image.faces.len());
+            println!(
+                "{} ({}x{}): {} faces",
+                image.path,
+                image.width,
+                image.height,
+                image.faces.len()
+            );
             for face in &image.faces {
                 let b = &face.bbox;
                 println!(
                     "  box ({}, {}, {}, {}) confidence {:.3} landmarks {:?} descriptor[0..4] {:?}",
-                    b.left, b.top, b.right, b.bottom, face.confidence, face.landmarks, &face.descriptor[..4.min(face.descriptor.len())]
+                    b.left,
+                    b.top,
+                    b.right,
+                    b.bottom,
+                    face.confidence,
+                    face.landmarks,
+                    &face.descriptor[..4.min(face.descriptor.len())]
                 );
             }
         }

@@ -26,6 +26,14 @@ pub enum LibraryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The photos closest in style (colour, tone, texture) to PHOTO (a file name or photo id).
+    Similar {
+        #[arg(long)]
+        tenant: String,
+        photo: String,
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
     /// What a tenant's library holds: counts, dates, albums, places, light, people.
     Show {
         #[arg(long)]
@@ -39,9 +47,17 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
     let config = app::start_quiet(global)?;
     let store = connect_store(&config, Backoff::from(&config.retry)).await?;
     match command {
-        LibraryCommand::Import { tenant, source, max_pixels, json } => {
+        LibraryCommand::Import {
+            tenant,
+            source,
+            max_pixels,
+            json,
+        } => {
             let tenant = TenantId::new(tenant)?;
-            let options = ImportOptions { max_pixels, ..ImportOptions::default() };
+            let options = ImportOptions {
+                max_pixels,
+                ..ImportOptions::default()
+            };
             let report = match parse_s3_url(&source) {
                 Some((bucket, prefix)) => {
                     let s3 = S3Store::connect(S3Config {
@@ -55,11 +71,20 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                         multipart_threshold: config.s3.multipart_threshold_mb * 1024 * 1024,
                     })
                     .await;
-                    import(&*store, &tenant, ImportSource::Objects { store: &s3, prefix }, &options).await?
+                    import(
+                        &*store,
+                        &tenant,
+                        ImportSource::Objects { store: &s3, prefix },
+                        &options,
+                    )
+                    .await?
                 }
                 None => {
                     let path = PathBuf::from(&source);
-                    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("zip")) {
+                    if path
+                        .extension()
+                        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
+                    {
                         bail!("{source}: Takeout .zip archives are imported unpacked; run `unzip` first and import the folder");
                     }
                     import(&*store, &tenant, ImportSource::Folder(path), &options)
@@ -82,6 +107,11 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                 }
             }
         }
+        LibraryCommand::Similar {
+            tenant,
+            photo,
+            count,
+        } => similar(&*store, tenant, photo, count).await?,
         LibraryCommand::Show { tenant, json } => {
             let manifest = load_manifest(&*store, &TenantId::new(tenant)?).await?;
             let summary = summarise(&manifest);
@@ -91,6 +121,63 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                 print!("{}", summary.to_text());
             }
         }
+    }
+    Ok(())
+}
+
+/// `reverie library similar --tenant T PHOTO`: the photos whose style fingerprints are closest.
+async fn similar(
+    store: &dyn reverie_shared::ports::store::ObjectStore,
+    tenant: String,
+    photo: String,
+    count: usize,
+) -> anyhow::Result<()> {
+    use reverie_worker::analysis::analysis_key;
+    let tenant = TenantId::new(tenant)?;
+    let manifest = load_manifest(store, &tenant).await?;
+    let mut fingerprints = Vec::new();
+    for shard in &manifest.shards {
+        let key = analysis_key(&tenant, &shard.id);
+        let bytes = match store.get(&key).await {
+            Ok(bytes) => bytes,
+            Err(error) if error.is_not_found() => bail!(
+                "shard {} is not analysed yet: run `reverie analyse --tenant {tenant}`",
+                shard.id
+            ),
+            Err(error) => return Err(error.into()),
+        };
+        let analysis: reverie_worker::analysis::ShardAnalysis = serde_json::from_slice(&bytes)?;
+        for photo in analysis.photos {
+            if let Some(fingerprint) = photo.fingerprint {
+                fingerprints.push((photo.photo, fingerprint));
+            }
+        }
+    }
+    let name_of = |id: &reverie_shared::ids::PhotoId| {
+        manifest
+            .photos
+            .iter()
+            .find(|p| &p.meta.id == id)
+            .map(|p| p.meta.original.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let query = fingerprints
+        .iter()
+        .position(|(id, _)| id.as_str() == photo || name_of(id) == photo || name_of(id).ends_with(&format!("/{photo}")))
+        .with_context(|| format!("no analysed photo {photo:?} in tenant {tenant}'s library (give its file name or id)"))?;
+    let candidates: Vec<reverie_paint::Fingerprint> =
+        fingerprints.iter().map(|(_, f)| f.clone()).collect();
+    let neighbours = reverie_paint::nearest(&candidates[query], &candidates, count + 1);
+    for neighbour in neighbours
+        .into_iter()
+        .filter(|n| n.index != query)
+        .take(count)
+    {
+        println!(
+            "{:.3}  {}",
+            neighbour.similarity,
+            name_of(&fingerprints[neighbour.index].0)
+        );
     }
     Ok(())
 }

@@ -30,15 +30,26 @@ pub fn run(global: &GlobalArgs, args: PaintArgs) -> anyhow::Result<()> {
                 eprintln!("warning: unknown style words: {}", words.unknown.join(", "));
             }
             words.spec.with_context(|| {
-                format!("no known style in {:?}; presets: {}", args.style, PRESET_NAMES.join(", "))
+                format!(
+                    "no known style in {:?}; presets: {}",
+                    args.style,
+                    PRESET_NAMES.join(", ")
+                )
             })?
         }
     };
-    let image = image::open(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
+    let image =
+        image::open(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let painted = paint(&image, &style, args.seed)?;
     painted
         .save(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;
-    println!("{} ({}, {}x{})", args.out.display(), style.name, painted.width(), painted.height());
+    println!(
+        "{} ({}, {}x{})",
+        args.out.display(),
+        style.name,
+        painted.width(),
+        painted.height()
+    );
     Ok(())
 }

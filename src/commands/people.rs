@@ -57,7 +57,10 @@ pub async fn analyse(global: &GlobalArgs, tenant: String) -> anyhow::Result<()> 
     let config = app::start_quiet(global)?;
     let backends = Backends::connect(&config).await?;
     let tenant = TenantId::new(tenant)?;
-    let analyser = Analyser::load(&config.models_dir(), Duration::from_secs(config.cache.embedding_ttl_s));
+    let analyser = Analyser::load(
+        &config.models_dir(),
+        Duration::from_secs(config.cache.embedding_ttl_s),
+    );
     if let Err(reason) = &analyser.faces {
         eprintln!("warning: faces are not analysed: {reason}");
     }
@@ -68,13 +71,24 @@ pub async fn analyse(global: &GlobalArgs, tenant: String) -> anyhow::Result<()> 
 
 /// The analysis of a whole library, in-process (the demo and `library analyse` use it; farms publish
 /// analyse jobs instead).
-pub async fn analyse_library(backends: &Backends, tenant: &TenantId, analyser: &Analyser) -> anyhow::Result<String> {
+pub async fn analyse_library(
+    backends: &Backends,
+    tenant: &TenantId,
+    analyser: &Analyser,
+) -> anyhow::Result<String> {
     let manifest = load_manifest(&*backends.store, tenant).await?;
     let started = Instant::now();
     let (mut computed, mut reused, mut faces) = (0, 0, 0);
     let mut analyses = Vec::new();
     for shard in &manifest.shards {
-        let (analysis, outcome) = analyse_shard(analyser, &*backends.store, &*backends.cache, tenant, &shard.id).await?;
+        let (analysis, outcome) = analyse_shard(
+            analyser,
+            &*backends.store,
+            &*backends.cache,
+            tenant,
+            &shard.id,
+        )
+        .await?;
         match outcome {
             Outcome::Computed => computed += 1,
             Outcome::Persisted { .. } => reused += 1,
@@ -94,11 +108,26 @@ pub async fn analyse_library(backends: &Backends, tenant: &TenantId, analyser: &
 }
 
 fn parse_face(text: &str) -> anyhow::Result<(String, FaceBox)> {
-    let (photo, coords) = text.split_once(':').context("--face takes PHOTO_ID:LEFT,TOP,RIGHT,BOTTOM")?;
-    let n: Vec<i64> = coords.split(',').map(|v| v.trim().parse()).collect::<Result<_, _>>()
+    let (photo, coords) = text
+        .split_once(':')
+        .context("--face takes PHOTO_ID:LEFT,TOP,RIGHT,BOTTOM")?;
+    let n: Vec<i64> = coords
+        .split(',')
+        .map(|v| v.trim().parse())
+        .collect::<Result<_, _>>()
         .with_context(|| format!("--face {text:?}: coordinates must be integers"))?;
-    let [left, top, right, bottom] = n[..] else { bail!("--face {text:?}: four coordinates expected") };
-    Ok((photo.to_string(), FaceBox { left, top, right, bottom }))
+    let [left, top, right, bottom] = n[..] else {
+        bail!("--face {text:?}: four coordinates expected")
+    };
+    Ok((
+        photo.to_string(),
+        FaceBox {
+            left,
+            top,
+            right,
+            bottom,
+        },
+    ))
 }
 
 pub async fn run(global: &GlobalArgs, command: PeopleCommand) -> anyhow::Result<()> {
@@ -126,14 +155,30 @@ pub async fn run(global: &GlobalArgs, command: PeopleCommand) -> anyhow::Result<
             let people = load_people(&*backends.store, &tenant).await?;
             let manifest = load_manifest(&*backends.store, &tenant).await?;
             let view = people_view(&people, &manifest);
-            let person = view.iter().find(|p| p.id == id).with_context(|| format!("no person {id}"))?;
+            let person = view
+                .iter()
+                .find(|p| p.id == id)
+                .with_context(|| format!("no person {id}"))?;
             println!("{}", serde_json::to_string_pretty(person)?);
         }
-        PeopleCommand::Name { tenant, id, name } => edit(&backends, &tenant_of(&tenant)?, |p| p.name(id, &name).map(|_| ())).await?,
-        PeopleCommand::Merge { tenant, into, from } => edit(&backends, &tenant_of(&tenant)?, |p| p.merge(into, from)).await?,
+        PeopleCommand::Name { tenant, id, name } => {
+            edit(&backends, &tenant_of(&tenant)?, |p| {
+                p.name(id, &name).map(|_| ())
+            })
+            .await?
+        }
+        PeopleCommand::Merge { tenant, into, from } => {
+            edit(&backends, &tenant_of(&tenant)?, |p| p.merge(into, from)).await?
+        }
         PeopleCommand::Split { tenant, id, faces } => {
-            let faces = faces.iter().map(|f| parse_face(f)).collect::<anyhow::Result<Vec<_>>>()?;
-            edit(&backends, &tenant_of(&tenant)?, |p| p.split(id, &faces).map(|new| println!("new person {new}"))).await?
+            let faces = faces
+                .iter()
+                .map(|f| parse_face(f))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            edit(&backends, &tenant_of(&tenant)?, |p| {
+                p.split(id, &faces).map(|new| println!("new person {new}"))
+            })
+            .await?
         }
     }
     Ok(())
@@ -142,7 +187,9 @@ pub async fn run(global: &GlobalArgs, command: PeopleCommand) -> anyhow::Result<
 async fn edit(
     backends: &Backends,
     tenant: &TenantId,
-    change: impl FnOnce(&mut reverie_faces::people::People) -> Result<(), reverie_faces::people::PeopleError>,
+    change: impl FnOnce(
+        &mut reverie_faces::people::People,
+    ) -> Result<(), reverie_faces::people::PeopleError>,
 ) -> anyhow::Result<()> {
     let mut people = load_people(&*backends.store, tenant).await?;
     change(&mut people)?;

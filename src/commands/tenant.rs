@@ -66,17 +66,35 @@ fn lifetime(days: Option<u64>) -> Option<Duration> {
 pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<()> {
     let core = core(global).await?;
     match command {
-        TenantCommand::Create { tenant, expires_days } => {
+        TenantCommand::Create {
+            tenant,
+            expires_days,
+        } => {
             let tenant = TenantId::new(tenant)?;
             core.tenants().create(&tenant).await?;
-            println!("{}", core.tenants().issue_token(&tenant, lifetime(expires_days), None).await?);
+            println!(
+                "{}",
+                core.tenants()
+                    .issue_token(&tenant, lifetime(expires_days), None)
+                    .await?
+            );
         }
-        TenantCommand::Token { tenant, expires_days } => {
+        TenantCommand::Token {
+            tenant,
+            expires_days,
+        } => {
             let tenant = TenantId::new(tenant)?;
-            println!("{}", core.tenants().issue_token(&tenant, lifetime(expires_days), None).await?);
+            println!(
+                "{}",
+                core.tenants()
+                    .issue_token(&tenant, lifetime(expires_days), None)
+                    .await?
+            );
         }
         TenantCommand::BindAmqpUser { tenant, user } => {
-            core.tenants().bind_amqp_user(&TenantId::new(tenant)?, &user).await?;
+            core.tenants()
+                .bind_amqp_user(&TenantId::new(tenant)?, &user)
+                .await?;
         }
         TenantCommand::Forget { tenant } => {
             let report = core.forget(&TenantId::new(tenant)?).await?;
@@ -90,10 +108,14 @@ pub async fn consent(global: &GlobalArgs, command: ConsentCommand) -> anyhow::Re
     let core = core(global).await?;
     match command {
         ConsentCommand::Grant { tenant, source } => {
-            core.tenants().set_consent(&TenantId::new(tenant)?, &source, true).await?;
+            core.tenants()
+                .set_consent(&TenantId::new(tenant)?, &source, true)
+                .await?;
         }
         ConsentCommand::Revoke { tenant, source } => {
-            let cancelled = core.revoke_consent(&TenantId::new(tenant)?, &source).await?;
+            let cancelled = core
+                .revoke_consent(&TenantId::new(tenant)?, &source)
+                .await?;
             println!("consent for {source} revoked; {cancelled} queued jobs cancelled");
         }
         ConsentCommand::Show { tenant } => {

@@ -147,7 +147,10 @@ pub async fn analyse_shard(
     Ok((analysis, Outcome::Computed))
 }
 
-async fn persisted(store: &dyn ObjectStore, key: &str) -> Result<Option<ShardAnalysis>, AnalysisError> {
+async fn persisted(
+    store: &dyn ObjectStore,
+    key: &str,
+) -> Result<Option<ShardAnalysis>, AnalysisError> {
     match store.get(key).await {
         // An unreadable old analysis is recomputed rather than trusted.
         Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
@@ -156,7 +159,11 @@ async fn persisted(store: &dyn ObjectStore, key: &str) -> Result<Option<ShardAna
     }
 }
 
-fn compute(analyser: &Analyser, shard: &ShardId, tar: &[u8]) -> Result<ShardAnalysis, AnalysisError> {
+fn compute(
+    analyser: &Analyser,
+    shard: &ShardId,
+    tar: &[u8],
+) -> Result<ShardAnalysis, AnalysisError> {
     let mut photos = Vec::new();
     let mut images = Vec::new();
     read_samples(tar, |sample| {
@@ -166,16 +173,24 @@ fn compute(analyser: &Analyser, shard: &ShardId, tar: &[u8]) -> Result<ShardAnal
                 images.push(image);
             }
             // A photo that decoded at import and not now is damaged in storage: analyse the rest.
-            Err(damage) => tracing::warn!(photo = %sample.photo, %damage, "photo skipped by analysis"),
+            Err(damage) => {
+                tracing::warn!(photo = %sample.photo, %damage, "photo skipped by analysis")
+            }
         }
         Ok(())
     })
-    .map_err(|e| AnalysisError::Shard { shard: shard.to_string(), detail: e.to_string() })?;
+    .map_err(|e| AnalysisError::Shard {
+        shard: shard.to_string(),
+        detail: e.to_string(),
+    })?;
     let faces = match &analyser.faces {
         Ok(faces) => {
             let working: Vec<(DynamicImage, f64)> = images.iter().map(working_copy).collect();
-            let copies: Vec<DynamicImage> = working.iter().map(|(image, _)| image.clone()).collect();
-            let found = faces.analyze_dynamic_batch(&copies).map_err(|e| AnalysisError::Faces(e.to_string()))?;
+            let copies: Vec<DynamicImage> =
+                working.iter().map(|(image, _)| image.clone()).collect();
+            let found = faces
+                .analyze_dynamic_batch(&copies)
+                .map_err(|e| AnalysisError::Faces(e.to_string()))?;
             found
                 .into_iter()
                 .zip(&working)
@@ -211,7 +226,11 @@ fn working_copy(image: &DynamicImage) -> (DynamicImage, f64) {
     if side <= ANALYSIS_MAX_SIDE {
         return (image.clone(), 1.0);
     }
-    let copy = image.resize(ANALYSIS_MAX_SIDE, ANALYSIS_MAX_SIDE, image::imageops::FilterType::Triangle);
+    let copy = image.resize(
+        ANALYSIS_MAX_SIDE,
+        ANALYSIS_MAX_SIDE,
+        image::imageops::FilterType::Triangle,
+    );
     let scale = f64::from(side) / f64::from(copy.width().max(copy.height()));
     (copy, scale)
 }
@@ -219,7 +238,11 @@ fn working_copy(image: &DynamicImage) -> (DynamicImage, f64) {
 fn analysed(face: Face, scale: f64) -> AnalysedFace {
     let quality = match &face.chip {
         Some(chip) => FaceQuality::measure(chip, &face.landmarks, &face.bbox),
-        None => FaceQuality { sharpness: 0.0, frontalness: 0.0, size: 0.0 },
+        None => FaceQuality {
+            sharpness: 0.0,
+            frontalness: 0.0,
+            size: 0.0,
+        },
     };
     let mut face = face;
     if scale != 1.0 {
@@ -233,7 +256,13 @@ fn analysed(face: Face, scale: f64) -> AnalysedFace {
         }
     }
     face.chip = None;
-    AnalysedFace { face, quality: FaceQuality { size: quality.size * scale as f32, ..quality } }
+    AnalysedFace {
+        face,
+        quality: FaceQuality {
+            size: quality.size * scale as f32,
+            ..quality
+        },
+    }
 }
 
 /// Writes each photo's embeddings to the cache; with `only_missing`, only the ones the cache lost.
@@ -244,14 +273,21 @@ async fn fill_cache(
     ttl: Duration,
     only_missing: bool,
 ) -> Result<usize, AnalysisError> {
-    let face_model = analysis.face_model.clone().unwrap_or_else(|| "none".to_string());
+    let face_model = analysis
+        .face_model
+        .clone()
+        .unwrap_or_else(|| "none".to_string());
     let style_version = format!("v{}", reverie_paint::fingerprint::VERSION);
     let mut entries: Vec<(String, Bytes)> = Vec::new();
     for photo in &analysis.photos {
         if analysis.face_model.is_some() {
-            let descriptors: Vec<&Vec<f32>> = photo.faces.iter().map(|f| &f.face.descriptor).collect();
+            let descriptors: Vec<&Vec<f32>> =
+                photo.faces.iter().map(|f| &f.face.descriptor).collect();
             let value = serde_json::to_vec(&descriptors).unwrap_or_default();
-            entries.push((keys::embedding_cache_key(tenant, "face", &face_model, &photo.photo), Bytes::from(value)));
+            entries.push((
+                keys::embedding_cache_key(tenant, "face", &face_model, &photo.photo),
+                Bytes::from(value),
+            ));
         }
         if let Some(fingerprint) = &photo.fingerprint {
             entries.push((
@@ -261,7 +297,10 @@ async fn fill_cache(
         }
         if let Some(palette) = &photo.palette {
             let value = serde_json::to_vec(palette).unwrap_or_default();
-            entries.push((keys::embedding_cache_key(tenant, "palette", &style_version, &photo.photo), Bytes::from(value)));
+            entries.push((
+                keys::embedding_cache_key(tenant, "palette", &style_version, &photo.photo),
+                Bytes::from(value),
+            ));
         }
     }
     if only_missing {
@@ -304,19 +343,31 @@ pub async fn run_analysis(
                 continue;
             }
         };
-        let Ok(Some((job, delivery))) = decode_or_dead_letter(delivery, envelope::decode_job).await else {
+        let Ok(Some((job, delivery))) = decode_or_dead_letter(delivery, envelope::decode_job).await
+        else {
             continue;
         };
         let JobSpec::Analyse(spec) = &job.spec else {
-            let _ = delivery.dead_letter("invalid", "a generate job on the analysis queue").await;
+            let _ = delivery
+                .dead_letter("invalid", "a generate job on the analysis queue")
+                .await;
             continue;
         };
         let span = tracing::info_span!("analyse", job = %spec.job, shard = %spec.shard);
         let _entered = span.enter();
         let started = std::time::Instant::now();
-        let result = analyse_shard(&analyser, &*ctx.backends.store, &*ctx.backends.cache, &spec.tenant, &spec.shard).await;
+        let result = analyse_shard(
+            &analyser,
+            &*ctx.backends.store,
+            &*ctx.backends.cache,
+            &spec.tenant,
+            &spec.shard,
+        )
+        .await;
         let m = metrics::global();
-        m.job_duration.with_label_values(&["analyse"]).observe(started.elapsed().as_secs_f64());
+        m.job_duration
+            .with_label_values(&["analyse"])
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok((_, outcome)) => {
                 tracing::info!(?outcome, "shard analysed");
@@ -342,7 +393,11 @@ pub async fn run_analysis(
             Err(error) => {
                 ctx.report_final_failure(&job, &error.to_string()).await;
                 m.jobs.with_label_values(&["analyse", "failed"]).inc();
-                let reason = if error.retryable() { "retries_exhausted" } else { "invalid" };
+                let reason = if error.retryable() {
+                    "retries_exhausted"
+                } else {
+                    "invalid"
+                };
                 let _ = delivery.dead_letter(reason, &error.to_string()).await;
             }
         }

@@ -21,7 +21,12 @@ pub struct BatchLimits {
 }
 
 /// Whether to stop collecting: `held` jobs pulled, the first of them `waited` ago.
-pub fn should_close(limits: BatchLimits, held: usize, waited: Duration, draining: bool) -> Option<BatchClosed> {
+pub fn should_close(
+    limits: BatchLimits,
+    held: usize,
+    waited: Duration,
+    draining: bool,
+) -> Option<BatchClosed> {
     if held == 0 {
         return None;
     }
@@ -72,7 +77,10 @@ mod tests {
         ];
         for (held, waited_ms, draining, expected) in cases {
             let got = should_close(LIMITS, held, Duration::from_millis(waited_ms), draining);
-            assert_eq!(got, expected, "held={held} waited={waited_ms}ms draining={draining}");
+            assert_eq!(
+                got, expected,
+                "held={held} waited={waited_ms}ms draining={draining}"
+            );
         }
     }
 
@@ -80,7 +88,10 @@ mod tests {
     fn groups_by_key_in_arrival_order() {
         let jobs = vec![("a", 1), ("b", 2), ("a", 3), ("c", 4), ("b", 5)];
         let groups = group_compatible(jobs, |(k, _)| k.to_string());
-        let ids: Vec<Vec<i32>> = groups.iter().map(|g| g.iter().map(|(_, i)| *i).collect()).collect();
+        let ids: Vec<Vec<i32>> = groups
+            .iter()
+            .map(|g| g.iter().map(|(_, i)| *i).collect())
+            .collect();
         assert_eq!(ids, vec![vec![1, 3], vec![2, 5], vec![4]]);
     }
 }

@@ -30,7 +30,10 @@ impl Renderers {
 
     pub fn get(&self, kind: RendererKind) -> Result<Arc<dyn Renderer>, RenderError> {
         self.by_kind.get(&kind).cloned().ok_or_else(|| {
-            RenderError::ModelUnavailable(format!("this worker has no {} renderer configured", kind.label()))
+            RenderError::ModelUnavailable(format!(
+                "this worker has no {} renderer configured",
+                kind.label()
+            ))
         })
     }
 
@@ -75,7 +78,12 @@ impl WorkerContext {
 
     /// Counts deliveries of one attempt of a job (a redelivery means a worker died holding it).
     pub async fn delivery_count(&self, job: &Job) -> u64 {
-        let key = format!("{}:deliveries:{}:{}", self.cache_prefix, job.spec.id(), job.attempt);
+        let key = format!(
+            "{}:deliveries:{}:{}",
+            self.cache_prefix,
+            job.spec.id(),
+            job.attempt
+        );
         // A cache outage must not turn every redelivery into poison: count it as the first.
         self.backends
             .cache
@@ -115,9 +123,10 @@ impl WorkerContext {
             ..Backoff::from(&self.retry)
         };
         let result = with_backoff("event queue", backoff, QueueError::is_transient, || {
-            self.backends
-                .queue
-                .publish(&self.queues.events, Message::new(body.clone()).with_props(props.clone()))
+            self.backends.queue.publish(
+                &self.queues.events,
+                Message::new(body.clone()).with_props(props.clone()),
+            )
         })
         .await;
         match result {

@@ -84,7 +84,9 @@ impl PhotoCache {
         }
         *total += bytes.len() as u64;
         while *total > self.max_bytes {
-            let Some((evicted, size)) = entries.pop_lru() else { break };
+            let Some((evicted, size)) = entries.pop_lru() else {
+                break;
+            };
             *total -= size;
             let _ = std::fs::remove_file(self.path(&evicted));
         }
@@ -108,7 +110,10 @@ pub async fn fetch_photo(
         return Ok(bytes);
     }
     let key = keys::shard(tenant, &photo.shard);
-    let bytes = match store.get_range(&key, photo.offset..photo.offset + photo.length).await {
+    let bytes = match store
+        .get_range(&key, photo.offset..photo.offset + photo.length)
+        .await
+    {
         Ok(bytes) => bytes,
         Err(StoreError::NotFound { .. }) => {
             return Err(InputError::Missing {
@@ -124,7 +129,12 @@ pub async fn fetch_photo(
         return Err(InputError::Corrupt {
             photo: photo.photo.to_string(),
             shard: photo.shard.to_string(),
-            detail: format!("bytes {}..{} hash to {}", photo.offset, photo.offset + photo.length, actual.short()),
+            detail: format!(
+                "bytes {}..{} hash to {}",
+                photo.offset,
+                photo.offset + photo.length,
+                actual.short()
+            ),
         });
     }
     if let Some(cache) = cache {

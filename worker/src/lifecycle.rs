@@ -32,14 +32,23 @@ struct Heartbeat<'a> {
 }
 
 /// Runs a worker until `shutdown` turns true, then drains and returns.
-pub async fn run_worker(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>) -> Result<(), WorkerError> {
+pub async fn run_worker(
+    ctx: Arc<WorkerContext>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
     for spec in ctx.queues.specs() {
         ctx.backends.queue.declare(&spec).await?;
     }
     let m = metrics::global();
     // Every outcome series exists from the start: dashboards read 0, not "no data".
     for kind in ["generate", "analyse"] {
-        for outcome in ["succeeded", "failed", "retried", "dead_lettered", "cancelled"] {
+        for outcome in [
+            "succeeded",
+            "failed",
+            "retried",
+            "dead_lettered",
+            "cancelled",
+        ] {
             m.jobs.with_label_values(&[kind, outcome]);
         }
         m.job_retries.with_label_values(&[kind]);
@@ -59,7 +68,11 @@ pub async fn run_worker(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>
 
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), shutdown.clone()));
     let analysis = ctx.analyser.clone().map(|analyser| {
-        tokio::spawn(crate::analysis::run_analysis(ctx.clone(), analyser, shutdown.clone()))
+        tokio::spawn(crate::analysis::run_analysis(
+            ctx.clone(),
+            analyser,
+            shutdown.clone(),
+        ))
     });
     let result = run_generation(ctx.clone(), shutdown).await;
     if let Some(analysis) = analysis {
@@ -71,7 +84,11 @@ pub async fn run_worker(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>
     }
     heartbeat.abort();
     // A clean exit removes the heartbeat at once instead of letting it expire.
-    let _ = ctx.backends.cache.delete(&keys::worker_heartbeat_key(&ctx.worker_id)).await;
+    let _ = ctx
+        .backends
+        .cache
+        .delete(&keys::worker_heartbeat_key(&ctx.worker_id))
+        .await;
     let _ = http.await;
     result.map_err(WorkerError::from)
 }
@@ -82,7 +99,11 @@ fn readiness_check(ctx: Arc<WorkerContext>) -> ReadinessCheck {
         Box::pin(async move {
             ctx.backends.queue.ping().await.map_err(|e| e.to_string())?;
             ctx.backends.cache.ping().await.map_err(|e| e.to_string())?;
-            ctx.backends.store.list("models/").await.map_err(|e| e.to_string())?;
+            ctx.backends
+                .store
+                .list("models/")
+                .await
+                .map_err(|e| e.to_string())?;
             if ctx.renderers.kinds().is_empty() {
                 return Err("no renderer is configured".to_string());
             }
@@ -98,11 +119,21 @@ async fn heartbeat_loop(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiver<b
         let beat = Heartbeat {
             worker: &ctx.worker_id,
             version: env!("CARGO_PKG_VERSION"),
-            renderers: ctx.renderers.kinds().into_iter().map(|k| k.label()).collect(),
+            renderers: ctx
+                .renderers
+                .kinds()
+                .into_iter()
+                .map(|k| k.label())
+                .collect(),
             at: chrono::Utc::now().to_rfc3339(),
         };
         if let Ok(body) = serde_json::to_vec(&beat) {
-            if let Err(error) = ctx.backends.cache.set(&key, Bytes::from(body), Some(period * 3)).await {
+            if let Err(error) = ctx
+                .backends
+                .cache
+                .set(&key, Bytes::from(body), Some(period * 3))
+                .await
+            {
                 tracing::warn!(%error, "heartbeat not written");
             }
         }

@@ -15,13 +15,19 @@ pub enum OutputError {
     #[error("could not encode the PNG: {0}")]
     Encode(String),
     #[error("output destination {destination:?} is not inside tenant {tenant}'s storage")]
-    ForeignDestination { destination: String, tenant: TenantId },
+    ForeignDestination {
+        destination: String,
+        tenant: TenantId,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Encodes RGB pixels as PNG with `tEXt` chunks (iTXt for non-Latin-1 text such as prompts with emoji).
-pub fn encode_png(image: &RgbImage, text: &BTreeMap<String, String>) -> Result<Vec<u8>, OutputError> {
+pub fn encode_png(
+    image: &RgbImage,
+    text: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, OutputError> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, image.width(), image.height());
@@ -36,11 +42,15 @@ pub fn encode_png(image: &RgbImage, text: &BTreeMap<String, String>) -> Result<V
             };
             added.map_err(|e| OutputError::Encode(e.to_string()))?;
         }
-        let mut writer = encoder.write_header().map_err(|e| OutputError::Encode(e.to_string()))?;
+        let mut writer = encoder
+            .write_header()
+            .map_err(|e| OutputError::Encode(e.to_string()))?;
         writer
             .write_image_data(image.as_raw())
             .map_err(|e| OutputError::Encode(e.to_string()))?;
-        writer.finish().map_err(|e| OutputError::Encode(e.to_string()))?;
+        writer
+            .finish()
+            .map_err(|e| OutputError::Encode(e.to_string()))?;
     }
     Ok(out)
 }
@@ -48,13 +58,22 @@ pub fn encode_png(image: &RgbImage, text: &BTreeMap<String, String>) -> Result<V
 /// The text chunks written into every output PNG.
 pub fn provenance_chunks(provenance: &Provenance) -> BTreeMap<String, String> {
     let mut text = BTreeMap::new();
-    text.insert("Software".to_string(), format!("Reverie {}", env!("CARGO_PKG_VERSION")));
+    text.insert(
+        "Software".to_string(),
+        format!("Reverie {}", env!("CARGO_PKG_VERSION")),
+    );
     text.insert("prompt".to_string(), provenance.prompt.clone());
-    text.insert("negative_prompt".to_string(), provenance.negative_prompt.clone());
+    text.insert(
+        "negative_prompt".to_string(),
+        provenance.negative_prompt.clone(),
+    );
     text.insert("seed".to_string(), provenance.seed.to_string());
     text.insert("steps".to_string(), provenance.steps.to_string());
     text.insert("guidance".to_string(), provenance.guidance.to_string());
-    text.insert("renderer".to_string(), provenance.renderer.label().to_string());
+    text.insert(
+        "renderer".to_string(),
+        provenance.renderer.label().to_string(),
+    );
     text.insert("style".to_string(), provenance.style.clone());
     if let Some(scheduler) = &provenance.scheduler {
         text.insert("scheduler".to_string(), scheduler.clone());
@@ -85,7 +104,9 @@ pub fn output_keys(job: &GenerateJob) -> Result<(String, String), OutputError> {
         (destination, name) => {
             let base = match destination {
                 Some(prefix) => prefix.trim_end_matches('/').to_string(),
-                None => keys::results_prefix(&job.tenant, &job.request).trim_end_matches('/').to_string(),
+                None => keys::results_prefix(&job.tenant, &job.request)
+                    .trim_end_matches('/')
+                    .to_string(),
             };
             // Outputs go only to the tenant's own storage.
             if !format!("{base}/").starts_with(&keys::tenant_prefix(&job.tenant)) {
@@ -111,7 +132,8 @@ pub async fn write_outputs(
     let (image_key, provenance_key) = output_keys(job)?;
     let png = encode_png(image, &provenance_chunks(provenance))?;
     store.put(&image_key, Bytes::from(png)).await?;
-    let json = serde_json::to_vec_pretty(provenance).map_err(|e| OutputError::Encode(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(provenance).map_err(|e| OutputError::Encode(e.to_string()))?;
     store.put(&provenance_key, Bytes::from(json)).await?;
     Ok(vec![image_key, provenance_key])
 }
@@ -131,7 +153,10 @@ mod tests {
         let decoder = png::Decoder::new(std::io::Cursor::new(bytes.clone()));
         let reader = decoder.read_info().unwrap();
         let info = reader.info();
-        assert!(info.uncompressed_latin1_text.iter().any(|c| c.keyword == "seed" && c.text == "42"));
+        assert!(info
+            .uncompressed_latin1_text
+            .iter()
+            .any(|c| c.keyword == "seed" && c.text == "42"));
         assert!(info
             .utf8_text
             .iter()

@@ -26,18 +26,32 @@ pub async fn load_people(store: &dyn ObjectStore, tenant: &TenantId) -> Result<P
     }
 }
 
-pub async fn save_people(store: &dyn ObjectStore, tenant: &TenantId, people: &People) -> Result<(), StoreError> {
+pub async fn save_people(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    people: &People,
+) -> Result<(), StoreError> {
     let json = serde_json::to_vec(people).unwrap_or_default();
     store.put(&keys::people(tenant), Bytes::from(json)).await
 }
 
 fn face_key(photo: &str, face: &FaceBox) -> (String, i64, i64, i64, i64) {
-    (photo.to_string(), face.left, face.top, face.right, face.bottom)
+    (
+        photo.to_string(),
+        face.left,
+        face.top,
+        face.right,
+        face.bottom,
+    )
 }
 
 /// Adds the faces of `analyses` that `people` has not seen, then names people from sidecar regions.
 /// Returns how many faces were new.
-pub fn update_people(people: &mut People, manifest: &LibraryManifest, analyses: &[ShardAnalysis]) -> usize {
+pub fn update_people(
+    people: &mut People,
+    manifest: &LibraryManifest,
+    analyses: &[ShardAnalysis],
+) -> usize {
     let known: HashSet<_> = people
         .people
         .iter()
@@ -70,12 +84,19 @@ pub fn update_people(people: &mut People, manifest: &LibraryManifest, analyses: 
 }
 
 /// Named regions from Takeout and XMP sidecars, in pixels of the oriented photo.
-fn sidecar_regions(manifest: &LibraryManifest, sizes: &BTreeMap<String, (u32, u32)>) -> Vec<NamedRegion> {
+fn sidecar_regions(
+    manifest: &LibraryManifest,
+    sizes: &BTreeMap<String, (u32, u32)>,
+) -> Vec<NamedRegion> {
     let mut regions = Vec::new();
     for entry in &manifest.photos {
-        let Some(&(width, height)) = sizes.get(entry.meta.id.as_str()) else { continue };
+        let Some(&(width, height)) = sizes.get(entry.meta.id.as_str()) else {
+            continue;
+        };
         for region in &entry.meta.people {
-            let Some([left, top, w, h]) = region.area else { continue };
+            let Some([left, top, w, h]) = region.area else {
+                continue;
+            };
             let (fw, fh) = (f64::from(width), f64::from(height));
             regions.push(NamedRegion {
                 photo: entry.meta.id.to_string(),
@@ -130,7 +151,10 @@ pub fn people_view(people: &People, manifest: &LibraryManifest) -> Vec<PersonVie
                 .faces
                 .iter()
                 .map(|f| FaceView {
-                    photo: originals.get(f.photo.as_str()).map(|s| s.to_string()).unwrap_or_else(|| f.photo.clone()),
+                    photo: originals
+                        .get(f.photo.as_str())
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| f.photo.clone()),
                     photo_id: f.photo.clone(),
                     bbox: f.bbox,
                 })

@@ -61,13 +61,18 @@ impl From<RenderError> for JobFailure {
 }
 
 /// Consumes the generation queue until `shutdown` turns true, then drains within the grace period.
-pub async fn run_generation(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiver<bool>) -> Result<(), QueueError> {
+pub async fn run_generation(
+    ctx: Arc<WorkerContext>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), QueueError> {
     let limits = BatchLimits {
         max_size: ctx.settings.batch_max,
         max_wait: Duration::from_millis(ctx.settings.batch_wait_ms),
     };
     let prefetch = u16::try_from(ctx.settings.batch_max).unwrap_or(u16::MAX);
-    let mut consumer = ctx.consume(&ctx.queues.generate, prefetch, &mut shutdown).await?;
+    let mut consumer = ctx
+        .consume(&ctx.queues.generate, prefetch, &mut shutdown)
+        .await?;
     loop {
         let first = tokio::select! {
             _ = shutdown.changed() => break,
@@ -77,7 +82,9 @@ pub async fn run_generation(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiv
             Ok(delivery) => delivery,
             Err(error) => {
                 tracing::warn!(%error, "job consumer lost; reconnecting");
-                consumer = ctx.consume(&ctx.queues.generate, prefetch, &mut shutdown).await?;
+                consumer = ctx
+                    .consume(&ctx.queues.generate, prefetch, &mut shutdown)
+                    .await?;
                 continue;
             }
         };
@@ -88,7 +95,10 @@ pub async fn run_generation(ctx: Arc<WorkerContext>, mut shutdown: watch::Receiv
             // Draining: finish what is held within the grace period; what is not finished by then is
             // dropped unacknowledged, which hands it back to the queue for another worker.
             if tokio::time::timeout(grace, work).await.is_err() {
-                tracing::warn!(grace_s = grace.as_secs(), "drain grace period over; requeueing held jobs");
+                tracing::warn!(
+                    grace_s = grace.as_secs(),
+                    "drain grace period over; requeueing held jobs"
+                );
             }
             break;
         }
@@ -147,31 +157,46 @@ async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
             return None;
         }
     };
-    if delivery.redelivered && ctx.delivery_count(&job).await >= u64::from(ctx.settings.max_deliveries) {
+    if delivery.redelivered
+        && ctx.delivery_count(&job).await >= u64::from(ctx.settings.max_deliveries)
+    {
         let reason = format!(
             "delivered {} times without finishing (it crashes or stalls workers)",
             ctx.settings.max_deliveries
         );
         ctx.report_final_failure(&job, &reason).await;
         match delivery.dead_letter("poison", &reason).await {
-            Ok(()) => metrics::global().jobs.with_label_values(&["generate", "dead_lettered"]).inc(),
-            Err(error) => tracing::warn!(job = %spec.job, %error, "could not dead-letter a poison job"),
+            Ok(()) => metrics::global()
+                .jobs
+                .with_label_values(&["generate", "dead_lettered"])
+                .inc(),
+            Err(error) => {
+                tracing::warn!(job = %spec.job, %error, "could not dead-letter a poison job")
+            }
         }
         return None;
     }
     if ctx.is_cancelled(&spec).await {
         tracing::info!(job = %spec.job, "job was cancelled while queued; skipping it");
-        metrics::global().jobs.with_label_values(&["generate", "cancelled"]).inc();
+        metrics::global()
+            .jobs
+            .with_label_values(&["generate", "cancelled"])
+            .inc();
         if let Err(error) = delivery.ack().await {
             tracing::warn!(job = %spec.job, %error, "could not ack a cancelled job");
         }
         return None;
     }
-    Some(Held { job, spec, delivery })
+    Some(Held {
+        job,
+        spec,
+        delivery,
+    })
 }
 
 async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
-    let span = tracing::info_span!("batch", size = group.len(), key = %group[0].spec.render.batch_key());
+    let span =
+        tracing::info_span!("batch", size = group.len(), key = %group[0].spec.render.batch_key());
     async {
         let mut ready = Vec::new();
         for held in group {
@@ -196,8 +221,11 @@ async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
         let render_ms = started.elapsed().as_millis() as u64;
         let m = metrics::global();
         let renderer = ready[0].0.spec.render.renderer.label();
-        m.batch_size.with_label_values(&[renderer]).observe(ready.len() as f64);
-        m.worker_busy_seconds.inc_by(started.elapsed().as_secs_f64());
+        m.batch_size
+            .with_label_values(&[renderer])
+            .observe(ready.len() as f64);
+        m.worker_busy_seconds
+            .inc_by(started.elapsed().as_secs_f64());
         for ((held, _), result) in ready.into_iter().zip(results) {
             match result {
                 Ok(rendered) => finish(ctx, held, rendered, render_ms).await,
@@ -218,10 +246,19 @@ fn record_queue_wait(job: &Job) {
         .observe(waited);
 }
 
-async fn load_request(ctx: &WorkerContext, spec: &GenerateJob) -> Result<RenderRequest, JobFailure> {
+async fn load_request(
+    ctx: &WorkerContext,
+    spec: &GenerateJob,
+) -> Result<RenderRequest, JobFailure> {
     let mut photos = Vec::with_capacity(spec.references.len());
     for reference in &spec.references {
-        let bytes = fetch_photo(&*ctx.backends.store, ctx.photo_cache.as_deref(), &spec.tenant, reference).await?;
+        let bytes = fetch_photo(
+            &*ctx.backends.store,
+            ctx.photo_cache.as_deref(),
+            &spec.tenant,
+            reference,
+        )
+        .await?;
         let image = decode_photo(&bytes).map_err(|detail| {
             JobFailure::from(InputError::Corrupt {
                 photo: reference.photo.to_string(),
@@ -242,14 +279,18 @@ fn decode_photo(bytes: &[u8]) -> Result<DynamicImage, String> {
     image::load_from_memory(bytes).map_err(|e| e.to_string())
 }
 
-async fn render(ctx: &Arc<WorkerContext>, ready: &[(Held, RenderRequest)]) -> Vec<Result<crate::render::RenderedImage, RenderError>> {
+async fn render(
+    ctx: &Arc<WorkerContext>,
+    ready: &[(Held, RenderRequest)],
+) -> Vec<Result<crate::render::RenderedImage, RenderError>> {
     let kind = ready[0].0.spec.render.renderer;
     let renderer = match ctx.renderers.get(kind) {
         Ok(renderer) => renderer,
         Err(error) => return ready.iter().map(|_| Err(error.clone())).collect(),
     };
     let requests: Vec<RenderRequest> = ready.iter().map(|(_, request)| request.clone()).collect();
-    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, u32, u32)>();
+    let (progress_tx, mut progress_rx) =
+        tokio::sync::mpsc::unbounded_channel::<(usize, u32, u32)>();
     let jobs: Vec<(reverie_shared::ids::JobId, reverie_shared::ids::TenantId)> = ready
         .iter()
         .map(|(held, _)| (held.spec.job.clone(), held.spec.tenant.clone()))
@@ -284,12 +325,19 @@ async fn render(ctx: &Arc<WorkerContext>, ready: &[(Held, RenderRequest)]) -> Ve
         Err(panic) => {
             // A renderer panic fails this batch's attempt, not the worker; the jobs are retried.
             let reason = format!("renderer panicked: {panic}");
-            (0..count).map(|_| Err(RenderError::Failed(reason.clone()))).collect()
+            (0..count)
+                .map(|_| Err(RenderError::Failed(reason.clone())))
+                .collect()
         }
     }
 }
 
-async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::RenderedImage, render_ms: u64) {
+async fn finish(
+    ctx: &WorkerContext,
+    held: Held,
+    rendered: crate::render::RenderedImage,
+    render_ms: u64,
+) {
     let spec = &held.spec;
     let provenance = Provenance {
         job: spec.job.clone(),
@@ -312,14 +360,20 @@ async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::Render
         worker: ctx.worker_id.clone(),
         extra: rendered.details.clone(),
     };
-    let outputs = match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {
-        Ok(outputs) => outputs,
-        Err(error) => {
-            let retryable = matches!(&error, crate::outputs::OutputError::Store(e) if e.is_transient());
-            let failure = JobFailure { reason: error.to_string(), retryable, infrastructure: retryable };
-            return fail(ctx, held, failure).await;
-        }
-    };
+    let outputs =
+        match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {
+            Ok(outputs) => outputs,
+            Err(error) => {
+                let retryable =
+                    matches!(&error, crate::outputs::OutputError::Store(e) if e.is_transient());
+                let failure = JobFailure {
+                    reason: error.to_string(),
+                    retryable,
+                    infrastructure: retryable,
+                };
+                return fail(ctx, held, failure).await;
+            }
+        };
     let event = JobEvent::Succeeded {
         job: spec.job.clone(),
         tenant: spec.tenant.clone(),
@@ -332,7 +386,9 @@ async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::Render
         return;
     }
     let m = metrics::global();
-    m.images_generated.with_label_values(&[spec.render.renderer.label()]).inc();
+    m.images_generated
+        .with_label_values(&[spec.render.renderer.label()])
+        .inc();
     m.jobs.with_label_values(&["generate", "succeeded"]).inc();
     m.job_duration
         .with_label_values(&["generate"])
@@ -344,7 +400,11 @@ async fn finish(ctx: &WorkerContext, held: Held, rendered: crate::render::Render
 }
 
 async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
-    let Held { job, spec, delivery } = held;
+    let Held {
+        job,
+        spec,
+        delivery,
+    } = held;
     let m = metrics::global();
     if failure.infrastructure {
         return wait_for_infrastructure(ctx, job, delivery, &failure.reason);
@@ -376,12 +436,19 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
         });
         return;
     }
-    let reason_label = if failure.retryable { "retries_exhausted" } else { "invalid" };
+    let reason_label = if failure.retryable {
+        "retries_exhausted"
+    } else {
+        "invalid"
+    };
     tracing::warn!(job = %spec.job, attempt = job.attempt, reason = %failure.reason, "job failed for good");
     ctx.report_final_failure(&job, &failure.reason).await;
     m.jobs.with_label_values(&["generate", "failed"]).inc();
     match delivery.dead_letter(reason_label, &failure.reason).await {
-        Ok(()) => m.jobs.with_label_values(&["generate", "dead_lettered"]).inc(),
+        Ok(()) => m
+            .jobs
+            .with_label_values(&["generate", "dead_lettered"])
+            .inc(),
         Err(error) => tracing::warn!(job = %spec.job, %error, "could not dead-letter a failed job"),
     }
 }
@@ -399,8 +466,14 @@ fn wait_for_infrastructure(ctx: &WorkerContext, job: Job, delivery: Delivery, re
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     let wait = Backoff::from(&ctx.retry).delay(retries + 1, 0.5);
-    metrics::global().job_retries.with_label_values(&["generate"]).inc();
-    metrics::global().jobs.with_label_values(&["generate", "retried"]).inc();
+    metrics::global()
+        .job_retries
+        .with_label_values(&["generate"])
+        .inc();
+    metrics::global()
+        .jobs
+        .with_label_values(&["generate", "retried"])
+        .inc();
     tracing::warn!(job = %job.spec.id(), retries, retry_in_ms = wait.as_millis() as u64, reason, "dependency unavailable; job will be retried");
     let queue = ctx.backends.queue.clone();
     let name = ctx.queues.generate.clone();
@@ -444,7 +517,11 @@ async fn republish_with(
         ..MessageProps::default()
     };
     if infra_retries > 0 {
-        props.headers.insert(INFRA_RETRIES_HEADER.to_string(), infra_retries.to_string());
+        props
+            .headers
+            .insert(INFRA_RETRIES_HEADER.to_string(), infra_retries.to_string());
     }
-    queue.publish(name, Message::new(body).with_props(props)).await
+    queue
+        .publish(name, Message::new(body).with_props(props))
+        .await
 }

@@ -13,9 +13,13 @@ use image::RgbImage;
 use reverie_shared::config::{RetrySettings, WorkerSettings};
 use reverie_shared::envelope;
 use reverie_shared::ids::{JobId, RequestId, TenantId};
-use reverie_shared::jobs::{GenerateJob, Job, JobEvent, JobSpec, OutputTarget, Priority, RenderSpec, RendererKind};
+use reverie_shared::jobs::{
+    GenerateJob, Job, JobEvent, JobSpec, OutputTarget, Priority, RenderSpec, RendererKind,
+};
 use reverie_shared::keys;
-use reverie_shared::ports::queue::{dead_queue_name, Consumer, Message, MessageProps, DEAD_REASON_HEADER};
+use reverie_shared::ports::queue::{
+    dead_queue_name, Consumer, Message, MessageProps, DEAD_REASON_HEADER,
+};
 use reverie_worker::render::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
 use reverie_worker::{run_worker, Renderers, WorkerContext};
 use tokio::sync::watch;
@@ -33,7 +37,11 @@ impl Renderer for ScriptedRenderer {
         RendererKind::Painterly
     }
 
-    fn render_batch(&self, requests: &[RenderRequest], progress: Progress<'_>) -> Vec<Result<RenderedImage, RenderError>> {
+    fn render_batch(
+        &self,
+        requests: &[RenderRequest],
+        progress: Progress<'_>,
+    ) -> Vec<Result<RenderedImage, RenderError>> {
         self.batches.lock().unwrap().push(requests.len());
         requests
             .iter()
@@ -51,7 +59,11 @@ impl Renderer for ScriptedRenderer {
                 }
                 let shade = (request.spec.seed % 251) as u8;
                 Ok(RenderedImage {
-                    image: RgbImage::from_pixel(request.spec.width, request.spec.height, image::Rgb([shade, 0, 0])),
+                    image: RgbImage::from_pixel(
+                        request.spec.width,
+                        request.spec.height,
+                        image::Rgb([shade, 0, 0]),
+                    ),
                     model_hash: None,
                     details: BTreeMap::new(),
                 })
@@ -79,7 +91,11 @@ fn context(farm: &RealFarm, renderer: Arc<ScriptedRenderer>, id: &str) -> Arc<Wo
         backends: farm.backends.clone(),
         queues: farm.queues.clone(),
         settings: settings(),
-        retry: RetrySettings { initial_ms: 50, max_ms: 200, max_attempts: 0 },
+        retry: RetrySettings {
+            initial_ms: 50,
+            max_ms: 200,
+            max_attempts: 0,
+        },
         cache_prefix: farm.cache_prefix.clone(),
         renderers: Renderers::default().with(renderer),
         photo_cache: None,
@@ -143,13 +159,20 @@ fn start(ctx: Arc<WorkerContext>) -> (watch::Sender<bool>, tokio::task::JoinHand
 }
 
 /// Collects events until every job in `jobs` has a final one (or the timeout passes).
-async fn final_events(farm: &RealFarm, consumer: &mut Box<dyn Consumer>, jobs: &[&str], wait: Duration) -> BTreeMap<String, Vec<JobEvent>> {
+async fn final_events(
+    farm: &RealFarm,
+    consumer: &mut Box<dyn Consumer>,
+    jobs: &[&str],
+    wait: Duration,
+) -> BTreeMap<String, Vec<JobEvent>> {
     let mut seen: BTreeMap<String, Vec<JobEvent>> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + wait;
     let done = |seen: &BTreeMap<String, Vec<JobEvent>>| {
         jobs.iter().all(|j| {
             seen.get(*j).is_some_and(|events| {
-                events.iter().any(|e| matches!(e, JobEvent::Succeeded { .. } | JobEvent::Failed { .. }))
+                events
+                    .iter()
+                    .any(|e| matches!(e, JobEvent::Succeeded { .. } | JobEvent::Failed { .. }))
             })
         })
     };
@@ -168,8 +191,18 @@ async fn final_events(farm: &RealFarm, consumer: &mut Box<dyn Consumer>, jobs: &
 }
 
 async fn result_objects(farm: &RealFarm, request: &str) -> Vec<String> {
-    let prefix = keys::results_prefix(&TenantId::new("tenant-a").unwrap(), &RequestId::new(request).unwrap());
-    farm.backends.store.list(&prefix).await.unwrap().into_iter().map(|m| m.key).collect()
+    let prefix = keys::results_prefix(
+        &TenantId::new("tenant-a").unwrap(),
+        &RequestId::new(request).unwrap(),
+    );
+    farm.backends
+        .store
+        .list(&prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect()
 }
 
 #[tokio::test]
@@ -179,16 +212,29 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
         publish(&farm, &job("batch-req", index, "a lighthouse")).await;
     }
     let renderer = Arc::new(ScriptedRenderer::default());
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     let (stop, handle) = start(context(&farm, renderer.clone(), "w-batch"));
     let ids: Vec<String> = (0..6).map(|i| format!("batch-req.{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let seen = final_events(&farm, &mut events, &refs, Duration::from_secs(30)).await;
-    assert!(seen.values().all(|e| e.iter().any(|e| matches!(e, JobEvent::Succeeded { .. }))));
+    assert!(seen
+        .values()
+        .all(|e| e.iter().any(|e| matches!(e, JobEvent::Succeeded { .. }))));
     let batches = renderer.batches.lock().unwrap().clone();
     assert_eq!(batches.iter().sum::<usize>(), 6);
-    assert!(batches.iter().any(|&n| n > 1), "jobs waiting together are batched: {batches:?}");
-    assert!(batches.iter().all(|&n| n <= 4), "batch_max holds: {batches:?}");
+    assert!(
+        batches.iter().any(|&n| n > 1),
+        "jobs waiting together are batched: {batches:?}"
+    );
+    assert!(
+        batches.iter().all(|&n| n <= 4),
+        "batch_max holds: {batches:?}"
+    );
 
     let objects = result_objects(&farm, "batch-req").await;
     assert_eq!(objects.len(), 12, "one png + one json per job: {objects:?}");
@@ -202,8 +248,16 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
 
     // The same job renders the same image whatever batch it ran in.
     let again = job("batch-req", 0, "a lighthouse");
-    let JobSpec::Generate(spec) = again.spec else { unreachable!() };
-    let alone = renderer.render_batch(&[RenderRequest { spec: spec.render, photos: vec![] }], &|_, _, _| {});
+    let JobSpec::Generate(spec) = again.spec else {
+        unreachable!()
+    };
+    let alone = renderer.render_batch(
+        &[RenderRequest {
+            spec: spec.render,
+            photos: vec![],
+        }],
+        &|_, _, _| {},
+    );
     assert_eq!(alone[0].as_ref().unwrap().image, decoded);
 
     stop.send(true).unwrap();
@@ -217,11 +271,28 @@ async fn a_retried_job_leaves_exactly_one_output_set() {
     let farm = RealFarm::start().await;
     publish(&farm, &job("retry-req", 0, "fail-once")).await;
     let renderer = Arc::new(ScriptedRenderer::default());
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     let (stop, handle) = start(context(&farm, renderer.clone(), "w-retry"));
-    let seen = final_events(&farm, &mut events, &["retry-req.0"], Duration::from_secs(30)).await;
-    assert!(seen["retry-req.0"].iter().any(|e| matches!(e, JobEvent::Succeeded { .. })));
-    assert_eq!(renderer.failures.load(Ordering::SeqCst), 2, "failed once, then rendered");
+    let seen = final_events(
+        &farm,
+        &mut events,
+        &["retry-req.0"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(seen["retry-req.0"]
+        .iter()
+        .any(|e| matches!(e, JobEvent::Succeeded { .. })));
+    assert_eq!(
+        renderer.failures.load(Ordering::SeqCst),
+        2,
+        "failed once, then rendered"
+    );
     assert_eq!(result_objects(&farm, "retry-req").await.len(), 2);
     stop.send(true).unwrap();
     handle.await.unwrap();
@@ -240,15 +311,45 @@ async fn invalid_jobs_and_garbage_are_dead_lettered_with_reasons() {
         .unwrap();
     publish(&farm, &job("good-req", 0, "fine")).await;
     let renderer = Arc::new(ScriptedRenderer::default());
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     let (stop, handle) = start(context(&farm, renderer, "w-bad"));
-    let seen = final_events(&farm, &mut events, &["bad-req.0", "good-req.0"], Duration::from_secs(30)).await;
-    assert!(seen["bad-req.0"].iter().any(|e| matches!(e, JobEvent::Failed { retryable: false, .. })));
-    assert!(seen["good-req.0"].iter().any(|e| matches!(e, JobEvent::Succeeded { .. })), "the worker kept serving");
-    let mut dead = farm.backends.queue.consume(&dead_queue_name(&farm.queues.generate), 10).await.unwrap();
+    let seen = final_events(
+        &farm,
+        &mut events,
+        &["bad-req.0", "good-req.0"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(seen["bad-req.0"].iter().any(|e| matches!(
+        e,
+        JobEvent::Failed {
+            retryable: false,
+            ..
+        }
+    )));
+    assert!(
+        seen["good-req.0"]
+            .iter()
+            .any(|e| matches!(e, JobEvent::Succeeded { .. })),
+        "the worker kept serving"
+    );
+    let mut dead = farm
+        .backends
+        .queue
+        .consume(&dead_queue_name(&farm.queues.generate), 10)
+        .await
+        .unwrap();
     let mut reasons = Vec::new();
     for _ in 0..2 {
-        let letter = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap();
+        let letter = tokio::time::timeout(Duration::from_secs(10), dead.next())
+            .await
+            .unwrap()
+            .unwrap();
         reasons.push(letter.props().headers[DEAD_REASON_HEADER].clone());
         letter.ack().await.unwrap();
     }
@@ -267,7 +368,12 @@ async fn a_worker_killed_mid_batch_leaves_its_jobs_to_another() {
     for index in 0..3 {
         publish(&farm, &job("kill-req", index, "slow")).await;
     }
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     let first = Arc::new(ScriptedRenderer::default());
     let (_stop_first, killed) = start(context(&farm, first.clone(), "w-doomed"));
     // Wait until the first worker is rendering, then kill it without any chance to drain.
@@ -278,12 +384,30 @@ async fn a_worker_killed_mid_batch_leaves_its_jobs_to_another() {
     let _ = killed.await;
     let second = Arc::new(ScriptedRenderer::default());
     let (stop, handle) = start(context(&farm, second.clone(), "w-survivor"));
-    let seen = final_events(&farm, &mut events, &["kill-req.0", "kill-req.1", "kill-req.2"], Duration::from_secs(60)).await;
+    let seen = final_events(
+        &farm,
+        &mut events,
+        &["kill-req.0", "kill-req.1", "kill-req.2"],
+        Duration::from_secs(60),
+    )
+    .await;
     for job in ["kill-req.0", "kill-req.1", "kill-req.2"] {
-        assert!(seen[job].iter().any(|e| matches!(e, JobEvent::Succeeded { .. })), "{job} finished");
+        assert!(
+            seen[job]
+                .iter()
+                .any(|e| matches!(e, JobEvent::Succeeded { .. })),
+            "{job} finished"
+        );
     }
-    assert!(!second.batches.lock().unwrap().is_empty(), "the survivor rendered the killed worker's jobs");
-    assert_eq!(result_objects(&farm, "kill-req").await.len(), 6, "one output set per job, no duplicates");
+    assert!(
+        !second.batches.lock().unwrap().is_empty(),
+        "the survivor rendered the killed worker's jobs"
+    );
+    assert_eq!(
+        result_objects(&farm, "kill-req").await.len(),
+        6,
+        "one output set per job, no duplicates"
+    );
     stop.send(true).unwrap();
     handle.await.unwrap();
     drop(events);
@@ -304,8 +428,20 @@ async fn draining_finishes_the_batch_in_hand_and_exits() {
         .await
         .expect("worker exits within the grace period")
         .unwrap();
-    assert_eq!(result_objects(&farm, "drain-req").await.len(), 2, "the job in hand finished");
-    assert_eq!(farm.backends.queue.depth(&farm.queues.generate).await.unwrap(), 0, "and was acked");
+    assert_eq!(
+        result_objects(&farm, "drain-req").await.len(),
+        2,
+        "the job in hand finished"
+    );
+    assert_eq!(
+        farm.backends
+            .queue
+            .depth(&farm.queues.generate)
+            .await
+            .unwrap(),
+        0,
+        "and was acked"
+    );
     farm.stop().await;
 }
 
@@ -313,11 +449,20 @@ async fn draining_finishes_the_batch_in_hand_and_exits() {
 async fn a_job_that_keeps_killing_workers_is_dead_lettered_as_poison() {
     let farm = RealFarm::start().await;
     publish(&farm, &job("poison-req", 0, "stall")).await;
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     // Two workers die holding it (max_deliveries = 2); the third must refuse it.
     for attempt in 0..2 {
         let renderer = Arc::new(ScriptedRenderer::default());
-        let (_stop, handle) = start(context(&farm, renderer.clone(), &format!("w-victim-{attempt}")));
+        let (_stop, handle) = start(context(
+            &farm,
+            renderer.clone(),
+            &format!("w-victim-{attempt}"),
+        ));
         while renderer.batches.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -326,11 +471,30 @@ async fn a_job_that_keeps_killing_workers_is_dead_lettered_as_poison() {
     }
     let renderer = Arc::new(ScriptedRenderer::default());
     let (stop, handle) = start(context(&farm, renderer.clone(), "w-wary"));
-    let seen = final_events(&farm, &mut events, &["poison-req.0"], Duration::from_secs(30)).await;
-    assert!(seen["poison-req.0"].iter().any(|e| matches!(e, JobEvent::Failed { .. })));
-    assert!(renderer.batches.lock().unwrap().is_empty(), "the wary worker never rendered it");
-    let mut dead = farm.backends.queue.consume(&dead_queue_name(&farm.queues.generate), 1).await.unwrap();
-    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next()).await.unwrap().unwrap();
+    let seen = final_events(
+        &farm,
+        &mut events,
+        &["poison-req.0"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(seen["poison-req.0"]
+        .iter()
+        .any(|e| matches!(e, JobEvent::Failed { .. })));
+    assert!(
+        renderer.batches.lock().unwrap().is_empty(),
+        "the wary worker never rendered it"
+    );
+    let mut dead = farm
+        .backends
+        .queue
+        .consume(&dead_queue_name(&farm.queues.generate), 1)
+        .await
+        .unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(10), dead.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(letter.props().headers[DEAD_REASON_HEADER], "poison");
     letter.ack().await.unwrap();
     stop.send(true).unwrap();
@@ -346,18 +510,38 @@ async fn a_job_cancelled_while_queued_is_skipped() {
     let key = keys::job_cache_key(&TenantId::new("tenant-a").unwrap(), "cancel-req.0");
     farm.backends
         .cache
-        .set(&key, bytes::Bytes::from_static(br#"{"state":"cancelled"}"#), None)
+        .set(
+            &key,
+            bytes::Bytes::from_static(br#"{"state":"cancelled"}"#),
+            None,
+        )
         .await
         .unwrap();
     publish(&farm, &cancelled).await;
     publish(&farm, &job("kept-req", 0, "a lighthouse")).await;
     let renderer = Arc::new(ScriptedRenderer::default());
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     let (stop, handle) = start(context(&farm, renderer.clone(), "w-cancel"));
     final_events(&farm, &mut events, &["kept-req.0"], Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(result_objects(&farm, "cancel-req").await.is_empty(), "a cancelled job renders nothing");
-    assert_eq!(farm.backends.queue.depth(&farm.queues.generate).await.unwrap(), 0, "and is acked");
+    assert!(
+        result_objects(&farm, "cancel-req").await.is_empty(),
+        "a cancelled job renders nothing"
+    );
+    assert_eq!(
+        farm.backends
+            .queue
+            .depth(&farm.queues.generate)
+            .await
+            .unwrap(),
+        0,
+        "and is acked"
+    );
     let _ = farm.backends.cache.delete(&key).await;
     stop.send(true).unwrap();
     handle.await.unwrap();
@@ -372,19 +556,41 @@ async fn shard_analysis_runs_from_its_queue_persists_and_refills_a_flushed_cache
 
     let farm = RealFarm::start().await;
     let tenant = TenantId::new(common::unique("analysed")).unwrap();
-    let folder = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/library/folder");
-    reverie_library::import(&*farm.backends.store, &tenant, reverie_library::ImportSource::Folder(folder), &Default::default())
+    let folder = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/library/folder");
+    reverie_library::import(
+        &*farm.backends.store,
+        &tenant,
+        reverie_library::ImportSource::Folder(folder),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let manifest = reverie_library::load_manifest(&*farm.backends.store, &tenant)
         .await
         .unwrap();
-    let manifest = reverie_library::load_manifest(&*farm.backends.store, &tenant).await.unwrap();
     let shard = manifest.shards[0].id.clone();
     let models = std::env::var("REVERIE_MODELS_DIR").unwrap_or_else(|_| "target/models".into());
-    let analyser = Arc::new(Analyser::load(std::path::Path::new(&models), Duration::from_secs(600)));
+    let analyser = Arc::new(Analyser::load(
+        std::path::Path::new(&models),
+        Duration::from_secs(600),
+    ));
 
-    let mut ctx = Arc::try_unwrap(context(&farm, Arc::new(ScriptedRenderer::default()), "w-analyse")).ok().unwrap();
+    let mut ctx = Arc::try_unwrap(context(
+        &farm,
+        Arc::new(ScriptedRenderer::default()),
+        "w-analyse",
+    ))
+    .ok()
+    .unwrap();
     ctx.analyser = Some(analyser.clone());
     let (stop, handle) = start(Arc::new(ctx));
-    let mut events = farm.backends.queue.consume(&farm.queues.events, 50).await.unwrap();
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
     let job = Job {
         spec: JobSpec::Analyse(AnalyseJob {
             job: JobId::new("analyse-1.0").unwrap(),
@@ -398,31 +604,93 @@ async fn shard_analysis_runs_from_its_queue_persists_and_refills_a_flushed_cache
     };
     farm.backends
         .queue
-        .publish(&farm.queues.analyse, Message::new(envelope::encode_job(&job).unwrap()))
+        .publish(
+            &farm.queues.analyse,
+            Message::new(envelope::encode_job(&job).unwrap()),
+        )
         .await
         .unwrap();
-    let seen = final_events(&farm, &mut events, &["analyse-1.0"], Duration::from_secs(120)).await;
-    let Some(JobEvent::Succeeded { outputs, .. }) = seen["analyse-1.0"].iter().find(|e| matches!(e, JobEvent::Succeeded { .. })) else {
+    let seen = final_events(
+        &farm,
+        &mut events,
+        &["analyse-1.0"],
+        Duration::from_secs(120),
+    )
+    .await;
+    let Some(JobEvent::Succeeded { outputs, .. }) = seen["analyse-1.0"]
+        .iter()
+        .find(|e| matches!(e, JobEvent::Succeeded { .. }))
+    else {
         panic!("analysis failed: {seen:?}")
     };
-    let analysis: serde_json::Value = serde_json::from_slice(&farm.backends.store.get(&outputs[0]).await.unwrap()).unwrap();
-    assert_eq!(analysis["photos"].as_array().unwrap().len(), manifest.shards[0].photos);
-    assert!(analysis["photos"][0]["palette"].is_object() && analysis["photos"][0]["fingerprint"].is_object());
+    let analysis: serde_json::Value =
+        serde_json::from_slice(&farm.backends.store.get(&outputs[0]).await.unwrap()).unwrap();
+    assert_eq!(
+        analysis["photos"].as_array().unwrap().len(),
+        manifest.shards[0].photos
+    );
+    assert!(
+        analysis["photos"][0]["palette"].is_object()
+            && analysis["photos"][0]["fingerprint"].is_object()
+    );
     if analyser.faces.is_ok() {
-        let faces: usize = analysis["photos"].as_array().unwrap().iter().map(|p| p["faces"].as_array().unwrap().len()).sum();
+        let faces: usize = analysis["photos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["faces"].as_array().unwrap().len())
+            .sum();
         assert!(faces > 0, "the sample library has faces");
     }
-    let cached = farm.backends.cache.keys(&keys::tenant_cache_prefix(&tenant)).await.unwrap();
-    assert!(cached.iter().any(|k| k.contains(":emb:style:")), "{cached:?}");
+    let cached = farm
+        .backends
+        .cache
+        .keys(&keys::tenant_cache_prefix(&tenant))
+        .await
+        .unwrap();
+    assert!(
+        cached.iter().any(|k| k.contains(":emb:style:")),
+        "{cached:?}"
+    );
 
     // Again: nothing is computed; a flushed cache is refilled from the persisted analysis.
-    let (_, outcome) = analyse_shard(&analyser, &*farm.backends.store, &*farm.backends.cache, &tenant, &shard).await.unwrap();
+    let (_, outcome) = analyse_shard(
+        &analyser,
+        &*farm.backends.store,
+        &*farm.backends.cache,
+        &tenant,
+        &shard,
+    )
+    .await
+    .unwrap();
     assert_eq!(outcome, Outcome::Persisted { refilled: 0 });
-    let flushed = farm.backends.cache.delete_prefix(&keys::tenant_cache_prefix(&tenant)).await.unwrap();
-    let (_, outcome) = analyse_shard(&analyser, &*farm.backends.store, &*farm.backends.cache, &tenant, &shard).await.unwrap();
-    assert_eq!(outcome, Outcome::Persisted { refilled: flushed as usize });
+    let flushed = farm
+        .backends
+        .cache
+        .delete_prefix(&keys::tenant_cache_prefix(&tenant))
+        .await
+        .unwrap();
+    let (_, outcome) = analyse_shard(
+        &analyser,
+        &*farm.backends.store,
+        &*farm.backends.cache,
+        &tenant,
+        &shard,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Persisted {
+            refilled: flushed as usize
+        }
+    );
 
-    farm.backends.cache.delete_prefix(&keys::tenant_cache_prefix(&tenant)).await.unwrap();
+    farm.backends
+        .cache
+        .delete_prefix(&keys::tenant_cache_prefix(&tenant))
+        .await
+        .unwrap();
     stop.send(true).unwrap();
     handle.await.unwrap();
     drop(events);

@@ -7,7 +7,8 @@
 use reverie_shared::ports::store::{S3Config, S3Store};
 
 pub fn amqp_url() -> String {
-    std::env::var("REVERIE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("REVERIE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 pub fn redis_url() -> String {
@@ -20,7 +21,10 @@ pub fn s3_endpoint() -> String {
 
 /// A name no other test run uses.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 pub fn s3_config(bucket: &str) -> S3Config {
@@ -29,8 +33,12 @@ pub fn s3_config(bucket: &str) -> S3Config {
         region: "us-east-1".into(),
         bucket: bucket.into(),
         prefix: String::new(),
-        access_key: Some(std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into())),
-        secret_key: Some(std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into())),
+        access_key: Some(
+            std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into()),
+        ),
+        secret_key: Some(
+            std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into()),
+        ),
         path_style: true,
         multipart_threshold: 5 * 1024 * 1024,
     }
@@ -39,9 +47,11 @@ pub fn s3_config(bucket: &str) -> S3Config {
 /// A fresh bucket on the S3 server; the caller removes it at the end.
 pub async fn s3_store() -> S3Store {
     let store = S3Store::connect(s3_config(&unique("reverie-test"))).await;
-    store
-        .ensure_bucket()
-        .await
-        .unwrap_or_else(|e| panic!("S3 server at {} is not reachable (run scripts/test): {e}", s3_endpoint()));
+    store.ensure_bucket().await.unwrap_or_else(|e| {
+        panic!(
+            "S3 server at {} is not reachable (run scripts/test): {e}",
+            s3_endpoint()
+        )
+    });
     store
 }

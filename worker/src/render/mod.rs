@@ -54,5 +54,9 @@ pub trait Renderer: Send + Sync {
 
     /// Renders every request; each gets its own result so one bad job does not fail its batch-mates.
     /// A request must render to the same image whatever batch it is in.
-    fn render_batch(&self, requests: &[RenderRequest], progress: Progress<'_>) -> Vec<Result<RenderedImage, RenderError>>;
+    fn render_batch(
+        &self,
+        requests: &[RenderRequest],
+        progress: Progress<'_>,
+    ) -> Vec<Result<RenderedImage, RenderError>>;
 }

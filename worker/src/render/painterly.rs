@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use image::imageops::FilterType;
 use image::DynamicImage;
 use reverie_paint::{
-    compose, paint_rgb, transfer_palette, Palette, Rect, StyleSpec, Subject, SubjectKind, TransferOptions,
+    compose, paint_rgb, transfer_palette, Palette, Rect, StyleSpec, Subject, SubjectKind,
+    TransferOptions,
 };
 use reverie_shared::jobs::{ReferenceRole, RendererKind};
 
@@ -23,7 +24,11 @@ impl Renderer for PainterlyRenderer {
         RendererKind::Painterly
     }
 
-    fn render_batch(&self, requests: &[RenderRequest], progress: Progress<'_>) -> Vec<Result<RenderedImage, RenderError>> {
+    fn render_batch(
+        &self,
+        requests: &[RenderRequest],
+        progress: Progress<'_>,
+    ) -> Vec<Result<RenderedImage, RenderError>> {
         // Each request is independent, so its image cannot depend on its batch-mates.
         requests
             .iter()
@@ -46,7 +51,9 @@ fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
     let style = style_of(&spec.style)?;
     let background = pick(request, ReferenceRole::Background)
         .or_else(|| request.photos.first().map(|(_, image)| image))
-        .ok_or_else(|| invalid("the painterly renderer paints from a photo, and the job references none"))?;
+        .ok_or_else(|| {
+            invalid("the painterly renderer paints from a photo, and the job references none")
+        })?;
     let subjects: Vec<Subject> = request
         .photos
         .iter()
@@ -72,7 +79,8 @@ fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
     let mut details = BTreeMap::from([("style".to_string(), style.name.clone())]);
     let scene = match (spec.palette_transfer, pick(request, ReferenceRole::Palette)) {
         (true, Some(palette_photo)) => {
-            let palette = Palette::extract(palette_photo, PALETTE_SIZE, spec.seed).map_err(invalid)?;
+            let palette =
+                Palette::extract(palette_photo, PALETTE_SIZE, spec.seed).map_err(invalid)?;
             details.insert("palette_transfer".to_string(), "true".to_string());
             let options = TransferOptions {
                 seed: spec.seed,
@@ -111,9 +119,12 @@ fn style_of(text: &str) -> Result<StyleSpec, RenderError> {
         return Ok(style);
     }
     let words = reverie_paint::parse_style_words(text);
-    words
-        .spec
-        .ok_or_else(|| invalid(format!("no known style in {text:?} (unknown: {:?})", words.unknown)))
+    words.spec.ok_or_else(|| {
+        invalid(format!(
+            "no known style in {text:?} (unknown: {:?})",
+            words.unknown
+        ))
+    })
 }
 
 /// Scales and centre-crops to exactly `width`×`height` (cover), so outputs have the requested size.

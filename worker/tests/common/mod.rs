@@ -12,7 +12,8 @@ use reverie_shared::queues::QueueNames;
 use reverie_shared::Backends;
 
 pub fn amqp_url() -> String {
-    std::env::var("REVERIE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("REVERIE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 pub fn redis_url() -> String {
@@ -24,7 +25,10 @@ pub fn s3_endpoint() -> String {
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 pub fn s3_config(bucket: &str) -> S3Config {
@@ -33,8 +37,12 @@ pub fn s3_config(bucket: &str) -> S3Config {
         region: "us-east-1".into(),
         bucket: bucket.into(),
         prefix: String::new(),
-        access_key: Some(std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into())),
-        secret_key: Some(std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into())),
+        access_key: Some(
+            std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into()),
+        ),
+        secret_key: Some(
+            std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into()),
+        ),
         path_style: true,
         multipart_threshold: 8 * 1024 * 1024,
     }
@@ -57,9 +65,12 @@ impl RealFarm {
             .await
             .unwrap_or_else(|e| panic!("Redis is not reachable (run scripts/test): {e}"));
         let s3 = S3Store::connect(s3_config(&unique("reverie-it"))).await;
-        s3.ensure_bucket()
-            .await
-            .unwrap_or_else(|e| panic!("S3 server at {} is not reachable (run scripts/test): {e}", s3_endpoint()));
+        s3.ensure_bucket().await.unwrap_or_else(|e| {
+            panic!(
+                "S3 server at {} is not reachable (run scripts/test): {e}",
+                s3_endpoint()
+            )
+        });
         let queues = QueueNames::new(&unique("reverie-it"));
         let backends = Backends {
             queue: Arc::new(MeteredQueue::new(queue)),

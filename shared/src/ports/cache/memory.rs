@@ -96,7 +96,9 @@ impl State {
         let mut keys: Vec<String> = self
             .entries
             .iter()
-            .filter(|(key, entry)| key.starts_with(prefix) && entry.expires_at_ms.is_none_or(|at| at > now))
+            .filter(|(key, entry)| {
+                key.starts_with(prefix) && entry.expires_at_ms.is_none_or(|at| at > now)
+            })
             .map(|(key, _)| key.clone())
             .collect();
         keys.sort();
@@ -124,7 +126,10 @@ impl MemoryCache {
         cache.snapshot = Some(snapshot.to_path_buf());
         cache.restore(snapshot)?;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(flush_periodically(Arc::downgrade(&cache.state), snapshot.to_path_buf()));
+            runtime.spawn(flush_periodically(
+                Arc::downgrade(&cache.state),
+                snapshot.to_path_buf(),
+            ));
         }
         Ok(cache)
     }
@@ -132,7 +137,9 @@ impl MemoryCache {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the LRU half-updated in a way that matters for a
         // cache, so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn restore(&self, path: &Path) -> Result<(), CacheError> {
@@ -181,7 +188,9 @@ fn snapshot_error(path: &Path, error: impl std::fmt::Display) -> CacheError {
 
 fn write_snapshot(state: &Mutex<State>, path: &Path) -> Result<(), CacheError> {
     let entries: Vec<SnapshotEntry> = {
-        let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !state.dirty {
             return Ok(());
         }
@@ -259,7 +268,11 @@ impl Cache for MemoryCache {
             .collect())
     }
 
-    async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<(), CacheError> {
+    async fn set_many(
+        &self,
+        entries: &[(String, Bytes)],
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         let expires_at_ms = expiry(ttl);
         let mut state = self.lock();
         for (key, value) in entries {
@@ -302,7 +315,12 @@ impl Cache for MemoryCache {
             .map(|at| Duration::from_millis(at.saturating_sub(now_ms()))))
     }
 
-    async fn increment(&self, key: &str, by: i64, ttl: Option<Duration>) -> Result<i64, CacheError> {
+    async fn increment(
+        &self,
+        key: &str,
+        by: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, CacheError> {
         let mut state = self.lock();
         let (current, expires_at_ms) = match state.live(key) {
             Some(entry) => {
@@ -347,4 +365,3 @@ impl MemoryCache {
         self.len() == 0
     }
 }
-

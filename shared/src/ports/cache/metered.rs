@@ -21,7 +21,9 @@ impl<C: Cache> MeteredCache<C> {
     fn record(&self, op: &'static str, timer: CallTimer, result: &'static str) {
         let backend = self.inner.backend();
         let m = metrics::global();
-        m.cache_requests.with_label_values(&[backend, op, result]).inc();
+        m.cache_requests
+            .with_label_values(&[backend, op, result])
+            .inc();
         m.cache_seconds
             .with_label_values(&[backend, op])
             .observe(timer.elapsed_seconds());
@@ -72,7 +74,9 @@ impl<C: Cache> Cache for MeteredCache<C> {
                 let hits = values.iter().filter(|v| v.is_some()).count() as u64;
                 let backend = self.inner.backend();
                 let m = metrics::global();
-                m.cache_requests.with_label_values(&[backend, "get", "hit"]).inc_by(hits);
+                m.cache_requests
+                    .with_label_values(&[backend, "get", "hit"])
+                    .inc_by(hits);
                 m.cache_requests
                     .with_label_values(&[backend, "get", "miss"])
                     .inc_by(values.len() as u64 - hits);
@@ -85,7 +89,11 @@ impl<C: Cache> Cache for MeteredCache<C> {
         result
     }
 
-    async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<(), CacheError> {
+    async fn set_many(
+        &self,
+        entries: &[(String, Bytes)],
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         let timer = CallTimer::start();
         let result = self.inner.set_many(entries, ttl).await;
         self.record("set_many", timer, self.outcome("set_many", &result));
@@ -102,7 +110,11 @@ impl<C: Cache> Cache for MeteredCache<C> {
     async fn delete_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let timer = CallTimer::start();
         let result = self.inner.delete_prefix(prefix).await;
-        self.record("delete_prefix", timer, self.outcome("delete_prefix", &result));
+        self.record(
+            "delete_prefix",
+            timer,
+            self.outcome("delete_prefix", &result),
+        );
         result
     }
 
@@ -120,7 +132,12 @@ impl<C: Cache> Cache for MeteredCache<C> {
         result
     }
 
-    async fn increment(&self, key: &str, by: i64, ttl: Option<Duration>) -> Result<i64, CacheError> {
+    async fn increment(
+        &self,
+        key: &str,
+        by: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, CacheError> {
         let timer = CallTimer::start();
         let result = self.inner.increment(key, by, ttl).await;
         self.record("increment", timer, self.outcome("increment", &result));

@@ -52,7 +52,11 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Bytes>>, CacheError>;
 
     /// Writes many entries in one round trip, all with the same TTL.
-    async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<(), CacheError>;
+    async fn set_many(
+        &self,
+        entries: &[(String, Bytes)],
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError>;
 
     /// Removes a key; returns whether it existed.
     async fn delete(&self, key: &str) -> Result<bool, CacheError>;
@@ -68,7 +72,8 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
 
     /// Adds `by` to an integer counter (created at 0) and returns the new value; `ttl` is set when the
     /// counter is created. Used for delivery counts of poison-message detection.
-    async fn increment(&self, key: &str, by: i64, ttl: Option<Duration>) -> Result<i64, CacheError>;
+    async fn increment(&self, key: &str, by: i64, ttl: Option<Duration>)
+        -> Result<i64, CacheError>;
 
     /// Checks the cache answers (readiness probes).
     async fn ping(&self) -> Result<(), CacheError>;

@@ -18,7 +18,9 @@ pub struct RedisCache {
 
 impl std::fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCache").field("address", &self.address).finish()
+        f.debug_struct("RedisCache")
+            .field("address", &self.address)
+            .finish()
     }
 }
 
@@ -42,11 +44,18 @@ impl RedisCache {
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        Ok(RedisCache { connection, address })
+        Ok(RedisCache {
+            connection,
+            address,
+        })
     }
 
     fn fail(&self, operation: &'static str, error: redis::RedisError) -> CacheError {
-        if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() || error.is_timeout() {
+        if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+            || error.is_timeout()
+        {
             CacheError::Unreachable {
                 backend: "redis",
                 address: self.address.clone(),
@@ -65,7 +74,9 @@ impl RedisCache {
 /// Keeps passwords out of logs: `redis://:secret@host` becomes `redis://***@host`.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
         _ => url.to_string(),
     }
 }
@@ -98,7 +109,11 @@ impl Cache for RedisCache {
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), CacheError> {
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<()> = match ttl {
-            Some(ttl) => connection.pset_ex(key, value.as_ref(), ttl_millis(ttl)).await,
+            Some(ttl) => {
+                connection
+                    .pset_ex(key, value.as_ref(), ttl_millis(ttl))
+                    .await
+            }
             None => connection.set(key, value.as_ref()).await,
         };
         result.map_err(|e| self.fail("set", e))
@@ -120,7 +135,11 @@ impl Cache for RedisCache {
         Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
 
-    async fn set_many(&self, entries: &[(String, Bytes)], ttl: Option<Duration>) -> Result<(), CacheError> {
+    async fn set_many(
+        &self,
+        entries: &[(String, Bytes)],
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -139,7 +158,10 @@ impl Cache for RedisCache {
 
     async fn delete(&self, key: &str) -> Result<bool, CacheError> {
         let mut connection = self.connection.clone();
-        let removed: u64 = connection.del(key).await.map_err(|e| self.fail("delete", e))?;
+        let removed: u64 = connection
+            .del(key)
+            .await
+            .map_err(|e| self.fail("delete", e))?;
         Ok(removed > 0)
     }
 
@@ -185,18 +207,30 @@ impl Cache for RedisCache {
 
     async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
         let mut connection = self.connection.clone();
-        let millis: i64 = connection.pttl(key).await.map_err(|e| self.fail("ttl", e))?;
+        let millis: i64 = connection
+            .pttl(key)
+            .await
+            .map_err(|e| self.fail("ttl", e))?;
         // PTTL answers -2 for a missing key and -1 for a key without expiry.
         Ok((millis >= 0).then(|| Duration::from_millis(millis as u64)))
     }
 
-    async fn increment(&self, key: &str, by: i64, ttl: Option<Duration>) -> Result<i64, CacheError> {
+    async fn increment(
+        &self,
+        key: &str,
+        by: i64,
+        ttl: Option<Duration>,
+    ) -> Result<i64, CacheError> {
         let mut connection = self.connection.clone();
         let mut pipe = redis::pipe();
         pipe.atomic().incr(key, by);
         if let Some(ttl) = ttl {
             // NX: only a new counter gets the TTL, so repeated deliveries don't keep it alive forever.
-            pipe.cmd("PEXPIRE").arg(key).arg(ttl_millis(ttl)).arg("NX").ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(key)
+                .arg(ttl_millis(ttl))
+                .arg("NX")
+                .ignore();
         }
         let (value,): (i64,) = pipe
             .query_async(&mut connection)
@@ -225,7 +259,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("redis://:hunter2@cache:6379"), "redis://***@cache:6379");
+        assert_eq!(
+            redact("redis://:hunter2@cache:6379"),
+            "redis://***@cache:6379"
+        );
         assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
     }
 

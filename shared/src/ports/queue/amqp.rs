@@ -12,16 +12,17 @@ use futures::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::Mutex;
 
 use super::{
-    dead_queue_name, Consumer, Delivery, JobQueue, Message, MessageProps, QueueError, QueueSpec, Settle,
-    DEAD_DETAIL_HEADER, DEAD_LETTER_EXCHANGE, DEAD_REASON_HEADER, ORIGIN_QUEUE_HEADER,
+    dead_queue_name, Consumer, Delivery, JobQueue, Message, MessageProps, QueueError, QueueSpec,
+    Settle, DEAD_DETAIL_HEADER, DEAD_LETTER_EXCHANGE, DEAD_REASON_HEADER, ORIGIN_QUEUE_HEADER,
 };
 
 /// Millisecond publication time; AMQP's own timestamp property only has seconds.
@@ -47,14 +48,18 @@ pub struct AmqpQueue {
 
 impl std::fmt::Debug for AmqpQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpQueue").field("address", &self.inner.address).finish()
+        f.debug_struct("AmqpQueue")
+            .field("address", &self.inner.address)
+            .finish()
     }
 }
 
 /// Keeps credentials out of logs: `amqp://user:pass@host` becomes `amqp://***@host`.
 fn redact(uri: &str) -> String {
     match (uri.find("://"), uri.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &uri[..scheme + 3], &uri[at..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &uri[..scheme + 3], &uri[at..])
+        }
         _ => uri.to_string(),
     }
 }
@@ -108,7 +113,10 @@ impl AmqpQueue {
         let connection = Connection::connect(&self.inner.uri, ConnectionProperties::default())
             .await
             .map_err(|e| self.unreachable(e))?;
-        let publisher = connection.create_channel().await.map_err(|e| self.unreachable(e))?;
+        let publisher = connection
+            .create_channel()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -125,12 +133,20 @@ impl AmqpQueue {
             )
             .await
             .map_err(|e| self.unreachable(e))?;
-        let link = Arc::new(Link { connection, publisher });
+        let link = Arc::new(Link {
+            connection,
+            publisher,
+        });
         *slot = Some(link.clone());
         Ok(link)
     }
 
-    async fn declare_durable(&self, channel: &Channel, name: &str, arguments: FieldTable) -> Result<(), QueueError> {
+    async fn declare_durable(
+        &self,
+        channel: &Channel,
+        name: &str,
+        arguments: FieldTable,
+    ) -> Result<(), QueueError> {
         channel
             .queue_declare(
                 ShortString::from(name),
@@ -145,7 +161,12 @@ impl AmqpQueue {
         Ok(())
     }
 
-    async fn publish_confirmed(&self, exchange: &str, routing_key: &str, message: &Message) -> Result<(), QueueError> {
+    async fn publish_confirmed(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &Message,
+    ) -> Result<(), QueueError> {
         let link = self.link().await?;
         let confirm = link
             .publisher
@@ -182,7 +203,10 @@ impl AmqpQueue {
 fn to_properties(props: &MessageProps) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (key, value) in &props.headers {
-        headers.insert(ShortString::from(key.as_str()), AMQPValue::LongString(LongString::from(value.as_str())));
+        headers.insert(
+            ShortString::from(key.as_str()),
+            AMQPValue::LongString(LongString::from(value.as_str())),
+        );
     }
     let published_ms = props.timestamp_ms.unwrap_or_else(now_ms);
     headers.insert(
@@ -333,7 +357,12 @@ impl Consumer for AmqpConsumer {
                     delivery,
                     message: message.clone(),
                 };
-                Ok(Delivery::new(self.name.clone(), message, redelivered, Box::new(settle)))
+                Ok(Delivery::new(
+                    self.name.clone(),
+                    message,
+                    redelivered,
+                    Box::new(settle),
+                ))
             }
             Some(Err(error)) => Err(self.queue.unreachable(error)),
             None => Err(QueueError::ConsumerClosed {
@@ -349,7 +378,9 @@ impl Drop for AmqpConsumer {
         let channel = self.channel.clone();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = channel.close(200, ShortString::from("consumer dropped")).await;
+                let _ = channel
+                    .close(200, ShortString::from("consumer dropped"))
+                    .await;
             });
         }
     }
@@ -364,7 +395,8 @@ impl JobQueue for AmqpQueue {
     async fn declare(&self, spec: &QueueSpec) -> Result<(), QueueError> {
         let link = self.link().await?;
         let dead = dead_queue_name(&spec.name);
-        self.declare_durable(&link.publisher, &dead, FieldTable::default()).await?;
+        self.declare_durable(&link.publisher, &dead, FieldTable::default())
+            .await?;
         link.publisher
             .queue_bind(
                 ShortString::from(dead.as_str()),
@@ -390,7 +422,8 @@ impl JobQueue for AmqpQueue {
                 AMQPValue::LongInt(i32::from(spec.max_priority)),
             );
         }
-        self.declare_durable(&link.publisher, &spec.name, arguments).await
+        self.declare_durable(&link.publisher, &spec.name, arguments)
+            .await
     }
 
     async fn publish(&self, queue: &str, message: Message) -> Result<(), QueueError> {
@@ -399,7 +432,11 @@ impl JobQueue for AmqpQueue {
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let link = self.link().await?;
-        let channel = link.connection.create_channel().await.map_err(|e| self.unreachable(e))?;
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await
@@ -425,7 +462,11 @@ impl JobQueue for AmqpQueue {
         // A passive declare on a throwaway channel: on a missing queue the broker closes that channel,
         // and it must not take the publishing channel with it.
         let link = self.link().await?;
-        let channel = link.connection.create_channel().await.map_err(|e| self.unreachable(e))?;
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         let declared = channel
             .queue_declare(
                 ShortString::from(queue),
@@ -445,7 +486,10 @@ impl JobQueue for AmqpQueue {
         let link = self.link().await?;
         for name in [queue.to_string(), dead_queue_name(queue)] {
             link.publisher
-                .queue_delete(ShortString::from(name.as_str()), QueueDeleteOptions::default())
+                .queue_delete(
+                    ShortString::from(name.as_str()),
+                    QueueDeleteOptions::default(),
+                )
                 .await
                 .map_err(|e| self.failed("delete", &name, e))?;
         }
@@ -463,7 +507,10 @@ mod tests {
 
     #[test]
     fn credentials_are_redacted() {
-        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://***@127.0.0.1:5672/%2f");
+        assert_eq!(
+            redact("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://***@127.0.0.1:5672/%2f"
+        );
     }
 
     #[test]

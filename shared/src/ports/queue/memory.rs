@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use super::{
-    dead_queue_name, Consumer, Delivery, JobQueue, Message, QueueError, QueueSpec, Settle, DEAD_DETAIL_HEADER,
-    DEAD_REASON_HEADER, ORIGIN_QUEUE_HEADER,
+    dead_queue_name, Consumer, Delivery, JobQueue, Message, QueueError, QueueSpec, Settle,
+    DEAD_DETAIL_HEADER, DEAD_REASON_HEADER, ORIGIN_QUEUE_HEADER,
 };
 
 /// Ready messages are ordered by priority (highest first), then by publication order.
@@ -79,7 +79,11 @@ impl MemoryQueue {
         let mut queues = self.inner.lock();
         for queue_dir in std::fs::read_dir(dir).map_err(|e| journal_error(dir, e))? {
             let queue_dir = queue_dir.map_err(|e| journal_error(dir, e))?.path();
-            let Some(name) = queue_dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            let Some(name) = queue_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
                 continue;
             };
             if !queue_dir.is_dir() {
@@ -88,7 +92,10 @@ impl MemoryQueue {
             let state = queues.entry(name).or_default();
             for file in std::fs::read_dir(&queue_dir).map_err(|e| journal_error(&queue_dir, e))? {
                 let path = file.map_err(|e| journal_error(&queue_dir, e))?.path();
-                let Some(seq) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok())
+                let Some(seq) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.parse::<u64>().ok())
                 else {
                     continue;
                 };
@@ -142,7 +149,9 @@ fn check_queue_name(name: &str) -> Result<(), QueueError> {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, QueueState>> {
-        self.queues.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn journal_path(&self, queue: &str, seq: u64) -> Option<PathBuf> {
@@ -184,9 +193,11 @@ impl Inner {
         self.write_journal(queue, seq, &message)?;
         {
             let mut queues = self.lock();
-            let state = queues.get_mut(queue).ok_or_else(|| QueueError::NoSuchQueue {
-                queue: queue.to_string(),
-            })?;
+            let state = queues
+                .get_mut(queue)
+                .ok_or_else(|| QueueError::NoSuchQueue {
+                    queue: queue.to_string(),
+                })?;
             let priority = message.props.priority.min(state.max_priority);
             state.ready.insert(
                 (Reverse(priority), seq),
@@ -212,7 +223,9 @@ impl Inner {
         pending.redelivered = true;
         if let Some(state) = self.lock().get_mut(queue) {
             let priority = pending.message.props.priority.min(state.max_priority);
-            state.ready.insert((Reverse(priority), pending.seq), pending);
+            state
+                .ready
+                .insert((Reverse(priority), pending.seq), pending);
         }
         self.changed.notify_waiters();
     }
@@ -244,20 +257,28 @@ impl Settle for MemorySettle {
     }
 
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
-        self.inner.take_unacked(&self.queue, self.seq).ok_or_else(|| stale(&self.queue))?;
+        self.inner
+            .take_unacked(&self.queue, self.seq)
+            .ok_or_else(|| stale(&self.queue))?;
         self.inner.remove_journal(&self.queue, self.seq);
         self.inner.changed.notify_waiters();
         Ok(())
     }
 
     async fn requeue(self: Box<Self>) -> Result<(), QueueError> {
-        let pending = self.inner.take_unacked(&self.queue, self.seq).ok_or_else(|| stale(&self.queue))?;
+        let pending = self
+            .inner
+            .take_unacked(&self.queue, self.seq)
+            .ok_or_else(|| stale(&self.queue))?;
         self.inner.put_back(&self.queue, pending);
         Ok(())
     }
 
     async fn dead_letter(self: Box<Self>, reason: &str, detail: &str) -> Result<(), QueueError> {
-        let pending = self.inner.take_unacked(&self.queue, self.seq).ok_or_else(|| stale(&self.queue))?;
+        let pending = self
+            .inner
+            .take_unacked(&self.queue, self.seq)
+            .ok_or_else(|| stale(&self.queue))?;
         let message = pending
             .message
             .clone()
@@ -284,17 +305,25 @@ struct MemoryConsumer {
 impl MemoryConsumer {
     fn try_take(&self) -> Result<Option<Delivery>, QueueError> {
         let mut queues = self.inner.lock();
-        let state = queues.get_mut(&self.queue).ok_or_else(|| QueueError::NoSuchQueue {
-            queue: self.queue.clone(),
-        })?;
-        let held = state.unacked.values().filter(|(_, owner)| *owner == self.id).count();
+        let state = queues
+            .get_mut(&self.queue)
+            .ok_or_else(|| QueueError::NoSuchQueue {
+                queue: self.queue.clone(),
+            })?;
+        let held = state
+            .unacked
+            .values()
+            .filter(|(_, owner)| *owner == self.id)
+            .count();
         if held >= self.prefetch {
             return Ok(None);
         }
         let Some((_, pending)) = state.ready.pop_first() else {
             return Ok(None);
         };
-        state.unacked.insert(pending.seq, (pending.clone(), self.id));
+        state
+            .unacked
+            .insert(pending.seq, (pending.clone(), self.id));
         let settle = MemorySettle {
             inner: self.inner.clone(),
             queue: self.queue.clone(),

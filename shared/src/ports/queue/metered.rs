@@ -17,7 +17,12 @@ impl<Q: JobQueue> MeteredQueue<Q> {
 }
 
 /// Records one queue operation.
-pub fn record_queue_call<T>(backend: &'static str, op: &'static str, timer: CallTimer, result: &Result<T, QueueError>) {
+pub fn record_queue_call<T>(
+    backend: &'static str,
+    op: &'static str,
+    timer: CallTimer,
+    result: &Result<T, QueueError>,
+) {
     let outcome = match result {
         Ok(_) => "ok",
         Err(error) => {
@@ -26,7 +31,9 @@ pub fn record_queue_call<T>(backend: &'static str, op: &'static str, timer: Call
         }
     };
     let m = metrics::global();
-    m.queue_operations.with_label_values(&[backend, op, outcome]).inc();
+    m.queue_operations
+        .with_label_values(&[backend, op, outcome])
+        .inc();
     m.queue_seconds
         .with_label_values(&[backend, op])
         .observe(timer.elapsed_seconds());

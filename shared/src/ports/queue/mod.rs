@@ -174,7 +174,12 @@ impl std::fmt::Debug for Delivery {
 }
 
 impl Delivery {
-    pub fn new(queue: String, message: Message, redelivered: bool, settle: Box<dyn Settle>) -> Delivery {
+    pub fn new(
+        queue: String,
+        message: Message,
+        redelivered: bool,
+        settle: Box<dyn Settle>,
+    ) -> Delivery {
         Delivery {
             queue,
             message,
@@ -192,7 +197,9 @@ impl Delivery {
     }
 
     pub async fn ack(mut self) -> Result<(), QueueError> {
-        let Some(settle) = self.settle.take() else { return Ok(()) };
+        let Some(settle) = self.settle.take() else {
+            return Ok(());
+        };
         let (backend, timer) = (settle.backend(), CallTimer::start());
         let result = settle.ack().await;
         metered::record_queue_call(backend, "ack", timer, &result);
@@ -200,7 +207,9 @@ impl Delivery {
     }
 
     pub async fn requeue(mut self) -> Result<(), QueueError> {
-        let Some(settle) = self.settle.take() else { return Ok(()) };
+        let Some(settle) = self.settle.take() else {
+            return Ok(());
+        };
         let (backend, timer) = (settle.backend(), CallTimer::start());
         let result = settle.requeue().await;
         metered::record_queue_call(backend, "nack", timer, &result);
@@ -215,7 +224,9 @@ impl Delivery {
             detail,
             "dead-lettering message"
         );
-        let Some(settle) = self.settle.take() else { return Ok(()) };
+        let Some(settle) = self.settle.take() else {
+            return Ok(());
+        };
         let (backend, timer) = (settle.backend(), CallTimer::start());
         let result = settle.dead_letter(reason, detail).await;
         metered::record_queue_call(backend, "dead_letter", timer, &result);

@@ -21,7 +21,8 @@ pub struct LocalStore {
 impl LocalStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<LocalStore, StoreError> {
         let root = root.into();
-        std::fs::create_dir_all(root.join(STAGING_DIR)).map_err(|source| io_error(&root, source))?;
+        std::fs::create_dir_all(root.join(STAGING_DIR))
+            .map_err(|source| io_error(&root, source))?;
         Ok(LocalStore { root })
     }
 
@@ -93,9 +94,13 @@ impl ObjectStore for LocalStore {
         let mut file = tokio::fs::File::create(&staged)
             .await
             .map_err(|source| io_error(&staged, source))?;
-        file.write_all(&body).await.map_err(|source| io_error(&staged, source))?;
+        file.write_all(&body)
+            .await
+            .map_err(|source| io_error(&staged, source))?;
         // Durable before visible: the rename must never expose bytes that a crash could lose.
-        file.sync_all().await.map_err(|source| io_error(&staged, source))?;
+        file.sync_all()
+            .await
+            .map_err(|source| io_error(&staged, source))?;
         drop(file);
         self.commit(&staged, &target).await
     }
@@ -200,16 +205,23 @@ fn list_files(root: &Path, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> 
         for entry in entries {
             let entry = entry.map_err(|source| io_error(&dir, source))?;
             let path = entry.path();
-            let Ok(relative) = path.strip_prefix(root) else { continue };
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
             let key = relative.to_string_lossy().replace('\\', "/");
             if key == STAGING_DIR {
                 continue;
             }
-            let file_type = entry.file_type().map_err(|source| io_error(&path, source))?;
+            let file_type = entry
+                .file_type()
+                .map_err(|source| io_error(&path, source))?;
             if file_type.is_dir() {
                 pending.push(path);
             } else if file_type.is_file() && key.starts_with(prefix) {
-                let size = entry.metadata().map_err(|source| io_error(&path, source))?.len();
+                let size = entry
+                    .metadata()
+                    .map_err(|source| io_error(&path, source))?
+                    .len();
                 found.push(ObjectMeta { key, size });
             }
         }

@@ -30,7 +30,9 @@ impl<S: ObjectStore> MeteredStore<S> {
             }
         };
         let m = metrics::global();
-        m.store_operations.with_label_values(&[backend, op, outcome]).inc();
+        m.store_operations
+            .with_label_values(&[backend, op, outcome])
+            .inc();
         m.store_seconds
             .with_label_values(&[backend, op])
             .observe(timer.elapsed_seconds());

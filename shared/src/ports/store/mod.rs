@@ -68,7 +68,10 @@ impl StoreError {
 
     /// Transient failures are worth a retry; a missing object or a bad key is not.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. } | StoreError::Backend { .. })
+        matches!(
+            self,
+            StoreError::Unreachable { .. } | StoreError::Backend { .. }
+        )
     }
 }
 
@@ -126,7 +129,10 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     if key.starts_with('/') {
         return invalid("absolute");
     }
-    if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if key
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return invalid("empty, '.' or '..' path segment");
     }
     if key.chars().any(|c| c.is_control() || c == '\\') {

@@ -100,7 +100,8 @@ impl S3Store {
             Ok(_) => Ok(()),
             Err(error) => {
                 let text = format!("{}", DisplayErrorContext(&error));
-                if text.contains("BucketAlreadyOwnedByYou") || text.contains("BucketAlreadyExists") {
+                if text.contains("BucketAlreadyOwnedByYou") || text.contains("BucketAlreadyExists")
+                {
                     Ok(())
                 } else {
                     Err(self.classify("create_bucket", "", error))
@@ -144,7 +145,12 @@ impl S3Store {
         }
     }
 
-    fn classify<E, R>(&self, operation: &'static str, key: &str, error: SdkError<E, R>) -> StoreError
+    fn classify<E, R>(
+        &self,
+        operation: &'static str,
+        key: &str,
+        error: SdkError<E, R>,
+    ) -> StoreError
     where
         E: std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug,
@@ -156,10 +162,12 @@ impl S3Store {
                 address: self.config.address(),
                 detail,
             },
-            _ if detail.contains("NoSuchKey") || detail.contains("NotFound") => StoreError::NotFound {
-                backend: "s3",
-                key: key.to_string(),
-            },
+            _ if detail.contains("NoSuchKey") || detail.contains("NotFound") => {
+                StoreError::NotFound {
+                    backend: "s3",
+                    key: key.to_string(),
+                }
+            }
             _ => StoreError::Backend {
                 backend: "s3",
                 operation,
@@ -169,7 +177,13 @@ impl S3Store {
         }
     }
 
-    async fn upload_parts(&self, full_key: &str, key: &str, path: &Path, size: u64) -> Result<(), StoreError> {
+    async fn upload_parts(
+        &self,
+        full_key: &str,
+        key: &str,
+        path: &Path,
+        size: u64,
+    ) -> Result<(), StoreError> {
         let part_size = self.config.multipart_threshold.max(MIN_PART_SIZE);
         let upload = self
             .client
@@ -180,7 +194,9 @@ impl S3Store {
             .await
             .map_err(|error| self.classify("put", key, error))?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
-        let result = self.send_parts(full_key, key, path, size, part_size, &upload_id).await;
+        let result = self
+            .send_parts(full_key, key, path, size, part_size, &upload_id)
+            .await;
         match result {
             Ok(parts) => {
                 self.client
@@ -188,7 +204,11 @@ impl S3Store {
                     .bucket(&self.config.bucket)
                     .key(full_key)
                     .upload_id(&upload_id)
-                    .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
                     .send()
                     .await
                     .map_err(|error| self.classify("put", key, error))?;
@@ -285,12 +305,14 @@ impl ObjectStore for S3Store {
         if size > self.config.multipart_threshold {
             return self.upload_parts(&full, key, path, size).await;
         }
-        let body = ByteStream::from_path(path).await.map_err(|error| StoreError::Backend {
-            backend: "s3",
-            operation: "put",
-            key: key.to_string(),
-            detail: error.to_string(),
-        })?;
+        let body = ByteStream::from_path(path)
+            .await
+            .map_err(|error| StoreError::Backend {
+                backend: "s3",
+                operation: "put",
+                key: key.to_string(),
+                detail: error.to_string(),
+            })?;
         self.client
             .put_object()
             .bucket(&self.config.bucket)
@@ -312,12 +334,16 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|error| self.classify("get", key, error))?;
-        let body = object.body.collect().await.map_err(|error| StoreError::Backend {
-            backend: "s3",
-            operation: "get",
-            key: key.to_string(),
-            detail: error.to_string(),
-        })?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|error| StoreError::Backend {
+                backend: "s3",
+                operation: "get",
+                key: key.to_string(),
+                detail: error.to_string(),
+            })?;
         Ok(body.into_bytes())
     }
 
@@ -348,12 +374,16 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|error| self.classify("get_range", key, error))?;
-        let body = object.body.collect().await.map_err(|error| StoreError::Backend {
-            backend: "s3",
-            operation: "get_range",
-            key: key.to_string(),
-            detail: error.to_string(),
-        })?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|error| StoreError::Backend {
+                backend: "s3",
+                operation: "get_range",
+                key: key.to_string(),
+                detail: error.to_string(),
+            })?;
         Ok(body.into_bytes())
     }
 
@@ -404,7 +434,9 @@ impl ObjectStore for S3Store {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|error| self.classify("list", prefix, error))?;
             for object in page.contents() {
-                let Some(full_key) = object.key() else { continue };
+                let Some(full_key) = object.key() else {
+                    continue;
+                };
                 found.push(ObjectMeta {
                     key: self.strip_prefix(full_key).to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,

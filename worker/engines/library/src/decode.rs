@@ -23,13 +23,18 @@ pub fn format_name(format: ImageFormat) -> Option<&'static str> {
 pub fn is_heif(bytes: &[u8]) -> bool {
     bytes.len() >= 12
         && &bytes[4..8] == b"ftyp"
-        && matches!(&bytes[8..12], b"heic" | b"heix" | b"hevc" | b"hevx" | b"mif1" | b"msf1" | b"heim" | b"heis" | b"avic")
+        && matches!(
+            &bytes[8..12],
+            b"heic" | b"heix" | b"hevc" | b"hevx" | b"mif1" | b"msf1" | b"heim" | b"heis" | b"avic"
+        )
 }
 
 /// The format and stored pixel size, read from headers only.
 pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
     if is_heif(bytes) {
-        return Err(Damage::Unsupported("HEIC/HEIF (no HEIF decoder in this build)".into()));
+        return Err(Damage::Unsupported(
+            "HEIC/HEIF (no HEIF decoder in this build)".into(),
+        ));
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -48,11 +53,17 @@ pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
 pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicImage, Damage> {
     let (format, width, height) = probe(bytes)?;
     if format == "jpeg" && jpeg_is_truncated(bytes) {
-        return Err(Damage::Corrupt("truncated JPEG: the scan has no end-of-image marker".into()));
+        return Err(Damage::Corrupt(
+            "truncated JPEG: the scan has no end-of-image marker".into(),
+        ));
     }
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
-        return Err(Damage::TooLarge { width, height, limit: max_pixels });
+        return Err(Damage::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        });
     }
     if width == 0 || height == 0 {
         return Err(Damage::Corrupt("zero-sized image".into()));
@@ -65,7 +76,9 @@ pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicI
     limits.max_image_height = Some(height);
     limits.max_alloc = Some(pixels.saturating_mul(16).max(1 << 20));
     reader.limits(limits);
-    let image = reader.decode().map_err(|e| Damage::Corrupt(e.to_string()))?;
+    let image = reader
+        .decode()
+        .map_err(|e| Damage::Corrupt(e.to_string()))?;
     Ok(orient(image, orientation))
 }
 
@@ -73,7 +86,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicI
 /// marker (FF D9) after its last start-of-scan (FF DA). (Thumbnails inside EXIF have their own markers,
 /// which is why the order matters.)
 fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    let last = |marker: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    let last = |marker: u8| {
+        bytes
+            .windows(2)
+            .rposition(|w| w[0] == 0xFF && w[1] == marker)
+    };
     match (last(0xDA), last(0xD9)) {
         (Some(scan), Some(end)) => end < scan,
         (Some(_), None) => true,

@@ -26,7 +26,10 @@ fn ascii(exif: &exif::Exif, tag: Tag) -> Option<Vec<u8>> {
 
 fn text(exif: &exif::Exif, tag: Tag) -> Option<String> {
     let bytes = ascii(exif, tag)?;
-    let text = String::from_utf8_lossy(&bytes).trim_matches(char::from(0)).trim().to_string();
+    let text = String::from_utf8_lossy(&bytes)
+        .trim_matches(char::from(0))
+        .trim()
+        .to_string();
     (!text.is_empty()).then_some(text)
 }
 
@@ -35,7 +38,9 @@ fn dms(exif: &exif::Exif, tag: Tag) -> Option<f64> {
         Value::Rational(parts) if parts.len() >= 3 && parts.iter().all(|r| r.denom != 0) => {
             Some(parts[0].to_f64() + parts[1].to_f64() / 60.0 + parts[2].to_f64() / 3600.0)
         }
-        Value::Rational(parts) if parts.len() == 1 && parts[0].denom != 0 => Some(parts[0].to_f64()),
+        Value::Rational(parts) if parts.len() == 1 && parts[0].denom != 0 => {
+            Some(parts[0].to_f64())
+        }
         _ => None,
     }
 }
@@ -59,18 +64,33 @@ pub fn read_exif(bytes: &[u8]) -> ExifFacts {
         (make, model) => make.or(model),
     };
     if let Some(raw) = ascii(&exif, Tag::DateTimeOriginal).or_else(|| ascii(&exif, Tag::DateTime)) {
-        match parse_capture(&raw, ascii(&exif, Tag::OffsetTimeOriginal).or_else(|| ascii(&exif, Tag::OffsetTime))) {
+        match parse_capture(
+            &raw,
+            ascii(&exif, Tag::OffsetTimeOriginal).or_else(|| ascii(&exif, Tag::OffsetTime)),
+        ) {
             Some(captured) => facts.captured = Some(captured),
-            None => facts.rejected.push(format!("capture date {:?}", String::from_utf8_lossy(&raw))),
+            None => facts
+                .rejected
+                .push(format!("capture date {:?}", String::from_utf8_lossy(&raw))),
         }
     }
     if let (Some(lat), Some(lon)) = (dms(&exif, Tag::GPSLatitude), dms(&exif, Tag::GPSLongitude)) {
-        let lat = if text(&exif, Tag::GPSLatitudeRef).as_deref() == Some("S") { -lat } else { lat };
-        let lon = if text(&exif, Tag::GPSLongitudeRef).as_deref() == Some("W") { -lon } else { lon };
+        let lat = if text(&exif, Tag::GPSLatitudeRef).as_deref() == Some("S") {
+            -lat
+        } else {
+            lat
+        };
+        let lon = if text(&exif, Tag::GPSLongitudeRef).as_deref() == Some("W") {
+            -lon
+        } else {
+            lon
+        };
         let altitude = dms(&exif, Tag::GPSAltitude);
         match GeoPoint::checked(lat, lon, altitude) {
             Some(point) => facts.gps = Some(point),
-            None => facts.rejected.push(format!("GPS position {lat:.5}, {lon:.5}")),
+            None => facts
+                .rejected
+                .push(format!("GPS position {lat:.5}, {lon:.5}")),
         }
     }
     facts
@@ -84,11 +104,19 @@ fn parse_capture(raw: &[u8], offset: Option<Vec<u8>>) -> Option<CaptureTime> {
     if let Some(offset) = offset {
         let _ = when.parse_offset(&offset);
     }
-    let date = chrono::NaiveDate::from_ymd_opt(i32::from(when.year), u32::from(when.month), u32::from(when.day))?;
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::from(when.year),
+        u32::from(when.month),
+        u32::from(when.day),
+    )?;
     if !PLAUSIBLE_YEARS.contains(&when.year) {
         return None;
     }
-    let local = date.and_hms_opt(u32::from(when.hour), u32::from(when.minute), u32::from(when.second))?;
+    let local = date.and_hms_opt(
+        u32::from(when.hour),
+        u32::from(when.minute),
+        u32::from(when.second),
+    )?;
     let utc = when.offset.map(|minutes| {
         (local - chrono::Duration::minutes(i64::from(minutes)))
             .and_utc()
@@ -111,7 +139,10 @@ mod tests {
         assert_eq!(t.local, "2023-07-14T19:42:05");
         assert_eq!(t.utc_offset_minutes, Some(-600));
         assert_eq!(t.utc.as_deref(), Some("2023-07-15T05:42:05+00:00"));
-        assert!(parse_capture(b"2023:07:14 19:42:05", None).unwrap().utc.is_none());
+        assert!(parse_capture(b"2023:07:14 19:42:05", None)
+            .unwrap()
+            .utc
+            .is_none());
         assert!(parse_capture(b"0000:00:00 00:00:00", None).is_none());
         assert!(parse_capture(b"2023:02:30 10:00:00", None).is_none());
         assert!(parse_capture(b"1200:01:01 10:00:00", None).is_none());

@@ -27,7 +27,10 @@ pub enum ImportSource<'a> {
     /// A local folder, walked recursively (an unpacked Takeout export is a folder too).
     Folder(PathBuf),
     /// Objects under a prefix of an object store (`s3://bucket/prefix`).
-    Objects { store: &'a dyn ObjectStore, prefix: String },
+    Objects {
+        store: &'a dyn ObjectStore,
+        prefix: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -96,25 +99,43 @@ struct Listing {
 const SIDECAR_EXTENSIONS: &[&str] = &["json", "xmp"];
 
 fn extension(name: &str) -> String {
-    name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+    name.rsplit_once('.')
+        .map(|(_, e)| e.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 fn list_folder(root: &Path) -> Result<Listing, LibraryError> {
-    let source = |detail: String| LibraryError::Source { path: root.display().to_string(), detail };
+    let source = |detail: String| LibraryError::Source {
+        path: root.display().to_string(),
+        detail,
+    };
     if !root.is_dir() {
         return Err(source("is not a folder".into()));
     }
-    let mut listing = Listing { files: BTreeMap::new(), skipped: Vec::new() };
+    let mut listing = Listing {
+        files: BTreeMap::new(),
+        skipped: Vec::new(),
+    };
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| source(format!("{}: {e}", dir.display())))?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| source(format!("{}: {e}", dir.display())))?;
         for entry in entries.flatten() {
             let path = entry.path();
-            let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().replace('\\', "/");
-            let Ok(kind) = entry.file_type() else { continue };
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
             if kind.is_symlink() {
                 // Following links could read outside the library (or loop); never silently.
-                listing.skipped.push(Skipped { file: relative, reason: Damage::UnsafePath("symbolic link".into()) });
+                listing.skipped.push(Skipped {
+                    file: relative,
+                    reason: Damage::UnsafePath("symbolic link".into()),
+                });
             } else if kind.is_dir() {
                 pending.push(path);
             } else if kind.is_file() && !relative.split('/').any(|part| part.starts_with('.')) {
@@ -126,20 +147,33 @@ fn list_folder(root: &Path) -> Result<Listing, LibraryError> {
 }
 
 async fn list_objects(store: &dyn ObjectStore, prefix: &str) -> Result<Listing, LibraryError> {
-    let prefix = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+    let prefix = if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    };
     let mut files = BTreeMap::new();
     for object in store.list(&prefix).await? {
         let relative = object.key[prefix.len()..].to_string();
         files.insert(relative, Location::Object(object.key));
     }
-    Ok(Listing { files, skipped: Vec::new() })
+    Ok(Listing {
+        files,
+        skipped: Vec::new(),
+    })
 }
 
 async fn read(location: &Location, objects: Option<&dyn ObjectStore>) -> Result<Vec<u8>, Damage> {
     match location {
-        Location::Local(path) => tokio::fs::read(path).await.map_err(|e| Damage::Unreadable(e.to_string())),
+        Location::Local(path) => tokio::fs::read(path)
+            .await
+            .map_err(|e| Damage::Unreadable(e.to_string())),
         Location::Object(key) => match objects {
-            Some(store) => store.get(key).await.map(|b| b.to_vec()).map_err(|e| Damage::Unreadable(e.to_string())),
+            Some(store) => store
+                .get(key)
+                .await
+                .map(|b| b.to_vec())
+                .map_err(|e| Damage::Unreadable(e.to_string())),
             None => Err(Damage::Unreadable("no object store for this source".into())),
         },
     }
@@ -176,7 +210,9 @@ pub async fn import(
 ) -> Result<ImportReport, LibraryError> {
     let (listing, objects) = match &source {
         ImportSource::Folder(root) => (list_folder(root)?, None),
-        ImportSource::Objects { store, prefix } => (list_objects(*store, prefix).await?, Some(*store)),
+        ImportSource::Objects { store, prefix } => {
+            (list_objects(*store, prefix).await?, Some(*store))
+        }
     };
     let mut importer = Importer {
         store,
@@ -186,14 +222,19 @@ pub async fn import(
         pending: Vec::new(),
         pending_bytes: 0,
         seen: BTreeMap::new(),
-        report: ImportReport { skipped: listing.skipped.clone(), ..ImportReport::default() },
+        report: ImportReport {
+            skipped: listing.skipped.clone(),
+            ..ImportReport::default()
+        },
     };
     let sidecars_by_dir = sidecars_by_dir(&listing);
     for (relative, location) in &listing.files {
         if SIDECAR_EXTENSIONS.contains(&extension(relative).as_str()) {
             continue;
         }
-        importer.add(relative, location, objects, &listing, &sidecars_by_dir).await?;
+        importer
+            .add(relative, location, objects, &listing, &sidecars_by_dir)
+            .await?;
     }
     importer.flush().await?;
     importer.manifest.refresh_places();
@@ -213,7 +254,10 @@ fn sidecars_by_dir(listing: &Listing) -> BTreeMap<String, Vec<String>> {
     for relative in listing.files.keys() {
         if extension(relative) == "json" {
             let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
-            by_dir.entry(dir.to_string()).or_default().push(name.to_string());
+            by_dir
+                .entry(dir.to_string())
+                .or_default()
+                .push(name.to_string());
         }
     }
     by_dir
@@ -222,7 +266,10 @@ fn sidecars_by_dir(listing: &Listing) -> BTreeMap<String, Vec<String>> {
 impl Importer<'_> {
     fn skip(&mut self, file: &str, reason: Damage) {
         tracing::warn!(file, %reason, "skipped");
-        self.report.skipped.push(Skipped { file: file.to_string(), reason });
+        self.report.skipped.push(Skipped {
+            file: file.to_string(),
+            reason,
+        });
     }
 
     async fn add(
@@ -260,7 +307,11 @@ impl Importer<'_> {
         let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
         let takeout = match sidecars.get(dir).and_then(|names| sidecar_for(name, names)) {
             Some(sidecar) => {
-                let key = if dir.is_empty() { sidecar.to_string() } else { format!("{dir}/{sidecar}") };
+                let key = if dir.is_empty() {
+                    sidecar.to_string()
+                } else {
+                    format!("{dir}/{sidecar}")
+                };
                 match self.read_sidecar(&key, listing, objects).await {
                     Ok(bytes) => match parse_sidecar(&bytes) {
                         Ok(facts) => Some(facts),
@@ -289,7 +340,9 @@ impl Importer<'_> {
         self.pending_bytes += bytes.len() as u64;
         self.pending.push(PendingPhoto { meta, bytes });
         self.report.imported += 1;
-        if self.pending.len() >= self.options.shard_max_photos || self.pending_bytes >= self.options.shard_max_bytes {
+        if self.pending.len() >= self.options.shard_max_photos
+            || self.pending_bytes >= self.options.shard_max_bytes
+        {
             self.flush().await?;
         }
         Ok(())
@@ -297,10 +350,18 @@ impl Importer<'_> {
 
     fn note(&mut self, file: &str, reason: Damage) {
         tracing::warn!(file, %reason, "metadata ignored");
-        self.report.notes.push(Skipped { file: file.to_string(), reason });
+        self.report.notes.push(Skipped {
+            file: file.to_string(),
+            reason,
+        });
     }
 
-    async fn read_sidecar(&self, key: &str, listing: &Listing, objects: Option<&dyn ObjectStore>) -> Result<Vec<u8>, Damage> {
+    async fn read_sidecar(
+        &self,
+        key: &str,
+        listing: &Listing,
+        objects: Option<&dyn ObjectStore>,
+    ) -> Result<Vec<u8>, Damage> {
         match listing.files.get(key) {
             Some(location) => read(location, objects).await,
             None => Err(Damage::BadSidecar(format!("{key} vanished"))),
@@ -308,9 +369,21 @@ impl Importer<'_> {
     }
 
     /// `IMG.jpg.xmp` (darktable, digiKam) or `IMG.xmp` (Lightroom).
-    async fn xmp_for(&mut self, relative: &str, listing: &Listing, objects: Option<&dyn ObjectStore>) -> Option<XmpFacts> {
-        let stem = relative.rsplit_once('.').map(|(s, _)| s).unwrap_or(relative);
-        let candidates = [format!("{relative}.xmp"), format!("{stem}.xmp"), format!("{stem}.XMP")];
+    async fn xmp_for(
+        &mut self,
+        relative: &str,
+        listing: &Listing,
+        objects: Option<&dyn ObjectStore>,
+    ) -> Option<XmpFacts> {
+        let stem = relative
+            .rsplit_once('.')
+            .map(|(s, _)| s)
+            .unwrap_or(relative);
+        let candidates = [
+            format!("{relative}.xmp"),
+            format!("{stem}.xmp"),
+            format!("{stem}.XMP"),
+        ];
         let key = candidates.iter().find(|c| listing.files.contains_key(*c))?;
         let bytes = match read(&listing.files[key], objects).await {
             Ok(bytes) => bytes,
@@ -359,9 +432,11 @@ impl Importer<'_> {
         let captured = capture_time(exif.captured.clone(), takeout.taken);
         let gps = exif.gps.or(takeout.gps);
         let sun = match (&captured, &gps) {
-            (Some(CaptureTime { utc: Some(utc), .. }), Some(point)) => DateTime::parse_from_rfc3339(utc)
-                .ok()
-                .map(|t| sun_position(t.with_timezone(&Utc), point.latitude, point.longitude)),
+            (Some(CaptureTime { utc: Some(utc), .. }), Some(point)) => {
+                DateTime::parse_from_rfc3339(utc)
+                    .ok()
+                    .map(|t| sun_position(t.with_timezone(&Utc), point.latitude, point.longitude))
+            }
             _ => None,
         };
         let mut people = takeout.people;
@@ -404,9 +479,14 @@ impl Importer<'_> {
             Ok::<_, LibraryError>((tar, placed, photos))
         })
         .await
-        .map_err(|e| LibraryError::Shard { shard: shard.to_string(), detail: e.to_string() })??;
+        .map_err(|e| LibraryError::Shard {
+            shard: shard.to_string(),
+            detail: e.to_string(),
+        })??;
         let size = tar.len() as u64;
-        self.store.put(&keys::shard(self.tenant, &shard), bytes::Bytes::from(tar)).await?;
+        self.store
+            .put(&keys::shard(self.tenant, &shard), bytes::Bytes::from(tar))
+            .await?;
         for (photo, place) in photos.into_iter().zip(placed) {
             self.manifest.photos.push(PhotoEntry {
                 meta: photo.meta,
@@ -415,9 +495,18 @@ impl Importer<'_> {
                 length: place.length,
             });
         }
-        let photos_in_shard = self.manifest.photos.iter().filter(|p| p.shard == shard).count();
+        let photos_in_shard = self
+            .manifest
+            .photos
+            .iter()
+            .filter(|p| p.shard == shard)
+            .count();
         self.manifest.shards.retain(|s| s.id != shard);
-        self.manifest.shards.push(ShardEntry { id: shard, photos: photos_in_shard, bytes: size });
+        self.manifest.shards.push(ShardEntry {
+            id: shard,
+            photos: photos_in_shard,
+            bytes: size,
+        });
         self.report.shards_written += 1;
         Ok(())
     }
@@ -435,9 +524,16 @@ fn capture_time(exif: Option<CaptureTime>, takeout_utc: Option<i64>) -> Option<C
             let offset = ((minutes as f64 / 15.0).round() * 15.0) as i32;
             if offset.abs() > 14 * 60 {
                 // Camera clock far off: trust Takeout's instant, keep the camera's local time.
-                return Some(CaptureTime { utc: Some(utc.to_rfc3339()), ..local });
+                return Some(CaptureTime {
+                    utc: Some(utc.to_rfc3339()),
+                    ..local
+                });
             }
-            Some(CaptureTime { utc_offset_minutes: Some(offset), utc: Some(utc.to_rfc3339()), ..local })
+            Some(CaptureTime {
+                utc_offset_minutes: Some(offset),
+                utc: Some(utc.to_rfc3339()),
+                ..local
+            })
         }
         (Some(local), None) => Some(local),
         (None, Some(utc)) => Some(CaptureTime {
@@ -455,14 +551,24 @@ mod tests {
 
     #[test]
     fn albums_come_from_folders_but_not_year_folders() {
-        assert_eq!(album_of("Hawaii 2023/IMG_1.jpg").as_deref(), Some("Hawaii 2023"));
-        assert_eq!(album_of("Takeout/Google Photos/Photos from 2023/IMG_1.jpg"), None);
+        assert_eq!(
+            album_of("Hawaii 2023/IMG_1.jpg").as_deref(),
+            Some("Hawaii 2023")
+        );
+        assert_eq!(
+            album_of("Takeout/Google Photos/Photos from 2023/IMG_1.jpg"),
+            None
+        );
         assert_eq!(album_of("IMG_1.jpg"), None);
     }
 
     #[test]
     fn exif_local_time_and_takeout_instant_give_the_offset() {
-        let local = CaptureTime { local: "2023-07-14T19:42:05".into(), utc_offset_minutes: None, utc: None };
+        let local = CaptureTime {
+            local: "2023-07-14T19:42:05".into(),
+            utc_offset_minutes: None,
+            utc: None,
+        };
         let combined = capture_time(Some(local), Some(1_689_399_725)).unwrap();
         assert_eq!(combined.utc_offset_minutes, Some(-600));
         let takeout_only = capture_time(None, Some(1_689_399_725)).unwrap();

@@ -55,7 +55,10 @@ impl LibraryManifest {
         let mut albums: BTreeMap<String, Vec<PhotoId>> = BTreeMap::new();
         for photo in &self.photos {
             for album in &photo.meta.albums {
-                albums.entry(album.clone()).or_default().push(photo.meta.id.clone());
+                albums
+                    .entry(album.clone())
+                    .or_default()
+                    .push(photo.meta.id.clone());
             }
         }
         albums
@@ -91,7 +94,10 @@ impl LibraryManifest {
     }
 }
 
-pub async fn load_manifest(store: &dyn ObjectStore, tenant: &TenantId) -> Result<LibraryManifest, LibraryError> {
+pub async fn load_manifest(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+) -> Result<LibraryManifest, LibraryError> {
     let key = keys::library_manifest(tenant);
     match store.get(&key).await {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LibraryError::Manifest {
@@ -107,11 +113,17 @@ pub async fn load_manifest(store: &dyn ObjectStore, tenant: &TenantId) -> Result
     }
 }
 
-pub async fn save_manifest(store: &dyn ObjectStore, tenant: &TenantId, manifest: &LibraryManifest) -> Result<(), LibraryError> {
+pub async fn save_manifest(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    manifest: &LibraryManifest,
+) -> Result<(), LibraryError> {
     let bytes = serde_json::to_vec(manifest).map_err(|e| LibraryError::Manifest {
         tenant: tenant.to_string(),
         detail: e.to_string(),
     })?;
-    store.put(&keys::library_manifest(tenant), Bytes::from(bytes)).await?;
+    store
+        .put(&keys::library_manifest(tenant), Bytes::from(bytes))
+        .await?;
     Ok(())
 }

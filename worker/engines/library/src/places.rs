@@ -29,7 +29,11 @@ pub fn distance_km(a: &GeoPoint, b: &GeoPoint) -> f64 {
 pub fn reverse_geocode(point: &GeoPoint) -> Option<Place> {
     let found = geocoder().search((point.latitude, point.longitude));
     let record = found.record;
-    let nearest = GeoPoint { latitude: record.lat, longitude: record.lon, altitude: None };
+    let nearest = GeoPoint {
+        latitude: record.lat,
+        longitude: record.lon,
+        altitude: None,
+    };
     if distance_km(point, &nearest) > MAX_CITY_DISTANCE_KM {
         return None;
     }
@@ -96,7 +100,11 @@ pub fn recurring_places(sightings: &[Sighting<'_>]) -> Vec<RecurringPlace> {
             (place, days)
         })
         .collect();
-    places.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.photos.cmp(&a.0.photos)).then(a.0.label.cmp(&b.0.label)));
+    places.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then(b.0.photos.cmp(&a.0.photos))
+            .then(a.0.label.cmp(&b.0.label))
+    });
     if let Some((home, days)) = places.first_mut() {
         if *days >= 3 {
             home.name = "Home".to_string();
@@ -123,25 +131,75 @@ mod tests {
 
     #[test]
     fn geocodes_known_cities_offline() {
-        let honolulu = reverse_geocode(&GeoPoint { latitude: 21.3069, longitude: -157.8583, altitude: None }).unwrap();
+        let honolulu = reverse_geocode(&GeoPoint {
+            latitude: 21.3069,
+            longitude: -157.8583,
+            altitude: None,
+        })
+        .unwrap();
         assert_eq!(honolulu.country, "US");
         assert_eq!(honolulu.region, "Hawaii");
-        let paris = reverse_geocode(&GeoPoint { latitude: 48.8584, longitude: 2.2945, altitude: None }).unwrap();
+        let paris = reverse_geocode(&GeoPoint {
+            latitude: 48.8584,
+            longitude: 2.2945,
+            altitude: None,
+        })
+        .unwrap();
         assert_eq!(paris.country, "FR");
-        let mid_pacific = GeoPoint { latitude: 0.5, longitude: -140.0, altitude: None };
+        let mid_pacific = GeoPoint {
+            latitude: 0.5,
+            longitude: -140.0,
+            altitude: None,
+        };
         assert!(reverse_geocode(&mid_pacific).is_none());
     }
 
     #[test]
     fn the_place_of_many_days_is_home() {
-        let home = Place { city: "Lyon".into(), region: "Auvergne-Rhone-Alpes".into(), country: "FR".into() };
-        let trip = Place { city: "Honolulu".into(), region: "Hawaii".into(), country: "US".into() };
-        let p = GeoPoint { latitude: 45.76, longitude: 4.83, altitude: None };
-        let q = GeoPoint { latitude: 21.30, longitude: -157.85, altitude: None };
-        let dates = ["2023-01-02T10:00:00", "2023-03-04T10:00:00", "2023-05-06T10:00:00"];
-        let mut sightings: Vec<Sighting> = dates.iter().map(|d| Sighting { place: &home, point: &p, date: Some(d) }).collect();
-        for d in ["2023-07-01T10:00:00", "2023-07-01T11:00:00", "2023-07-01T12:00:00", "2023-07-02T09:00:00"] {
-            sightings.push(Sighting { place: &trip, point: &q, date: Some(d) });
+        let home = Place {
+            city: "Lyon".into(),
+            region: "Auvergne-Rhone-Alpes".into(),
+            country: "FR".into(),
+        };
+        let trip = Place {
+            city: "Honolulu".into(),
+            region: "Hawaii".into(),
+            country: "US".into(),
+        };
+        let p = GeoPoint {
+            latitude: 45.76,
+            longitude: 4.83,
+            altitude: None,
+        };
+        let q = GeoPoint {
+            latitude: 21.30,
+            longitude: -157.85,
+            altitude: None,
+        };
+        let dates = [
+            "2023-01-02T10:00:00",
+            "2023-03-04T10:00:00",
+            "2023-05-06T10:00:00",
+        ];
+        let mut sightings: Vec<Sighting> = dates
+            .iter()
+            .map(|d| Sighting {
+                place: &home,
+                point: &p,
+                date: Some(d),
+            })
+            .collect();
+        for d in [
+            "2023-07-01T10:00:00",
+            "2023-07-01T11:00:00",
+            "2023-07-01T12:00:00",
+            "2023-07-02T09:00:00",
+        ] {
+            sightings.push(Sighting {
+                place: &trip,
+                point: &q,
+                date: Some(d),
+            });
         }
         let places = recurring_places(&sightings);
         assert_eq!(places[0].name, "Home");

@@ -89,24 +89,43 @@ pub struct Sample {
 }
 
 /// Streams the samples of a shard, one at a time, without holding the whole tar in memory.
-pub fn read_samples(reader: impl Read, mut each: impl FnMut(Sample) -> Result<(), LibraryError>) -> Result<usize, LibraryError> {
-    let corrupt = |detail: String| LibraryError::Shard { shard: "read".into(), detail };
+pub fn read_samples(
+    reader: impl Read,
+    mut each: impl FnMut(Sample) -> Result<(), LibraryError>,
+) -> Result<usize, LibraryError> {
+    let corrupt = |detail: String| LibraryError::Shard {
+        shard: "read".into(),
+        detail,
+    };
     let mut archive = tar::Archive::new(reader);
     let mut image: Option<(String, Vec<u8>)> = None;
     let mut count = 0;
     for entry in archive.entries().map_err(|e| corrupt(e.to_string()))? {
         let mut entry = entry.map_err(|e| corrupt(e.to_string()))?;
-        let name = entry.path().map_err(|e| corrupt(e.to_string()))?.to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .map_err(|e| corrupt(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
         let mut data = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut data).map_err(|e| corrupt(e.to_string()))?;
-        let (stem, ext) = name.rsplit_once('.').ok_or_else(|| corrupt(format!("member {name:?} has no extension")))?;
+        entry
+            .read_to_end(&mut data)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let (stem, ext) = name
+            .rsplit_once('.')
+            .ok_or_else(|| corrupt(format!("member {name:?} has no extension")))?;
         if ext == "json" {
             let Some((image_stem, bytes)) = image.take().filter(|(s, _)| s == stem) else {
                 return Err(corrupt(format!("metadata {name:?} without its image")));
             };
-            let meta: PhotoMeta = serde_json::from_slice(&data).map_err(|e| corrupt(format!("{name}: {e}")))?;
+            let meta: PhotoMeta =
+                serde_json::from_slice(&data).map_err(|e| corrupt(format!("{name}: {e}")))?;
             let photo = PhotoId::parse(&image_stem).map_err(|e| corrupt(e.to_string()))?;
-            each(Sample { photo, image: bytes, meta })?;
+            each(Sample {
+                photo,
+                image: bytes,
+                meta,
+            })?;
             count += 1;
         } else {
             image = Some((stem.to_string(), data));

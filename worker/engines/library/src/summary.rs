@@ -62,7 +62,10 @@ pub fn summarise(manifest: &LibraryManifest) -> LibrarySummary {
         albums: manifest
             .albums()
             .into_iter()
-            .map(|(name, photos)| AlbumSummary { name, photos: photos.len() })
+            .map(|(name, photos)| AlbumSummary {
+                name,
+                photos: photos.len(),
+            })
             .collect(),
         places: manifest
             .places
@@ -99,13 +102,19 @@ impl LibrarySummary {
         }
         out.push_str("places:\n");
         for place in &self.places {
-            out.push_str(&format!("  {} — {} ({} photos)\n", place.name, place.label, place.photos));
+            out.push_str(&format!(
+                "  {} — {} ({} photos)\n",
+                place.name, place.label, place.photos
+            ));
         }
         out.push_str("light:\n");
         for (tag, count) in &self.light {
             out.push_str(&format!("  {tag}: {count}\n"));
         }
-        out.push_str(&format!("people named in sidecars: {}\n", self.people.join(", ")));
+        out.push_str(&format!(
+            "people named in sidecars: {}\n",
+            self.people.join(", ")
+        ));
         out
     }
 }

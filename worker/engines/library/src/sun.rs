@@ -17,7 +17,9 @@ pub struct SunPosition {
 
 fn julian_day(when: DateTime<Utc>) -> f64 {
     // Days since the Unix epoch plus the epoch's Julian day number.
-    when.timestamp() as f64 / 86_400.0 + f64::from(when.timestamp_subsec_nanos()) / 86_400e9 + 2_440_587.5
+    when.timestamp() as f64 / 86_400.0
+        + f64::from(when.timestamp_subsec_nanos()) / 86_400e9
+        + 2_440_587.5
 }
 
 fn sin_d(x: f64) -> f64 {
@@ -40,9 +42,12 @@ pub fn sun_position(when: DateTime<Utc>, latitude: f64, longitude: f64) -> SunPo
     let true_longitude = mean_longitude + centre;
     let omega = 125.04 - 1934.136 * jc;
     let apparent_longitude = true_longitude - 0.005_69 - 0.004_78 * sin_d(omega);
-    let mean_obliquity = 23.0 + (26.0 + (21.448 - jc * (46.815 + jc * (0.000_59 - jc * 0.001_813))) / 60.0) / 60.0;
+    let mean_obliquity =
+        23.0 + (26.0 + (21.448 - jc * (46.815 + jc * (0.000_59 - jc * 0.001_813))) / 60.0) / 60.0;
     let obliquity = mean_obliquity + 0.002_56 * cos_d(omega);
-    let declination = (sin_d(obliquity) * sin_d(apparent_longitude)).asin().to_degrees();
+    let declination = (sin_d(obliquity) * sin_d(apparent_longitude))
+        .asin()
+        .to_degrees();
     let y = (obliquity / 2.0).to_radians().tan().powi(2);
     let equation_of_time = 4.0
         * (y * sin_d(2.0 * mean_longitude) - 2.0 * eccentricity * sin_d(mean_anomaly)
@@ -57,15 +62,21 @@ pub fn sun_position(when: DateTime<Utc>, latitude: f64, longitude: f64) -> SunPo
     } else {
         true_solar_time / 4.0 - 180.0
     };
-    let cos_zenith = (sin_d(latitude) * sin_d(declination) + cos_d(latitude) * cos_d(declination) * cos_d(hour_angle))
-        .clamp(-1.0, 1.0);
+    let cos_zenith = (sin_d(latitude) * sin_d(declination)
+        + cos_d(latitude) * cos_d(declination) * cos_d(hour_angle))
+    .clamp(-1.0, 1.0);
     let zenith = cos_zenith.acos().to_degrees();
     let geometric_elevation = 90.0 - zenith;
     let denominator = cos_d(latitude) * sin_d(zenith);
     let azimuth = if denominator.abs() < 1e-12 {
-        if latitude > declination { 180.0 } else { 0.0 }
+        if latitude > declination {
+            180.0
+        } else {
+            0.0
+        }
     } else {
-        let cos_azimuth = ((sin_d(latitude) * cos_zenith - sin_d(declination)) / denominator).clamp(-1.0, 1.0);
+        let cos_azimuth =
+            ((sin_d(latitude) * cos_zenith - sin_d(declination)) / denominator).clamp(-1.0, 1.0);
         let angle = cos_azimuth.acos().to_degrees();
         if hour_angle > 0.0 {
             (angle + 180.0).rem_euclid(360.0)
@@ -89,7 +100,8 @@ fn refraction(elevation: f64) -> f64 {
     let arc_seconds = if elevation > 5.0 {
         58.1 / te - 0.07 / te.powi(3) + 0.000_086 / te.powi(5)
     } else if elevation > -0.575 {
-        1735.0 + elevation * (-518.2 + elevation * (103.4 + elevation * (-12.79 + elevation * 0.711)))
+        1735.0
+            + elevation * (-518.2 + elevation * (103.4 + elevation * (-12.79 + elevation * 0.711)))
     } else {
         -20.772 / te
     };
@@ -150,12 +162,24 @@ mod tests {
         let rise = sun_position(at(2024, 6, 21, 3, 43), lat, lon);
         let set = sun_position(at(2024, 6, 21, 20, 21), lat, lon);
         for (name, sun) in [("sunrise", rise), ("sunset", set)] {
-            assert!((sun.elevation + 0.27).abs() < 0.35, "{name}: elevation {}", sun.elevation);
+            assert!(
+                (sun.elevation + 0.27).abs() < 0.35,
+                "{name}: elevation {}",
+                sun.elevation
+            );
         }
         assert!(rise.morning && !set.morning);
         // The midsummer sun rises in the north-east and sets in the north-west.
-        assert!((40.0..60.0).contains(&rise.azimuth), "rise azimuth {}", rise.azimuth);
-        assert!((300.0..320.0).contains(&set.azimuth), "set azimuth {}", set.azimuth);
+        assert!(
+            (40.0..60.0).contains(&rise.azimuth),
+            "rise azimuth {}",
+            rise.azimuth
+        );
+        assert!(
+            (300.0..320.0).contains(&set.azimuth),
+            "set azimuth {}",
+            set.azimuth
+        );
         assert_eq!(light_tags(&rise), ["golden_hour", "sunrise"]);
         assert_eq!(light_tags(&set), ["golden_hour", "sunset"]);
     }

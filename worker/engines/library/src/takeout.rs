@@ -69,7 +69,10 @@ pub fn parse_sidecar(bytes: &[u8]) -> Result<TakeoutFacts, String> {
             .people
             .into_iter()
             .filter(|p| !p.name.trim().is_empty())
-            .map(|p| NamedRegion { name: p.name.trim().to_string(), area: None })
+            .map(|p| NamedRegion {
+                name: p.name.trim().to_string(),
+                area: None,
+            })
             .collect(),
         favourite: sidecar.favorited,
     })
@@ -104,7 +107,11 @@ fn variants(media: &str) -> Vec<String> {
     };
     // IMG(1).jpg → IMG.jpg(1)
     if let Some(open) = stem.rfind('(') {
-        if stem.ends_with(')') && stem[open + 1..stem.len() - 1].chars().all(|c| c.is_ascii_digit()) {
+        if stem.ends_with(')')
+            && stem[open + 1..stem.len() - 1]
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        {
             names.push(format!("{}{ext}{}", &stem[..open], &stem[open..]));
         }
     }
@@ -136,7 +143,8 @@ fn find<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
     // The media name itself truncated to fit the limit.
     candidates.iter().map(String::as_str).find(|c| {
         c.len() >= SIDECAR_NAME_LIMIT - 1
-            && c.strip_suffix(".json").is_some_and(|cut| name.starts_with(cut) && name.len() > cut.len())
+            && c.strip_suffix(".json")
+                .is_some_and(|cut| name.starts_with(cut) && name.len() > cut.len())
     })
 }
 
@@ -166,7 +174,10 @@ mod tests {
             ("IMG_0002(1).jpg", Some("IMG_0002.jpg(1).json")),
             ("IMG_0002.jpg", Some("IMG_0002.jpg.json")),
             ("IMG_0002-edited.jpg", Some("IMG_0002.jpg.json")),
-            ("IMG_0003.HEIC", Some("IMG_0003.HEIC.supplemental-metadata.json")),
+            (
+                "IMG_0003.HEIC",
+                Some("IMG_0003.HEIC.supplemental-metadata.json"),
+            ),
             ("IMG_0004.jpg", Some("IMG_0004.jpg.supplemental-metad.json")),
             (long, Some(long_cut.as_str())),
             ("IMG_9999.jpg", None),

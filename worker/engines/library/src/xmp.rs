@@ -24,7 +24,13 @@ fn local(name: &[u8]) -> String {
 
 fn attribute(element: &BytesStart<'_>, wanted: &str) -> Option<String> {
     element.attributes().flatten().find_map(|a| {
-        (local(a.key.as_ref()) == wanted).then(|| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).map(|v| v.into_owned()).ok()).flatten()
+        (local(a.key.as_ref()) == wanted)
+            .then(|| {
+                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .map(|v| v.into_owned())
+                    .ok()
+            })
+            .flatten()
     })
 }
 
@@ -42,11 +48,15 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
     let mut region: Option<Region> = None;
     let mut text_buffer = String::new();
     loop {
-        let event = reader.read_event().map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
+        let event = reader
+            .read_event()
+            .map_err(|e| format!("at byte {}: {e}", reader.buffer_position()))?;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let name = local(e.name().as_ref());
-                if let Some(rating) = attribute(e, "Rating").and_then(|r| r.trim().parse::<i32>().ok()) {
+                if let Some(rating) =
+                    attribute(e, "Rating").and_then(|r| r.trim().parse::<i32>().ok())
+                {
                     facts.rating = Some(rating.clamp(0, 5) as u8);
                 }
                 if let Some(description) = attribute(e, "description") {
@@ -89,15 +99,24 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
                 let value = text_buffer.trim().to_string();
                 let parent = stack.iter().rev().nth(1).map(String::as_str);
                 match name.as_str() {
-                    "li" if parent.is_some_and(|p| KEYWORD_PARENTS.contains(&p)) && !value.is_empty() => {
+                    "li" if parent.is_some_and(|p| KEYWORD_PARENTS.contains(&p))
+                        && !value.is_empty() =>
+                    {
                         // Hierarchical keywords ("Places|Hawaii|Waikiki") contribute their leaf.
-                        let leaf = value.rsplit(['|', '/']).next().unwrap_or(&value).trim().to_string();
+                        let leaf = value
+                            .rsplit(['|', '/'])
+                            .next()
+                            .unwrap_or(&value)
+                            .trim()
+                            .to_string();
                         facts.keywords.push(leaf);
                     }
                     "li" if parent == Some("description") && !value.is_empty() => {
                         facts.description.get_or_insert(value);
                     }
-                    "Rating" => facts.rating = value.parse::<i32>().ok().map(|r| r.clamp(0, 5) as u8),
+                    "Rating" => {
+                        facts.rating = value.parse::<i32>().ok().map(|r| r.clamp(0, 5) as u8)
+                    }
                     "Name" => {
                         if let Some(r) = region.as_mut() {
                             r.name = Some(value);
@@ -126,7 +145,9 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
 fn area_of(e: &BytesStart<'_>) -> Option<[f64; 4]> {
     let get = |n: &str| attribute(e, n).and_then(|v| v.trim().parse::<f64>().ok());
     let (x, y, w, h) = (get("x")?, get("y")?, get("w")?, get("h")?);
-    let valid = [x, y, w, h].iter().all(|v| v.is_finite() && (0.0..=1.0).contains(v));
+    let valid = [x, y, w, h]
+        .iter()
+        .all(|v| v.is_finite() && (0.0..=1.0).contains(v));
     valid.then(|| [(x - w / 2.0).max(0.0), (y - h / 2.0).max(0.0), w, h])
 }
 
@@ -134,7 +155,10 @@ fn finish_region(region: &mut Option<Region>, facts: &mut XmpFacts) {
     if let Some(r) = region.take() {
         let is_face = r.kind.as_deref().is_none_or(|k| k == "Face");
         if let (true, Some(name)) = (is_face, r.name.filter(|n| !n.trim().is_empty())) {
-            facts.people.push(NamedRegion { name: name.trim().to_string(), area: r.area });
+            facts.people.push(NamedRegion {
+                name: name.trim().to_string(),
+                area: r.area,
+            });
         }
     }
 }

@@ -4,13 +4,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use reverie_library::{import, load_manifest, read_samples, ImportOptions, ImportSource, LibraryManifest, PhotoEntry};
+use reverie_library::{
+    import, load_manifest, read_samples, ImportOptions, ImportSource, LibraryManifest, PhotoEntry,
+};
 use reverie_shared::ids::TenantId;
 use reverie_shared::keys;
 use reverie_shared::ports::store::{LocalStore, ObjectStore, S3Config, S3Store};
 
 fn fixture(part: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/fixtures/library").join(part)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../tests/fixtures/library")
+        .join(part)
 }
 
 fn by_name(manifest: &LibraryManifest) -> BTreeMap<String, &PhotoEntry> {
@@ -22,30 +26,47 @@ fn by_name(manifest: &LibraryManifest) -> BTreeMap<String, &PhotoEntry> {
 }
 
 async fn s3_store() -> S3Store {
-    let endpoint = std::env::var("REVERIE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8014".into());
-    let bucket = format!("reverie-lib-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let endpoint = std::env::var("REVERIE_TEST_S3_ENDPOINT")
+        .unwrap_or_else(|_| "http://127.0.0.1:8014".into());
+    let bucket = format!(
+        "reverie-lib-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    );
     let store = S3Store::connect(S3Config {
         endpoint: Some(endpoint.clone()),
         region: "us-east-1".into(),
         bucket,
         prefix: String::new(),
-        access_key: Some(std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into())),
-        secret_key: Some(std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into())),
+        access_key: Some(
+            std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into()),
+        ),
+        secret_key: Some(
+            std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into()),
+        ),
         path_style: true,
         multipart_threshold: 8 * 1024 * 1024,
     })
     .await;
-    store
-        .ensure_bucket()
-        .await
-        .unwrap_or_else(|e| panic!("S3 server at {endpoint} is not reachable (run scripts/test): {e}"));
+    store.ensure_bucket().await.unwrap_or_else(|e| {
+        panic!("S3 server at {endpoint} is not reachable (run scripts/test): {e}")
+    });
     store
 }
 
 async fn folder_library_contract(store: &dyn ObjectStore) {
     let tenant = TenantId::new("alice").unwrap();
-    let options = ImportOptions { shard_max_photos: 4, ..ImportOptions::default() };
-    let report = import(store, &tenant, ImportSource::Folder(fixture("folder")), &options).await.unwrap();
+    let options = ImportOptions {
+        shard_max_photos: 4,
+        ..ImportOptions::default()
+    };
+    let report = import(
+        store,
+        &tenant,
+        ImportSource::Folder(fixture("folder")),
+        &options,
+    )
+    .await
+    .unwrap();
     assert_eq!(report.imported, 11, "{report:?}");
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_eq!(report.shards_written, 3, "11 photos in shards of 4");
@@ -53,13 +74,24 @@ async fn folder_library_contract(store: &dyn ObjectStore) {
     let manifest = load_manifest(store, &tenant).await.unwrap();
     let photos = by_name(&manifest);
     let light = |name: &str| photos[name].meta.light.clone();
-    assert!(light("waikiki_sunset.jpg").contains(&"sunset".to_string()), "{:?}", light("waikiki_sunset.jpg"));
+    assert!(
+        light("waikiki_sunset.jpg").contains(&"sunset".to_string()),
+        "{:?}",
+        light("waikiki_sunset.jpg")
+    );
     assert!(light("waikiki_sunset.jpg").contains(&"golden_hour".to_string()));
     assert_eq!(light("noon_swim.jpg"), ["daylight"]);
     assert_eq!(light("night_market.jpg"), ["night"]);
     assert_eq!(light("bar_at_night.jpg"), ["night"]);
-    assert!(light("rim_sunrise.jpg").contains(&"sunrise".to_string()), "{:?}", light("rim_sunrise.jpg"));
-    assert!(light("chelsea.png").is_empty(), "no time or place, no light");
+    assert!(
+        light("rim_sunrise.jpg").contains(&"sunrise".to_string()),
+        "{:?}",
+        light("rim_sunrise.jpg")
+    );
+    assert!(
+        light("chelsea.png").is_empty(),
+        "no time or place, no light"
+    );
 
     let sunset = &photos["waikiki_sunset.jpg"].meta;
     let captured = sunset.captured.as_ref().unwrap();
@@ -72,8 +104,13 @@ async fn folder_library_contract(store: &dyn ObjectStore) {
     let sideways = &photos["sideways.jpg"].meta;
     assert_eq!(sideways.orientation, 6);
     let home = &photos["home_1.jpg"].meta;
-    let (stored_w, stored_h) = image::image_dimensions(fixture("folder/Family/sideways.jpg")).unwrap();
-    assert_eq!((sideways.width, sideways.height), (stored_h, stored_w), "orientation 6 swaps the stored size");
+    let (stored_w, stored_h) =
+        image::image_dimensions(fixture("folder/Family/sideways.jpg")).unwrap();
+    assert_eq!(
+        (sideways.width, sideways.height),
+        (stored_h, stored_w),
+        "orientation 6 swaps the stored size"
+    );
     assert_eq!(home.rating, Some(5));
     assert!(home.keywords.contains("garden"));
     assert_eq!(home.people[0].name, "Jesper");
@@ -81,25 +118,41 @@ async fn folder_library_contract(store: &dyn ObjectStore) {
 
     // Places: Aarhus on three days is Home; the others by their names.
     assert_eq!(manifest.places[0].name, "Home");
-    assert!(manifest.places[0].label.ends_with("DK"), "{:?}", manifest.places[0]);
+    assert!(
+        manifest.places[0].label.ends_with("DK"),
+        "{:?}",
+        manifest.places[0]
+    );
     assert_eq!(manifest.places[0].photos, 4);
     let labels: Vec<&str> = manifest.places.iter().map(|p| p.label.as_str()).collect();
-    assert!(labels.iter().any(|l| l.contains("Hawaii, US")), "{labels:?}");
+    assert!(
+        labels.iter().any(|l| l.contains("Hawaii, US")),
+        "{labels:?}"
+    );
     assert!(labels.iter().any(|l| l.ends_with("FR")), "{labels:?}");
 
     // Shards round-trip: every photo's bytes by range, and the whole shard streamed.
     for entry in &manifest.photos {
         let bytes = store
-            .get_range(&keys::shard(&tenant, &entry.shard), entry.offset..entry.offset + entry.length)
+            .get_range(
+                &keys::shard(&tenant, &entry.shard),
+                entry.offset..entry.offset + entry.length,
+            )
             .await
             .unwrap();
-        assert_eq!(reverie_shared::ids::PhotoId::of_bytes(&bytes), entry.meta.id);
+        assert_eq!(
+            reverie_shared::ids::PhotoId::of_bytes(&bytes),
+            entry.meta.id
+        );
     }
     let first = &manifest.shards[0];
     let tar = store.get(&keys::shard(&tenant, &first.id)).await.unwrap();
     let mut streamed = Vec::new();
     read_samples(&tar[..], |sample| {
-        assert_eq!(reverie_shared::ids::PhotoId::of_bytes(&sample.image), sample.photo);
+        assert_eq!(
+            reverie_shared::ids::PhotoId::of_bytes(&sample.image),
+            sample.photo
+        );
         streamed.push(sample.meta.original);
         Ok(())
     })
@@ -107,16 +160,43 @@ async fn folder_library_contract(store: &dyn ObjectStore) {
     assert_eq!(streamed.len(), first.photos);
 
     // Re-importing adds nothing.
-    let again = import(store, &tenant, ImportSource::Folder(fixture("folder")), &options).await.unwrap();
-    assert_eq!((again.imported, again.already_present, again.shards_written), (0, 11, 0));
-    assert_eq!(load_manifest(store, &tenant).await.unwrap().photos.len(), 11);
+    let again = import(
+        store,
+        &tenant,
+        ImportSource::Folder(fixture("folder")),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (again.imported, again.already_present, again.shards_written),
+        (0, 11, 0)
+    );
+    assert_eq!(
+        load_manifest(store, &tenant).await.unwrap().photos.len(),
+        11
+    );
 
     // An import killed after its shards but before its manifest finishes on re-run without duplicates.
-    store.delete(&keys::library_manifest(&tenant)).await.unwrap();
-    let rerun = import(store, &tenant, ImportSource::Folder(fixture("folder")), &options).await.unwrap();
+    store
+        .delete(&keys::library_manifest(&tenant))
+        .await
+        .unwrap();
+    let rerun = import(
+        store,
+        &tenant,
+        ImportSource::Folder(fixture("folder")),
+        &options,
+    )
+    .await
+    .unwrap();
     assert_eq!(rerun.imported, 11);
     let shards = store.list(&keys::shards_prefix(&tenant)).await.unwrap();
-    assert_eq!(shards.len(), 3, "the same shards were rewritten, not duplicated");
+    assert_eq!(
+        shards.len(),
+        3,
+        "the same shards were rewritten, not duplicated"
+    );
 }
 
 #[tokio::test]
@@ -137,9 +217,14 @@ async fn takeout_export_with_its_naming_quirks() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
     let tenant = TenantId::new("bob").unwrap();
-    let report = import(&store, &tenant, ImportSource::Folder(fixture("takeout")), &ImportOptions::default())
-        .await
-        .unwrap();
+    let report = import(
+        &store,
+        &tenant,
+        ImportSource::Folder(fixture("takeout")),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(report.imported, 7, "{report:?}");
     let manifest = load_manifest(&store, &tenant).await.unwrap();
     let photos = by_name(&manifest);
@@ -148,30 +233,60 @@ async fn takeout_export_with_its_naming_quirks() {
     assert_eq!(rome.people[0].name, "Lionel");
     assert!(rome.albums.contains("Italy 2023"));
     // EXIF local 18:30 and the sidecar's UTC instant 16:30 give +02:00.
-    assert_eq!(rome.captured.as_ref().unwrap().utc_offset_minutes, Some(120));
+    assert_eq!(
+        rome.captured.as_ref().unwrap().utc_offset_minutes,
+        Some(120)
+    );
     assert_eq!(rome.place.as_ref().unwrap().country, "IT");
     let long = &photos["PXL_20230503_101112345.NIGHT.PORTRAIT-01.COVER.jpg"].meta;
-    assert_eq!(long.people[0].name, "Eileen", "the truncated sidecar was found");
+    assert_eq!(
+        long.people[0].name, "Eileen",
+        "the truncated sidecar was found"
+    );
     assert!(photos["IMG_0002.jpg"].meta.favourite);
     let copy = &photos["IMG_0002(1).jpg"].meta;
-    assert!((copy.gps.unwrap().longitude - 12.3388).abs() < 1e-3, "(1) copies have their own sidecar");
+    assert!(
+        (copy.gps.unwrap().longitude - 12.3388).abs() < 1e-3,
+        "(1) copies have their own sidecar"
+    );
     let edited = &photos["IMG_0002-edited.jpg"].meta;
-    assert_eq!(edited.people[0].name, "Grace", "edited copies share the original's sidecar");
-    assert_eq!(photos["IMG_0003.jpg"].meta.place.as_ref().unwrap().country, "IT", "supplemental-metadata sidecar");
-    assert!(photos["IMG_0004.jpg"].meta.albums.is_empty(), "year folders are not albums");
+    assert_eq!(
+        edited.people[0].name, "Grace",
+        "edited copies share the original's sidecar"
+    );
+    assert_eq!(
+        photos["IMG_0003.jpg"].meta.place.as_ref().unwrap().country,
+        "IT",
+        "supplemental-metadata sidecar"
+    );
+    assert!(
+        photos["IMG_0004.jpg"].meta.albums.is_empty(),
+        "year folders are not albums"
+    );
 }
 
 #[tokio::test]
 async fn objects_under_an_s3_prefix_are_a_source() {
     let store = s3_store().await;
     let source_dir = fixture("folder");
-    for (relative, path) in [("Paris/bar_at_night.jpg", "Paris/bar_at_night.jpg"), ("Pets/chelsea.png", "Pets/chelsea.png")] {
+    for (relative, path) in [
+        ("Paris/bar_at_night.jpg", "Paris/bar_at_night.jpg"),
+        ("Pets/chelsea.png", "Pets/chelsea.png"),
+    ] {
         let bytes = std::fs::read(source_dir.join(path)).unwrap();
-        store.put(&format!("incoming/{relative}"), bytes.into()).await.unwrap();
+        store
+            .put(&format!("incoming/{relative}"), bytes.into())
+            .await
+            .unwrap();
     }
     let tenant = TenantId::new("carol").unwrap();
-    let source = ImportSource::Objects { store: &store, prefix: "incoming".into() };
-    let report = import(&store, &tenant, source, &ImportOptions::default()).await.unwrap();
+    let source = ImportSource::Objects {
+        store: &store,
+        prefix: "incoming".into(),
+    };
+    let report = import(&store, &tenant, source, &ImportOptions::default())
+        .await
+        .unwrap();
     assert_eq!(report.imported, 2);
     let manifest = load_manifest(&store, &tenant).await.unwrap();
     assert!(manifest.albums().contains_key("Paris"));
@@ -183,15 +298,30 @@ async fn the_damaged_corpus_is_reported_file_by_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
     let tenant = TenantId::new("dave").unwrap();
-    let options = ImportOptions { max_pixels: 50_000_000, ..ImportOptions::default() };
-    let report = import(&store, &tenant, ImportSource::Folder(fixture("damaged")), &options).await.unwrap();
+    let options = ImportOptions {
+        max_pixels: 50_000_000,
+        ..ImportOptions::default()
+    };
+    let report = import(
+        &store,
+        &tenant,
+        ImportSource::Folder(fixture("damaged")),
+        &options,
+    )
+    .await
+    .unwrap();
     let reason = |file: &str| -> String {
         report
             .skipped
             .iter()
             .chain(&report.notes)
             .filter(|s| s.file.ends_with(file))
-            .map(|s| serde_json::to_value(&s.reason).unwrap()["kind"].as_str().unwrap().to_string())
+            .map(|s| {
+                serde_json::to_value(&s.reason).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -212,11 +342,19 @@ async fn the_damaged_corpus_is_reported_file_by_file() {
         ("15_garbage.tiff", "corrupt"),
     ];
     for (file, kind) in expected {
-        assert!(reason(file).split(',').any(|k| k == kind), "{file}: expected {kind}, got {:?}", reason(file));
+        assert!(
+            reason(file).split(',').any(|k| k == kind),
+            "{file}: expected {kind}, got {:?}",
+            reason(file)
+        );
     }
     // Damaged metadata does not cost the photo: 08, 09, 10 and 11 are in the library.
     assert_eq!(report.imported, 4, "{:#?}", report);
     let manifest = load_manifest(&store, &tenant).await.unwrap();
-    let gps_photo = manifest.photos.iter().find(|p| p.meta.original.ends_with("10_impossible_gps.jpg")).unwrap();
+    let gps_photo = manifest
+        .photos
+        .iter()
+        .find(|p| p.meta.original.ends_with("10_impossible_gps.jpg"))
+        .unwrap();
     assert!(gps_photo.meta.gps.is_none() && gps_photo.meta.captured.is_none());
 }

@@ -1,0 +1,186 @@
+//! The command line on the embedded default, as a person uses it: import, show, analyse, similar,
+//! people (name, merge, split), re-import — all in one data directory, no services.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn reverie(data: &Path, args: &[&str]) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_reverie"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("RUST_LOG");
+    if let Ok(models) = std::env::var("REVERIE_MODELS_DIR") {
+        command.env("REVERIE_MODELS_DIR", models);
+    }
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "reverie {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fixtures(part: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(part)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn import_show_analyse_and_find_similar_photos() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out = reverie(
+        d,
+        &[
+            "library",
+            "import",
+            "--tenant",
+            "ann",
+            &fixtures("library/folder"),
+        ],
+    );
+    assert!(out.contains("imported 11 photos"), "{out}");
+    let summary: serde_json::Value = serde_json::from_str(&reverie(
+        d,
+        &["library", "show", "--tenant", "ann", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(summary["schema"], "reverie.library-summary.v1");
+    assert_eq!(summary["photos"], 11);
+    assert_eq!(summary["places"][0]["name"], "Home");
+    assert_eq!(summary["light"]["sunset"], 1);
+    reverie(d, &["analyse", "--tenant", "ann"]);
+    let similar = reverie(
+        d,
+        &[
+            "library",
+            "similar",
+            "--tenant",
+            "ann",
+            "waikiki_sunset.jpg",
+            "--count",
+            "3",
+        ],
+    );
+    let lines: Vec<&str> = similar.lines().collect();
+    assert_eq!(lines.len(), 3, "{similar}");
+    let scores: Vec<f32> = lines
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "closest first: {scores:?}"
+    );
+    assert!(
+        !similar.contains("waikiki_sunset.jpg"),
+        "a photo is not its own neighbour"
+    );
+}
+
+#[test]
+fn people_are_named_merged_and_split_and_survive_a_reimport() {
+    if std::env::var_os("REVERIE_MODELS_DIR").is_none() {
+        panic!("REVERIE_MODELS_DIR is not set: run scripts/test (it fetches the face models)");
+    }
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let photos = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures("faces/images")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("frpy_obama") || name.starts_with("johns_John_Salley_0001") {
+            std::fs::copy(&path, photos.path().join(&name)).unwrap();
+        }
+    }
+    reverie(
+        d,
+        &[
+            "library",
+            "import",
+            "--tenant",
+            "bo",
+            &photos.path().display().to_string(),
+        ],
+    );
+    reverie(d, &["analyse", "--tenant", "bo"]);
+    let people: serde_json::Value =
+        serde_json::from_str(&reverie(d, &["people", "list", "--tenant", "bo", "--json"])).unwrap();
+    let people = people.as_array().unwrap().clone();
+    assert_eq!(people.len(), 2, "Obama and John Salley: {people:#?}");
+    let obama = people
+        .iter()
+        .find(|p| p["faces"][0]["photo"].as_str().unwrap().contains("obama"))
+        .unwrap();
+    let salley = people
+        .iter()
+        .find(|p| p["faces"][0]["photo"].as_str().unwrap().contains("Salley"))
+        .unwrap();
+    let (obama_id, salley_id) = (obama["id"].to_string(), salley["id"].to_string());
+    reverie(
+        d,
+        &["people", "name", "--tenant", "bo", &obama_id, "Barack"],
+    );
+    reverie(d, &["people", "name", "--tenant", "bo", &salley_id, "me"]);
+
+    // Split one face off Barack, then merge it back.
+    let face = &obama["faces"][0];
+    let b = &face["box"];
+    let spec = format!(
+        "{}:{},{},{},{}",
+        face["photo_id"].as_str().unwrap(),
+        b["left"],
+        b["top"],
+        b["right"],
+        b["bottom"]
+    );
+    let split = reverie(
+        d,
+        &[
+            "people", "split", "--tenant", "bo", &obama_id, "--face", &spec,
+        ],
+    );
+    let new_id = split.trim().rsplit(' ').next().unwrap().to_string();
+    let after_split: serde_json::Value =
+        serde_json::from_str(&reverie(d, &["people", "list", "--tenant", "bo", "--json"])).unwrap();
+    assert_eq!(after_split.as_array().unwrap().len(), 3);
+    reverie(
+        d,
+        &["people", "merge", "--tenant", "bo", &obama_id, &new_id],
+    );
+
+    // A re-import and a re-analysis keep the names.
+    reverie(
+        d,
+        &[
+            "library",
+            "import",
+            "--tenant",
+            "bo",
+            &photos.path().display().to_string(),
+        ],
+    );
+    reverie(d, &["analyse", "--tenant", "bo"]);
+    let people: serde_json::Value =
+        serde_json::from_str(&reverie(d, &["people", "list", "--tenant", "bo", "--json"])).unwrap();
+    let people = people.as_array().unwrap();
+    assert_eq!(people.len(), 2);
+    let barack = people
+        .iter()
+        .find(|p| p["name"] == "Barack")
+        .expect("the name survived");
+    assert_eq!(
+        barack["faces"].as_array().unwrap().len(),
+        obama["faces"].as_array().unwrap().len()
+    );
+    assert!(
+        people.iter().any(|p| p["is_me"] == true),
+        "\"me\" marks the tenant's own person"
+    );
+}
