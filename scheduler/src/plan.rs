@@ -331,31 +331,41 @@ pub fn jobs_for(
                 request: request.clone(),
                 tenant: tenant.clone(),
                 index,
-                render: RenderSpec {
-                    renderer: plan.renderer,
-                    prompt: plan.model_prompt.clone(),
-                    negative_prompt: plan.negative_prompt.clone(),
-                    style: plan.style.clone(),
-                    model: plan.model.clone(),
-                    width: plan.width,
-                    height: plan.height,
-                    steps: plan.steps,
-                    guidance: plan.guidance,
-                    scheduler: plan.scheduler.clone(),
+                render: render_spec(
+                    plan,
                     seed,
-                    strength: if has_background {
+                    if has_background {
                         settings.background_strength
                     } else {
                         1.0
                     },
                     palette_transfer,
-                },
+                ),
                 references: plan.references.clone(),
                 output: OutputTarget::default(),
                 batch_run: None,
             }
         })
         .collect()
+}
+
+/// What a worker needs to render one image of a plan.
+fn render_spec(plan: &Plan, seed: u64, strength: f32, palette_transfer: bool) -> RenderSpec {
+    RenderSpec {
+        renderer: plan.renderer,
+        prompt: plan.model_prompt.clone(),
+        negative_prompt: plan.negative_prompt.clone(),
+        style: plan.style.clone(),
+        model: plan.model.clone(),
+        width: plan.width,
+        height: plan.height,
+        steps: plan.steps,
+        guidance: plan.guidance,
+        scheduler: plan.scheduler.clone(),
+        seed,
+        strength,
+        palette_transfer,
+    }
 }
 
 fn album_jobs(
@@ -378,22 +388,8 @@ fn album_jobs(
                 request: request.clone(),
                 tenant: tenant.clone(),
                 index,
-                render: RenderSpec {
-                    renderer: plan.renderer,
-                    prompt: plan.model_prompt.clone(),
-                    negative_prompt: plan.negative_prompt.clone(),
-                    style: plan.style.clone(),
-                    model: plan.model.clone(),
-                    width: plan.width,
-                    height: plan.height,
-                    steps: plan.steps,
-                    guidance: plan.guidance,
-                    scheduler: plan.scheduler.clone(),
-                    seed,
-                    // img2img keeps the photo recognisable; the painter paints over it anyway.
-                    strength: 0.6,
-                    palette_transfer: false,
-                },
+                // img2img keeps the photo recognisable; the painter paints over it anyway.
+                render: render_spec(plan, seed, 0.6, false),
                 references: vec![reference],
                 output: OutputTarget {
                     destination: Some(destination.trim_end_matches('/').to_string()),

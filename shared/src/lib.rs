@@ -15,6 +15,7 @@ pub mod ports;
 pub mod queues;
 pub mod retry;
 pub mod telemetry;
+pub mod testing;
 
 pub use backends::Backends;
 pub use config::Config;

@@ -2,7 +2,7 @@
 //! (scripts/test starts them and exports their addresses). Each test gets its own queue prefix, bucket
 //! and HTTP port, so tests run side by side on one broker.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use reverie_shared::ports::cache::{RedisCache, SharedCache};
 use reverie_shared::ports::queue::{
     AmqpQueue, Consumer, Message, MessageProps, QueueSpec, SharedQueue,
 };
-use reverie_shared::ports::store::{S3Config, S3Store, SharedStore};
+use reverie_shared::ports::store::SharedStore;
 use tokio::sync::watch;
 
 /// The broker user the tests connect as (RabbitMQ validates `user_id` against it).
@@ -36,25 +36,7 @@ pub fn amqp_user() -> String {
         .to_string()
 }
 
-pub fn amqp_url() -> String {
-    std::env::var("REVERIE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REVERIE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn s3_endpoint() -> String {
-    std::env::var("REVERIE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8014".into())
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
+pub use reverie_shared::testing::{amqp_url, redis_url, unique};
 
 pub async fn backends() -> Backends {
     let queue: SharedQueue = Arc::new(AmqpQueue::connect(&amqp_url()).await.unwrap_or_else(|e| {
@@ -70,27 +52,7 @@ pub async fn backends() -> Backends {
                 redis_url()
             )
         }));
-    let s3 = S3Store::connect(S3Config {
-        endpoint: Some(s3_endpoint()),
-        region: "us-east-1".into(),
-        bucket: unique("sched-test"),
-        prefix: String::new(),
-        access_key: Some(
-            std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into()),
-        ),
-        secret_key: Some(
-            std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into()),
-        ),
-        path_style: true,
-        multipart_threshold: 5 * 1024 * 1024,
-    })
-    .await;
-    s3.ensure_bucket().await.unwrap_or_else(|e| {
-        panic!(
-            "S3 server at {} is not reachable (run scripts/test): {e}",
-            s3_endpoint()
-        )
-    });
+    let s3 = reverie_shared::testing::s3_store("sched-test").await;
     let store: SharedStore = Arc::new(s3);
     Backends {
         queue,

@@ -1,52 +1,17 @@
 //! Real services for the cross-crate tests (started by scripts/test), and helpers that give each test its
 //! own queues, cache prefix and bucket so runs never collide.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::sync::Arc;
 
-use reverie_shared::ports::cache::{MeteredCache, RedisCache};
-use reverie_shared::ports::queue::{AmqpQueue, MeteredQueue};
-use reverie_shared::ports::store::{MeteredStore, S3Config, S3Store};
+use reverie_shared::ports::cache::MeteredCache;
+use reverie_shared::ports::queue::MeteredQueue;
+use reverie_shared::ports::store::{MeteredStore, S3Store};
 use reverie_shared::queues::QueueNames;
 use reverie_shared::Backends;
 
-pub fn amqp_url() -> String {
-    std::env::var("REVERIE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-pub fn redis_url() -> String {
-    std::env::var("REVERIE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-pub fn s3_endpoint() -> String {
-    std::env::var("REVERIE_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8014".into())
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
-}
-
-pub fn s3_config(bucket: &str) -> S3Config {
-    S3Config {
-        endpoint: Some(s3_endpoint()),
-        region: "us-east-1".into(),
-        bucket: bucket.into(),
-        prefix: String::new(),
-        access_key: Some(
-            std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into()),
-        ),
-        secret_key: Some(
-            std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into()),
-        ),
-        path_style: true,
-        multipart_threshold: 8 * 1024 * 1024,
-    }
-}
+pub use reverie_shared::testing::unique;
 
 /// The real services, with names private to one test.
 pub struct RealFarm {
@@ -58,19 +23,9 @@ pub struct RealFarm {
 
 impl RealFarm {
     pub async fn start() -> RealFarm {
-        let queue = AmqpQueue::connect(&amqp_url())
-            .await
-            .unwrap_or_else(|e| panic!("RabbitMQ is not reachable (run scripts/test): {e}"));
-        let cache = RedisCache::connect(&redis_url())
-            .await
-            .unwrap_or_else(|e| panic!("Redis is not reachable (run scripts/test): {e}"));
-        let s3 = S3Store::connect(s3_config(&unique("reverie-it"))).await;
-        s3.ensure_bucket().await.unwrap_or_else(|e| {
-            panic!(
-                "S3 server at {} is not reachable (run scripts/test): {e}",
-                s3_endpoint()
-            )
-        });
+        let queue = reverie_shared::testing::amqp().await;
+        let cache = reverie_shared::testing::redis().await;
+        let s3 = reverie_shared::testing::s3_store("reverie-it").await;
         let queues = QueueNames::new(&unique("reverie-it"));
         let backends = Backends {
             queue: Arc::new(MeteredQueue::new(queue)),

@@ -9,7 +9,7 @@ use reverie_library::{
 };
 use reverie_shared::ids::TenantId;
 use reverie_shared::keys;
-use reverie_shared::ports::store::{LocalStore, ObjectStore, S3Config, S3Store};
+use reverie_shared::ports::store::{LocalStore, ObjectStore, S3Store};
 
 fn fixture(part: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,31 +26,7 @@ fn by_name(manifest: &LibraryManifest) -> BTreeMap<String, &PhotoEntry> {
 }
 
 async fn s3_store() -> S3Store {
-    let endpoint = std::env::var("REVERIE_TEST_S3_ENDPOINT")
-        .unwrap_or_else(|_| "http://127.0.0.1:8014".into());
-    let bucket = format!(
-        "reverie-lib-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    );
-    let store = S3Store::connect(S3Config {
-        endpoint: Some(endpoint.clone()),
-        region: "us-east-1".into(),
-        bucket,
-        prefix: String::new(),
-        access_key: Some(
-            std::env::var("REVERIE_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "reverie".into()),
-        ),
-        secret_key: Some(
-            std::env::var("REVERIE_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "reverie-secret".into()),
-        ),
-        path_style: true,
-        multipart_threshold: 8 * 1024 * 1024,
-    })
-    .await;
-    store.ensure_bucket().await.unwrap_or_else(|e| {
-        panic!("S3 server at {endpoint} is not reachable (run scripts/test): {e}")
-    });
-    store
+    reverie_shared::testing::s3_store("reverie-lib").await
 }
 
 async fn folder_library_contract(store: &dyn ObjectStore) {
