@@ -334,17 +334,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|error| self.classify("get", key, error))?;
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|error| StoreError::Backend {
-                backend: "s3",
-                operation: "get",
-                key: key.to_string(),
-                detail: error.to_string(),
-            })?;
-        Ok(body.into_bytes())
+        read_body(object.body, "get", key).await
     }
 
     async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
@@ -374,17 +364,7 @@ impl ObjectStore for S3Store {
             .send()
             .await
             .map_err(|error| self.classify("get_range", key, error))?;
-        let body = object
-            .body
-            .collect()
-            .await
-            .map_err(|error| StoreError::Backend {
-                backend: "s3",
-                operation: "get_range",
-                key: key.to_string(),
-                detail: error.to_string(),
-            })?;
-        Ok(body.into_bytes())
+        read_body(object.body, "get_range", key).await
     }
 
     async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
@@ -458,4 +438,21 @@ impl ObjectStore for S3Store {
             .map_err(|error| self.classify("delete", key, error))?;
         Ok(())
     }
+}
+
+/// Reads a response body to the end; a connection cut mid-body names the operation and key.
+async fn read_body(
+    body: ByteStream,
+    operation: &'static str,
+    key: &str,
+) -> Result<Bytes, StoreError> {
+    body.collect()
+        .await
+        .map(|data| data.into_bytes())
+        .map_err(|error| StoreError::Backend {
+            backend: "s3",
+            operation,
+            key: key.to_string(),
+            detail: error.to_string(),
+        })
 }
