@@ -44,6 +44,12 @@ pub enum DiffusionError {
 
     #[error("scheduler step {index} adds noise but the caller passed none")]
     MissingNoise { index: usize },
+
+    #[error("generation cancelled")]
+    Cancelled,
+
+    #[error("model `{model}`: {reason}")]
+    Registry { model: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, DiffusionError>;

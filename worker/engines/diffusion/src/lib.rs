@@ -6,6 +6,8 @@
 
 pub mod clip;
 pub mod error;
+pub mod registry;
+pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;

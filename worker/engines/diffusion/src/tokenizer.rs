@@ -64,7 +64,16 @@ enum MergeJson {
 #[derive(Deserialize, Default)]
 struct TokenizerConfigJson {
     model_max_length: Option<f64>,
-    pad_token: Option<String>,
+    pad_token: Option<SpecialTokenJson>,
+}
+
+/// transformers writes special tokens as plain text or, in older configs (SD 2.x), as an
+/// `AddedToken` object with the text under `content`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SpecialTokenJson {
+    Text(String),
+    Added { content: String },
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -192,7 +201,10 @@ impl ClipTokenizer {
             .model_max_length
             .filter(|&m| (3.0..=1e6).contains(&m))
             .map_or(77, |m| m as usize);
-        let pad_text = config.pad_token.unwrap_or_else(|| EOS_TEXT.to_string());
+        let pad_text = match config.pad_token {
+            Some(SpecialTokenJson::Text(text) | SpecialTokenJson::Added { content: text }) => text,
+            None => EOS_TEXT.to_string(),
+        };
         Self::new(vocab, merges, &pad_text, max_length, dir)
     }
 

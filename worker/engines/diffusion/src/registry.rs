@@ -1,0 +1,420 @@
+//! Named models: where each lives (a local folder or `s3://bucket/prefix`) and the SHA-256 of
+//! every file, checked before the files are used. A model's identity hash, recorded with every
+//! output, is derived from the hashes of the files the pipeline reads.
+//!
+//! The registry file is TOML (docs/diffusion.md):
+//!
+//! ```toml
+//! [models.sd15]
+//! location = "s3://models/sd15"          # or a folder, relative to this file
+//! [models.sd15.files]
+//! "model_index.json" = "<sha256 hex>"
+//! "unet/diffusion_pytorch_model.safetensors" = "<sha256 hex>"
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{DiffusionError, Result};
+
+/// Where a model's files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelLocation {
+    Local(PathBuf),
+    S3 { bucket: String, prefix: String },
+}
+
+/// One registered model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    pub location: ModelLocation,
+    pub description: Option<String>,
+    /// Relative path (with `/`) -> lowercase SHA-256 hex.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Copies one object to a local file; the registry verifies it afterwards. The production
+/// implementation wraps the shared `ObjectStore` port.
+pub trait BlobFetcher {
+    fn fetch(&self, bucket: &str, key: &str, destination: &Path) -> std::result::Result<(), String>;
+}
+
+/// A model ready to load: a verified local folder and its identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    pub name: String,
+    pub dir: PathBuf,
+    /// SHA-256 of the `sha256sum`-style listing of the files the pipeline reads.
+    pub identity: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    models: BTreeMap<String, EntryFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryFile {
+    location: String,
+    #[serde(default)]
+    description: Option<String>,
+    files: BTreeMap<String, String>,
+}
+
+/// The models of one registry file.
+#[derive(Debug, Clone, Default)]
+pub struct ModelRegistry {
+    models: BTreeMap<String, ModelEntry>,
+}
+
+fn registry_error(model: &str, reason: impl Into<String>) -> DiffusionError {
+    DiffusionError::Registry {
+        model: model.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// `s3://bucket/prefix` as (bucket, prefix without a trailing slash).
+fn parse_s3(location: &str) -> Option<(String, String)> {
+    let rest = location.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return None;
+    }
+    Some((bucket.to_string(), prefix.trim_end_matches('/').to_string()))
+}
+
+/// A relative path that cannot leave the model folder.
+fn check_relative(model: &str, path: &str) -> Result<()> {
+    let clean = !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+    if clean {
+        Ok(())
+    } else {
+        Err(registry_error(
+            model,
+            format!("file `{path}` is not a plain relative path"),
+        ))
+    }
+}
+
+impl ModelRegistry {
+    /// Reads a registry file; relative folder locations are resolved against its folder.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            DiffusionError::Registry { model, reason } => DiffusionError::Registry {
+                model,
+                reason: format!("{reason} (in {})", path.display()),
+            },
+            other => other,
+        })
+    }
+
+    /// Parses registry TOML; `base` anchors relative folder locations.
+    pub fn parse(text: &str, base: &Path) -> Result<Self> {
+        let file: RegistryFile =
+            toml::from_str(text).map_err(|e| registry_error("*", format!("invalid TOML: {e}")))?;
+        let mut models = BTreeMap::new();
+        for (name, entry) in file.models {
+            let location = match parse_s3(&entry.location) {
+                Some((bucket, prefix)) => ModelLocation::S3 { bucket, prefix },
+                None if entry.location.starts_with("s3://") => {
+                    return Err(registry_error(&name, "s3 location has no bucket"))
+                }
+                None => ModelLocation::Local(base.join(&entry.location)),
+            };
+            let mut files = BTreeMap::new();
+            for (path, hash) in entry.files {
+                check_relative(&name, &path)?;
+                let hash = hash.to_ascii_lowercase();
+                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(registry_error(
+                        &name,
+                        format!("hash of `{path}` is not 64 hex digits"),
+                    ));
+                }
+                files.insert(path, hash);
+            }
+            models.insert(
+                name,
+                ModelEntry {
+                    location,
+                    description: entry.description,
+                    files,
+                },
+            );
+        }
+        Ok(Self { models })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ModelEntry> {
+        self.models.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
+    /// A verified local folder for `name`: local models are hashed in place; S3 models are
+    /// fetched into `cache_dir/<identity>/` (files already there with the right hash are kept).
+    pub fn resolve(
+        &self,
+        name: &str,
+        cache_dir: &Path,
+        fetcher: Option<&dyn BlobFetcher>,
+    ) -> Result<ResolvedModel> {
+        let entry = self.get(name).ok_or_else(|| {
+            let known = self.names().collect::<Vec<_>>().join(", ");
+            registry_error(name, format!("not in the registry (known: {known})"))
+        })?;
+        let dir = match &entry.location {
+            ModelLocation::Local(dir) => {
+                for (path, expected) in &entry.files {
+                    verify_file(name, &dir.join(path), path, expected)?;
+                }
+                dir.clone()
+            }
+            ModelLocation::S3 { bucket, prefix } => {
+                let fetcher = fetcher.ok_or_else(|| {
+                    registry_error(name, "lives in S3 but no object store is configured")
+                })?;
+                let dir = cache_dir.join(identity_of(&entry.files));
+                for (path, expected) in &entry.files {
+                    fetch_verified(name, fetcher, bucket, prefix, &dir, path, expected)?;
+                }
+                dir
+            }
+        };
+        let identity = identity_of(&pipeline_hashes(name, &dir, &entry.files)?);
+        Ok(ResolvedModel {
+            name: name.to_string(),
+            dir,
+            identity,
+        })
+    }
+}
+
+/// The files `StableDiffusion::from_dir` reads from a diffusers folder, relative to it and
+/// sorted: what a model's identity covers.
+pub fn pipeline_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "unet/config.json",
+        "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json",
+        "vae/diffusion_pytorch_model.safetensors",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    let tokenizer = dir.join("tokenizer");
+    if tokenizer.join("tokenizer.json").exists() {
+        files.push("tokenizer/tokenizer.json".into());
+    } else {
+        files.push("tokenizer/vocab.json".into());
+        files.push("tokenizer/merges.txt".into());
+    }
+    if tokenizer.join("tokenizer_config.json").exists() {
+        files.push("tokenizer/tokenizer_config.json".into());
+    }
+    files.sort();
+    files
+}
+
+/// The hashes of the files the pipeline reads, every one of which the entry must list.
+fn pipeline_hashes(
+    name: &str,
+    dir: &Path,
+    listed: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    pipeline_files(dir)
+        .iter()
+        .map(|path| {
+            let key = path.to_string_lossy().replace('\\', "/");
+            let hash = listed.get(&key).ok_or_else(|| {
+                registry_error(name, format!("the entry does not list `{key}`"))
+            })?;
+            Ok((key, hash.clone()))
+        })
+        .collect()
+}
+
+fn verify_file(model: &str, file: &Path, path: &str, expected: &str) -> Result<()> {
+    if !file.is_file() {
+        return Err(registry_error(
+            model,
+            format!("`{path}` is missing ({})", file.display()),
+        ));
+    }
+    let actual = sha256_file(file)?;
+    if actual != expected {
+        return Err(registry_error(
+            model,
+            format!("`{path}` has SHA-256 {actual}, the registry expects {expected}"),
+        ));
+    }
+    Ok(())
+}
+
+fn fetch_verified(
+    model: &str,
+    fetcher: &dyn BlobFetcher,
+    bucket: &str,
+    prefix: &str,
+    dir: &Path,
+    path: &str,
+    expected: &str,
+) -> Result<()> {
+    let target = dir.join(path);
+    if target.is_file() && sha256_file(&target)? == expected {
+        return Ok(());
+    }
+    let parent = target.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent).map_err(|source| DiffusionError::Io {
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let partial = target.with_extension("partial");
+    let key = if prefix.is_empty() {
+        path.to_string()
+    } else {
+        format!("{prefix}/{path}")
+    };
+    fetcher
+        .fetch(bucket, &key, &partial)
+        .map_err(|e| registry_error(model, format!("fetching s3://{bucket}/{key}: {e}")))?;
+    // Verify before the file takes its real name, so a bad download is never loaded.
+    let result = verify_file(model, &partial, path, expected);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+        return result;
+    }
+    std::fs::rename(&partial, &target).map_err(|source| DiffusionError::Io {
+        path: target.clone(),
+        source,
+    })
+}
+
+/// Lowercase hex SHA-256 of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io_error = |source| DiffusionError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io_error)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer).map_err(io_error)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// SHA-256 of the listing `"{hash}  {path}\n"` sorted by path (what `sha256sum` prints).
+pub fn identity_of(files: &BTreeMap<String, String>) -> String {
+    let mut hasher = Sha256::new();
+    for (path, hash) in files {
+        hasher.update(format!("{hash}  {path}\n").as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The hashes of the files the pipeline reads from an unregistered folder.
+pub fn hash_model_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+    pipeline_files(dir)
+        .iter()
+        .map(|path| {
+            let key = path.to_string_lossy().replace('\\', "/");
+            Ok((key, sha256_file(&dir.join(path))?))
+        })
+        .collect()
+}
+
+/// An unregistered folder: named after itself, identity from its files' hashes.
+pub fn resolve_local_dir(dir: &Path) -> Result<ResolvedModel> {
+    let name = dir
+        .file_name()
+        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    Ok(ResolvedModel {
+        name,
+        dir: dir.to_path_buf(),
+        identity: identity_of(&hash_model_dir(dir)?),
+    })
+}
+
+/// A registry entry for `dir` in the TOML format, for `location`.
+pub fn entry_toml(name: &str, location: &str, dir: &Path) -> Result<String> {
+    let mut text = format!("[models.{name}]\nlocation = {location:?}\n[models.{name}.files]\n");
+    for (path, hash) in hash_model_dir(dir)? {
+        text.push_str(&format!("{path:?} = {hash:?}\n"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_folders_and_s3_locations() {
+        let text = r#"
+            [models.a]
+            location = "models/a"
+            files = { "model_index.json" = "AB00000000000000000000000000000000000000000000000000000000000000" }
+            [models.b]
+            location = "s3://bucket/some/prefix/"
+            files = {}
+        "#;
+        let registry = ModelRegistry::parse(text, Path::new("/reg")).unwrap();
+        let a = registry.get("a").unwrap();
+        assert_eq!(a.location, ModelLocation::Local(PathBuf::from("/reg/models/a")));
+        assert!(a.files["model_index.json"].starts_with("ab"));
+        assert_eq!(
+            registry.get("b").unwrap().location,
+            ModelLocation::S3 {
+                bucket: "bucket".into(),
+                prefix: "some/prefix".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_hashes_escaping_paths_and_unknown_keys() {
+        let bad_hash = "[models.a]\nlocation = \"x\"\nfiles = { \"a\" = \"123\" }\n";
+        assert!(ModelRegistry::parse(bad_hash, Path::new(".")).is_err());
+        let zeros = "0".repeat(64);
+        let escape = format!("[models.a]\nlocation = \"x\"\nfiles = {{ \"../a\" = \"{zeros}\" }}\n");
+        let err = ModelRegistry::parse(&escape, Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("relative path"));
+        let unknown = "[models.a]\nlocation = \"x\"\nfiles = {}\nsha = 1\n";
+        assert!(ModelRegistry::parse(unknown, Path::new(".")).is_err());
+    }
+
+    #[test]
+    fn identity_is_the_hash_of_the_sha256sum_listing() {
+        let files = BTreeMap::from([("b".to_string(), "2".repeat(64)), ("a".to_string(), "1".repeat(64))]);
+        let listing = format!("{}  a\n{}  b\n", "1".repeat(64), "2".repeat(64));
+        assert_eq!(identity_of(&files), hex::encode(Sha256::digest(listing.as_bytes())));
+    }
+}
