@@ -6,6 +6,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod nn;
 pub mod registry;
 pub mod rng;
 pub mod schedulers;
