@@ -40,7 +40,8 @@ pub struct ModelEntry {
 /// Copies one object to a local file; the registry verifies it afterwards. The production
 /// implementation wraps the shared `ObjectStore` port.
 pub trait BlobFetcher {
-    fn fetch(&self, bucket: &str, key: &str, destination: &Path) -> std::result::Result<(), String>;
+    fn fetch(&self, bucket: &str, key: &str, destination: &Path)
+        -> std::result::Result<(), String>;
 }
 
 /// A model ready to load: a verified local folder and its identity.
@@ -96,7 +97,9 @@ fn check_relative(model: &str, path: &str) -> Result<()> {
     let clean = !path.is_empty()
         && !path.starts_with('/')
         && !path.contains('\\')
-        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
     if clean {
         Ok(())
     } else {
@@ -217,13 +220,22 @@ pub fn pipeline_files(dir: &Path) -> Vec<PathBuf> {
         "text_encoder/config.json",
         "text_encoder/model.safetensors",
         "unet/config.json",
-        "unet/diffusion_pytorch_model.safetensors",
         "vae/config.json",
-        "vae/diffusion_pytorch_model.safetensors",
     ]
     .iter()
     .map(PathBuf::from)
     .collect();
+    for component in ["unet", "vae"] {
+        // The loaders take the full-precision weights if present, else the fp16 variant.
+        let full = format!("{component}/diffusion_pytorch_model.safetensors");
+        let half = format!("{component}/diffusion_pytorch_model.fp16.safetensors");
+        let chosen = if !dir.join(&full).is_file() && dir.join(&half).is_file() {
+            half
+        } else {
+            full
+        };
+        files.push(chosen.into());
+    }
     let tokenizer = dir.join("tokenizer");
     if tokenizer.join("tokenizer.json").exists() {
         files.push("tokenizer/tokenizer.json".into());
@@ -248,9 +260,9 @@ fn pipeline_hashes(
         .iter()
         .map(|path| {
             let key = path.to_string_lossy().replace('\\', "/");
-            let hash = listed.get(&key).ok_or_else(|| {
-                registry_error(name, format!("the entry does not list `{key}`"))
-            })?;
+            let hash = listed
+                .get(&key)
+                .ok_or_else(|| registry_error(name, format!("the entry does not list `{key}`")))?;
             Ok((key, hash.clone()))
         })
         .collect()
@@ -353,9 +365,10 @@ pub fn hash_model_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
 
 /// An unregistered folder: named after itself, identity from its files' hashes.
 pub fn resolve_local_dir(dir: &Path) -> Result<ResolvedModel> {
-    let name = dir
-        .file_name()
-        .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     Ok(ResolvedModel {
         name,
         dir: dir.to_path_buf(),
@@ -388,7 +401,10 @@ mod tests {
         "#;
         let registry = ModelRegistry::parse(text, Path::new("/reg")).unwrap();
         let a = registry.get("a").unwrap();
-        assert_eq!(a.location, ModelLocation::Local(PathBuf::from("/reg/models/a")));
+        assert_eq!(
+            a.location,
+            ModelLocation::Local(PathBuf::from("/reg/models/a"))
+        );
         assert!(a.files["model_index.json"].starts_with("ab"));
         assert_eq!(
             registry.get("b").unwrap().location,
@@ -404,7 +420,8 @@ mod tests {
         let bad_hash = "[models.a]\nlocation = \"x\"\nfiles = { \"a\" = \"123\" }\n";
         assert!(ModelRegistry::parse(bad_hash, Path::new(".")).is_err());
         let zeros = "0".repeat(64);
-        let escape = format!("[models.a]\nlocation = \"x\"\nfiles = {{ \"../a\" = \"{zeros}\" }}\n");
+        let escape =
+            format!("[models.a]\nlocation = \"x\"\nfiles = {{ \"../a\" = \"{zeros}\" }}\n");
         let err = ModelRegistry::parse(&escape, Path::new(".")).unwrap_err();
         assert!(err.to_string().contains("relative path"));
         let unknown = "[models.a]\nlocation = \"x\"\nfiles = {}\nsha = 1\n";
@@ -413,8 +430,14 @@ mod tests {
 
     #[test]
     fn identity_is_the_hash_of_the_sha256sum_listing() {
-        let files = BTreeMap::from([("b".to_string(), "2".repeat(64)), ("a".to_string(), "1".repeat(64))]);
+        let files = BTreeMap::from([
+            ("b".to_string(), "2".repeat(64)),
+            ("a".to_string(), "1".repeat(64)),
+        ]);
         let listing = format!("{}  a\n{}  b\n", "1".repeat(64), "2".repeat(64));
-        assert_eq!(identity_of(&files), hex::encode(Sha256::digest(listing.as_bytes())));
+        assert_eq!(
+            identity_of(&files),
+            hex::encode(Sha256::digest(listing.as_bytes()))
+        );
     }
 }

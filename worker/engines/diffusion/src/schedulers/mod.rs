@@ -61,6 +61,18 @@ pub enum SchedulerKind {
 }
 
 impl SchedulerKind {
+    /// The name `from_name` reads (the short form for Euler ancestral).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Euler => "euler",
+            Self::EulerAncestral => "euler_a",
+            Self::Ddim => "ddim",
+            Self::DpmSolverPp2m => "dpmpp_2m",
+            Self::DpmSolverPp2mKarras => "dpmpp_2m_karras",
+            Self::Lcm => "lcm",
+        }
+    }
+
     /// Parses the names used in job specs and fixtures (`euler`, `dpmpp_2m_karras`, ...).
     pub fn from_name(name: &str) -> Result<Self> {
         Ok(match name {
