@@ -184,3 +184,38 @@ fn people_are_named_merged_and_split_and_survive_a_reimport() {
         "\"me\" marks the tenant's own person"
     );
 }
+
+#[test]
+fn a_takeout_zip_imports_as_downloaded_and_unsafe_entries_are_listed() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let out = reverie(
+        d,
+        &[
+            "library",
+            "import",
+            "--tenant",
+            "zoe",
+            &fixtures("library/takeout.zip"),
+        ],
+    );
+    assert!(out.contains("imported 7 photos"), "{out}");
+    let out = reverie(
+        d,
+        &[
+            "library",
+            "import",
+            "--tenant",
+            "zoe",
+            &fixtures("library/malicious.zip"),
+        ],
+    );
+    assert!(out.contains("imported 1 photos"), "{out}");
+    for line in [
+        "../../escaped.jpg: unsafe path: path traversal (..)",
+        "/etc/absolute.jpg: unsafe path: absolute path",
+        "Takeout/Google Photos/Trip/link_to_passwd.jpg: unsafe path: symbolic link in archive",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}

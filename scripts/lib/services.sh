@@ -79,6 +79,15 @@ stop_s3_server() {
   [ -n "${S3_SERVER_PID:-}" ] && kill "$S3_SERVER_PID" 2>/dev/null || true
 }
 
+# libheif (Debian's libheif-dev) for HEIC photos: reverie-library's `heic` feature links it. Fails (and
+# the caller builds without the feature) where it cannot be installed.
+ensure_libheif() {
+  [ -f /usr/include/libheif/heif.h ] && return 0
+  step "installing libheif-dev for HEIC photos"
+  apt_install libheif-dev || return 1
+  [ -f /usr/include/libheif/heif.h ]
+}
+
 # The Python example client (docs/examples) runs in the tests: it needs pika.
 ensure_python_client() {
   python3 -c 'import pika' 2>/dev/null && return 0

@@ -14,7 +14,7 @@ use crate::app::{self, GlobalArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum LibraryCommand {
-    /// Import photos from a folder (Google Takeout exports included, unpacked) or s3://bucket/prefix.
+    /// Import photos from a folder, a Google Takeout export (unpacked or the .zip), or s3://bucket/prefix.
     Import {
         #[arg(long)]
         tenant: String,
@@ -81,13 +81,16 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                 }
                 None => {
                     let path = PathBuf::from(&source);
-                    if path
-                        .extension()
-                        .is_some_and(|e| e.eq_ignore_ascii_case("zip"))
-                    {
-                        bail!("{source}: Takeout .zip archives are imported unpacked; run `unzip` first and import the folder");
-                    }
-                    import(&*store, &tenant, ImportSource::Folder(path), &options)
+                    let is_zip = !path.is_dir()
+                        && path
+                            .extension()
+                            .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+                    let source_kind = if is_zip {
+                        ImportSource::Zip(path)
+                    } else {
+                        ImportSource::Folder(path)
+                    };
+                    import(&*store, &tenant, source_kind, &options)
                         .await
                         .with_context(|| format!("importing {source}"))?
                 }

@@ -1,5 +1,6 @@
 //! Reading image files safely: the format from the bytes (not the extension), the pixel size checked
-//! against a limit before any pixels are decoded, orientation applied.
+//! against a limit before any pixels are decoded, orientation applied. HEIC/HEIF decodes through libheif
+//! when the crate is built with the `heic` feature; otherwise it is recognised and reported unsupported.
 
 use std::io::Cursor;
 
@@ -29,12 +30,15 @@ pub fn is_heif(bytes: &[u8]) -> bool {
         )
 }
 
-/// The format and stored pixel size, read from headers only.
+/// The format name HEIF files get (their shards members are `{photo}.heic`).
+pub const HEIC: &str = "heic";
+
+/// The format and stored pixel size, read from headers only. For HEIC the size is that of the primary
+/// image after the container's own rotation and mirroring, which decoding applies.
 pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
     if is_heif(bytes) {
-        return Err(Damage::Unsupported(
-            "HEIC/HEIF (no HEIF decoder in this build)".into(),
-        ));
+        let (width, height) = heif::probe(bytes)?;
+        return Ok((HEIC, width, height));
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -49,7 +53,8 @@ pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
     Ok((name, width, height))
 }
 
-/// Decodes after checking the pixel count, then applies the EXIF orientation (1–8).
+/// Decodes after checking the pixel count, then applies the EXIF orientation (1–8). HEIC is upright
+/// once decoded (its `irot`/`imir` boxes are applied, EXIF orientation is not).
 pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicImage, Damage> {
     let (format, width, height) = probe(bytes)?;
     if format == "jpeg" && jpeg_is_truncated(bytes) {
@@ -67,6 +72,9 @@ pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicI
     }
     if width == 0 || height == 0 {
         return Err(Damage::Corrupt("zero-sized image".into()));
+    }
+    if format == HEIC {
+        return heif::decode(bytes).map(DynamicImage::ImageRgb8);
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -118,5 +126,89 @@ pub fn oriented_size(width: u32, height: u32, orientation: u8) -> (u32, u32) {
         (height, width)
     } else {
         (width, height)
+    }
+}
+
+#[cfg(feature = "heic")]
+mod heif {
+    use std::sync::OnceLock;
+
+    use image::RgbImage;
+    use libheif_rs::{ColorSpace, HeifContext, LibHeif, RgbChroma};
+
+    use crate::error::Damage;
+
+    /// libheif is initialised once per process (its plugins load then).
+    fn library() -> &'static LibHeif {
+        static LIBRARY: OnceLock<LibHeif> = OnceLock::new();
+        LIBRARY.get_or_init(LibHeif::new)
+    }
+
+    fn corrupt(error: libheif_rs::HeifError) -> Damage {
+        Damage::Corrupt(format!("HEIF: {error}"))
+    }
+
+    /// The primary image's size from the container's boxes; no pixels are decoded.
+    pub fn probe(bytes: &[u8]) -> Result<(u32, u32), Damage> {
+        library();
+        let context = HeifContext::read_from_bytes(bytes).map_err(corrupt)?;
+        let handle = context.primary_image_handle().map_err(corrupt)?;
+        Ok((handle.width(), handle.height()))
+    }
+
+    /// Decodes the primary image to interleaved 8-bit RGB (libheif converts the colour space).
+    pub fn decode(bytes: &[u8]) -> Result<RgbImage, Damage> {
+        let heif = library();
+        let context = HeifContext::read_from_bytes(bytes).map_err(corrupt)?;
+        let handle = context.primary_image_handle().map_err(corrupt)?;
+        // No decoding options: libheif-rs 0.20 frees them before libheif reads them (fixed in 1.0.1).
+        let image = heif
+            .decode(&handle, ColorSpace::Rgb(RgbChroma::Rgb), None)
+            .map_err(corrupt)?;
+        let plane = image
+            .planes()
+            .interleaved
+            .ok_or_else(|| Damage::Corrupt("HEIF: no interleaved RGB plane".into()))?;
+        if plane.storage_bits_per_pixel != 24 {
+            return Err(Damage::Unsupported(format!(
+                "HEIF decoded to {} bits per pixel, not 8-bit RGB",
+                plane.storage_bits_per_pixel
+            )));
+        }
+        let row = plane.width as usize * 3;
+        if plane.stride < row || plane.data.len() < plane.stride * plane.height as usize {
+            return Err(Damage::Corrupt(
+                "HEIF: decoded plane is smaller than its size".into(),
+            ));
+        }
+        let pixels = plane
+            .data
+            .chunks(plane.stride)
+            .take(plane.height as usize)
+            .flat_map(|line| &line[..row])
+            .copied()
+            .collect();
+        RgbImage::from_raw(plane.width, plane.height, pixels)
+            .ok_or_else(|| Damage::Corrupt("HEIF: decoded plane does not fill the image".into()))
+    }
+}
+
+#[cfg(not(feature = "heic"))]
+mod heif {
+    use crate::error::Damage;
+
+    fn unsupported() -> Damage {
+        Damage::Unsupported(
+            "HEIC/HEIF (this build has no HEIF decoder: build with the `heic` feature and libheif)"
+                .into(),
+        )
+    }
+
+    pub fn probe(_bytes: &[u8]) -> Result<(u32, u32), Damage> {
+        Err(unsupported())
+    }
+
+    pub fn decode(_bytes: &[u8]) -> Result<image::RgbImage, Damage> {
+        Err(unsupported())
     }
 }

@@ -14,7 +14,9 @@ pub enum Damage {
     Unreadable(String),
     #[error("{width}x{height} pixels exceeds the limit of {limit} (a decompression bomb or a panorama too large to import)")]
     TooLarge { width: u32, height: u32, limit: u64 },
-    #[error("unsafe path in archive: {0}")]
+    #[error("{bytes} bytes exceeds the file size limit of {limit} (a zip bomb or a file too large to import)")]
+    FileTooLarge { bytes: u64, limit: u64 },
+    #[error("unsafe path: {0}")]
     UnsafePath(String),
     #[error("sidecar does not parse: {0}")]
     BadSidecar(String),

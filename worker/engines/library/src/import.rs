@@ -10,6 +10,7 @@ use reverie_shared::keys;
 use reverie_shared::ports::store::ObjectStore;
 use serde::Serialize;
 
+use crate::archive::{ZipMember, ZipSource};
 use crate::decode::{decode, oriented_size, probe};
 use crate::error::{Damage, LibraryError};
 use crate::exif_read::read_exif;
@@ -26,6 +27,8 @@ use crate::xmp::{parse_xmp, XmpFacts};
 pub enum ImportSource<'a> {
     /// A local folder, walked recursively (an unpacked Takeout export is a folder too).
     Folder(PathBuf),
+    /// A zip archive (a Google Takeout export as downloaded), read entry by entry without unpacking.
+    Zip(PathBuf),
     /// Objects under a prefix of an object store (`s3://bucket/prefix`).
     Objects {
         store: &'a dyn ObjectStore,
@@ -37,6 +40,8 @@ pub enum ImportSource<'a> {
 pub struct ImportOptions {
     /// Images with more pixels are refused before decoding (decompression bombs).
     pub max_pixels: u64,
+    /// Files (and zip entries, by what they decompress to) larger than this are refused unread.
+    pub max_file_bytes: u64,
     pub shard_max_bytes: u64,
     pub shard_max_photos: usize,
 }
@@ -45,6 +50,7 @@ impl Default for ImportOptions {
     fn default() -> ImportOptions {
         ImportOptions {
             max_pixels: 100_000_000,
+            max_file_bytes: 512 * 1024 * 1024,
             shard_max_bytes: 64 * 1024 * 1024,
             shard_max_photos: 256,
         }
@@ -88,6 +94,14 @@ impl ImportReport {
 enum Location {
     Local(PathBuf),
     Object(String),
+    Zipped(ZipMember),
+}
+
+/// The opened source that locations are read from.
+enum Opened<'a> {
+    Folder,
+    Objects(&'a dyn ObjectStore),
+    Zip(ZipSource),
 }
 
 struct Listing {
@@ -163,19 +177,58 @@ async fn list_objects(store: &dyn ObjectStore, prefix: &str) -> Result<Listing, 
     })
 }
 
-async fn read(location: &Location, objects: Option<&dyn ObjectStore>) -> Result<Vec<u8>, Damage> {
-    match location {
-        Location::Local(path) => tokio::fs::read(path)
-            .await
-            .map_err(|e| Damage::Unreadable(e.to_string())),
-        Location::Object(key) => match objects {
-            Some(store) => store
-                .get(key)
+/// Lists a zip's members under their relative names; refused entries and repeated names are reported.
+fn list_zip(path: &Path) -> Result<(Listing, ZipSource), LibraryError> {
+    let (zip, entries) = ZipSource::open(path)?;
+    let mut listing = Listing {
+        files: BTreeMap::new(),
+        skipped: entries
+            .refused
+            .into_iter()
+            .map(|(file, reason)| Skipped { file, reason })
+            .collect(),
+    };
+    for member in entries.members {
+        if listing.files.contains_key(&member.relative) {
+            // Unzipping would overwrite the first with the second; importing either would be a guess.
+            listing.skipped.push(Skipped {
+                file: member.relative.clone(),
+                reason: Damage::UnsafePath(
+                    "a second entry with the same name in the archive".into(),
+                ),
+            });
+            continue;
+        }
+        listing
+            .files
+            .insert(member.relative.clone(), Location::Zipped(member));
+    }
+    Ok((listing, zip))
+}
+
+async fn read(location: &Location, source: &Opened<'_>, limit: u64) -> Result<Vec<u8>, Damage> {
+    match (location, source) {
+        (Location::Local(path), _) => {
+            let size = tokio::fs::metadata(path)
                 .await
-                .map(|b| b.to_vec())
-                .map_err(|e| Damage::Unreadable(e.to_string())),
-            None => Err(Damage::Unreadable("no object store for this source".into())),
-        },
+                .map_err(|e| Damage::Unreadable(e.to_string()))?
+                .len();
+            if size > limit {
+                return Err(Damage::FileTooLarge { bytes: size, limit });
+            }
+            tokio::fs::read(path)
+                .await
+                .map_err(|e| Damage::Unreadable(e.to_string()))
+        }
+        (Location::Object(key), Opened::Objects(store)) => store
+            .get(key)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| Damage::Unreadable(e.to_string())),
+        (Location::Zipped(member), Opened::Zip(zip)) => zip.read(member, limit),
+        _ => Err(Damage::Unreadable(
+            "the file's source is not the one opened".into(),
+        )),
     }
 }
 
@@ -208,10 +261,14 @@ pub async fn import(
     source: ImportSource<'_>,
     options: &ImportOptions,
 ) -> Result<ImportReport, LibraryError> {
-    let (listing, objects) = match &source {
-        ImportSource::Folder(root) => (list_folder(root)?, None),
+    let (listing, opened) = match &source {
+        ImportSource::Folder(root) => (list_folder(root)?, Opened::Folder),
+        ImportSource::Zip(path) => {
+            let (listing, zip) = list_zip(path)?;
+            (listing, Opened::Zip(zip))
+        }
         ImportSource::Objects { store, prefix } => {
-            (list_objects(*store, prefix).await?, Some(*store))
+            (list_objects(*store, prefix).await?, Opened::Objects(*store))
         }
     };
     let mut importer = Importer {
@@ -233,7 +290,7 @@ pub async fn import(
             continue;
         }
         importer
-            .add(relative, location, objects, &listing, &sidecars_by_dir)
+            .add(relative, location, &opened, &listing, &sidecars_by_dir)
             .await?;
     }
     importer.flush().await?;
@@ -276,11 +333,11 @@ impl Importer<'_> {
         &mut self,
         relative: &str,
         location: &Location,
-        objects: Option<&dyn ObjectStore>,
+        opened: &Opened<'_>,
         listing: &Listing,
         sidecars: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), LibraryError> {
-        let bytes = match read(location, objects).await {
+        let bytes = match read(location, opened, self.options.max_file_bytes).await {
             Ok(bytes) if bytes.is_empty() => {
                 self.skip(relative, Damage::Empty);
                 return Ok(());
@@ -312,7 +369,7 @@ impl Importer<'_> {
                 } else {
                     format!("{dir}/{sidecar}")
                 };
-                match self.read_sidecar(&key, listing, objects).await {
+                match self.read_sidecar(&key, listing, opened).await {
                     Ok(bytes) => match parse_sidecar(&bytes) {
                         Ok(facts) => Some(facts),
                         Err(detail) => {
@@ -328,7 +385,7 @@ impl Importer<'_> {
             }
             None => None,
         };
-        let xmp = self.xmp_for(relative, listing, objects).await;
+        let xmp = self.xmp_for(relative, listing, opened).await;
         let meta = match self.describe(relative, &bytes, id.clone(), album, takeout, xmp) {
             Ok(meta) => meta,
             Err(damage) => {
@@ -360,10 +417,10 @@ impl Importer<'_> {
         &self,
         key: &str,
         listing: &Listing,
-        objects: Option<&dyn ObjectStore>,
+        opened: &Opened<'_>,
     ) -> Result<Vec<u8>, Damage> {
         match listing.files.get(key) {
-            Some(location) => read(location, objects).await,
+            Some(location) => read(location, opened, self.options.max_file_bytes).await,
             None => Err(Damage::BadSidecar(format!("{key} vanished"))),
         }
     }
@@ -373,7 +430,7 @@ impl Importer<'_> {
         &mut self,
         relative: &str,
         listing: &Listing,
-        objects: Option<&dyn ObjectStore>,
+        opened: &Opened<'_>,
     ) -> Option<XmpFacts> {
         let stem = relative
             .rsplit_once('.')
@@ -385,7 +442,7 @@ impl Importer<'_> {
             format!("{stem}.XMP"),
         ];
         let key = candidates.iter().find(|c| listing.files.contains_key(*c))?;
-        let bytes = match read(&listing.files[key], objects).await {
+        let bytes = match read(&listing.files[key], opened, self.options.max_file_bytes).await {
             Ok(bytes) => bytes,
             Err(damage) => {
                 self.note(relative, damage);
@@ -424,7 +481,12 @@ impl Importer<'_> {
         for rejected in &exif.rejected {
             self.note(relative, Damage::ImpossibleMetadata(rejected.clone()));
         }
-        let orientation = exif.orientation.unwrap_or(1);
+        // HEIF carries its rotation in the container and decoding applies it; EXIF's would turn it twice.
+        let orientation = if format == crate::decode::HEIC {
+            1
+        } else {
+            exif.orientation.unwrap_or(1)
+        };
         let image = decode(bytes, self.options.max_pixels, orientation)?;
         let (width, height) = oriented_size(stored_width, stored_height, orientation);
         let takeout = takeout.unwrap_or_default();

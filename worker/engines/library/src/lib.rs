@@ -1,11 +1,12 @@
 //! reverie-library: bringing a person's photo library into Reverie.
 //!
-//! [`import`] walks a source (a folder — unpacked Google Takeout exports included — or an object-store
-//! prefix), reads each photo's metadata (EXIF, Takeout JSON sidecars, XMP sidecars), reverse-geocodes
+//! [`import`] walks a source (a folder, a Google Takeout export unpacked or as a `.zip`, or an
+//! object-store prefix), reads each photo's metadata (EXIF, Takeout JSON sidecars, XMP sidecars), reverse-geocodes
 //! GPS offline, works out the light from the sun's position, computes cheap image statistics, skips and
 //! reports damaged files, deduplicates by content hash, and packs new photos into WebDataset-style tar
 //! shards listed by a [`LibraryManifest`]. [`read_samples`] streams a shard back.
 
+pub mod archive;
 pub mod decode;
 pub mod error;
 pub mod exif_read;

@@ -308,7 +308,15 @@ async fn the_damaged_corpus_is_reported_file_by_file() {
         ("04_decompression_bomb.png", "too_large"),
         ("05_random_bytes.webp", "not_an_image"),
         ("06_corrupt_stream.png", "corrupt"),
-        ("07_iphone.heic", "unsupported"),
+        // A HEIF header with nothing behind it: unsupported without a decoder, corrupt with one.
+        (
+            "07_iphone.heic",
+            if cfg!(feature = "heic") {
+                "corrupt"
+            } else {
+                "unsupported"
+            },
+        ),
         ("08_bad_sidecar.jpg", "bad_sidecar"),
         ("09_impossible_exif.jpg", "impossible_metadata"),
         ("10_impossible_gps.jpg", "impossible_metadata"),
@@ -333,4 +341,238 @@ async fn the_damaged_corpus_is_reported_file_by_file() {
         .find(|p| p.meta.original.ends_with("10_impossible_gps.jpg"))
         .unwrap();
     assert!(gps_photo.meta.gps.is_none() && gps_photo.meta.captured.is_none());
+}
+
+/// Every photo's metadata, by content id, as JSON (so whole records compare).
+fn metadata_by_id(manifest: &LibraryManifest) -> BTreeMap<String, serde_json::Value> {
+    manifest
+        .photos
+        .iter()
+        .map(|p| {
+            (
+                p.meta.id.to_string(),
+                serde_json::to_value(&p.meta).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The Takeout export as one zip gives the same photos with the same metadata as the unpacked folder.
+async fn takeout_zip_matches_its_folder(store: &dyn ObjectStore) {
+    let from_folder = TenantId::new("unpacked").unwrap();
+    let from_zip = TenantId::new("zipped").unwrap();
+    let options = ImportOptions::default();
+    let folder_report = import(
+        store,
+        &from_folder,
+        ImportSource::Folder(fixture("takeout")),
+        &options,
+    )
+    .await
+    .unwrap();
+    let zip_report = import(
+        store,
+        &from_zip,
+        ImportSource::Zip(fixture("takeout.zip")),
+        &options,
+    )
+    .await
+    .unwrap();
+    assert_eq!(zip_report.imported, 7, "{zip_report:?}");
+    assert!(zip_report.skipped.is_empty(), "{:?}", zip_report.skipped);
+    assert_eq!(zip_report.notes.len(), folder_report.notes.len());
+
+    let folder = load_manifest(store, &from_folder).await.unwrap();
+    let zipped = load_manifest(store, &from_zip).await.unwrap();
+    assert_eq!(metadata_by_id(&zipped), metadata_by_id(&folder));
+    // The sidecar rules ran on the zip's names: truncated, "(1)" and "-edited" all found theirs.
+    let photos = by_name(&zipped);
+    assert_eq!(
+        photos["PXL_20230503_101112345.NIGHT.PORTRAIT-01.COVER.jpg"]
+            .meta
+            .people[0]
+            .name,
+        "Eileen"
+    );
+    assert!((photos["IMG_0002(1).jpg"].meta.gps.unwrap().longitude - 12.3388).abs() < 1e-3);
+    assert_eq!(photos["IMG_0002-edited.jpg"].meta.people[0].name, "Grace");
+    assert!(photos["IMG_0001.jpg"].meta.albums.contains("Italy 2023"));
+
+    // Every photo's bytes in the zip tenant's shards are the original file's.
+    for entry in &zipped.photos {
+        let bytes = store
+            .get_range(
+                &keys::shard(&from_zip, &entry.shard),
+                entry.offset..entry.offset + entry.length,
+            )
+            .await
+            .unwrap();
+        let original = std::fs::read(fixture("takeout").join(&entry.meta.original)).unwrap();
+        assert_eq!(&bytes[..], &original[..], "{}", entry.meta.original);
+    }
+}
+
+#[tokio::test]
+async fn takeout_zip_into_the_local_store() {
+    let dir = tempfile::tempdir().unwrap();
+    takeout_zip_matches_its_folder(&LocalStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn takeout_zip_into_s3() {
+    let store = s3_store().await;
+    takeout_zip_matches_its_folder(&store).await;
+    store.remove_bucket().await.unwrap();
+}
+
+#[tokio::test]
+async fn malicious_zip_entries_are_refused_by_name_and_the_rest_imports() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let tenant = TenantId::new("mallory").unwrap();
+    let options = ImportOptions {
+        max_pixels: 50_000_000,
+        max_file_bytes: 1024 * 1024,
+        ..ImportOptions::default()
+    };
+    let report = import(
+        &store,
+        &tenant,
+        ImportSource::Zip(fixture("malicious.zip")),
+        &options,
+    )
+    .await
+    .unwrap();
+    let refused: BTreeMap<&str, String> = report
+        .skipped
+        .iter()
+        .map(|s| (s.file.as_str(), s.reason.to_string()))
+        .collect();
+    let expected = [
+        ("../../escaped.jpg", "unsafe path: path traversal (..)"),
+        (
+            "Takeout/../../../tmp/escaped_too.jpg",
+            "unsafe path: path traversal (..)",
+        ),
+        ("/etc/absolute.jpg", "unsafe path: absolute path"),
+        (
+            "Takeout/Google Photos/Trip/link_to_passwd.jpg",
+            "unsafe path: symbolic link in archive",
+        ),
+    ];
+    for (file, reason) in expected {
+        assert_eq!(
+            refused.get(file).map(String::as_str),
+            Some(reason),
+            "{refused:#?}"
+        );
+    }
+    let kinds = report.count_by_reason();
+    assert_eq!(kinds.get("unsafe_path"), Some(&4), "{kinds:?}");
+    assert_eq!(
+        kinds.get("too_large"),
+        Some(&1),
+        "the pixel limit applies inside zips"
+    );
+    assert!(refused["Takeout/Google Photos/Trip/bomb.png"].contains("100000x100000"));
+    assert_eq!(kinds.get("file_too_large"), Some(&1), "{kinds:?}");
+    assert!(refused["Takeout/Google Photos/Trip/zeros.jpg"].contains("8388608 bytes"));
+    assert_eq!(report.skipped.len(), 6, "{:#?}", report.skipped);
+
+    assert_eq!(report.imported, 1);
+    let manifest = load_manifest(&store, &tenant).await.unwrap();
+    assert_eq!(
+        manifest.photos[0].meta.original,
+        "Takeout/Google Photos/Trip/good.jpg"
+    );
+    assert!(manifest.photos[0].meta.albums.contains("Trip"));
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_zip_fails_the_import_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let tenant = TenantId::new("erin").unwrap();
+    let error = import(
+        &store,
+        &tenant,
+        ImportSource::Zip(fixture("damaged/05_random_bytes.webp")),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("05_random_bytes.webp") && error.contains("not a readable zip archive"),
+        "{error}"
+    );
+}
+
+async fn import_heic_fixture() -> (reverie_library::ImportReport, LibraryManifest) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let tenant = TenantId::new("iris").unwrap();
+    let report = import(
+        &store,
+        &tenant,
+        ImportSource::Folder(fixture("heic")),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    let manifest = load_manifest(&store, &tenant).await.unwrap();
+    (report, manifest)
+}
+
+/// Without the `heic` feature a real iPhone-style HEIC is reported, by name, as unsupported.
+#[cfg(not(feature = "heic"))]
+#[tokio::test]
+async fn heic_without_a_decoder_is_reported_unsupported_never_dropped() {
+    let (report, manifest) = import_heic_fixture().await;
+    assert_eq!(report.imported, 0);
+    assert!(manifest.photos.is_empty());
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert_eq!(report.skipped[0].file, "bar_at_night.heic");
+    assert_eq!(report.count_by_reason().get("unsupported"), Some(&1));
+    assert!(report.skipped[0].reason.to_string().contains("heic"));
+}
+
+/// With the `heic` feature the HEIC (encoded by libheif from folder/Paris/bar_at_night.jpg) imports
+/// with its EXIF and the same picture as the JPEG it was made from.
+#[cfg(feature = "heic")]
+#[tokio::test]
+async fn heic_decodes_with_its_exif_and_the_same_picture_as_its_jpeg() {
+    let (report, manifest) = import_heic_fixture().await;
+    assert_eq!(report.imported, 1, "{report:?}");
+    let heic = &manifest.photos[0].meta;
+    assert_eq!(heic.format, "heic");
+    let jpeg_bytes = std::fs::read(fixture("folder/Paris/bar_at_night.jpg")).unwrap();
+    let jpeg = image::load_from_memory(&jpeg_bytes).unwrap();
+    assert_eq!((heic.width, heic.height), (jpeg.width(), jpeg.height()));
+    let captured = heic.captured.as_ref().unwrap();
+    assert_eq!(captured.local, "2022-10-01T22:30:00");
+    assert_eq!(captured.utc_offset_minutes, Some(120));
+    assert_eq!(heic.place.as_ref().unwrap().country, "FR");
+
+    let heic_bytes = std::fs::read(fixture("heic/bar_at_night.heic")).unwrap();
+    let decoded = reverie_library::decode(&heic_bytes, 1_000_000, 1)
+        .unwrap()
+        .to_rgb8();
+    let reference = jpeg.to_rgb8();
+    let mean_abs: f64 = decoded
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .sum::<f64>()
+        / reference.as_raw().len() as f64;
+    assert!(
+        mean_abs < 8.0,
+        "HEIC differs from its JPEG by {mean_abs:.1} per channel"
+    );
+    // The pixel limit applies before decoding, as for every format.
+    assert!(matches!(
+        reverie_library::decode(&heic_bytes, 10_000, 1),
+        Err(reverie_library::Damage::TooLarge { .. })
+    ));
 }
