@@ -11,6 +11,7 @@ pub mod registry;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod vae;
 pub mod weights;
 
 pub use clip::{ClipActivation, ClipTextConfig, ClipTextEncoder, ClipTextOutput};
@@ -20,3 +21,4 @@ pub use schedulers::{
     SchedulerOverrides, TimestepSpacing,
 };
 pub use tokenizer::{ClipTokenizer, Encoding};
+pub use vae::{AutoencoderKl, LatentDistribution, VaeConfig};

@@ -38,7 +38,10 @@ pub fn conv2d(
     shape: ConvShape,
 ) -> Result<Conv2d> {
     let k = shape.kernel;
-    let weight = weights.get(&format!("{name}.weight"), &[out_channels, in_channels, k, k])?;
+    let weight = weights.get(
+        &format!("{name}.weight"),
+        &[out_channels, in_channels, k, k],
+    )?;
     let bias = weights.get(&format!("{name}.bias"), &[out_channels])?;
     let config = Conv2dConfig {
         padding: shape.padding,
@@ -55,7 +58,13 @@ pub fn conv3x3(
     in_channels: usize,
     out_channels: usize,
 ) -> Result<Conv2d> {
-    conv2d(weights, name, in_channels, out_channels, ConvShape::SAME_3X3)
+    conv2d(
+        weights,
+        name,
+        in_channels,
+        out_channels,
+        ConvShape::SAME_3X3,
+    )
 }
 
 /// A 1x1 convolution.
@@ -65,7 +74,13 @@ pub fn conv1x1(
     in_channels: usize,
     out_channels: usize,
 ) -> Result<Conv2d> {
-    conv2d(weights, name, in_channels, out_channels, ConvShape::POINTWISE)
+    conv2d(
+        weights,
+        name,
+        in_channels,
+        out_channels,
+        ConvShape::POINTWISE,
+    )
 }
 
 /// A linear map `{name}.weight` `[out, in]` with bias `{name}.bias` `[out]`.
