@@ -64,19 +64,100 @@ impl SpatialSelfAttention {
             .transpose(1, 2)?
             .contiguous()?;
         let q = self.query.forward(&pixels)?;
-        let k = self.key.forward(&pixels)?;
+        let k = self.key.forward(&pixels)?.to_dtype(DType::F32)?.t()?;
         let v = self.value.forward(&pixels)?;
-        // diffusers upcasts the attention scores of this block; f16 softmax over 4096 pixels loses
-        // too much.
-        let scores = q
-            .to_dtype(DType::F32)?
-            .matmul(&k.to_dtype(DType::F32)?.t()?)?
-            .affine(self.scale, 0.0)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        let mixed = self.out.forward(&weights.matmul(&v)?)?;
+        let attended = self.attend_in_chunks(&q, &k, &v, MAX_SCORES_PER_CHUNK)?;
+        let mixed = self.out.forward(&attended)?;
         let mixed = mixed
             .transpose(1, 2)?
             .reshape((batch, channels, height, width))?;
         Ok((x + mixed)?)
+    }
+
+    /// softmax(q k^T * scale) v, in f32 as diffusers upcasts this block (an f16 softmax over
+    /// thousands of pixels loses too much). The score matrix is pixels x pixels, 1 GiB for a
+    /// 1024x1024 image, so queries go through in row chunks of bounded size.
+    fn attend_in_chunks(
+        &self,
+        q: &Tensor,
+        k_t: &Tensor,
+        v: &Tensor,
+        max_scores: usize,
+    ) -> Result<Tensor> {
+        let pixels = q.dim(1)?;
+        let rows = (max_scores / pixels).clamp(1, pixels);
+        let v32 = v.to_dtype(DType::F32)?;
+        let mut chunks = Vec::with_capacity(pixels.div_ceil(rows));
+        for start in (0..pixels).step_by(rows) {
+            let len = rows.min(pixels - start);
+            let scores = q
+                .narrow(1, start, len)?
+                .to_dtype(DType::F32)?
+                .matmul(k_t)?
+                .affine(self.scale, 0.0)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            chunks.push(weights.matmul(&v32)?);
+        }
+        Ok(Tensor::cat(&chunks, 1)?.to_dtype(v.dtype())?)
+    }
+}
+
+/// Score-matrix elements per batch item computed at once (256 MiB in f32).
+const MAX_SCORES_PER_CHUNK: usize = 1 << 26;
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn random_linear(channels: usize, device: &Device) -> Linear {
+        let weight = Tensor::randn(0f32, 0.5, (channels, channels), device).expect("weight");
+        let bias = Tensor::randn(0f32, 0.1, channels, device).expect("bias");
+        Linear::new(weight, Some(bias))
+    }
+
+    /// The row chunks (here 3 queries at a time, the last chunk shorter) give the same result
+    /// as one full score matrix.
+    #[test]
+    fn chunked_attention_equals_unchunked() {
+        let device = Device::Cpu;
+        let channels = 8;
+        let attention = SpatialSelfAttention {
+            group_norm: crate::nn::group_norm_without_affine(
+                4,
+                channels,
+                1e-6,
+                &device,
+                DType::F32,
+            )
+            .expect("norm"),
+            query: random_linear(channels, &device),
+            key: random_linear(channels, &device),
+            value: random_linear(channels, &device),
+            out: random_linear(channels, &device),
+            scale: 1.0 / (channels as f64).sqrt(),
+        };
+        let pixels = 64;
+        let q = Tensor::randn(0f32, 1.0, (2, pixels, channels), &device).expect("q");
+        let k = Tensor::randn(0f32, 1.0, (2, pixels, channels), &device).expect("k");
+        let v = Tensor::randn(0f32, 1.0, (2, pixels, channels), &device).expect("v");
+        let k_t = k.t().expect("k^T");
+        let whole = attention
+            .attend_in_chunks(&q, &k_t, &v, usize::MAX)
+            .expect("whole");
+        let chunked = attention
+            .attend_in_chunks(&q, &k_t, &v, 3 * pixels)
+            .expect("chunked");
+        let difference = (whole - chunked)
+            .and_then(|d| d.abs())
+            .and_then(|d| d.flatten_all())
+            .and_then(|d| d.max(0))
+            .and_then(|d| d.to_scalar::<f32>())
+            .expect("difference");
+        assert!(
+            difference < 1e-6,
+            "chunked attention differs by {difference}"
+        );
     }
 }
