@@ -11,6 +11,7 @@ pub mod registry;
 pub mod rng;
 pub mod schedulers;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae;
 pub mod weights;
 
@@ -21,4 +22,5 @@ pub use schedulers::{
     SchedulerOverrides, TimestepSpacing,
 };
 pub use tokenizer::{ClipTokenizer, Encoding};
+pub use unet::{UNet2DConditionModel, UNetConfig};
 pub use vae::{AutoencoderKl, LatentDistribution, VaeConfig};

@@ -1,0 +1,262 @@
+//! diffusers' `UNet2DConditionModel` (Stable Diffusion 1.x / 2.x): predicts the noise (or v)
+//! in a latent from its timestep and the text embeddings.
+//!
+//! Layout: `conv_in`, down blocks that push skip connections, a cross-attention middle block,
+//! up blocks that concatenate them back, then `conv_norm_out`, silu and `conv_out`. All sizes
+//! come from `unet/config.json` ([`UNetConfig`]).
+
+mod attention;
+mod blocks;
+mod config;
+mod embeddings;
+mod transformer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Conv2d, GroupNorm, Module};
+
+pub use attention::scaled_dot_product_attention;
+pub use config::{Activation, PerBlock, TransformerDepth, UNetConfig};
+pub use embeddings::timestep_embedding;
+
+use blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
+use embeddings::{timesteps_per_sample, TimestepEmbedding};
+
+use crate::error::{DiffusionError, Result};
+use crate::nn::{conv2d, group_norm, ConvShape, DownsamplePadding};
+use crate::weights::WeightFile;
+
+/// Weight files tried in a diffusers `unet/` folder, full precision first.
+const WEIGHT_FILES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
+
+/// The conditional UNet of Stable Diffusion on candle.
+pub struct UNet2DConditionModel {
+    config: UNetConfig,
+    dtype: DType,
+    conv_in: Conv2d,
+    time_embedding: TimestepEmbedding,
+    time_embedding_act: Option<Activation>,
+    down_blocks: Vec<DownBlock>,
+    mid_block: Option<MidBlock>,
+    up_blocks: Vec<UpBlock>,
+    conv_norm_out: GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl std::fmt::Debug for UNet2DConditionModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UNet2DConditionModel")
+            .field("config", &self.config)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UNet2DConditionModel {
+    /// Loads `config.json` and the safetensors weights from a diffusers `unet/` folder; the
+    /// weights are converted to `dtype` (f32, f16 or bf16) once, here.
+    pub fn from_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        let config = UNetConfig::from_file(&dir.join("config.json"))?;
+        Self::load(
+            config,
+            &dir.join("config.json"),
+            &weights_path(dir),
+            device,
+            dtype,
+        )
+    }
+
+    /// Builds the model from a parsed config (`config_path` names it in errors) and a weight file.
+    pub fn load(
+        config: UNetConfig,
+        config_path: &Path,
+        weights_path: &Path,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+            return Err(DiffusionError::InvalidInput(format!(
+                "UNet dtype {dtype:?} is not one of f32, f16, bf16"
+            )));
+        }
+        if dtype == DType::BF16 && device.is_cpu() {
+            // candle's CPU matmul has no bf16 kernel; bf16 checkpoints still load as f32/f16.
+            return Err(DiffusionError::InvalidInput(
+                "bf16 compute is not supported on the CPU; use f32 or f16".into(),
+            ));
+        }
+        let plan = config.plan(config_path)?;
+        let weights = WeightFile::open(weights_path, device, dtype)?;
+        let channels = &config.block_out_channels;
+        let first_channels = channels[0];
+        let settings = BlockSettings {
+            groups: plan.groups,
+            eps: config.norm_eps,
+            temb_channels: plan.time_embed_dim,
+            linear_projection: config.use_linear_projection,
+            upcast_attention: config.upcast_attention,
+            downsample_padding: match config.downsample_padding {
+                0 => DownsamplePadding::RightBottom,
+                _ => DownsamplePadding::Symmetric,
+            },
+        };
+        let same_size = |kernel: usize| ConvShape {
+            kernel,
+            stride: 1,
+            padding: (kernel - 1) / 2,
+        };
+        let down_blocks = plan
+            .down
+            .iter()
+            .enumerate()
+            .map(|(i, block)| {
+                DownBlock::load(&weights, &format!("down_blocks.{i}"), block, &settings)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mid_block = plan
+            .mid
+            .as_ref()
+            .map(|attention| {
+                MidBlock::load(
+                    &weights,
+                    "mid_block",
+                    channels[channels.len() - 1],
+                    attention,
+                    config.mid_block_scale_factor,
+                    &settings,
+                )
+            })
+            .transpose()?;
+        let up_blocks = plan
+            .up
+            .iter()
+            .enumerate()
+            .map(|(i, block)| UpBlock::load(&weights, &format!("up_blocks.{i}"), block, &settings))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            conv_in: conv2d(
+                &weights,
+                "conv_in",
+                config.in_channels,
+                first_channels,
+                same_size(config.conv_in_kernel),
+            )?,
+            time_embedding: TimestepEmbedding::load(
+                &weights,
+                "time_embedding",
+                first_channels,
+                plan.time_embed_dim,
+                plan.time_act,
+                plan.timestep_post_act,
+            )?,
+            time_embedding_act: plan.time_embedding_act,
+            down_blocks,
+            mid_block,
+            up_blocks,
+            conv_norm_out: group_norm(
+                &weights,
+                "conv_norm_out",
+                plan.groups,
+                first_channels,
+                config.norm_eps,
+            )?,
+            conv_out: conv2d(
+                &weights,
+                "conv_out",
+                first_channels,
+                config.out_channels,
+                same_size(config.conv_out_kernel),
+            )?,
+            dtype,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.config
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// One denoising prediction. `sample` is `[batch, in_channels, height, width]` (any
+    /// height and width), `timesteps` `[batch]` (or one value for all; fractional allowed),
+    /// `encoder_hidden_states` `[batch, text_tokens, cross_attention_dim]`. Returns
+    /// `[batch, out_channels, height, width]` in the model dtype.
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
+        let (batch, channels, _, _) = sample.dims4()?;
+        let (text_batch, _, text_dim) = encoder_hidden_states.dims3()?;
+        if channels != self.config.in_channels
+            || text_batch != batch
+            || text_dim != self.config.context_dim()
+        {
+            return Err(DiffusionError::InvalidInput(format!(
+                "UNet expects latents [B, {}, H, W] and text [B, tokens, {}]; got {:?} and {:?}",
+                self.config.in_channels,
+                self.config.context_dim(),
+                sample.dims(),
+                encoder_hidden_states.dims()
+            )));
+        }
+        let sample = sample.to_dtype(self.dtype)?;
+        let context = encoder_hidden_states.to_dtype(self.dtype)?;
+        let sample = if self.config.center_input_sample {
+            sample.affine(2.0, -1.0)?
+        } else {
+            sample
+        };
+        let temb = self.time_embedding(timesteps, batch, sample.device())?;
+
+        let mut x = self.conv_in.forward(&sample)?;
+        let mut skips = vec![x.clone()];
+        for block in &self.down_blocks {
+            x = block.forward(&x, &temb, &context, &mut skips)?;
+        }
+        if let Some(mid) = &self.mid_block {
+            x = mid.forward(&x, &temb, &context)?;
+        }
+        for block in &self.up_blocks {
+            x = block.forward(&x, &temb, &context, &mut skips)?;
+        }
+        let x = self.conv_norm_out.forward(&x)?.silu()?;
+        Ok(self.conv_out.forward(&x)?)
+    }
+
+    /// Sinusoidal embedding (computed in f32, like diffusers) through the embedding MLP.
+    fn time_embedding(&self, timesteps: &Tensor, batch: usize, device: &Device) -> Result<Tensor> {
+        let values = timesteps_per_sample(timesteps, batch)?;
+        let sinusoids = timestep_embedding(
+            &values,
+            self.config.block_out_channels[0],
+            self.config.flip_sin_to_cos,
+            self.config.freq_shift,
+            device,
+        )?
+        .to_dtype(self.dtype)?;
+        let temb = self.time_embedding.forward(&sinusoids)?;
+        match self.time_embedding_act {
+            Some(activation) => embeddings::apply(activation, &temb),
+            None => Ok(temb),
+        }
+    }
+}
+
+/// The weight file [`UNet2DConditionModel::from_dir`] reads from `dir`: the full-precision
+/// file if present, else the fp16 variant.
+pub fn weights_path(dir: &Path) -> PathBuf {
+    WEIGHT_FILES
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| dir.join(WEIGHT_FILES[0]))
+}
