@@ -17,7 +17,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Conv2d, GroupNorm, Module};
 
 pub use attention::scaled_dot_product_attention;
-pub use config::{Activation, PerBlock, TransformerDepth, UNetConfig};
+pub use config::{
+    Activation, AttentionPlan, DownBlockPlan, PerBlock, TransformerDepth, UNetConfig, UNetPlan,
+    UpBlockPlan,
+};
 pub use embeddings::timestep_embedding;
 
 use blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
