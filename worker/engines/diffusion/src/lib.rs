@@ -1,12 +1,14 @@
 //! Reverie diffusion engine.
 //!
-//! So far: the CLIP tokenizer and text encoder, and the noise schedulers (Euler, Euler
-//! ancestral, DDIM, DPM-Solver++ 2M with and without Karras sigmas, LCM) built from a
-//! diffusers `scheduler_config.json`.
+//! The CLIP tokenizer and text encoder, the noise schedulers (Euler, Euler ancestral, DDIM,
+//! DPM-Solver++ 2M with and without Karras sigmas, LCM) built from a diffusers
+//! `scheduler_config.json`, the UNet and the VAE, the pipelines that join them
+//! (`pipeline::StableDiffusion`), per-sample noise (`rng`) and the model registry.
 
 pub mod clip;
 pub mod error;
 pub mod nn;
+pub mod pipeline;
 pub mod registry;
 pub mod rng;
 pub mod schedulers;
