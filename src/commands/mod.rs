@@ -4,6 +4,7 @@ mod client;
 mod config;
 mod demo;
 mod faces;
+mod generate;
 mod library;
 mod paint;
 pub(crate) mod people;
@@ -59,6 +60,8 @@ pub enum Command {
     /// A tenant's people: list, show, name ("me" marks yourself), merge, split.
     #[command(subcommand)]
     People(people::PeopleCommand),
+    /// Stable Diffusion text-to-image, img2img and masked img2img into a PNG.
+    Generate(Box<generate::GenerateArgs>),
     /// Paint one photo in a style (no model weights needed).
     Paint(paint::PaintArgs),
     /// Show the configuration in effect, or every key with its default.
@@ -84,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Library(command) => library::run(global, command).await,
         Command::Analyse { tenant } => people::analyse(global, tenant).await,
         Command::People(command) => people::run(global, command).await,
+        Command::Generate(args) => generate::run(global, *args).await,
         Command::Paint(args) => paint::run(global, args),
         Command::Config(command) => config::run(global, command),
     }

@@ -1,0 +1,451 @@
+//! `reverie generate`: Stable Diffusion text-to-image, img2img and masked img2img from the
+//! command line, with the generation parameters in the PNG's text chunks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
+use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
+use reverie_diffusion::registry::{resolve_local_dir, BlobFetcher, ModelRegistry, ResolvedModel};
+use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
+use reverie_shared::backends::connect_store;
+use reverie_shared::retry::Backoff;
+use reverie_shared::Config;
+use tokio::io::AsyncWriteExt;
+
+use crate::app::{self, GlobalArgs};
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A registered model name, or a diffusers folder.
+    #[arg(long)]
+    pub model: String,
+    /// The model registry (TOML); default: {models_dir}/diffusion/registry.toml.
+    #[arg(long, env = "REVERIE_MODEL_REGISTRY")]
+    pub registry: Option<PathBuf>,
+    #[arg(long)]
+    pub prompt: String,
+    /// Negative prompt (default: empty, as in diffusers).
+    #[arg(long)]
+    pub negative: Option<String>,
+    #[arg(long, default_value_t = 30)]
+    pub steps: usize,
+    /// Classifier-free guidance scale; 1 or less runs no unconditional branch.
+    #[arg(long, default_value_t = 7.5)]
+    pub guidance: f64,
+    /// euler, euler_a, ddim, dpmpp_2m, dpmpp_2m_karras, lcm (default: the model's own).
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Timestep spacing override: leading, trailing, linspace.
+    #[arg(long)]
+    pub spacing: Option<String>,
+    /// SD-Turbo settings: 1 step, guidance 0, Euler with trailing spacing.
+    #[arg(long)]
+    pub turbo: bool,
+    /// Seed of the first image; image i of a batch uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// WIDTHxHEIGHT, both multiples of 8 (default: the init image's size, else 512x512).
+    #[arg(long)]
+    pub size: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Start from this picture (img2img); the size defaults to its size.
+    #[arg(long)]
+    pub init_image: Option<PathBuf>,
+    /// How much of the schedule img2img runs, above 0 and at most 1.
+    #[arg(long)]
+    pub strength: Option<f64>,
+    /// White = repaint, black = keep; the init image's size.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// safetensors with an f32 tensor `latents` [batch, 4, H/8, W/8], before the scheduler's
+    /// initial scaling, used instead of the seeds' noise.
+    #[arg(long)]
+    pub init_latents: Option<PathBuf>,
+    /// Writes the final latents (before VAE decoding) as `latents` to this safetensors file.
+    #[arg(long)]
+    pub output_latents: Option<PathBuf>,
+    /// Writes a latent-resolution preview of the first image after every step here.
+    #[arg(long)]
+    pub previews: Option<PathBuf>,
+    /// f32, f16 or bf16 for the UNet and VAE.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// cpu, or cuda / cuda:N (builds with the cuda feature).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The PNG to write; a batch writes NAME-0.png, NAME-1.png, ...
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub async fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<()> {
+    let config = app::start_quiet(global)?;
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || generate(&config, handle, args))
+        .await
+        .context("generation task")?
+}
+
+fn parse_size(size: &str) -> anyhow::Result<(usize, usize)> {
+    let parsed = size
+        .split_once(['x', 'X'])
+        .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((w, h)) => Ok((w, h)),
+        None => bail!("--size {size:?} is not WIDTHxHEIGHT"),
+    }
+}
+
+fn parse_dtype(name: &str) -> anyhow::Result<DType> {
+    Ok(match name {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        other => bail!("--dtype {other:?} is not f32, f16 or bf16"),
+    })
+}
+
+fn parse_device(name: &str) -> anyhow::Result<Device> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let ordinal = match name.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("--device {name:?} is not cpu, cuda or cuda:N"))?,
+        None => bail!("--device {name:?} is not cpu, cuda or cuda:N"),
+    };
+    Device::new_cuda(ordinal).with_context(|| format!("opening {name}"))
+}
+
+fn parse_spacing(name: &str) -> anyhow::Result<TimestepSpacing> {
+    Ok(match name {
+        "leading" => TimestepSpacing::Leading,
+        "trailing" => TimestepSpacing::Trailing,
+        "linspace" => TimestepSpacing::Linspace,
+        other => bail!("--spacing {other:?} is not leading, trailing or linspace"),
+    })
+}
+
+/// Fetches registry objects through the shared object store port, one store per bucket.
+struct StoreFetcher {
+    config: Config,
+    handle: tokio::runtime::Handle,
+}
+
+impl BlobFetcher for StoreFetcher {
+    fn fetch(&self, bucket: &str, key: &str, destination: &Path) -> Result<(), String> {
+        let mut config = self.config.clone();
+        config.s3.bucket = Some(bucket.to_string());
+        config.s3.prefix = String::new();
+        let backoff = Backoff::from(&self.config.retry);
+        self.handle
+            .block_on(async move {
+                let store = connect_store(&config, backoff).await?;
+                let mut reader = store.reader(key).await?;
+                let mut file = tokio::fs::File::create(destination).await?;
+                tokio::io::copy(&mut reader, &mut file).await?;
+                file.flush().await?;
+                anyhow::Ok(())
+            })
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+fn resolve_model(
+    config: &Config,
+    handle: tokio::runtime::Handle,
+    args: &GenerateArgs,
+) -> anyhow::Result<ResolvedModel> {
+    let as_path = Path::new(&args.model);
+    if as_path.is_dir() {
+        return resolve_local_dir(as_path)
+            .with_context(|| format!("hashing model folder {}", as_path.display()));
+    }
+    let diffusion_dir = config.models_dir().join("diffusion");
+    let registry_path = args
+        .registry
+        .clone()
+        .unwrap_or_else(|| diffusion_dir.join("registry.toml"));
+    if !registry_path.is_file() {
+        bail!(
+            "--model {:?} is neither a folder nor a registered name: no registry at {} \
+             (pass --registry or set REVERIE_MODEL_REGISTRY)",
+            args.model,
+            registry_path.display()
+        );
+    }
+    let registry = ModelRegistry::from_file(&registry_path)?;
+    let fetcher = StoreFetcher {
+        config: config.clone(),
+        handle,
+    };
+    Ok(registry.resolve(&args.model, &diffusion_dir.join("cache"), Some(&fetcher))?)
+}
+
+/// The explicit starting latents of `--init-latents`, one `(1, 4, h, w)` tensor per image.
+fn read_init_latents(
+    path: &Path,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+) -> anyhow::Result<Vec<Tensor>> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+        anyhow::anyhow!(
+            "--init-latents {}: not a readable safetensors file: {e}",
+            path.display()
+        )
+    })?;
+    let latents = tensors.get("latents").with_context(|| {
+        format!(
+            "--init-latents {}: no tensor named `latents`",
+            path.display()
+        )
+    })?;
+    let expected = [batch, 4, rows, cols];
+    if latents.dims() != expected || latents.dtype() != DType::F32 {
+        bail!(
+            "--init-latents {}: `latents` is {:?} {:?}, expected F32 {expected:?}",
+            path.display(),
+            latents.dtype(),
+            latents.dims()
+        );
+    }
+    (0..batch).map(|i| Ok(latents.narrow(0, i, 1)?)).collect()
+}
+
+fn read_picture(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
+    image::open(path).with_context(|| format!("{what} {}: cannot read the image", path.display()))
+}
+
+/// Where image `index` of the batch goes.
+fn output_path(out: &Path, batch: usize, index: usize) -> PathBuf {
+    if batch == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out
+        .file_stem()
+        .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+    out.with_file_name(format!("{stem}-{index}.png"))
+}
+
+fn build_request(args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
+    if args.batch == 0 || args.batch > 64 {
+        bail!("--batch {} must be between 1 and 64", args.batch);
+    }
+    let init_image = args
+        .init_image
+        .as_deref()
+        .map(|path| read_picture(path, "--init-image").map(|i| i.to_rgb8()))
+        .transpose()?;
+    let (width, height) = match (&init_image, args.size.as_deref()) {
+        (_, Some(size)) => parse_size(size)?,
+        (Some(image), None) => (image.width() as usize, image.height() as usize),
+        (None, None) => (512, 512),
+    };
+    let mut samples = Vec::with_capacity(args.batch);
+    for index in 0..args.batch {
+        let mut sample = SampleSpec::new(
+            args.prompt.clone(),
+            args.seed.wrapping_add(index as u64),
+            args.guidance,
+        );
+        sample.negative_prompt = args.negative.clone();
+        samples.push(sample);
+    }
+    let mut request = if args.turbo {
+        GenerationRequest::turbo(samples)
+    } else {
+        GenerationRequest::new(samples)
+    };
+    request.width = width;
+    request.height = height;
+    if !args.turbo {
+        request.steps = args.steps;
+    }
+    if let Some(name) = &args.scheduler {
+        request.scheduler = Some(SchedulerKind::from_name(name)?);
+    }
+    if let Some(spacing) = &args.spacing {
+        request.overrides = SchedulerOverrides {
+            timestep_spacing: Some(parse_spacing(spacing)?),
+            ..request.overrides
+        };
+    }
+    if let Some(image) = &init_image {
+        if (image.width() as usize, image.height() as usize) != (width, height) {
+            bail!(
+                "--init-image is {}x{} but --size is {width}x{height}",
+                image.width(),
+                image.height()
+            );
+        }
+        request.strength = args.strength.unwrap_or(0.75);
+        let tensor = rgb_to_tensor(image, &Device::Cpu)?;
+        let mask = match &args.mask {
+            Some(path) => {
+                let mask = read_picture(path, "--mask")?.to_luma8();
+                if (mask.width(), mask.height()) != (image.width(), image.height()) {
+                    bail!(
+                        "--mask {} is {}x{} but the init image is {}x{}",
+                        path.display(),
+                        mask.width(),
+                        mask.height(),
+                        image.width(),
+                        image.height()
+                    );
+                }
+                Some(mask_to_tensor(&mask, &Device::Cpu)?)
+            }
+            None => None,
+        };
+        for sample in &mut request.samples {
+            sample.init_image = Some(tensor.clone());
+            sample.mask = mask.clone();
+        }
+    } else if args.mask.is_some() || args.strength.is_some() {
+        bail!("--mask and --strength need --init-image");
+    }
+    request.validate()?;
+    if let Some(path) = &args.init_latents {
+        if init_image.is_some() {
+            bail!("--init-latents is for text-to-image; img2img starts from --init-image");
+        }
+        let (rows, cols) = request.latent_size();
+        let latents = read_init_latents(path, args.batch, rows, cols)?;
+        for (sample, latents) in request.samples.iter_mut().zip(latents) {
+            sample.noise.initial_latents = Some(latents);
+        }
+    }
+    request.validate()?;
+    Ok(request)
+}
+
+fn generate(
+    config: &Config,
+    handle: tokio::runtime::Handle,
+    args: GenerateArgs,
+) -> anyhow::Result<()> {
+    let dtype = parse_dtype(&args.dtype)?;
+    let device = parse_device(&args.device)?;
+    let request = build_request(&args)?;
+    if args.prompt.is_empty() {
+        eprintln!("note: empty prompt: generating unconditionally");
+    }
+    let model = resolve_model(config, handle, &args)?;
+    let pipeline = StableDiffusion::from_dir(&model.dir, &device, dtype)
+        .with_context(|| format!("loading model {} from {}", model.name, model.dir.display()))?;
+    let scheduler = request.scheduler.unwrap_or(pipeline.default_scheduler());
+    if let Some(dir) = &args.previews {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut preview_error = None;
+    let generation = pipeline.generate(&request, &mut |progress| {
+        eprintln!(
+            "step {}/{} (t = {})",
+            progress.step, progress.total, progress.timestep
+        );
+        if let Some(dir) = &args.previews {
+            let path = dir.join(format!("step-{:03}.png", progress.step));
+            if let Err(e) = progress
+                .preview(0)
+                .map_err(anyhow::Error::from)
+                .and_then(|p| Ok(p.save(&path)?))
+            {
+                preview_error = Some(e.context(format!("writing preview {}", path.display())));
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(error) = preview_error {
+        return Err(error);
+    }
+    let generation = generation?;
+    for warning in &generation.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(path) = &args.output_latents {
+        let tensors = HashMap::from([(
+            "latents".to_string(),
+            generation.latents.to_device(&Device::Cpu)?,
+        )]);
+        candle_core::safetensors::save(&tensors, path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let images = tensor_to_rgb(&pipeline.decode(&generation.latents)?)?;
+    for (index, (image, sample)) in images.iter().zip(&request.samples).enumerate() {
+        let text = png_text(&request, sample, scheduler, &model);
+        let png = reverie_worker::outputs::encode_png(image, &text)?;
+        let path = output_path(&args.out, args.batch, index);
+        std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        println!("{} (seed {})", path.display(), sample.seed);
+    }
+    Ok(())
+}
+
+/// The generation parameters, under the same keys the worker's outputs use.
+fn png_text(
+    request: &GenerationRequest,
+    sample: &SampleSpec,
+    scheduler: SchedulerKind,
+    model: &ResolvedModel,
+) -> BTreeMap<String, String> {
+    let mut text = BTreeMap::from([
+        (
+            "Software".to_string(),
+            format!("Reverie {}", env!("CARGO_PKG_VERSION")),
+        ),
+        ("prompt".to_string(), sample.prompt.clone()),
+        (
+            "negative_prompt".to_string(),
+            sample.negative_prompt.clone().unwrap_or_default(),
+        ),
+        ("seed".to_string(), sample.seed.to_string()),
+        ("steps".to_string(), request.steps.to_string()),
+        ("scheduler".to_string(), scheduler.name().to_string()),
+        ("guidance".to_string(), sample.guidance_scale.to_string()),
+        (
+            "size".to_string(),
+            format!("{}x{}", request.width, request.height),
+        ),
+        ("model".to_string(), model.name.clone()),
+        ("model_hash".to_string(), model.identity.clone()),
+    ]);
+    if sample.noise.initial_latents.is_some() {
+        // The seed did not make the noise: say so, or the image could not be reproduced from it.
+        text.insert("initial_latents".to_string(), "given".to_string());
+    }
+    if request.is_img2img() {
+        text.insert("strength".to_string(), request.strength.to_string());
+        text.insert("masked".to_string(), sample.mask.is_some().to_string());
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_and_batches_number_their_files() {
+        assert_eq!(parse_size("768x512").unwrap(), (768, 512));
+        assert!(parse_size("768").is_err());
+        assert_eq!(
+            output_path(Path::new("/o/a.png"), 1, 0),
+            PathBuf::from("/o/a.png")
+        );
+        assert_eq!(
+            output_path(Path::new("/o/a.png"), 3, 2),
+            PathBuf::from("/o/a-2.png")
+        );
+    }
+}

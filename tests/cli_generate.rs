@@ -1,0 +1,273 @@
+//! `reverie generate` on the tiny fixture model: the txt2img case through the command line
+//! (given latents in, final latents and PNG out, parameters in the PNG), a registry model, and
+//! clear refusals of bad input.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use candle_core::{Device, Tensor};
+
+fn sd_tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd-tiny")
+}
+
+fn run(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reverie"))
+        .arg("--data-dir")
+        .arg(data)
+        .arg("generate")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("REVERIE_MODEL_REGISTRY")
+        .output()
+        .expect("reverie runs")
+}
+
+fn case_tensors(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(
+        sd_tiny().join(format!("cases/{name}.safetensors")),
+        &Device::Cpu,
+    )
+    .expect("case tensors")
+}
+
+fn max_excess(ours: &Tensor, expected: &Tensor, atol: f32, rtol: f32) -> f32 {
+    assert_eq!(ours.dims(), expected.dims());
+    let ours: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
+    let expected: Vec<f32> = expected.flatten_all().unwrap().to_vec1().unwrap();
+    ours.iter()
+        .zip(&expected)
+        .map(|(o, e)| (o - e).abs() - (atol + rtol * e.abs()))
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+fn png_text(path: &Path) -> HashMap<String, String> {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = decoder.read_info().expect("png");
+    let info = reader.info();
+    let mut text: HashMap<String, String> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|chunk| (chunk.keyword.clone(), chunk.text.clone()))
+        .collect();
+    for chunk in &info.utf8_text {
+        text.insert(chunk.keyword.clone(), chunk.get_text().unwrap());
+    }
+    text
+}
+
+/// The txt2img_euler_cfg case's settings as flags, with its latents written to a file.
+fn txt2img_args(dir: &Path, model: &str) -> Vec<String> {
+    let tensors = case_tensors("txt2img_euler_cfg");
+    let latents_in = dir.join("in.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([("latents".to_string(), tensors["in.latents"].clone())]),
+        &latents_in,
+    )
+    .unwrap();
+    [
+        "--model",
+        model,
+        "--prompt",
+        "a lighthouse on a cliff at sunset, watercolor",
+        "--negative",
+        "blurry, low quality",
+        "--steps",
+        "4",
+        "--guidance",
+        "7.5",
+        "--scheduler",
+        "euler",
+        "--size",
+        "64x64",
+        "--seed",
+        "7",
+        "--init-latents",
+        latents_in.to_str().unwrap(),
+        "--output-latents",
+        dir.join("out.safetensors").to_str().unwrap(),
+        "--out",
+        dir.join("out.png").to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn generate_reproduces_the_txt2img_case_and_records_its_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sd_tiny().join("model");
+    let args = txt2img_args(dir.path(), model.to_str().unwrap());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(dir.path(), &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let expected = case_tensors("txt2img_euler_cfg");
+    let ours = candle_core::safetensors::load(dir.path().join("out.safetensors"), &Device::Cpu)
+        .expect("output latents");
+    let excess = max_excess(&ours["latents"], &expected["out.final_latents"], 1e-3, 1e-3);
+    assert!(
+        excess <= 0.0,
+        "final latents exceed the tolerance by {excess}"
+    );
+
+    let png = image::open(dir.path().join("out.png")).unwrap().to_rgb8();
+    let reference = image::open(sd_tiny().join("cases/txt2img_euler_cfg.png"))
+        .unwrap()
+        .to_rgb8();
+    let worst = png
+        .as_raw()
+        .iter()
+        .zip(reference.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "PNG differs from diffusers' by {worst} levels");
+
+    let text = png_text(&dir.path().join("out.png"));
+    assert_eq!(
+        text["prompt"],
+        "a lighthouse on a cliff at sunset, watercolor"
+    );
+    assert_eq!(text["negative_prompt"], "blurry, low quality");
+    assert_eq!(text["seed"], "7");
+    assert_eq!(text["steps"], "4");
+    assert_eq!(text["scheduler"], "euler");
+    assert_eq!(text["guidance"], "7.5");
+    assert_eq!(text["model"], "model");
+    assert_eq!(text["initial_latents"], "given");
+    assert_eq!(text["model_hash"].len(), 64);
+}
+
+#[test]
+fn a_registered_model_is_verified_and_gives_the_same_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sd_tiny().join("model");
+    let entry =
+        reverie_diffusion::registry::entry_toml("tiny", model.to_str().unwrap(), &model).unwrap();
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, &entry).unwrap();
+    let mut args = txt2img_args(dir.path(), "tiny");
+    args.extend(["--registry".to_string(), registry.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let output = run(dir.path(), &args);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = png_text(&dir.path().join("out.png"));
+    assert_eq!(text["model"], "tiny");
+    let local = reverie_diffusion::registry::resolve_local_dir(&model).unwrap();
+    assert_eq!(text["model_hash"], local.identity);
+
+    // One wrong hash: refused, naming the file.
+    let tampered: String = entry
+        .lines()
+        .map(|line| match line.starts_with("\"model_index.json\"") {
+            true => format!("\"model_index.json\" = \"{}\"\n", "0".repeat(64)),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    assert_ne!(tampered, entry);
+    std::fs::write(&registry, tampered).unwrap();
+    let output = run(dir.path(), &args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("model_index.json") && stderr.contains("SHA-256"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = sd_tiny().join("model");
+    let model = model.to_str().unwrap();
+    let out = d.join("x.png");
+    let out = out.to_str().unwrap();
+    let init = sd_tiny().join("cases/init_image.png");
+    let init = init.to_str().unwrap();
+    let small_mask = d.join("mask.png");
+    image::GrayImage::new(32, 64).save(&small_mask).unwrap();
+    let corrupt = d.join("corrupt.safetensors");
+    std::fs::write(&corrupt, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
+    let base = ["--model", model, "--prompt", "a cat", "--out", out];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--size", "60x64"], "multiple of 8"),
+        (vec!["--size", "64x64", "--steps", "0"], "steps 0"),
+        (vec!["--size", "64x64", "--steps", "10000"], "steps 10000"),
+        (
+            vec!["--init-image", init, "--strength", "1.5"],
+            "strength 1.5",
+        ),
+        (
+            vec!["--init-image", init, "--mask", small_mask.to_str().unwrap()],
+            "--mask",
+        ),
+        (
+            vec![
+                "--size",
+                "64x64",
+                "--init-latents",
+                corrupt.to_str().unwrap(),
+            ],
+            "--init-latents",
+        ),
+        (vec!["--size", "64x64", "--scheduler", "plms"], "plms"),
+        (vec!["--size", "64x64", "--mask", init], "need --init-image"),
+    ];
+    for (extra, message) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let output = run(d, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+        assert!(
+            stderr.contains(message),
+            "{args:?}: expected {message:?} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_prompt_generates_unconditionally() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sd_tiny().join("model");
+    let out = dir.path().join("empty.png");
+    let output = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "",
+            "--steps",
+            "2",
+            "--size",
+            "64x48",
+            "--batch",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for index in 0..2 {
+        let image = image::open(dir.path().join(format!("empty-{index}.png"))).unwrap();
+        assert_eq!((image.width(), image.height()), (64, 48));
+    }
+}
