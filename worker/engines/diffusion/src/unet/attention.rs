@@ -4,6 +4,7 @@
 use candle_core::{DType, Tensor};
 use candle_nn::{Linear, Module};
 
+use super::softmax::softmax_last_dim_consuming;
 use crate::error::{DiffusionError, Result};
 use crate::nn::{linear, linear_no_bias};
 use crate::weights::WeightFile;
@@ -62,7 +63,11 @@ impl Attention {
 
 /// `softmax(q k^T / sqrt(head_dim)) v` per head, with heads packed in the last dimension:
 /// `q` is `[batch, q_tokens, heads * head_dim]`, `k` and `v` `[batch, kv_tokens, heads *
-/// head_dim]`; the result has `q`'s shape. All heads go through one batched matmul.
+/// head_dim]`; the result has `q`'s shape.
+///
+/// All heads of a sample go through one batched matmul that reads q, k and v in place (the
+/// head split is a strided view, which gemm takes as is), so the only copies are the scaling
+/// of the shorter of q and k and the final merge of the heads.
 pub fn scaled_dot_product_attention(
     q: &Tensor,
     k: &Tensor,
@@ -70,9 +75,21 @@ pub fn scaled_dot_product_attention(
     heads: usize,
     upcast: bool,
 ) -> Result<Tensor> {
+    attention_in_chunks(q, k, v, heads, upcast, MAX_SCORE_ELEMENTS)
+}
+
+/// [`scaled_dot_product_attention`] computing at most `max_scores` scores at once.
+fn attention_in_chunks(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    upcast: bool,
+    max_scores: usize,
+) -> Result<Tensor> {
     let (batch, q_tokens, inner) = q.dims3()?;
     let (_, kv_tokens, _) = k.dims3()?;
-    if heads == 0 || !inner.is_multiple_of(heads) || k.dims() != v.dims() {
+    if heads == 0 || !inner.is_multiple_of(heads) || k.dims() != v.dims() || k.dim(0)? != batch {
         return Err(DiffusionError::InvalidInput(format!(
             "attention over q {:?}, k {:?}, v {:?} with {heads} heads",
             q.dims(),
@@ -82,35 +99,51 @@ pub fn scaled_dot_product_attention(
     }
     let head_dim = inner / heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let score_dtype = if upcast { DType::F32 } else { q.dtype() };
-    let q = split_heads(&q.affine(scale, 0.0)?, heads)?.to_dtype(score_dtype)?;
-    let k_t = split_heads(k, heads)?.to_dtype(score_dtype)?.t()?;
-    let v = split_heads(v, heads)?;
-
-    let rows = (MAX_SCORE_ELEMENTS / (batch * heads * kv_tokens).max(1)).clamp(1, q_tokens);
-    let mut chunks = Vec::with_capacity(q_tokens.div_ceil(rows));
-    for start in (0..q_tokens).step_by(rows) {
-        let q_rows = q.narrow(2, start, rows.min(q_tokens - start))?;
-        let scores = q_rows.matmul(&k_t)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        chunks.push(weights.matmul(&v)?);
-    }
-    let mixed = match chunks.len() {
-        1 => chunks.remove(0),
-        _ => Tensor::cat(&chunks, 2)?,
+    // (s q) k^T = q (s k)^T: scale whichever has fewer tokens (the text, for cross-attention).
+    let (q, k) = if kv_tokens < q_tokens {
+        (q.clone(), k.affine(scale, 0.0)?)
+    } else {
+        (q.affine(scale, 0.0)?, k.clone())
     };
-    // [batch, heads, tokens, head_dim] -> [batch, tokens, heads * head_dim]
-    Ok(mixed.transpose(1, 2)?.reshape((batch, q_tokens, inner))?)
+    let score_dtype = if upcast { DType::F32 } else { q.dtype() };
+    let q = head_view(&q, heads)?.to_dtype(score_dtype)?;
+    let k_t = head_view(&k, heads)?.to_dtype(score_dtype)?.t()?;
+    let v = head_view(v, heads)?;
+
+    let rows = (max_scores / (heads * kv_tokens).max(1)).clamp(1, q_tokens);
+    let mut samples = Vec::with_capacity(batch);
+    for sample in 0..batch {
+        let (q, k_t, v) = (
+            q.narrow(0, sample, 1)?,
+            k_t.narrow(0, sample, 1)?,
+            v.narrow(0, sample, 1)?,
+        );
+        let mut chunks = Vec::with_capacity(q_tokens.div_ceil(rows));
+        for start in (0..q_tokens).step_by(rows) {
+            let q_rows = q.narrow(2, start, rows.min(q_tokens - start))?;
+            let scores = q_rows.matmul(&k_t)?;
+            let weights = softmax_last_dim_consuming(scores)?.to_dtype(v.dtype())?;
+            // [1, heads, rows, head_dim] -> a [1, rows, heads, head_dim] view.
+            chunks.push(weights.matmul(&v)?.transpose(1, 2)?);
+        }
+        samples.push(match chunks.len() {
+            1 => chunks.remove(0),
+            _ => Tensor::cat(&chunks, 1)?,
+        });
+    }
+    // One strided copy merges the heads back: [batch, q_tokens, heads * head_dim].
+    let merged = match samples.len() {
+        1 => samples.remove(0).contiguous()?,
+        _ => Tensor::cat(&samples, 0)?,
+    };
+    Ok(merged.reshape((batch, q_tokens, inner))?)
 }
 
-/// `[batch, tokens, heads * head_dim]` -> contiguous `[batch, heads, tokens, head_dim]`.
-fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+/// `[batch, tokens, heads * head_dim]` seen as `[batch, heads, tokens, head_dim]`, no copy.
+fn head_view(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (batch, tokens, inner) = x.dims3()?;
-    let x = x.reshape((batch, tokens, heads, inner / heads))?;
-    if heads == 1 {
-        return Ok(x.transpose(1, 2)?);
-    }
-    Ok(x.transpose(1, 2)?.contiguous()?)
+    Ok(x.reshape((batch, tokens, heads, inner / heads))?
+        .transpose(1, 2)?)
 }
 
 #[cfg(test)]
@@ -150,31 +183,58 @@ mod tests {
 
     #[test]
     fn batched_heads_match_a_per_head_loop() {
-        let (tokens, kv_tokens, heads, head_dim) = (5, 3, 2, 4);
+        let (batch, tokens, kv_tokens, heads, head_dim) = (2, 5, 3, 2, 4);
         let inner = heads * head_dim;
         let values = |n: usize, seed: f32| -> Vec<f32> {
             (0..n).map(|i| ((i as f32 + seed) * 0.37).sin()).collect()
         };
         let (q, k, v) = (
-            values(tokens * inner, 0.0),
-            values(kv_tokens * inner, 1.0),
-            values(kv_tokens * inner, 2.0),
+            values(batch * tokens * inner, 0.0),
+            values(batch * kv_tokens * inner, 1.0),
+            values(batch * kv_tokens * inner, 2.0),
         );
         let tensor = |data: &[f32], rows: usize| {
-            Tensor::from_slice(data, (1, rows, inner), &Device::Cpu).expect("tensor")
+            Tensor::from_slice(data, (batch, rows, inner), &Device::Cpu).expect("tensor")
         };
-        let got = scaled_dot_product_attention(
-            &tensor(&q, tokens),
-            &tensor(&k, kv_tokens),
-            &tensor(&v, kv_tokens),
-            heads,
-            false,
-        )
-        .expect("attention");
-        let got: Vec<f32> = got.flatten_all().expect("flat").to_vec1().expect("values");
-        let want = reference(&q, &k, &v, (tokens, kv_tokens, heads, head_dim));
+        let (qt, kt, vt) = (
+            tensor(&q, tokens),
+            tensor(&k, kv_tokens),
+            tensor(&v, kv_tokens),
+        );
+        // Whole, in chunks of 2 query rows (2 heads x 3 keys x 2 rows = 12 scores), and with
+        // q and k swapped in size (self-attention scales q, cross-attention k).
+        for max_scores in [MAX_SCORE_ELEMENTS, 12] {
+            let got =
+                attention_in_chunks(&qt, &kt, &vt, heads, false, max_scores).expect("attention");
+            let got: Vec<f32> = got.flatten_all().expect("flat").to_vec1().expect("values");
+            for sample in 0..batch {
+                let (qs, ks) = (tokens * inner, kv_tokens * inner);
+                let want = reference(
+                    &q[sample * qs..(sample + 1) * qs],
+                    &k[sample * ks..(sample + 1) * ks],
+                    &v[sample * ks..(sample + 1) * ks],
+                    (tokens, kv_tokens, heads, head_dim),
+                );
+                for (g, w) in got[sample * qs..(sample + 1) * qs].iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-5, "{max_scores}: {g} vs {w}");
+                }
+            }
+        }
+        let self_attention =
+            scaled_dot_product_attention(&qt, &qt, &qt, heads, false).expect("attention");
+        let got: Vec<f32> = self_attention
+            .flatten_all()
+            .expect("flat")
+            .to_vec1()
+            .expect("values");
+        let want = reference(
+            &q[..tokens * inner],
+            &q[..tokens * inner],
+            &q[..tokens * inner],
+            (tokens, tokens, heads, head_dim),
+        );
         for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            assert!((g - w).abs() < 1e-5, "self-attention: {g} vs {w}");
         }
     }
 

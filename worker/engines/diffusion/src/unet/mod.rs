@@ -9,6 +9,7 @@ mod attention;
 mod blocks;
 mod config;
 mod embeddings;
+mod softmax;
 mod transformer;
 
 use std::path::{Path, PathBuf};
