@@ -9,6 +9,11 @@ pub fn tenant_prefix(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/")
 }
 
+/// The tenant's registered output buckets (see `destinations`).
+pub fn tenant_destinations(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/destinations.json")
+}
+
 pub fn library_manifest(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/library/manifest.json")
 }
@@ -29,6 +34,12 @@ pub fn shard_analysis(tenant: &TenantId, shard: &ShardId, what: &str) -> String 
 /// The tenant's people: face clusters, names, who is "me".
 pub fn people(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/people/people.json")
+}
+
+/// The tenant's palettes: favourite palettes and one palette per album and place, aggregated from the
+/// photos' analysed palettes (written next to the people file by the same library analysis).
+pub fn library_palettes(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/palettes/palettes.json")
 }
 
 pub fn result_image(tenant: &TenantId, request: &RequestId, index: u32) -> String {

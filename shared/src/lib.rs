@@ -5,6 +5,7 @@
 pub mod backends;
 pub mod config;
 pub mod consume;
+pub mod destinations;
 pub mod envelope;
 pub mod http;
 pub mod ids;

@@ -6,7 +6,8 @@ use bytes::Bytes;
 use reverie_shared::ports::store::{LocalStore, ObjectStore, StoreError};
 use tokio::io::AsyncReadExt;
 
-async fn contract(store: &dyn ObjectStore) {
+async fn contract(store: &dyn ObjectStore, other_bucket: &str) {
+    other_buckets_are_separate(store, other_bucket).await;
     put_get_head_and_overwrite(store).await;
     missing_objects(store).await;
     ranges(store).await;
@@ -38,6 +39,29 @@ async fn put_get_head_and_overwrite(store: &dyn ObjectStore) {
     assert_eq!(meta.size, 6);
     store.put("a/empty", Bytes::new()).await.unwrap();
     assert_eq!(store.get("a/empty").await.unwrap().len(), 0);
+}
+
+/// A tenant's own output bucket: same adapter, same credentials, keys not shared with the main store.
+async fn other_buckets_are_separate(store: &dyn ObjectStore, other_bucket: &str) {
+    let other = store.other_bucket(other_bucket).unwrap();
+    assert_eq!(other.backend(), store.backend());
+    other
+        .put("out/art.png", Bytes::from_static(b"png"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.get("out/art.png").await.unwrap(),
+        Bytes::from_static(b"png")
+    );
+    assert!(store.head("out/art.png").await.unwrap().is_none());
+    assert_eq!(other.list("out/").await.unwrap().len(), 1);
+    other.delete_prefix("").await.unwrap();
+    for bad in ["", "UPPER", "a/b", "..", "-dash"] {
+        assert!(
+            store.other_bucket(bad).is_err(),
+            "bucket {bad:?} is refused"
+        );
+    }
 }
 
 async fn missing_objects(store: &dyn ObjectStore) {
@@ -153,14 +177,16 @@ async fn rejects_escaping_keys(store: &dyn ObjectStore) {
 #[tokio::test]
 async fn local_store_meets_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(dir.path()).unwrap();
-    contract(&store).await;
+    let store = LocalStore::open(dir.path().join("store")).unwrap();
+    contract(&store, "tenant-outputs").await;
 }
 
 #[tokio::test]
 async fn s3_store_meets_the_contract() {
     let store = common::s3_store().await;
-    contract(&store).await;
+    let other = common::s3_store().await;
+    contract(&store, &other.config().bucket).await;
+    other.remove_bucket().await.unwrap();
     store.remove_bucket().await.unwrap();
 }
 

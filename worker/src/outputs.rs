@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use image::RgbImage;
-use reverie_shared::ids::TenantId;
+use reverie_shared::destinations::{DestinationError, OutputPlace};
 use reverie_shared::jobs::{GenerateJob, Provenance};
 use reverie_shared::keys;
 use reverie_shared::ports::store::{ObjectStore, StoreError};
@@ -14,13 +14,22 @@ use reverie_shared::ports::store::{ObjectStore, StoreError};
 pub enum OutputError {
     #[error("could not encode the PNG: {0}")]
     Encode(String),
-    #[error("output destination {destination:?} is not inside tenant {tenant}'s storage")]
-    ForeignDestination {
-        destination: String,
-        tenant: TenantId,
-    },
+    #[error(transparent)]
+    Destination(#[from] DestinationError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl OutputError {
+    /// A store that failed for a moment is worth another attempt; a refused destination is not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            OutputError::Store(e) | OutputError::Destination(DestinationError::Store(e)) => {
+                e.is_transient()
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Encodes RGB pixels as PNG with `tEXt` chunks (iTXt for non-Latin-1 text such as prompts with emoji).
@@ -94,48 +103,46 @@ pub fn provenance_chunks(provenance: &Provenance) -> BTreeMap<String, String> {
     text
 }
 
-/// Where a job's image and provenance go.
-pub fn output_keys(job: &GenerateJob) -> Result<(String, String), OutputError> {
-    match (&job.output.destination, &job.output.name) {
-        (None, None) => Ok((
-            keys::result_image(&job.tenant, &job.request, job.index),
-            keys::result_provenance(&job.tenant, &job.request, job.index),
-        )),
-        (destination, name) => {
-            let base = match destination {
-                Some(prefix) => prefix.trim_end_matches('/').to_string(),
-                None => keys::results_prefix(&job.tenant, &job.request)
-                    .trim_end_matches('/')
-                    .to_string(),
-            };
-            // Outputs go only to the tenant's own storage.
-            if !format!("{base}/").starts_with(&keys::tenant_prefix(&job.tenant)) {
-                return Err(OutputError::ForeignDestination {
-                    destination: base,
-                    tenant: job.tenant.clone(),
-                });
-            }
-            let stem = name.clone().unwrap_or_else(|| job.index.to_string());
-            Ok((format!("{base}/{stem}.png"), format!("{base}/{stem}.json")))
-        }
-    }
+/// Where a job's image and provenance go, and the file stem they share. Album runs name a prefix of
+/// the tenant's store or a registered bucket of theirs (checked again here: the worker writes only to
+/// the tenant's own storage, whatever the job says).
+pub async fn output_place(
+    store: &dyn ObjectStore,
+    job: &GenerateJob,
+) -> Result<(OutputPlace, String), OutputError> {
+    let stem = job
+        .output
+        .name
+        .clone()
+        .unwrap_or_else(|| job.index.to_string());
+    let destination = match &job.output.destination {
+        Some(destination) => destination.clone(),
+        None => keys::results_prefix(&job.tenant, &job.request),
+    };
+    let place = OutputPlace::resolve(store, &job.tenant, &destination).await?;
+    Ok((place, stem))
 }
 
-/// Writes the image and its provenance; returns their keys. The JSON goes last: its presence means the
-/// output set is complete.
+/// Writes the image and its provenance; returns where they went (keys of Reverie's store, or
+/// `s3://bucket/key` in a tenant's own bucket). The JSON goes last: its presence means the output set
+/// is complete.
 pub async fn write_outputs(
     store: &dyn ObjectStore,
     job: &GenerateJob,
     image: &RgbImage,
     provenance: &Provenance,
 ) -> Result<Vec<String>, OutputError> {
-    let (image_key, provenance_key) = output_keys(job)?;
+    let (place, stem) = output_place(store, job).await?;
     let png = encode_png(image, &provenance_chunks(provenance))?;
-    store.put(&image_key, Bytes::from(png)).await?;
     let json =
         serde_json::to_vec_pretty(provenance).map_err(|e| OutputError::Encode(e.to_string()))?;
-    store.put(&provenance_key, Bytes::from(json)).await?;
-    Ok(vec![image_key, provenance_key])
+    let mut written = Vec::new();
+    for (name, body) in [(format!("{stem}.png"), png), (format!("{stem}.json"), json)] {
+        let (target, key) = place.locate(store, &name);
+        target.put(&key, Bytes::from(body)).await?;
+        written.push(place.describe(&name));
+    }
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -364,8 +364,7 @@ async fn finish(
         match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {
             Ok(outputs) => outputs,
             Err(error) => {
-                let retryable =
-                    matches!(&error, crate::outputs::OutputError::Store(e) if e.is_transient());
+                let retryable = error.is_transient();
                 let failure = JobFailure {
                     reason: error.to_string(),
                     retryable,

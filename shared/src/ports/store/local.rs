@@ -88,6 +88,14 @@ impl ObjectStore for LocalStore {
         "local"
     }
 
+    fn other_bucket(&self, bucket: &str) -> Result<super::SharedStore, StoreError> {
+        super::validate_bucket(bucket)?;
+        let parent = self.root.parent().unwrap_or(&self.root);
+        Ok(std::sync::Arc::new(LocalStore::open(
+            parent.join("buckets").join(bucket),
+        )?))
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let target = self.path_of(key)?;
         let staged = self.staging_path();

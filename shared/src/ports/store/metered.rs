@@ -52,6 +52,12 @@ impl<S: ObjectStore> ObjectStore for MeteredStore<S> {
         self.inner.backend()
     }
 
+    fn other_bucket(&self, bucket: &str) -> Result<super::SharedStore, StoreError> {
+        Ok(std::sync::Arc::new(MeteredStore::new(
+            self.inner.other_bucket(bucket)?,
+        )))
+    }
+
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let timer = CallTimer::start();
         let size = body.len() as u64;

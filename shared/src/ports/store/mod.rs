@@ -81,6 +81,11 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// A short name for logs and metric labels: `s3` or `local`.
     fn backend(&self) -> &'static str;
 
+    /// The same kind of store on another bucket (a tenant's own output bucket), sharing this store's
+    /// connection and credentials; its keys are not prefixed. The local adapter keeps each bucket in a
+    /// directory `buckets/{bucket}` beside its own root.
+    fn other_bucket(&self, bucket: &str) -> Result<SharedStore, StoreError>;
+
     /// Writes a whole object, replacing any previous one atomically (readers see old or new, never half).
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
 
@@ -112,6 +117,59 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
             self.delete(&object.key).await?;
         }
         Ok(objects.len() as u64)
+    }
+}
+
+/// A shared store is a store: lets wrappers such as [`MeteredStore`] hold one.
+#[async_trait]
+impl ObjectStore for SharedStore {
+    fn backend(&self) -> &'static str {
+        (**self).backend()
+    }
+    fn other_bucket(&self, bucket: &str) -> Result<SharedStore, StoreError> {
+        (**self).other_bucket(bucket)
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        (**self).put(key, body).await
+    }
+    async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
+        (**self).put_file(key, path).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        (**self).get(key).await
+    }
+    async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StoreError> {
+        (**self).get_range(key, range).await
+    }
+    async fn reader(&self, key: &str) -> Result<ObjectReader, StoreError> {
+        (**self).reader(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StoreError> {
+        (**self).head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StoreError> {
+        (**self).list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+}
+
+/// Checks a bucket name by S3's rules (3-63 characters: lowercase letters, digits, dots, hyphens).
+pub fn validate_bucket(bucket: &str) -> Result<(), StoreError> {
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && !bucket.starts_with(['.', '-'])
+        && !bucket.ends_with(['.', '-']);
+    if valid {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidKey {
+            key: bucket.to_string(),
+            reason: "not a valid bucket name (3-63 lowercase letters, digits, dots or hyphens)",
+        })
     }
 }
 

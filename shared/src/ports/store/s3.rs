@@ -276,6 +276,18 @@ impl S3Store {
 
 #[async_trait]
 impl ObjectStore for S3Store {
+    fn other_bucket(&self, bucket: &str) -> Result<super::SharedStore, StoreError> {
+        super::validate_bucket(bucket)?;
+        Ok(std::sync::Arc::new(S3Store {
+            client: self.client.clone(),
+            config: S3Config {
+                bucket: bucket.to_string(),
+                prefix: String::new(),
+                ..self.config.clone()
+            },
+        }))
+    }
+
     fn backend(&self) -> &'static str {
         "s3"
     }
