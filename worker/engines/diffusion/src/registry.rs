@@ -441,3 +441,126 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fetch_tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Serves "objects" from a local folder and records what it was asked for.
+    struct FolderFetcher {
+        root: PathBuf,
+        asked: RefCell<Vec<String>>,
+    }
+
+    impl BlobFetcher for FolderFetcher {
+        fn fetch(
+            &self,
+            bucket: &str,
+            key: &str,
+            destination: &Path,
+        ) -> std::result::Result<(), String> {
+            self.asked.borrow_mut().push(format!("{bucket}/{key}"));
+            std::fs::copy(self.root.join(key), destination)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("reverie-registry-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A fake model folder holding exactly the files the pipeline reads.
+    fn fake_model(root: &Path) -> BTreeMap<String, String> {
+        for path in pipeline_files(root) {
+            let file = root.join("models/m").join(&path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, format!("contents of {}", path.display())).unwrap();
+        }
+        hash_model_dir(&root.join("models/m")).unwrap()
+    }
+
+    fn registry_for(files: &BTreeMap<String, String>) -> ModelRegistry {
+        let mut text =
+            "[models.m]\nlocation = \"s3://bucket/models/m\"\n[models.m.files]\n".to_string();
+        for (path, hash) in files {
+            text.push_str(&format!("{path:?} = {hash:?}\n"));
+        }
+        ModelRegistry::parse(&text, Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn s3_models_are_fetched_verified_cached_and_keep_their_identity() {
+        let root = scratch("s3");
+        let files = fake_model(&root);
+        let registry = registry_for(&files);
+        let fetcher = FolderFetcher {
+            root: root.clone(),
+            asked: RefCell::new(Vec::new()),
+        };
+        let cache = root.join("cache");
+        let resolved = registry.resolve("m", &cache, Some(&fetcher)).unwrap();
+        assert_eq!(fetcher.asked.borrow().len(), files.len());
+        assert!(fetcher
+            .asked
+            .borrow()
+            .contains(&"bucket/models/m/model_index.json".to_string()));
+        assert_eq!(resolved.identity, identity_of(&files));
+        assert_eq!(
+            resolved.identity,
+            resolve_local_dir(&root.join("models/m")).unwrap().identity
+        );
+
+        // A second resolve reuses the verified cache; a damaged cached file is fetched again.
+        fetcher.asked.borrow_mut().clear();
+        registry.resolve("m", &cache, Some(&fetcher)).unwrap();
+        assert!(fetcher.asked.borrow().is_empty());
+        std::fs::write(resolved.dir.join("vae/config.json"), "damaged").unwrap();
+        registry.resolve("m", &cache, Some(&fetcher)).unwrap();
+        assert_eq!(
+            *fetcher.asked.borrow(),
+            vec!["bucket/models/m/vae/config.json".to_string()]
+        );
+
+        // A remote file that does not match is refused and never lands under its real name.
+        std::fs::write(root.join("models/m/unet/config.json"), "tampered").unwrap();
+        std::fs::remove_file(resolved.dir.join("unet/config.json")).unwrap();
+        let error = registry
+            .resolve("m", &cache, Some(&fetcher))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unet/config.json") && error.contains("SHA-256"),
+            "{error}"
+        );
+        assert!(!resolved.dir.join("unet/config.json").exists());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn entries_must_list_every_file_the_pipeline_reads() {
+        let root = scratch("partial");
+        let mut files = fake_model(&root);
+        files.remove("tokenizer/vocab.json");
+        let registry = registry_for(&files);
+        let fetcher = FolderFetcher {
+            root: root.clone(),
+            asked: RefCell::new(Vec::new()),
+        };
+        let error = registry
+            .resolve("m", &root.join("cache"), Some(&fetcher))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("does not list `tokenizer/vocab.json`"),
+            "{error}"
+        );
+        assert!(registry.resolve("m", &root.join("cache"), None).is_err());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}
