@@ -271,3 +271,77 @@ fn an_empty_prompt_generates_unconditionally() {
         assert_eq!((image.width(), image.height()), (64, 48));
     }
 }
+
+#[test]
+fn a_registered_s3_model_is_fetched_through_the_object_store() {
+    use reverie_shared::ports::store::{ObjectStore, S3Store};
+    use reverie_shared::testing;
+
+    let model = sd_tiny().join("model");
+    let bucket = testing::unique("reverie-sd");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let store = runtime.block_on(async {
+        let store = S3Store::connect(testing::s3_config(&bucket)).await;
+        store
+            .ensure_bucket()
+            .await
+            .expect("S3 server reachable (run scripts/test)");
+        for path in reverie_diffusion::registry::pipeline_files(&model) {
+            let key = format!("models/sd-tiny/{}", path.display());
+            store.put_file(&key, &model.join(&path)).await.unwrap();
+        }
+        store
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let entry = reverie_diffusion::registry::entry_toml(
+        "tiny-s3",
+        &format!("s3://{bucket}/models/sd-tiny"),
+        &model,
+    )
+    .unwrap();
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, entry).unwrap();
+    let mut args = txt2img_args(dir.path(), "tiny-s3");
+    args.extend(["--registry".to_string(), registry.display().to_string()]);
+    let s3 = testing::s3_config(&bucket);
+    let output = Command::new(env!("CARGO_BIN_EXE_reverie"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("generate")
+        .args(&args)
+        .env_remove("RUST_LOG")
+        .env_remove("REVERIE_S3_BUCKET")
+        .env("REVERIE_S3_ENDPOINT", testing::s3_endpoint())
+        .env("REVERIE_S3_ACCESS_KEY", s3.access_key.unwrap())
+        .env("REVERIE_S3_SECRET_KEY", s3.secret_key.unwrap())
+        .output()
+        .unwrap();
+    runtime.block_on(async {
+        let _ = store.delete_prefix("").await;
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = png_text(&dir.path().join("out.png"));
+    assert_eq!(text["model"], "tiny-s3");
+    let local = reverie_diffusion::registry::resolve_local_dir(&model).unwrap();
+    assert_eq!(text["model_hash"], local.identity);
+    let cached = dir
+        .path()
+        .join("models/diffusion/cache")
+        .read_dir()
+        .unwrap()
+        .count();
+    assert_eq!(cached, 1, "one cache folder for the model");
+    let expected = case_tensors("txt2img_euler_cfg");
+    let ours =
+        candle_core::safetensors::load(dir.path().join("out.safetensors"), &Device::Cpu).unwrap();
+    let excess = max_excess(&ours["latents"], &expected["out.final_latents"], 1e-3, 1e-3);
+    assert!(
+        excess <= 0.0,
+        "final latents exceed the tolerance by {excess}"
+    );
+}
