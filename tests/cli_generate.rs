@@ -345,3 +345,57 @@ fn a_registered_s3_model_is_fetched_through_the_object_store() {
         "final latents exceed the tolerance by {excess}"
     );
 }
+
+#[test]
+fn masked_img2img_runs_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sd_tiny().join("model");
+    let out = dir.path().join("masked.png");
+    let latents = dir.path().join("masked.safetensors");
+    let output = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a forest at night",
+            "--steps",
+            "8",
+            "--guidance",
+            "5",
+            "--init-image",
+            sd_tiny().join("cases/init_image.png").to_str().unwrap(),
+            "--mask",
+            sd_tiny().join("cases/mask.png").to_str().unwrap(),
+            "--strength",
+            "0.75",
+            "--previews",
+            dir.path().join("previews").to_str().unwrap(),
+            "--output-latents",
+            latents.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = png_text(&out);
+    assert_eq!(text["strength"], "0.75");
+    assert_eq!(text["masked"], "true");
+    assert_eq!(text["size"], "64x64");
+    // 0.75 of 8 steps runs 6, each with a preview at latent resolution.
+    let previews: Vec<_> = std::fs::read_dir(dir.path().join("previews"))
+        .unwrap()
+        .collect();
+    assert_eq!(previews.len(), 6);
+    let first = image::open(dir.path().join("previews/step-001.png")).unwrap();
+    assert_eq!((first.width(), first.height()), (8, 8));
+    assert!(
+        candle_core::safetensors::load(&latents, &Device::Cpu).unwrap()["latents"]
+            .dims()
+            .eq(&[1, 4, 8, 8])
+    );
+}
