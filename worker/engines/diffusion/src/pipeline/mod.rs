@@ -182,11 +182,26 @@ impl StableDiffusion {
     }
 
     /// `(prompts, tokens, hidden)` last hidden states in the UNet's dtype, one row per prompt;
-    /// prompts longer than the tokenizer's limit are cut (a warning goes to `warnings`).
+    /// each distinct prompt is encoded once. Prompts longer than the tokenizer's limit are cut
+    /// (a warning goes to `warnings`).
     pub fn encode_prompts(&self, prompts: &[&str], warnings: &mut Vec<String>) -> Result<Tensor> {
+        let mut distinct: Vec<&str> = Vec::new();
+        let rows: Vec<u32> = prompts
+            .iter()
+            .map(|prompt| {
+                let row = distinct
+                    .iter()
+                    .position(|d| d == prompt)
+                    .unwrap_or_else(|| {
+                        distinct.push(prompt);
+                        distinct.len() - 1
+                    });
+                row as u32
+            })
+            .collect();
         let limit = self.tokenizer.max_length();
-        let mut ids = Vec::with_capacity(prompts.len() * limit);
-        for prompt in prompts {
+        let mut ids = Vec::with_capacity(distinct.len() * limit);
+        for prompt in &distinct {
             let unpadded = self.tokenizer.encode_unpadded(prompt).len();
             if unpadded > limit {
                 let message = format!(
@@ -198,9 +213,10 @@ impl StableDiffusion {
             }
             ids.extend(self.tokenizer.encode(prompt).ids);
         }
-        let ids = Tensor::from_vec(ids, (prompts.len(), limit), &self.device)?;
-        let output = self.text_encoder.forward(&ids)?;
-        Ok(output.last_hidden_state.to_dtype(self.dtype)?)
+        let ids = Tensor::from_vec(ids, (distinct.len(), limit), &self.device)?;
+        let encoded = self.text_encoder.forward(&ids)?.last_hidden_state;
+        let rows = Tensor::new(rows, &self.device)?;
+        Ok(encoded.index_select(&rows, 0)?.to_dtype(self.dtype)?)
     }
 
     /// Images `(B, 3, H, W)` in [-1, 1] (f32) from final latents `(B, 4, H/8, W/8)` (unscaled
