@@ -381,3 +381,21 @@ fn bf16_on_the_cpu_is_refused_with_a_message() {
     let error = loaded.expect_err("bf16 on the CPU").to_string();
     assert!(error.contains("bf16"), "{error}");
 }
+
+#[test]
+fn one_loaded_model_serves_several_threads_at_once() {
+    fn shareable<T: Send + Sync>(_: &T) {}
+    let model = model();
+    shareable(&model);
+    let request = equivalence_request(vec![SampleSpec::new("a lighthouse", 11, 7.5)], 2);
+    let runs: Vec<Tensor> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (model, request) = (model.clone(), request.clone());
+                scope.spawn(move || model.generate(&request, &mut no_progress).unwrap().latents)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_close("concurrent runs", &runs[0], &runs[1], 0.0, 0.0);
+}
