@@ -14,8 +14,10 @@ use crate::error::{DiffusionError, Result};
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(untagged)]
 pub enum PerBlock<T> {
-    Same(T),
+    // `Each` is tried first: a list of counts `[1, 2, 10]` is one count per block, not one
+    // per-layer list shared by every block.
     Each(Vec<T>),
+    Same(T),
 }
 
 impl<T: Clone> PerBlock<T> {
@@ -587,6 +589,27 @@ mod tests {
         assert_eq!((first.heads, first.head_dim), (5, 64));
         let last_up = plan.up[3].attention.expect("attention");
         assert_eq!((last_up.heads, last_up.head_dim), (5, 64));
+    }
+
+    #[test]
+    fn transformer_depth_lists_are_per_block() {
+        let config = parse(
+            r#"{"block_out_channels": [320, 640, 1280],
+                "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+                "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+                "attention_head_dim": [5, 10, 20], "transformer_layers_per_block": [1, 2, 10]}"#,
+        );
+        let plan = config.plan(Path::new("c.json")).expect("plan");
+        let down: Vec<_> = plan
+            .down
+            .iter()
+            .map(|b| b.attention.map(|a| a.depth))
+            .collect();
+        assert_eq!(down, vec![None, Some(2), Some(10)]);
+        assert_eq!(plan.mid.expect("mid").depth, 10);
+        assert_eq!(plan.up[0].attention.expect("attention").depth, 10);
+        let nested = r#"{"transformer_layers_per_block": [[1, 1], 2, 2, 2]}"#;
+        assert!(plan_error(nested).contains("per-layer transformer depths"));
     }
 
     #[test]
