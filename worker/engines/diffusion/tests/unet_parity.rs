@@ -105,6 +105,62 @@ fn f16_and_bf16_weight_files_load() {
     }
 }
 
+/// SD 2.x checkpoints store proj_in/proj_out as linear maps (`use_linear_projection`): the
+/// same weights in that form must give the same prediction.
+#[test]
+fn linear_projection_checkpoints_match_the_conv_form() {
+    let case = Case::load("unet_5x7_float_timesteps");
+    let source = model_dir("unet").join("diffusion_pytorch_model.safetensors");
+    let tensors = candle_core::safetensors::load(&source, &Device::Cpu).expect("weights");
+    let dir = edited_unet_dir("linear", |config| {
+        config["use_linear_projection"] = true.into()
+    });
+    let linear: std::collections::HashMap<String, Tensor> = tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let is_projection =
+                name.ends_with("proj_in.weight") || name.ends_with("proj_out.weight");
+            let t = if is_projection {
+                t.squeeze(3).and_then(|t| t.squeeze(2)).expect("1x1 kernel")
+            } else {
+                t
+            };
+            (name, t)
+        })
+        .collect();
+    candle_core::safetensors::save(&linear, dir.join("diffusion_pytorch_model.safetensors"))
+        .expect("save");
+    let unet = UNet2DConditionModel::from_dir(&dir, &Device::Cpu, DType::F32).expect("loads");
+    let noise = unet
+        .forward(
+            &case.input("in.latents"),
+            &case.input("in.timesteps"),
+            &case.input("in.encoder_hidden_states"),
+        )
+        .expect("forward");
+    case.assert_close("out.noise_pred", &noise);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `upcast_attention` (SD 2.1) computes the scores of an f16 model in f32.
+#[test]
+fn upcast_attention_in_f16_stays_close() {
+    let case = Case::load("unet_8x8_int_timesteps");
+    let dir = edited_unet_dir("upcast", |config| config["upcast_attention"] = true.into());
+    let unet = UNet2DConditionModel::from_dir(&dir, &Device::Cpu, DType::F16).expect("loads");
+    let out = unet
+        .forward(
+            &case.input("in.latents"),
+            &case.input("in.timesteps"),
+            &case.input("in.encoder_hidden_states"),
+        )
+        .expect("forward")
+        .to_dtype(DType::F32)
+        .expect("f32");
+    assert_relatively_close("f16 upcast", &out, &case.expected("out.noise_pred"), 0.01);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Max |ours - expected| is within `limit` times the largest |expected|.
 fn assert_relatively_close(what: &str, ours: &Tensor, expected: &Tensor, limit: f64) {
     let scale = expected
