@@ -58,6 +58,46 @@ pub struct Config {
     pub cache: CacheSettings,
     pub scheduler: SchedulerSettings,
     pub worker: WorkerSettings,
+    pub diffusion: DiffusionSettings,
+}
+
+/// Which diffusion model workers render with. Without a model, jobs that ask for diffusion fall back
+/// to the painterly renderer (the scheduler plans painterly jobs), so a laptop needs no weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiffusionSettings {
+    /// A registered model name or a diffusers folder.
+    pub model: Option<String>,
+    /// The model registry (TOML); `None` means `{models_dir}/diffusion/registry.toml`.
+    pub registry: Option<PathBuf>,
+    pub device: String,
+    pub dtype: String,
+    /// Default denoising steps and image side of planned diffusion jobs (requests may override).
+    pub steps: u32,
+    pub size: u32,
+}
+
+impl Default for DiffusionSettings {
+    fn default() -> DiffusionSettings {
+        DiffusionSettings {
+            model: None,
+            registry: None,
+            device: "cpu".to_string(),
+            dtype: "f32".to_string(),
+            steps: 20,
+            size: 512,
+        }
+    }
+}
+
+impl Config {
+    /// The diffusion model registry file.
+    pub fn diffusion_registry(&self) -> PathBuf {
+        self.diffusion
+            .registry
+            .clone()
+            .unwrap_or_else(|| self.models_dir().join("diffusion").join("registry.toml"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -146,6 +186,7 @@ impl Default for Config {
             cache: CacheSettings::default(),
             scheduler: SchedulerSettings::default(),
             worker: WorkerSettings::default(),
+            diffusion: DiffusionSettings::default(),
         }
     }
 }
@@ -268,6 +309,12 @@ pub const KEYS: &[Key] = &[
     Key { name: "worker.max_deliveries", default: "5", doc: "Deliveries of one message (crashes included) before it is treated as poison." },
     Key { name: "worker.drain_grace_s", default: "60", doc: "On SIGTERM, time to finish held jobs before requeueing them." },
     Key { name: "worker.heartbeat_s", default: "5", doc: "Heartbeat period; a worker is considered gone after three missed beats." },
+    Key { name: "diffusion.model", default: "(none: painterly only)", doc: "Diffusion model workers load: a name in the registry or a diffusers folder (SD 1.x/2.x/Turbo). Unset, diffusion jobs are planned as painterly." },
+    Key { name: "diffusion.registry", default: "{models_dir}/diffusion/registry.toml", doc: "Model registry: name -> local folder or s3://bucket/prefix, with SHA-256 of every file (docs/diffusion.md)." },
+    Key { name: "diffusion.device", default: "cpu", doc: "`cpu`, or `cuda` / `cuda:N` (binaries built with the cuda feature)." },
+    Key { name: "diffusion.dtype", default: "f32", doc: "`f32`, `f16` or `bf16` for the UNet and VAE (f16/bf16 on GPUs)." },
+    Key { name: "diffusion.steps", default: "20", doc: "Denoising steps of planned diffusion jobs when the request names none." },
+    Key { name: "diffusion.size", default: "512", doc: "Side in pixels of planned images when the request names no size (a multiple of 8; 512 for SD 1.x, 768 for SD 2.x)." },
     Key { name: "worker.shard_cache_mb", default: "2048", doc: "Local disk cache of photo shards (LRU by bytes)." },
 ];
 

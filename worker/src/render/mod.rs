@@ -1,8 +1,10 @@
 //! The renderer port: one trait for every way of turning a job into an image, taking a whole batch so
 //! that renderers which gain from batching (diffusion) can, and those which don't (painterly) needn't.
 
+pub mod diffusion;
 mod painterly;
 
+pub use diffusion::{DiffusionRenderer, ModelSource};
 pub use painterly::{PainterlyRenderer, DEFAULT_STYLE};
 
 use std::collections::BTreeMap;

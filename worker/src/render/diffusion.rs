@@ -1,0 +1,498 @@
+//! The diffusion renderer: a Stable Diffusion checkpoint (SD 1.x / 2.x / Turbo in the diffusers
+//! layout), resolved through the model registry and loaded once per worker; every batch shares it.
+//!
+//! How a job becomes a generation:
+//! - the text is the job's prompt followed by its style words ("me at the beach" + "watercolour");
+//! - with a background photo (settings, album-to-art runs) the photo, fitted to the output size, is
+//!   the img2img init image at the job's strength;
+//! - with subject photos (people, pets) they are composed onto the background (or a neutral canvas)
+//!   and the composite is the init image of a masked img2img that keeps the subjects and repaints the
+//!   rest — the same composite the painterly renderer paints;
+//! - otherwise text-to-image.
+//!
+//! A batch shares model, size, steps and scheduler (the batch key); jobs that differ in init image
+//! use or strength run as sub-batches. Each sample's noise comes from its own seed, so a job renders
+//! the same image alone or in any batch.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
+use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
+use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
+use reverie_diffusion::registry::{resolve_local_dir, BlobFetcher, ModelRegistry, ResolvedModel};
+use reverie_diffusion::SchedulerKind;
+use reverie_paint::{compose, Rect, Subject, SubjectKind};
+use reverie_shared::jobs::{ReferenceRole, RendererKind};
+use reverie_shared::ports::store::SharedStore;
+use tokio::io::AsyncWriteExt;
+
+use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
+
+/// Where a worker finds diffusion models: a folder path, or a name in the registry whose files live
+/// in a local folder or under an S3 prefix (fetched once into `cache_dir`, checked by SHA-256).
+pub struct ModelSource {
+    pub registry: PathBuf,
+    pub cache_dir: PathBuf,
+    /// The farm's store: registry entries in other buckets are read through `other_bucket`.
+    pub store: Option<SharedStore>,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl ModelSource {
+    /// A verified local folder for `model` (a folder path or a registered name). Blocking: call it
+    /// off the async runtime.
+    pub fn resolve(&self, model: &str) -> Result<ResolvedModel, RenderError> {
+        let unavailable = |detail: String| RenderError::ModelUnavailable(detail);
+        let as_path = Path::new(model);
+        if as_path.is_dir() {
+            return resolve_local_dir(as_path)
+                .map_err(|e| unavailable(format!("model folder {model}: {e}")));
+        }
+        if !self.registry.is_file() {
+            return Err(unavailable(format!(
+                "model {model:?} is neither a folder nor registered: no registry at {} \
+                 (set diffusion.registry; docs/diffusion.md)",
+                self.registry.display()
+            )));
+        }
+        let registry = ModelRegistry::from_file(&self.registry)
+            .map_err(|e| unavailable(format!("model registry: {e}")))?;
+        let fetcher = self.store.as_ref().map(|store| StoreFetcher {
+            store: store.clone(),
+            runtime: self.runtime.clone(),
+        });
+        registry
+            .resolve(
+                model,
+                &self.cache_dir,
+                fetcher.as_ref().map(|f| f as &dyn BlobFetcher),
+            )
+            .map_err(|e| unavailable(e.to_string()))
+    }
+}
+
+/// Reads registry objects through the object store port (counted and timed like every store call).
+struct StoreFetcher {
+    store: SharedStore,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BlobFetcher for StoreFetcher {
+    fn fetch(&self, bucket: &str, key: &str, destination: &Path) -> Result<(), String> {
+        let store = self.store.other_bucket(bucket).map_err(|e| e.to_string())?;
+        self.runtime.block_on(async move {
+            let mut reader = store.reader(key).await.map_err(|e| e.to_string())?;
+            let mut file = tokio::fs::File::create(destination)
+                .await
+                .map_err(|e| format!("{}: {e}", destination.display()))?;
+            tokio::io::copy(&mut reader, &mut file)
+                .await
+                .map_err(|e| format!("s3://{bucket}/{key}: {e}"))?;
+            file.flush().await.map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|e| format!("device cuda: {e}")),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(ordinal)) => {
+                Device::new_cuda(ordinal).map_err(|e| format!("device {other}: {e}"))
+            }
+            _ => Err(format!("unknown device {other:?} (cpu, cuda or cuda:N)")),
+        },
+    }
+}
+
+/// `f32`, `f16` or `bf16`.
+pub fn parse_dtype(name: &str) -> Result<DType, String> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => Err(format!("unknown dtype {other:?} (f32, f16 or bf16)")),
+    }
+}
+
+/// One loaded checkpoint serving every batch of this worker.
+pub struct DiffusionRenderer {
+    model: ResolvedModel,
+    /// The name jobs use for it (the registry name or the folder given in the configuration).
+    name: String,
+    pipeline: StableDiffusion,
+}
+
+impl std::fmt::Debug for DiffusionRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffusionRenderer")
+            .field("model", &self.name)
+            .field("identity", &self.model.identity)
+            .finish()
+    }
+}
+
+impl DiffusionRenderer {
+    /// Resolves and loads `model` (blocking: weights are memory-mapped and checked here, once).
+    pub fn load(
+        source: &ModelSource,
+        model: &str,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<DiffusionRenderer, RenderError> {
+        let resolved = source.resolve(model)?;
+        let pipeline = StableDiffusion::from_dir(&resolved.dir, device, dtype).map_err(|e| {
+            RenderError::ModelUnavailable(format!(
+                "loading {model} from {}: {e}",
+                resolved.dir.display()
+            ))
+        })?;
+        tracing::info!(model, identity = %resolved.identity, dir = %resolved.dir.display(), "diffusion model loaded");
+        Ok(DiffusionRenderer {
+            model: resolved,
+            name: model.to_string(),
+            pipeline,
+        })
+    }
+
+    pub fn model_identity(&self) -> &str {
+        &self.model.identity
+    }
+
+    fn check_model(&self, request: &RenderRequest) -> Result<(), RenderError> {
+        match request.spec.model.as_deref() {
+            None => Ok(()),
+            Some(name) if name == self.name || name == self.model.name => Ok(()),
+            Some(other) => Err(RenderError::ModelUnavailable(format!(
+                "this worker serves model {:?}, the job asks for {other:?}",
+                self.name
+            ))),
+        }
+    }
+
+    /// Renders requests that share size, steps, scheduler, init-image use and strength in one pass.
+    fn render_group(
+        &self,
+        requests: &[&RenderRequest],
+        indices: &[usize],
+        progress: Progress<'_>,
+    ) -> Result<Vec<RgbImage>, RenderError> {
+        let first = &requests[0].spec;
+        let samples = requests
+            .iter()
+            .map(|r| self.sample(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let strength = samples.first().and_then(|(_, s)| *s).unwrap_or(1.0);
+        let mut generation = GenerationRequest::new(samples.into_iter().map(|(s, _)| s).collect());
+        generation.width = first.width as usize;
+        generation.height = first.height as usize;
+        generation.steps = first.steps as usize;
+        generation.strength = strength;
+        generation.scheduler = first
+            .scheduler
+            .as_deref()
+            .map(SchedulerKind::from_name)
+            .transpose()
+            .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        generation
+            .validate()
+            .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        let result = self.pipeline.generate(&generation, &mut |step| {
+            for &index in indices {
+                progress(index, step.step as u32, step.total as u32);
+            }
+            ControlFlow::Continue(())
+        });
+        let generation = result.map_err(|e| RenderError::Failed(e.to_string()))?;
+        for warning in &generation.warnings {
+            tracing::warn!(%warning, "diffusion");
+        }
+        let decoded = self
+            .pipeline
+            .decode(&generation.latents)
+            .and_then(|images| tensor_to_rgb(&images))
+            .map_err(|e| RenderError::Failed(e.to_string()))?;
+        Ok(decoded)
+    }
+
+    /// The job as one sample, and the img2img strength it needs (`None` for text-to-image).
+    fn sample(&self, request: &RenderRequest) -> Result<(SampleSpec, Option<f64>), RenderError> {
+        let spec = &request.spec;
+        let mut sample = SampleSpec::new(prompt_text(request), spec.seed, f64::from(spec.guidance));
+        if !spec.negative_prompt.is_empty() {
+            sample.negative_prompt = Some(spec.negative_prompt.clone());
+        }
+        let strength = match init_picture(request)? {
+            None => None,
+            Some((picture, mask, strength)) => {
+                let device = self.pipeline.device();
+                sample.init_image = Some(
+                    rgb_to_tensor(&picture, device)
+                        .map_err(|e| RenderError::Failed(e.to_string()))?,
+                );
+                if let Some(mask) = mask {
+                    sample.mask = Some(
+                        mask_to_tensor(&mask, device)
+                            .map_err(|e| RenderError::Failed(e.to_string()))?,
+                    );
+                }
+                Some(strength)
+            }
+        };
+        Ok((sample, strength))
+    }
+}
+
+/// The model's text: the prompt (references already removed by the planner) and the style words.
+fn prompt_text(request: &RenderRequest) -> String {
+    let spec = &request.spec;
+    [spec.prompt.trim(), spec.style.trim()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The init picture, its mask (white = repaint) and the strength, when the job has photos.
+type InitPicture = (RgbImage, Option<GrayImage>, f64);
+
+fn init_picture(request: &RenderRequest) -> Result<Option<InitPicture>, RenderError> {
+    let Some(strength) = init_picture_strength(request) else {
+        return Ok(None);
+    };
+    let strength = f64::from(strength);
+    let spec = &request.spec;
+    let (width, height) = (spec.width.max(8), spec.height.max(8));
+    let background = request
+        .photos
+        .iter()
+        .find(|(reference, _)| reference.role == ReferenceRole::Background)
+        .map(|(_, image)| {
+            image.resize_to_fill(width, height, image::imageops::FilterType::Triangle)
+        });
+    let subjects: Vec<Subject> = request
+        .photos
+        .iter()
+        .filter(|(reference, _)| reference.role == ReferenceRole::Subject)
+        .map(|(reference, image)| Subject {
+            image: image.clone(),
+            kind: SubjectKind::Person {
+                face: reference.face_box.map(|[l, t, r, b]| Rect {
+                    x: l as f32,
+                    y: t as f32,
+                    width: r.saturating_sub(l) as f32,
+                    height: b.saturating_sub(t) as f32,
+                }),
+            },
+        })
+        .collect();
+    if subjects.is_empty() {
+        return Ok(background.map(|b| (b.to_rgb8(), None, strength)));
+    }
+    // Subjects are kept and the rest repainted; with no background photo the canvas is neutral (and
+    // the strength 1: the whole schedule runs on it).
+    let canvas = background.unwrap_or_else(|| {
+        DynamicImage::ImageRgb8(RgbImage::from_pixel(width, height, Rgb([128, 128, 128])))
+    });
+    let composite = compose(&canvas, &subjects).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    let repaint = GrayImage::from_fn(composite.mask.width(), composite.mask.height(), |x, y| {
+        Luma([255 - composite.mask.get_pixel(x, y)[0]])
+    });
+    Ok(Some((composite.image, Some(repaint), strength)))
+}
+
+/// Sub-batches: text-to-image jobs together, img2img jobs by strength (a pipeline run has one).
+fn group_key(request: &RenderRequest) -> (bool, u32) {
+    match init_picture_strength(request) {
+        None => (false, 0),
+        Some(strength) => (true, strength.to_bits()),
+    }
+}
+
+/// The img2img strength a job runs at: `None` for text-to-image, 1 for subjects on a blank canvas.
+fn init_picture_strength(request: &RenderRequest) -> Option<f32> {
+    let has = |role| request.photos.iter().any(|(r, _)| r.role == role);
+    match (has(ReferenceRole::Background), has(ReferenceRole::Subject)) {
+        (false, false) => None,
+        (false, true) => Some(1.0),
+        _ => Some(request.spec.strength.clamp(0.05, 1.0)),
+    }
+}
+
+impl Renderer for DiffusionRenderer {
+    fn kind(&self) -> RendererKind {
+        RendererKind::Diffusion
+    }
+
+    fn render_batch(
+        &self,
+        requests: &[RenderRequest],
+        progress: Progress<'_>,
+    ) -> Vec<Result<RenderedImage, RenderError>> {
+        let mut results: Vec<Option<Result<RenderedImage, RenderError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
+        for (index, request) in requests.iter().enumerate() {
+            match self.check_model(request) {
+                Ok(()) => groups.entry(group_key(request)).or_default().push(index),
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        for indices in groups.values() {
+            let members: Vec<&RenderRequest> = indices.iter().map(|&i| &requests[i]).collect();
+            match self.render_group(&members, indices, progress) {
+                Ok(images) => {
+                    for (&index, image) in indices.iter().zip(images) {
+                        results[index] = Some(Ok(self.rendered(&requests[index], image)));
+                    }
+                }
+                Err(error) => {
+                    for &index in indices {
+                        results[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RenderError::Failed("not rendered".into()))))
+            .collect()
+    }
+}
+
+impl DiffusionRenderer {
+    fn rendered(&self, request: &RenderRequest, image: RgbImage) -> RenderedImage {
+        let scheduler = request
+            .spec
+            .scheduler
+            .clone()
+            .unwrap_or_else(|| self.pipeline.default_scheduler().name().to_string());
+        let mut details = BTreeMap::from([
+            ("model".to_string(), self.name.clone()),
+            ("scheduler".to_string(), scheduler),
+            ("text".to_string(), prompt_text(request)),
+        ]);
+        if let Some(strength) = init_picture_strength(request) {
+            details.insert("strength".to_string(), strength.to_string());
+        }
+        RenderedImage {
+            image,
+            model_hash: Some(self.model.identity.clone()),
+            details,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reverie_shared::ids::{PhotoId, ShardId};
+    use reverie_shared::jobs::{PhotoRef, RenderSpec};
+
+    fn reference(role: ReferenceRole) -> PhotoRef {
+        PhotoRef {
+            photo: PhotoId::of_bytes(&[role as u8]),
+            shard: ShardId::new("s").unwrap(),
+            offset: 0,
+            length: 0,
+            role,
+            face_box: None,
+            label: None,
+        }
+    }
+
+    fn request(photos: Vec<(PhotoRef, DynamicImage)>, strength: f32) -> RenderRequest {
+        RenderRequest {
+            spec: RenderSpec {
+                renderer: RendererKind::Diffusion,
+                prompt: "me at the beach".into(),
+                negative_prompt: String::new(),
+                style: "watercolour".into(),
+                model: None,
+                width: 64,
+                height: 48,
+                steps: 4,
+                guidance: 1.0,
+                scheduler: None,
+                seed: 1,
+                strength,
+                palette_transfer: false,
+            },
+            photos,
+        }
+    }
+
+    #[test]
+    fn text_carries_the_style_words() {
+        assert_eq!(
+            prompt_text(&request(vec![], 0.5)),
+            "me at the beach, watercolour"
+        );
+    }
+
+    #[test]
+    fn text_only_jobs_have_no_init_picture() {
+        let job = request(vec![], 0.5);
+        assert!(init_picture(&job).unwrap().is_none());
+        assert_eq!(group_key(&job), (false, 0));
+    }
+
+    #[test]
+    fn a_background_is_fitted_and_used_at_the_job_strength() {
+        let photo = DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 100, Rgb([9, 99, 199])));
+        let job = request(vec![(reference(ReferenceRole::Background), photo)], 0.6);
+        let (picture, mask, strength) = init_picture(&job).unwrap().unwrap();
+        assert_eq!((picture.width(), picture.height()), (64, 48));
+        assert_eq!(picture.get_pixel(10, 10).0, [9, 99, 199]);
+        assert!(mask.is_none());
+        assert!((strength - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn subjects_are_kept_and_the_rest_repainted() {
+        let background = DynamicImage::ImageRgb8(RgbImage::from_pixel(64, 48, Rgb([40, 90, 160])));
+        let person = DynamicImage::ImageRgb8(RgbImage::from_pixel(30, 40, Rgb([230, 40, 40])));
+        let job = request(
+            vec![
+                (reference(ReferenceRole::Background), background),
+                (reference(ReferenceRole::Subject), person),
+            ],
+            0.8,
+        );
+        let (picture, mask, _) = init_picture(&job).unwrap().unwrap();
+        let mask = mask.expect("a mask");
+        assert_eq!((mask.width(), mask.height()), (64, 48));
+        let (mut kept_red, mut kept, mut repainted_blue) = (0, 0, 0);
+        for (x, y, m) in mask.enumerate_pixels() {
+            let p = picture.get_pixel(x, y).0;
+            if m[0] < 128 {
+                kept += 1;
+                kept_red += usize::from(p[0] > 150 && p[2] < 110);
+            } else if p == [40, 90, 160] {
+                repainted_blue += 1;
+            }
+        }
+        assert!(
+            kept > 0 && kept_red * 10 >= kept * 8,
+            "kept pixels are the subject"
+        );
+        assert!(
+            repainted_blue > 0,
+            "the scene around the subject is repainted"
+        );
+    }
+
+    #[test]
+    fn subjects_without_a_setting_use_the_whole_schedule() {
+        let person = DynamicImage::ImageRgb8(RgbImage::from_pixel(30, 40, Rgb([230, 40, 40])));
+        let job = request(vec![(reference(ReferenceRole::Subject), person)], 0.3);
+        let (_, mask, strength) = init_picture(&job).unwrap().unwrap();
+        assert!(mask.is_some());
+        assert_eq!(strength, 1.0);
+    }
+}
