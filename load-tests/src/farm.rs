@@ -377,6 +377,7 @@ async fn drive(
         let (queue, reply_queue, events) =
             (backends.queue.clone(), reply_queue.clone(), events.clone());
         tokio::spawn(async move {
+            let mut seen = std::collections::HashSet::new();
             loop {
                 let delivery = match tokio::time::timeout(stall_limit, consumer.next()).await {
                     Ok(Ok(delivery)) => delivery,
@@ -396,9 +397,26 @@ async fn drive(
                 };
                 let reply: serde_json::Value =
                     serde_json::from_slice(delivery.body()).unwrap_or_default();
+                let message_id = delivery.props().message_id.clone();
                 let _ = delivery.ack().await;
                 let id = reply["request_id"].as_str().unwrap_or("-").to_string();
-                events.note(&id, reply["type"].as_str().unwrap_or("unknown"));
+                // The reply path is at-least-once: a reply whose publish was retried across a broker
+                // restart may arrive twice with the same message id. A client keeps the first.
+                if let Some(message_id) = message_id {
+                    if !seen.insert(message_id) {
+                        events.note(&id, "redelivered-reply");
+                        continue;
+                    }
+                }
+                let kind = match reply["type"].as_str() {
+                    // A redelivered request answered again: no new work, marked duplicate.
+                    Some("accepted") if reply["duplicate"].as_bool() == Some(true) => {
+                        "accepted-duplicate"
+                    }
+                    Some(kind) => kind,
+                    None => "unknown",
+                };
+                events.note(&id, kind);
                 let slot = match reply["type"].as_str() {
                     Some("done") => 0,
                     Some("failed") | Some("cancelled") => 1,

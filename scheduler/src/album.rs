@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
+use reverie_shared::destinations::OutputPlace;
 use reverie_shared::ports::store::ObjectStore;
 use serde::Serialize;
 
@@ -71,20 +72,28 @@ pub async fn finish_album(
             .count(),
         photos: entries,
     };
+    // The output album is in the tenant's store or in a registered bucket of theirs.
+    let place = OutputPlace::resolve(store, &record.tenant, &prefix).await?;
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
-    store
-        .put(&format!("{prefix}manifest.json"), Bytes::from(json))
-        .await?;
-    if let Some(sheet) = contact_sheet(store, &images).await? {
-        store
-            .put(&format!("{prefix}contact-sheet.png"), Bytes::from(sheet))
-            .await?;
+    let (target, key) = place.locate(store, "manifest.json");
+    target.put(&key, Bytes::from(json)).await?;
+    let names: Vec<&str> = images
+        .iter()
+        .filter_map(|image| image.rsplit('/').next())
+        .collect();
+    if let Some(sheet) = contact_sheet(store, &place, &names).await? {
+        let (target, key) = place.locate(store, "contact-sheet.png");
+        target.put(&key, Bytes::from(sheet)).await?;
     }
     tracing::info!(album = %run.to, images = images.len(), "album run finished");
     Ok(())
 }
 
-async fn contact_sheet(store: &dyn ObjectStore, images: &[String]) -> Result<Option<Vec<u8>>> {
+async fn contact_sheet(
+    store: &dyn ObjectStore,
+    place: &OutputPlace,
+    images: &[&str],
+) -> Result<Option<Vec<u8>>> {
     if images.is_empty() {
         return Ok(None);
     }
@@ -93,8 +102,9 @@ async fn contact_sheet(store: &dyn ObjectStore, images: &[String]) -> Result<Opt
     let width = columns * (CELL + GAP) + GAP;
     let height = rows * (CELL + GAP) + GAP;
     let mut sheet = RgbImage::from_pixel(width, height, Rgb([246, 244, 240]));
-    for (index, key) in images.iter().enumerate() {
-        let bytes = store.get(key).await?;
+    for (index, name) in images.iter().enumerate() {
+        let (source, key) = place.locate(store, name);
+        let bytes = source.get(&key).await?;
         // A damaged output leaves its cell empty rather than failing the whole album.
         let Ok(image) = image::load_from_memory(&bytes) else {
             continue;

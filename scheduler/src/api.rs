@@ -525,7 +525,9 @@ pub async fn forget_tenant(
     headers: HeaderMap,
 ) -> Result<Json<ForgetReport>, ApiError> {
     let tenant = authenticate(&state, &headers).await?;
-    Ok(Json(state.core.forget(&tenant).await.map_err(internal)?))
+    let report = state.core.forget(&tenant).await.map_err(internal)?;
+    state.intake.library.invalidate(&tenant);
+    Ok(Json(report))
 }
 
 struct BearerAuth;

@@ -18,6 +18,8 @@ pub enum SchedulerError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     #[error(transparent)]
+    Destination(#[from] reverie_shared::destinations::DestinationError),
+    #[error(transparent)]
     Id(#[from] InvalidId),
     #[error("stored record {key}: {detail}")]
     CorruptRecord { key: String, detail: String },

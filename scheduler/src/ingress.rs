@@ -7,7 +7,7 @@ use std::sync::Arc;
 use reverie_shared::ids::{RequestId, TenantId};
 
 use crate::error::Result;
-use crate::library::{self, LibrarySource};
+use crate::library::{self, CachedLibrary, TenantLibrary};
 use crate::plan::PlanInput;
 use crate::prompt;
 pub use crate::records::Ingress;
@@ -34,7 +34,7 @@ pub struct Credentials {
 /// What intake needs besides the core.
 #[derive(Clone, Debug)]
 pub struct IntakeContext {
-    pub library: Arc<dyn LibrarySource>,
+    pub library: Arc<CachedLibrary>,
 }
 
 /// The tenant a request acts for: a token wins; otherwise the broker user must be bound to the tenant
@@ -174,27 +174,23 @@ pub async fn submit(
         },
         None => None,
     };
-    let library = context.library.load(&tenant.id).await?;
-    let album_run = match &request.kind {
-        RequestKind::AlbumToArt(spec) => match album_run(&library, spec) {
-            Ok(run) => Some(run),
-            Err(reason) => return Ok(reject(ingress, id_text, vec![reason])),
-        },
-        RequestKind::Generate => None,
+    let loaded = context.library.load(&tenant.id).await?;
+    let resolved = match resolve_against(&loaded.library, &request) {
+        Err(_) if loaded.cached => {
+            // Perhaps the library changed since it was cached: judge against a fresh read.
+            let library = context.library.reload(&tenant.id).await?;
+            resolve_against(&library, &request).map(|r| (library, r))
+        }
+        other => other.map(|r| (loaded.library, r)),
     };
-    let parsed = prompt::parse_prompt(&request.prompt);
-    let resolution = prompt::resolve(&parsed, &library.catalog);
-    let reasons: Vec<Reason> = resolution
-        .unresolved
-        .iter()
-        .map(|u| {
-            Reason::new("unresolved_reference", u.message.clone())
-                .on_field("prompt")
-                .suggesting(u.suggestions.clone())
-        })
-        .collect();
-    if !reasons.is_empty() {
-        return Ok(reject(ingress, id_text, reasons));
+    let (library, (album_run, parsed, resolution)) = match resolved {
+        Ok(resolved) => resolved,
+        Err(reasons) => return Ok(reject(ingress, id_text, reasons)),
+    };
+    if let Some(run) = &album_run {
+        if let Err(reason) = check_album_destination(core, &tenant.id, &run.to).await? {
+            return Ok(reject(ingress, id_text, vec![reason]));
+        }
     }
     let offered = library::candidates(&library, &resolution);
     let input = plan_input(&request, &parsed, offered);
@@ -210,6 +206,38 @@ pub async fn submit(
         album_run,
     };
     core.accept(intake).await
+}
+
+type Resolved = (
+    Option<crate::plan::AlbumRun>,
+    prompt::ParsedPrompt,
+    prompt::Resolution,
+);
+
+/// The request's album run and prompt resolved against a library, or why they do not resolve.
+fn resolve_against(
+    library: &TenantLibrary,
+    request: &GenerationRequest,
+) -> std::result::Result<Resolved, Vec<Reason>> {
+    let album_run = match &request.kind {
+        RequestKind::AlbumToArt(spec) => Some(album_run(library, spec).map_err(|r| vec![r])?),
+        RequestKind::Generate => None,
+    };
+    let parsed = prompt::parse_prompt(&request.prompt);
+    let resolution = prompt::resolve(&parsed, &library.catalog);
+    let reasons: Vec<Reason> = resolution
+        .unresolved
+        .iter()
+        .map(|u| {
+            Reason::new("unresolved_reference", u.message.clone())
+                .on_field("prompt")
+                .suggesting(u.suggestions.clone())
+        })
+        .collect();
+    if !reasons.is_empty() {
+        return Err(reasons);
+    }
+    Ok((album_run, parsed, resolution))
 }
 
 /// The photos of an album run, in the album's order, at most `limit`; an unknown album is refused with
@@ -252,6 +280,26 @@ fn album_run(
         album: spec.album.clone(),
         to: spec.to.clone(),
         photos,
+    })
+}
+
+/// An album run may deliver to a bucket of the tenant's own only when an operator registered it.
+async fn check_album_destination(
+    core: &Core,
+    tenant: &TenantId,
+    to: &str,
+) -> Result<std::result::Result<(), Reason>> {
+    use reverie_shared::destinations::{Destination, DestinationError, TenantDestinations};
+    if !Destination::is_url(to) {
+        return Ok(Ok(()));
+    }
+    let registered = TenantDestinations::load(&*core.backends().store, tenant).await?;
+    Ok(match registered.allow(tenant, to) {
+        Ok(_) => Ok(()),
+        Err(DestinationError::Store(error)) => return Err(error.into()),
+        Err(refused) => Err(Reason::new("destination_not_allowed", refused.to_string())
+            .on_field("album_to_art.to")
+            .suggesting(registered.destinations.clone())),
     })
 }
 

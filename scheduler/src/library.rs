@@ -5,7 +5,9 @@
 //! from the object store at `tenants/{t}/library/catalog.json` (the shape of [`TenantLibrary`]); it is
 //! what tests seed, and a valid export format for any library implementation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use reverie_shared::ids::{PhotoId, ShardId, TenantId};
@@ -68,6 +70,37 @@ pub struct TenantLibrary {
     pub catalog: LibraryCatalog,
     #[serde(default)]
     pub photos: Vec<CatalogPhoto>,
+    /// Aggregated palettes from the library analysis (empty until the library is analysed).
+    #[serde(default)]
+    pub palettes: LibraryPalettes,
+}
+
+/// The parts of the palettes file (`tenants/{t}/palettes/palettes.json`, written by the worker's library
+/// analysis) the scheduler plans with: which photos make up each aggregated palette.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LibraryPalettes {
+    /// The tenant's favourite palettes, best first.
+    #[serde(default)]
+    pub favourites: Vec<PaletteGroup>,
+    #[serde(default)]
+    pub albums: std::collections::BTreeMap<String, PaletteGroup>,
+    /// By place id.
+    #[serde(default)]
+    pub places: std::collections::BTreeMap<String, PaletteGroup>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PaletteGroup {
+    /// The photos whose colours make the palette, heaviest first.
+    #[serde(default)]
+    pub members: Vec<PaletteMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaletteMember {
+    pub photo: String,
+    /// 1 + 0.3 per star + 2 for a favourite.
+    pub weight: f32,
 }
 
 #[async_trait]
@@ -102,6 +135,87 @@ impl LibrarySource for StoreLibrary {
             Err(error) if error.is_not_found() => Ok(TenantLibrary::default()),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// A tenant's library as intake last read it, kept for `fresh_for` so requests do not each read and
+/// parse it from the store. Library writers (import, face clustering, people naming) run in other
+/// processes, so a change is seen within `fresh_for`, or at once when [`CachedLibrary::invalidate`] is
+/// called; and a request whose prompt does not resolve against a cached copy is resolved again against a
+/// fresh read before it is refused, so a name imported a moment ago is never reported unknown.
+#[derive(Debug)]
+pub struct CachedLibrary {
+    source: Arc<dyn LibrarySource>,
+    fresh_for: Duration,
+    tenants: SyncMutex<HashMap<TenantId, Arc<tokio::sync::Mutex<Option<Cached>>>>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    read_at: Instant,
+    library: Arc<TenantLibrary>,
+}
+
+/// A library and whether it came from the cache (a fresh read when false).
+pub struct Loaded {
+    pub library: Arc<TenantLibrary>,
+    pub cached: bool,
+}
+
+impl CachedLibrary {
+    pub fn new(source: Arc<dyn LibrarySource>, fresh_for: Duration) -> CachedLibrary {
+        CachedLibrary {
+            source,
+            fresh_for,
+            tenants: SyncMutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, tenant: &TenantId) -> Arc<tokio::sync::Mutex<Option<Cached>>> {
+        let mut tenants = self
+            .tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tenants.entry(tenant.clone()).or_default().clone()
+    }
+
+    /// The tenant's library, from the cache while it is fresh. Concurrent misses of one tenant wait for
+    /// a single read.
+    pub async fn load(&self, tenant: &TenantId) -> Result<Loaded> {
+        let slot = self.slot(tenant);
+        let mut cached = slot.lock().await;
+        if let Some(entry) = cached
+            .as_ref()
+            .filter(|c| c.read_at.elapsed() < self.fresh_for)
+        {
+            return Ok(Loaded {
+                library: entry.library.clone(),
+                cached: true,
+            });
+        }
+        let library = Arc::new(self.source.load(tenant).await?);
+        *cached = Some(Cached {
+            read_at: Instant::now(),
+            library: library.clone(),
+        });
+        Ok(Loaded {
+            library,
+            cached: false,
+        })
+    }
+
+    /// Reads the tenant's library from its source now, replacing the cached copy.
+    pub async fn reload(&self, tenant: &TenantId) -> Result<Arc<TenantLibrary>> {
+        self.invalidate(tenant);
+        Ok(self.load(tenant).await?.library)
+    }
+
+    /// Forgets the cached copy of a tenant's library (after an import, or when the tenant is forgotten).
+    pub fn invalidate(&self, tenant: &TenantId) {
+        self.tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(tenant);
     }
 }
 
@@ -245,20 +359,61 @@ pub fn candidates(library: &TenantLibrary, resolution: &Resolution) -> Offered {
         offer_fallback_backgrounds(library, &mut offered);
     }
     if let Some(palette) = &resolution.style.palette {
-        for photo in library
-            .photos
-            .iter()
-            .filter(|p| palette_matches(palette, p))
-        {
-            offered.palettes.push(Candidate {
-                reference: photo_ref(photo, ReferenceRole::Palette, None, None),
-                score: photo.colourfulness,
-                albums: photo.albums.clone(),
-                answers: "palette".to_string(),
-            });
-        }
+        offered.palettes = palette_candidates(library, palette);
     }
     offered
+}
+
+/// The photos a palette request takes its colours from. When the library was analysed, these are the
+/// members of the aggregated palette (the favourite palette for "my colours", the album's or place's
+/// palette otherwise), scored by how much the tenant likes them; the renderer blends their palettes.
+/// Before analysis, every matching photo is offered, most colourful first.
+fn palette_candidates(library: &TenantLibrary, palette: &ResolvedPalette) -> Vec<Candidate> {
+    let (group, answers) = match palette {
+        ResolvedPalette::Library => (
+            library.palettes.favourites.first(),
+            "palette (your favourite colours)".to_string(),
+        ),
+        ResolvedPalette::Album { name } => (
+            library.palettes.albums.get(name),
+            format!("palette (album {name})"),
+        ),
+        ResolvedPalette::Place { id, name } => (
+            library.palettes.places.get(id),
+            format!("palette (place {name})"),
+        ),
+    };
+    let candidate = |photo: &CatalogPhoto, score: f32| Candidate {
+        reference: photo_ref(photo, ReferenceRole::Palette, None, None),
+        score,
+        albums: photo.albums.clone(),
+        answers: answers.clone(),
+    };
+    let members: Vec<Candidate> = group
+        .map(|group| {
+            group
+                .members
+                .iter()
+                .filter_map(|member| {
+                    let photo = library
+                        .photos
+                        .iter()
+                        .find(|p| p.photo.as_str() == member.photo)?;
+                    // Ties in liking go to the more colourful photo.
+                    Some(candidate(photo, member.weight + 0.01 * photo.colourfulness))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !members.is_empty() {
+        return members;
+    }
+    library
+        .photos
+        .iter()
+        .filter(|p| palette_matches(palette, p))
+        .map(|photo| candidate(photo, photo.colourfulness))
+        .collect()
 }
 
 fn palette_matches(palette: &ResolvedPalette, photo: &CatalogPhoto) -> bool {
@@ -266,5 +421,103 @@ fn palette_matches(palette: &ResolvedPalette, photo: &CatalogPhoto) -> bool {
         ResolvedPalette::Library => true,
         ResolvedPalette::Album { name } => photo.albums.iter().any(|a| a == name),
         ResolvedPalette::Place { id, .. } => photo.place.as_deref() == Some(id.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{jobs_for, make_plan, PlanInput, PlannerSettings};
+    use reverie_shared::ids::RequestId;
+
+    fn photo(name: &str, album: &str, colourfulness: f32) -> CatalogPhoto {
+        CatalogPhoto {
+            photo: PhotoId::of_bytes(name.as_bytes()),
+            shard: ShardId::new("s1").unwrap(),
+            offset: 0,
+            length: 1,
+            albums: vec![album.to_string()],
+            place: None,
+            light: Vec::new(),
+            scenes: Vec::new(),
+            keywords: Vec::new(),
+            faces: Vec::new(),
+            pets: Vec::new(),
+            colourfulness,
+        }
+    }
+
+    fn member(photo: &CatalogPhoto, weight: f32) -> PaletteMember {
+        PaletteMember {
+            photo: photo.photo.to_string(),
+            weight,
+        }
+    }
+
+    fn library() -> TenantLibrary {
+        let (a, b, c) = (
+            photo("a", "Hawaii", 0.9),
+            photo("b", "Hawaii", 0.1),
+            photo("c", "Winter", 0.5),
+        );
+        let mut palettes = LibraryPalettes::default();
+        // The liked, low-colour photo b leads the album's palette; c alone is the favourite palette.
+        palettes.albums.insert(
+            "Hawaii".into(),
+            PaletteGroup {
+                members: vec![member(&b, 4.0), member(&a, 1.0)],
+            },
+        );
+        palettes.favourites.push(PaletteGroup {
+            members: vec![member(&c, 3.0)],
+        });
+        TenantLibrary {
+            catalog: LibraryCatalog::default(),
+            photos: vec![a, b, c],
+            palettes,
+        }
+    }
+
+    fn palette_refs(library: &TenantLibrary, palette: ResolvedPalette) -> Vec<String> {
+        let mut resolution = Resolution::default();
+        resolution.style.palette = Some(palette);
+        let offered = candidates(library, &resolution);
+        let input = PlanInput {
+            palette_transfer: true,
+            palettes: offered.palettes,
+            backgrounds: offered.backgrounds,
+            ..PlanInput::default()
+        };
+        let request = RequestId::new("r1").unwrap();
+        let settings = PlannerSettings::default();
+        let plan = make_plan(&input, &request, &settings);
+        let jobs = jobs_for(&plan, &TenantId::new("t").unwrap(), &request, &settings);
+        assert!(jobs.iter().all(|j| j.render.palette_transfer));
+        plan.references
+            .iter()
+            .filter(|r| r.role == ReferenceRole::Palette)
+            .map(|r| r.photo.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn palette_requests_send_the_photos_behind_the_aggregated_palette() {
+        let library = library();
+        let id = |name: &str| PhotoId::of_bytes(name.as_bytes()).to_string();
+        let album = ResolvedPalette::Album {
+            name: "Hawaii".into(),
+        };
+        assert_eq!(
+            palette_refs(&library, album.clone()),
+            vec![id("b"), id("a")]
+        );
+        assert_eq!(
+            palette_refs(&library, ResolvedPalette::Library),
+            vec![id("c")]
+        );
+        // Before the library is analysed: the album's photos, most colourful first.
+        let mut unanalysed = library.clone();
+        unanalysed.palettes = LibraryPalettes::default();
+        assert_eq!(palette_refs(&unanalysed, album), vec![id("a"), id("b")]);
     }
 }

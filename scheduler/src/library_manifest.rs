@@ -43,7 +43,17 @@ impl LibrarySource for ManifestLibrary {
             Err(error) if error.is_not_found() => PeopleFile::default(),
             Err(error) => return Err(error.into()),
         };
-        Ok(library_with_people(&manifest, &people))
+        let mut library = library_with_people(&manifest, &people);
+        library.palettes = match self
+            .store
+            .get(&reverie_shared::keys::library_palettes(tenant))
+            .await
+        {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(error) if error.is_not_found() => Default::default(),
+            Err(error) => return Err(error.into()),
+        };
+        Ok(library)
     }
 }
 
@@ -261,5 +271,9 @@ pub fn library_of(manifest: &LibraryManifest) -> TenantLibrary {
         .collect();
     catalog.light_tags = light_tags.into_iter().collect();
     catalog.keywords = keywords.into_iter().collect();
-    TenantLibrary { catalog, photos }
+    TenantLibrary {
+        catalog,
+        photos,
+        palettes: Default::default(),
+    }
 }

@@ -19,6 +19,9 @@ pub struct SchedulerOptions {
     pub max_variants: u32,
     /// How often queue depths and live workers are sampled for the metrics.
     pub metrics_interval: Duration,
+    /// How long intake reuses a tenant's library before reading it again (see
+    /// [`crate::library::CachedLibrary`]).
+    pub library_fresh_for: Duration,
     pub planner: PlannerSettings,
 }
 
@@ -28,6 +31,13 @@ impl SchedulerOptions {
             queue_prefix: config.queues.prefix.clone(),
             http_addr: config.scheduler.http_addr,
             tenant_queue_quota: config.scheduler.tenant_queue_quota as usize,
+            planner: PlannerSettings {
+                // Workers load this model; without one, every job is planned painterly.
+                diffusion_model: config.diffusion.model.clone(),
+                diffusion_steps: config.diffusion.steps,
+                default_size: config.diffusion.size,
+                ..PlannerSettings::default()
+            },
             ..SchedulerOptions::default()
         }
     }
@@ -44,6 +54,7 @@ impl Default for SchedulerOptions {
             batch_in_flight_per_tenant: 8,
             max_variants: 16,
             metrics_interval: Duration::from_secs(5),
+            library_fresh_for: Duration::from_secs(2),
             planner: PlannerSettings::default(),
         }
     }

@@ -110,8 +110,12 @@ pub struct AlbumRun {
     pub photos: Vec<PhotoRef>,
 }
 
-/// Where an album run's outputs go.
+/// Where an album run's outputs go: an album of the tenant's store named after `to`, or, when `to` is
+/// an `s3://` URL, that prefix of a bucket the tenant registered (checked at intake and by the worker).
 pub fn album_output_prefix(tenant: &TenantId, to: &str) -> String {
+    if reverie_shared::destinations::Destination::is_url(to) {
+        return format!("{}/", to.trim_end_matches('/'));
+    }
     format!(
         "{}albums/{}/",
         reverie_shared::keys::tenant_prefix(tenant),
@@ -191,6 +195,9 @@ fn with_role(candidate: &Candidate, role: ReferenceRole) -> PhotoRef {
     }
 }
 
+/// Most palette photos per job: enough to pin down an album's colours, few enough to load quickly.
+pub const PALETTE_PHOTOS: usize = 8;
+
 /// Chooses references, renderer and parameters.
 pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSettings) -> Plan {
     let mut explanation = Vec::new();
@@ -252,7 +259,11 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
             &mut explanation,
         );
     }
-    if let Some(candidate) = best_per_answer(&input.palettes, 1).first() {
+    // The renderer blends the palettes of all palette photos: several photos stand for an album's or the
+    // tenant's favourite colours better than the single most colourful one.
+    let mut palette_photos: Vec<&Candidate> = input.palettes.iter().collect();
+    palette_photos.sort_by(|a, b| b.score.total_cmp(&a.score));
+    for candidate in palette_photos.into_iter().take(PALETTE_PHOTOS) {
         take(
             candidate,
             ReferenceRole::Palette,

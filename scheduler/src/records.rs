@@ -250,20 +250,76 @@ impl Records {
         }
     }
 
-    /// Writes the durable record first, then the cache copies and the open marker.
+    /// Writes the durable record first, then the open marker (written or deleted as the record is
+    /// unfinished or finished), then the cache copies. The general write, for paths off the hot one.
     pub async fn save(&self, record: &RequestRecord) -> Result<()> {
-        let bytes = Bytes::from(to_json("request record", record)?);
-        self.store
-            .put(&request_key(&record.tenant, &record.request), bytes.clone())
-            .await?;
+        let bytes = self.put_record(record).await?;
         let marker = open_marker_key(&record.tenant, &record.request);
-        let finished = record.is_finished();
-        if finished {
+        if record.is_finished() {
             self.store.delete(&marker).await?;
         } else {
             self.store.put(&marker, Bytes::new()).await?;
         }
-        let ttl = finished.then_some(FINISHED_CACHE_TTL);
+        self.write_cache(record, bytes).await;
+        Ok(())
+    }
+
+    /// The first write of a newly accepted request: its record and its open marker, side by side (a
+    /// marker without a record is skipped by recovery, so neither order needs to come first).
+    pub async fn save_new(&self, record: &RequestRecord) -> Result<()> {
+        let bytes = Bytes::from(to_json("request record", record)?);
+        let marker = open_marker_key(&record.tenant, &record.request);
+        let key = request_key(&record.tenant, &record.request);
+        tokio::try_join!(
+            self.store.put(&key, bytes.clone()),
+            self.store.put(&marker, Bytes::new()),
+        )?;
+        self.write_cache(record, bytes).await;
+        Ok(())
+    }
+
+    /// An update of a record the scheduler follows: one durable write. The open marker is left alone:
+    /// it exists while the request is open, and a finished request's marker is removed afterwards with
+    /// [`Records::clear_marker`] (recovery skips finished records whose marker is still there).
+    pub async fn save_update(&self, record: &RequestRecord) -> Result<()> {
+        let bytes = self.put_record(record).await?;
+        self.write_cache(record, bytes).await;
+        Ok(())
+    }
+
+    /// Writes only the cache copies: for changes that may be lost in a crash (a job started running).
+    pub async fn save_cached(&self, record: &RequestRecord) -> Result<()> {
+        let bytes = Bytes::from(to_json("request record", record)?);
+        self.write_cache(record, bytes).await;
+        Ok(())
+    }
+
+    /// Removes the open marker of a finished request.
+    pub async fn clear_marker(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
+        self.store.delete(&open_marker_key(tenant, request)).await?;
+        Ok(())
+    }
+
+    /// Writes the open marker of a request (adopting one whose first save was cut short).
+    pub async fn mark_open(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
+        self.store
+            .put(&open_marker_key(tenant, request), Bytes::new())
+            .await?;
+        Ok(())
+    }
+
+    async fn put_record(&self, record: &RequestRecord) -> Result<Bytes> {
+        let bytes = Bytes::from(to_json("request record", record)?);
+        self.store
+            .put(&request_key(&record.tenant, &record.request), bytes.clone())
+            .await?;
+        Ok(bytes)
+    }
+
+    /// The cache copies of a record (the request and one summary per job). The cache is a copy: when it
+    /// is away, readers fall back to the store, so a failed write is logged, not returned.
+    async fn write_cache(&self, record: &RequestRecord, bytes: Bytes) {
+        let ttl = record.is_finished().then_some(FINISHED_CACHE_TTL);
         let mut entries = vec![(request_cache_key(&record.tenant, &record.request), bytes)];
         for job in &record.jobs {
             let summary = JobSummary {
@@ -275,16 +331,17 @@ impl Records {
                 outputs: job.outputs.clone(),
                 error: job.error.clone(),
             };
-            entries.push((
-                keys::job_cache_key(&record.tenant, job.job.as_str()),
-                Bytes::from(to_json("job summary", &summary)?),
-            ));
+            match to_json("job summary", &summary) {
+                Ok(json) => entries.push((
+                    keys::job_cache_key(&record.tenant, job.job.as_str()),
+                    Bytes::from(json),
+                )),
+                Err(error) => tracing::warn!(%error, job = %job.job, "job summary not encoded"),
+            }
         }
-        // The cache is a copy: when it is away, readers fall back to the store.
         if let Err(error) = self.cache.set_many(&entries, ttl).await {
             tracing::warn!(%error, request = %record.request, "record cache write failed");
         }
-        Ok(())
     }
 
     /// Every request with unfinished jobs, for recovery after a restart.

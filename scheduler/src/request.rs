@@ -115,7 +115,8 @@ pub struct AlbumToArt {
     pub style: String,
     /// At most this many photos of the album.
     pub limit: u32,
-    /// The album the results are written to.
+    /// The album the results are written to, or `s3://bucket/prefix` of a bucket registered for the
+    /// tenant.
     pub to: String,
 }
 

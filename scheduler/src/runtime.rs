@@ -1,13 +1,15 @@
 //! The scheduler's long-running loops: the requests consumer (AMQP ingress), the events consumer, the
 //! fairness feeder and the metrics sampler. Each stops when `shutdown` turns true.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reverie_shared::consume::decode_or_dead_letter;
 use reverie_shared::envelope;
 use reverie_shared::ports::queue::{Consumer, Delivery, QueueError};
 use reverie_shared::retry::{with_backoff, Backoff};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::ingress::{self, Ingress};
 use crate::records::ReplyRoute;
@@ -43,7 +45,17 @@ async fn connect(
     }
 }
 
-/// Runs `handle` on every delivery of `queue` until shutdown, reconnecting when the consumer is lost.
+/// Deliveries handled at once per consumer (and the consumer's prefetch). Requests of different ids and
+/// events of different requests are independent (each request's record has its own lock), so they are
+/// handled side by side; the bound keeps memory and store connections in check.
+const IN_FLIGHT: usize = 64;
+
+/// How long shutdown waits for deliveries being handled; what is not done by then is redelivered.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs `handle` on every delivery of `queue` until shutdown, up to [`IN_FLIGHT`] at once, reconnecting
+/// when the consumer is lost. Each delivery is acked (or requeued) by its handler, so a handler still
+/// running when the consumer is lost only fails its ack and the broker redelivers the message.
 async fn consume_loop<F, Fut>(
     core: Core,
     queue: String,
@@ -51,29 +63,56 @@ async fn consume_loop<F, Fut>(
     handle: F,
 ) where
     F: Fn(Core, Delivery) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    while !*shutdown.borrow() {
-        let Some(mut consumer) = connect(&core, &queue, 16, &mut shutdown).await else {
+    let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut running = JoinSet::new();
+    'connect: while !*shutdown.borrow() {
+        let prefetch = u16::try_from(IN_FLIGHT).unwrap_or(u16::MAX);
+        let Some(mut consumer) = connect(&core, &queue, prefetch, &mut shutdown).await else {
             if *shutdown.borrow() {
-                return;
+                break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
         loop {
+            while running.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit,
+                _ = shutdown.changed() => break 'connect,
+            };
+            let Ok(permit) = permit else {
+                break 'connect;
+            };
             let delivery = tokio::select! {
                 delivery = consumer.next() => delivery,
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => break 'connect,
             };
             match delivery {
-                Ok(delivery) => handle(core.clone(), delivery).await,
+                Ok(delivery) => {
+                    let work = handle(core.clone(), delivery);
+                    running.spawn(async move {
+                        work.await;
+                        drop(permit);
+                    });
+                }
                 Err(error) => {
                     tracing::warn!(%error, queue, "consumer lost; reconnecting");
                     break;
                 }
             }
         }
+    }
+    let drained = tokio::time::timeout(DRAIN, async {
+        while running.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            queue,
+            "deliveries still being handled at shutdown; they will be redelivered"
+        );
     }
 }
 

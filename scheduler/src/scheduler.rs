@@ -38,6 +38,10 @@ impl Scheduler {
         options: SchedulerOptions,
         library: Arc<dyn LibrarySource>,
     ) -> Scheduler {
+        let library = Arc::new(crate::library::CachedLibrary::new(
+            library,
+            options.library_fresh_for,
+        ));
         Scheduler {
             core: Core::new(backends, options),
             intake: IntakeContext { library },

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex as SyncMutex};
 use chrono::Utc;
 use reverie_shared::backends::Backends;
 use reverie_shared::envelope;
-use reverie_shared::ids::{JobId, PhotoId, RequestId, TenantId};
+use reverie_shared::ids::{JobId, RequestId, TenantId};
 use reverie_shared::jobs::{Job, JobEvent, JobSpec, Priority};
 use reverie_shared::keys;
 use reverie_shared::metrics;
@@ -63,9 +63,12 @@ pub(crate) struct Inner {
     pub tenants: Tenants,
     pub records: Records,
     open: SyncMutex<HashMap<OpenKey, Arc<Mutex<Open>>>>,
-    /// Serialises intake per tenant: two copies of one request make one set of jobs, and two requests
-    /// of one tenant cannot both slip under its quota.
-    intake_locks: SyncMutex<HashMap<TenantId, Arc<Mutex<()>>>>,
+    /// Serialises intake per request id: two copies of one request make one set of jobs. Different
+    /// requests, of one tenant or of many, are accepted side by side.
+    intake_locks: SyncMutex<HashMap<OpenKey, Arc<Mutex<()>>>>,
+    /// Unfinished jobs per tenant, counted as requests are accepted and jobs finish, so the quota is
+    /// checked (and reserved) in one step instead of visiting every open request.
+    tenant_jobs: SyncMutex<HashMap<TenantId, usize>>,
     feeder: SyncMutex<Feeder>,
     pub feeder_wake: Notify,
     streams: SyncMutex<HashMap<OpenKey, broadcast::Sender<Reply>>>,
@@ -117,6 +120,7 @@ impl Core {
                 records,
                 open: SyncMutex::new(HashMap::new()),
                 intake_locks: SyncMutex::new(HashMap::new()),
+                tenant_jobs: SyncMutex::new(HashMap::new()),
                 feeder: SyncMutex::new(feeder),
                 feeder_wake: Notify::new(),
                 streams: SyncMutex::new(HashMap::new()),
@@ -203,7 +207,7 @@ impl Core {
             }
         };
         let props = MessageProps {
-            message_id: Some(uuid::Uuid::new_v4().simple().to_string()),
+            message_id: Some(reply_message_id(reply)),
             correlation_id: route.correlation_id.clone(),
             content_type: Some("application/json".to_string()),
             headers: [("x-reverie-reply-type".to_string(), reply.kind().to_string())].into(),
@@ -237,23 +241,75 @@ impl Core {
             .inc();
     }
 
-    /// Unfinished jobs of a tenant (the quota counts these).
-    async fn unfinished_jobs(&self, tenant: &TenantId) -> usize {
-        let entries: Vec<Arc<Mutex<Open>>> = lock(&self.inner.open)
-            .iter()
-            .filter(|((t, _), _)| t == tenant)
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        let mut count = 0;
-        for entry in entries {
-            count += entry.lock().await.record.unfinished_jobs();
+    /// Reserves `jobs` unfinished jobs of `tenant` under `quota`, or says how many it already has.
+    fn reserve_jobs(
+        &self,
+        tenant: &TenantId,
+        jobs: usize,
+        quota: usize,
+    ) -> std::result::Result<Reservation, usize> {
+        let mut counts = lock(&self.inner.tenant_jobs);
+        let unfinished = counts.get(tenant).copied().unwrap_or(0);
+        if unfinished + jobs > quota {
+            return Err(unfinished);
         }
-        count
+        counts.insert(tenant.clone(), unfinished + jobs);
+        Ok(Reservation {
+            inner: self.inner.clone(),
+            tenant: tenant.clone(),
+            jobs,
+        })
+    }
+
+    /// Counts jobs of `tenant` that are unfinished (recovered or adopted requests).
+    fn count_unfinished(&self, tenant: &TenantId, jobs: usize) {
+        *lock(&self.inner.tenant_jobs)
+            .entry(tenant.clone())
+            .or_default() += jobs;
+    }
+
+    /// Jobs of `tenant` that finished (or were never made).
+    fn release_jobs(&self, tenant: &TenantId, jobs: usize) {
+        release(&self.inner, tenant, jobs);
+    }
+
+    /// Follows a request whose record exists but that is not open here: its acceptance failed after the
+    /// record was written (the retry lands here) or another scheduler accepted it before a take-over.
+    async fn adopt(&self, record: &RequestRecord) -> Result<()> {
+        let key = (record.tenant.clone(), record.request.clone());
+        if record.is_finished() || self.open_entry(&key).is_some() {
+            return Ok(());
+        }
+        self.inner
+            .records
+            .mark_open(&record.tenant, &record.request)
+            .await?;
+        let mut open = lock(&self.inner.open);
+        if open.contains_key(&key) {
+            return Ok(());
+        }
+        self.count_unfinished(&record.tenant, record.unfinished_jobs());
+        open.insert(
+            key,
+            Arc::new(Mutex::new(Open {
+                record: record.clone(),
+                retired: false,
+            })),
+        );
+        Ok(())
+    }
+
+    /// Unfinished jobs of a tenant (what its quota counts).
+    pub fn unfinished_jobs(&self, tenant: &TenantId) -> usize {
+        lock(&self.inner.tenant_jobs)
+            .get(tenant)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Accepts a request: idempotent on its id, quota- and consent-checked, persisted, then published.
     pub async fn accept(&self, intake: Intake) -> Result<Reply> {
-        let key = intake.tenant.clone();
+        let key = (intake.tenant.clone(), intake.request.clone());
         let span =
             tracing::info_span!("request", request = %intake.request, tenant = %intake.tenant);
         let guard = {
@@ -278,7 +334,9 @@ impl Core {
     async fn accept_locked(&self, intake: Intake) -> Result<Reply> {
         let request_id = Some(intake.request.to_string());
         if let Some(existing) = self.existing(&intake.tenant, &intake.request).await? {
-            // The same request again: no new jobs. Publish anything a crash left unpublished.
+            // The same request again: no new jobs. Follow it again if a failure cut its acceptance
+            // short, and publish anything a crash left unpublished.
+            self.adopt(&existing).await?;
             self.ensure_published(&intake.tenant, &intake.request)
                 .await?;
             Self::count_request(intake.ingress, "duplicate");
@@ -290,10 +348,12 @@ impl Core {
             None => intake.input.variants.max(1) as usize,
         };
         let quota = self.inner.options.tenant_queue_quota;
-        let unfinished = self.unfinished_jobs(&intake.tenant).await;
-        if unfinished + variants > quota {
-            Self::count_request(intake.ingress, "rejected");
-            return Ok(Reply::rejected(
+        // Held until the request is followed; dropped (released) on any refusal or failure below.
+        let reservation = match self.reserve_jobs(&intake.tenant, variants, quota) {
+            Ok(reservation) => reservation,
+            Err(unfinished) => {
+                Self::count_request(intake.ingress, "rejected");
+                return Ok(Reply::rejected(
                 request_id,
                 vec![Reason::new(
                     "quota_exceeded",
@@ -303,8 +363,9 @@ impl Core {
                     ),
                 )
                 .on_field("n")],
-            ));
-        }
+                ));
+            }
+        };
         let mut plan = plan::make_plan(&intake.input, &intake.request, &self.inner.options.planner);
         if let Some((_, parent)) = &intake.parent {
             plan = plan::refine_plan(parent, plan);
@@ -344,8 +405,17 @@ impl Core {
                 .collect(),
             final_reply_sent: false,
         };
+        reservation.keep();
+        if record.jobs.len() != variants {
+            // The plan made another number of jobs than reserved: count what it made.
+            self.count_unfinished(&record.tenant, record.jobs.len());
+            self.release_jobs(&record.tenant, variants);
+        }
         // Persisted before anything is published: a crash after this point is recovered from the record.
-        self.inner.records.save(&record).await?;
+        if let Err(error) = self.inner.records.save_new(&record).await {
+            self.release_jobs(&record.tenant, record.jobs.len());
+            return Err(error);
+        }
         let reply = accepted_reply(&record, false);
         let key = (record.tenant.clone(), record.request.clone());
         lock(&self.inner.open).insert(
@@ -355,7 +425,10 @@ impl Core {
                 retired: false,
             })),
         );
-        self.ensure_published(&intake.tenant, &intake.request)
+        // The `published` flags ride along with the job's next durable write (its result): a crash before
+        // that republishes the job, and the rerun is harmless (same output keys, the duplicate result is
+        // ignored), so no extra write is spent on them here.
+        self.publish_jobs(&intake.tenant, &intake.request, false)
             .await?;
         Self::count_request(intake.ingress, "accepted");
         Ok(reply)
@@ -403,8 +476,18 @@ impl Core {
     }
 
     /// Publishes (interactive) or hands to the feeder (batch) every unfinished, unpublished job of an
-    /// open request. Idempotent: used after acceptance, on duplicates, and by recovery.
+    /// open request, and records that durably. Idempotent: used on duplicates and by recovery.
     pub async fn ensure_published(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
+        self.publish_jobs(tenant, request, true).await
+    }
+
+    /// [`Core::ensure_published`]; with `persist` false the `published` flags are only set in memory.
+    async fn publish_jobs(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+        persist: bool,
+    ) -> Result<()> {
         let Some(entry) = self.open_entry(&(tenant.clone(), request.clone())) else {
             return Ok(());
         };
@@ -443,7 +526,7 @@ impl Core {
         if priority == Priority::Batch {
             self.inner.feeder_wake.notify_one();
         }
-        if changed {
+        if changed && persist {
             open.record.updated_at = Utc::now();
             self.inner.records.save(&open.record).await?;
         }
@@ -508,8 +591,13 @@ impl Core {
                 continue;
             };
             if record.is_finished() {
+                // Its marker outlived it (removing it is the last step of finishing): tidy it now.
+                if let Err(error) = self.inner.records.clear_marker(&tenant, &request).await {
+                    tracing::warn!(%error, %request, "could not remove a finished request's marker");
+                }
                 continue;
             }
+            self.count_unfinished(&tenant, record.unfinished_jobs());
             if record.plan.priority == Priority::Batch {
                 // Published but unfinished batch jobs still occupy their tenant's share of the broker.
                 let mut feeder = lock(&self.inner.feeder);
@@ -567,6 +655,7 @@ impl Core {
             entry.lock().await.retired = true;
             lock(&self.inner.open).remove(&key);
             lock(&self.inner.feeder).forget(&tenant);
+            lock(&self.inner.tenant_jobs).remove(&tenant);
             return self.handle_stray_event(&event, &tenant, &request).await;
         }
         let mut open = entry.lock().await;
@@ -574,180 +663,110 @@ impl Core {
             drop(open);
             return self.handle_stray_event(&event, &tenant, &request).await;
         }
-        let now = Utc::now();
-        let Some(record_job) = open.record.job_mut(&job) else {
-            tracing::warn!("event for a job the request does not have; ignored");
-            return Ok(());
-        };
-        let mut relay: Option<Reply> = None;
-        let mut persist = false;
-        let mut finished_job = false;
-        match &event {
-            JobEvent::Started {
-                worker, attempt, ..
-            } => {
-                if record_job.state.is_final() {
-                    return Ok(());
-                }
-                record_job.attempts = record_job.attempts.max(*attempt);
-                record_job.worker = Some(worker.clone());
-                record_job.transition(JobState::Running, now);
-                persist = true;
-                relay = Some(progress(&job, JobState::Running, None));
-            }
-            JobEvent::Progress {
-                step,
-                total,
-                preview_png,
-                ..
-            } => {
-                if record_job.state.is_final() {
-                    return Ok(());
-                }
-                let mut reply = progress(&job, JobState::Running, preview_png.as_deref());
-                if let ReplyBody::Progress {
-                    step: s, total: t, ..
-                } = &mut reply.body
+        // The event is applied to a copy, which replaces the followed record only once it is saved: a
+        // failed save leaves the record as it was, so the redelivered event applies in full.
+        let mut next = open.record.clone();
+        let Some(change) = apply_event(&mut next, &event, &job, Utc::now()) else {
+            if let JobEvent::Succeeded { outputs, .. } = &event {
+                if next
+                    .job_mut(&job)
+                    .is_some_and(|j| j.state == JobState::Cancelled)
                 {
-                    *s = Some(*step);
-                    *t = Some(*total);
-                }
-                relay = Some(reply);
-            }
-            JobEvent::Succeeded {
-                outputs, render_ms, ..
-            } => {
-                if record_job.state == JobState::Cancelled {
                     // Work that finished after it was cancelled is not delivered; its outputs go.
                     delete_outputs(&self.inner.backends, &tenant, outputs).await;
-                    return Ok(());
-                }
-                if record_job.transition(JobState::Succeeded, now) {
-                    record_job.outputs = outputs.clone();
-                    record_job.render_ms = Some(*render_ms);
-                    persist = true;
-                    finished_job = true;
-                    metrics::global()
-                        .jobs
-                        .with_label_values(&["generate", "succeeded"])
-                        .inc();
                 }
             }
-            JobEvent::Failed {
-                reason,
-                retryable,
-                attempt,
-                ..
-            } => {
-                if record_job.state.is_final() {
-                    return Ok(());
-                }
-                record_job.attempts = record_job.attempts.max(*attempt);
-                record_job.error = Some(reason.clone());
-                if *retryable {
-                    // The worker republishes it with the next attempt; it is queued again.
-                    record_job.state = JobState::Queued;
-                    record_job.updated_at = now;
-                } else {
-                    record_job.transition(JobState::Failed, now);
-                    finished_job = true;
-                    metrics::global()
-                        .jobs
-                        .with_label_values(&["generate", "failed"])
-                        .inc();
-                }
-                persist = true;
+            return Ok(());
+        };
+        let finishing = next.is_finished() && !next.final_reply_sent;
+        if finishing {
+            next.final_reply_sent = true;
+            if let Some(run) = next.plan.album_run.clone() {
+                crate::album::finish_album(&*self.inner.backends.store, &next, &run).await?;
             }
         }
-        let succeeded = matches!(event, JobEvent::Succeeded { .. }) && finished_job;
-        let spec_refs: Vec<PhotoId> = open
-            .record
-            .job_mut(&job)
-            .map(|j| j.spec.references.iter().map(|r| r.photo.clone()).collect())
-            .unwrap_or_default();
-        if finished_job {
-            let in_album_run = open
-                .record
-                .job_mut(&job)
-                .is_some_and(|j| j.spec.batch_run.is_some());
-            if in_album_run {
-                let outcome = if matches!(event, JobEvent::Succeeded { .. }) {
-                    "done"
-                } else {
-                    "failed"
-                };
-                metrics::global()
-                    .batch_run_photos
-                    .with_label_values(&[outcome])
-                    .inc();
+        let succeeded = matches!(event, JobEvent::Succeeded { .. }) && change.finished_job;
+        match change.write {
+            Write::None => {}
+            Write::Cache => self.inner.records.save_cached(&next).await?,
+            Write::Durable if succeeded => {
+                // The provenance entries and the record go side by side: both are idempotent puts, and
+                // the event is acked only when both stand.
+                tokio::try_join!(
+                    self.write_provenance(&next, &job),
+                    self.inner.records.save_update(&next),
+                )?;
             }
-            lock(&self.inner.feeder).finished(&tenant, &job);
-            self.inner.feeder_wake.notify_one();
+            Write::Durable => self.inner.records.save_update(&next).await?,
         }
-        if succeeded {
-            self.write_provenance(&open.record, &job, &spec_refs)
-                .await?;
+        open.record = next;
+        if change.finished_job {
+            self.job_finished(&open.record, &job, &event);
         }
-        let final_reply = self.finish_if_done(&mut open, &key);
-        if final_reply.is_some() {
-            if let Some(run) = open.record.plan.album_run.clone() {
+        let final_reply = if finishing {
+            open.retired = true;
+            lock(&self.inner.open).remove(&key);
+            if open.record.plan.album_run.is_some() {
                 metrics::global().batch_runs_active.dec();
-                crate::album::finish_album(&*self.inner.backends.store, &open.record, &run).await?;
             }
-        }
-        if persist {
-            open.record.updated_at = now;
-            self.inner.records.save(&open.record).await?;
-        }
+            Some(replies::final_reply(&open.record))
+        } else {
+            None
+        };
         let route = open.record.reply.clone();
         drop(open);
-        if let Some(reply) = relay {
+        if let Some(reply) = change.relay {
             self.relay(&tenant, &request, route.as_ref(), &reply).await;
         }
         if let Some(reply) = final_reply {
             self.relay(&tenant, &request, route.as_ref(), &reply).await;
+            // Last step: until the marker goes, recovery finds the record finished and skips it.
+            if let Err(error) = self.inner.records.clear_marker(&tenant, &request).await {
+                tracing::warn!(%error, %request, "could not remove a finished request's marker");
+            }
         }
         Ok(())
     }
 
-    async fn write_provenance(
-        &self,
-        record: &RequestRecord,
-        job: &JobId,
-        photos: &[PhotoId],
-    ) -> Result<()> {
-        let Some(outputs) = record
+    /// Bookkeeping once a job's final state is saved: metrics, the tenant's quota, the fairness feeder.
+    fn job_finished(&self, record: &RequestRecord, job: &JobId, event: &JobEvent) {
+        let succeeded = matches!(event, JobEvent::Succeeded { .. });
+        metrics::global()
+            .jobs
+            .with_label_values(&["generate", if succeeded { "succeeded" } else { "failed" }])
+            .inc();
+        let in_album_run = record
             .jobs
             .iter()
-            .find(|j| &j.job == job)
-            .map(|j| j.outputs.clone())
-        else {
+            .any(|j| &j.job == job && j.spec.batch_run.is_some());
+        if in_album_run {
+            metrics::global()
+                .batch_run_photos
+                .with_label_values(&[if succeeded { "done" } else { "failed" }])
+                .inc();
+        }
+        self.release_jobs(&record.tenant, 1);
+        lock(&self.inner.feeder).finished(&record.tenant, job);
+        self.inner.feeder_wake.notify_one();
+    }
+
+    async fn write_provenance(&self, record: &RequestRecord, job: &JobId) -> Result<()> {
+        let Some(record_job) = record.jobs.iter().find(|j| &j.job == job) else {
             return Ok(());
         };
         let entry = ProvenanceEntry {
             request: record.request.clone(),
             job: job.clone(),
-            outputs,
+            outputs: record_job.outputs.clone(),
             created_at: Utc::now().to_rfc3339(),
         };
-        for photo in photos {
+        let writes = record_job.spec.references.iter().map(|reference| {
             self.inner
                 .records
-                .record_provenance(&record.tenant, photo.as_str(), &entry)
-                .await?;
-        }
+                .record_provenance(&record.tenant, reference.photo.as_str(), &entry)
+        });
+        futures::future::try_join_all(writes).await?;
         Ok(())
-    }
-
-    /// When every job is finished: marks the final reply sent, retires the record, returns the reply.
-    fn finish_if_done(&self, open: &mut Open, key: &OpenKey) -> Option<Reply> {
-        if !open.record.is_finished() || open.record.final_reply_sent {
-            return None;
-        }
-        open.record.final_reply_sent = true;
-        open.retired = true;
-        lock(&self.inner.open).remove(key);
-        Some(replies::final_reply(&open.record))
     }
 
     /// An event for a request the scheduler is not following: a duplicate after the end, or work of a
@@ -789,9 +808,11 @@ impl Core {
         if open.retired {
             return Ok(0);
         }
+        // Changed on a copy that replaces the record once saved (see handle_event_inner).
         let now = Utc::now();
+        let mut next = open.record.clone();
         let mut cancelled = Vec::new();
-        for job in open.record.jobs.iter_mut() {
+        for job in next.jobs.iter_mut() {
             if !job.state.is_final() && which(job) {
                 job.transition(JobState::Cancelled, now);
                 job.error = Some(reason.to_string());
@@ -801,6 +822,11 @@ impl Core {
         if cancelled.is_empty() {
             return Ok(0);
         }
+        let finishing = next.is_finished() && !next.final_reply_sent;
+        next.final_reply_sent |= finishing;
+        next.updated_at = now;
+        self.inner.records.save(&next).await?;
+        open.record = next;
         {
             let mut feeder = lock(&self.inner.feeder);
             feeder.remove_pending(tenant, |j| cancelled.contains(j.spec.id()));
@@ -809,13 +835,16 @@ impl Core {
             }
         }
         self.inner.feeder_wake.notify_one();
+        self.release_jobs(tenant, cancelled.len());
         metrics::global()
             .jobs
             .with_label_values(&["generate", "cancelled"])
             .inc_by(cancelled.len() as u64);
-        let final_reply = self.finish_if_done(&mut open, &key);
-        open.record.updated_at = now;
-        self.inner.records.save(&open.record).await?;
+        let final_reply = finishing.then(|| {
+            open.retired = true;
+            lock(&self.inner.open).remove(&key);
+            replies::final_reply(&open.record)
+        });
         let route = open.record.reply.clone();
         drop(open);
         if let Some(reply) = final_reply {
@@ -893,6 +922,7 @@ impl Core {
             entry.lock().await.retired = true;
         }
         lock(&self.inner.feeder).forget(tenant);
+        lock(&self.inner.tenant_jobs).remove(tenant);
         lock(&self.inner.streams).retain(|(t, _), _| t != tenant);
         let (store_objects_deleted, cache_keys_deleted) =
             self.inner.tenants.delete_everything(tenant).await?;
@@ -988,6 +1018,28 @@ impl Core {
     }
 }
 
+/// The message id of a reply. Acknowledgements and final replies have one per request and kind, so a
+/// reply sent again (its publish retried across a broker restart, or the final reply of a request
+/// re-sent) carries the id of the first and a requester can drop the copy; progress replies are unique.
+fn reply_message_id(reply: &Reply) -> String {
+    let duplicate = matches!(
+        reply.body,
+        ReplyBody::Accepted {
+            duplicate: true,
+            ..
+        }
+    );
+    match (&reply.request_id, reply.kind()) {
+        (Some(request), kind) if kind != "progress" => {
+            format!(
+                "{request}.{kind}{}",
+                if duplicate { ".duplicate" } else { "" }
+            )
+        }
+        _ => uuid::Uuid::new_v4().simple().to_string(),
+    }
+}
+
 fn accepted_reply(record: &RequestRecord, duplicate: bool) -> Reply {
     Reply::new(
         Some(record.request.to_string()),
@@ -997,6 +1049,117 @@ fn accepted_reply(record: &RequestRecord, duplicate: bool) -> Reply {
             plan: record.plan.explanation.clone(),
         },
     )
+}
+
+/// How far the change an event made must be written before the event is acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    None,
+    /// Only the cache copies: a job started running. A crash loses that state, which the job's next
+    /// event (its result) brings back; the durable record is not rewritten for it.
+    Cache,
+    Durable,
+}
+
+/// What applying an event changed.
+struct Change {
+    relay: Option<Reply>,
+    write: Write,
+    /// The job reached a final state with this event.
+    finished_job: bool,
+}
+
+/// Applies a worker's event to `record`; `None` when it changes nothing (a late or duplicate event, or
+/// an event for a job the request does not have).
+fn apply_event(
+    record: &mut RequestRecord,
+    event: &JobEvent,
+    job: &JobId,
+    now: chrono::DateTime<Utc>,
+) -> Option<Change> {
+    let Some(record_job) = record.job_mut(job) else {
+        tracing::warn!("event for a job the request does not have; ignored");
+        return None;
+    };
+    match event {
+        JobEvent::Started {
+            worker, attempt, ..
+        } => {
+            if record_job.state.is_final() {
+                return None;
+            }
+            record_job.attempts = record_job.attempts.max(*attempt);
+            record_job.worker = Some(worker.clone());
+            record_job.transition(JobState::Running, now);
+            Some(Change {
+                relay: Some(progress(job, JobState::Running, None)),
+                write: Write::Cache,
+                finished_job: false,
+            })
+        }
+        JobEvent::Progress {
+            step,
+            total,
+            preview_png,
+            ..
+        } => {
+            if record_job.state.is_final() {
+                return None;
+            }
+            let mut reply = progress(job, JobState::Running, preview_png.as_deref());
+            if let ReplyBody::Progress {
+                step: s, total: t, ..
+            } = &mut reply.body
+            {
+                *s = Some(*step);
+                *t = Some(*total);
+            }
+            Some(Change {
+                relay: Some(reply),
+                write: Write::None,
+                finished_job: false,
+            })
+        }
+        JobEvent::Succeeded {
+            outputs, render_ms, ..
+        } => {
+            // A duplicate result, or one for a cancelled job, changes nothing.
+            if !record_job.transition(JobState::Succeeded, now) {
+                return None;
+            }
+            record_job.outputs = outputs.clone();
+            record_job.render_ms = Some(*render_ms);
+            Some(Change {
+                relay: None,
+                write: Write::Durable,
+                finished_job: true,
+            })
+        }
+        JobEvent::Failed {
+            reason,
+            retryable,
+            attempt,
+            ..
+        } => {
+            if record_job.state.is_final() {
+                return None;
+            }
+            record_job.attempts = record_job.attempts.max(*attempt);
+            record_job.error = Some(reason.clone());
+            if *retryable {
+                // The worker republishes it with the next attempt; it is queued again.
+                record_job.state = JobState::Queued;
+                record_job.updated_at = now;
+            } else {
+                record_job.transition(JobState::Failed, now);
+            }
+            Some(Change {
+                relay: None,
+                write: Write::Durable,
+                finished_job: !*retryable,
+            })
+        }
+    }
 }
 
 fn progress(job: &JobId, state: JobState, preview: Option<&[u8]>) -> Reply {
@@ -1057,6 +1220,38 @@ async fn delete_outputs(backends: &Backends, tenant: &TenantId, outputs: &[Strin
     for key in outputs.iter().filter(|k| k.starts_with(&prefix)) {
         if let Err(error) = backends.store.delete(key).await {
             tracing::warn!(%error, key, "could not delete an undelivered output");
+        }
+    }
+}
+
+/// Unfinished jobs reserved under a tenant's quota while a request is being accepted; released when
+/// dropped unless kept (the request is then followed and its jobs release it as they finish).
+struct Reservation {
+    inner: Arc<Inner>,
+    tenant: TenantId,
+    jobs: usize,
+}
+
+impl Reservation {
+    fn keep(mut self) {
+        self.jobs = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.jobs > 0 {
+            release(&self.inner, &self.tenant, self.jobs);
+        }
+    }
+}
+
+fn release(inner: &Inner, tenant: &TenantId, jobs: usize) {
+    let mut counts = lock(&inner.tenant_jobs);
+    if let Some(count) = counts.get_mut(tenant) {
+        *count = count.saturating_sub(jobs);
+        if *count == 0 {
+            counts.remove(tenant);
         }
     }
 }

@@ -198,8 +198,9 @@ async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
     let span =
         tracing::info_span!("batch", size = group.len(), key = %group[0].spec.render.batch_key());
     async {
-        let mut ready = Vec::new();
-        for held in group {
+        // The jobs of a batch are started and their photos fetched side by side: each job's steps
+        // keep their order, and the broker confirms the events of the batch together.
+        let starts = group.into_iter().map(|held| async move {
             record_queue_wait(&held.job);
             ctx.publish_event(&JobEvent::Started {
                 job: held.spec.job.clone(),
@@ -208,7 +209,12 @@ async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
                 attempt: held.job.attempt,
             })
             .await;
-            match load_request(ctx, &held.spec).await {
+            let loaded = load_request(ctx, &held.spec).await;
+            (held, loaded)
+        });
+        let mut ready = Vec::new();
+        for (held, loaded) in futures::future::join_all(starts).await {
+            match loaded {
                 Ok(request) => ready.push((held, request)),
                 Err(failure) => fail(ctx, held, failure).await,
             }
@@ -226,12 +232,18 @@ async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
             .observe(ready.len() as f64);
         m.worker_busy_seconds
             .inc_by(started.elapsed().as_secs_f64());
-        for ((held, _), result) in ready.into_iter().zip(results) {
-            match result {
-                Ok(rendered) => finish(ctx, held, rendered, render_ms).await,
-                Err(error) => fail(ctx, held, error.into()).await,
-            }
-        }
+        // Each job still writes its outputs, has its result confirmed and only then is acked; the jobs
+        // of the batch do this side by side.
+        let settles = ready
+            .into_iter()
+            .zip(results)
+            .map(|((held, _), result)| async move {
+                match result {
+                    Ok(rendered) => finish(ctx, held, rendered, render_ms).await,
+                    Err(error) => fail(ctx, held, error.into()).await,
+                }
+            });
+        futures::future::join_all(settles).await;
     }
     .instrument(span)
     .await
