@@ -311,7 +311,8 @@ fn a_registered_s3_model_is_fetched_through_the_object_store() {
         .arg("generate")
         .args(&args)
         .env_remove("RUST_LOG")
-        .env_remove("REVERIE_S3_BUCKET")
+        // The farm's store is S3: registry entries in any bucket are read with its endpoint and keys.
+        .env("REVERIE_S3_BUCKET", &bucket)
         .env("REVERIE_S3_ENDPOINT", testing::s3_endpoint())
         .env("REVERIE_S3_ACCESS_KEY", s3.access_key.unwrap())
         .env("REVERIE_S3_SECRET_KEY", s3.secret_key.unwrap())

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
-use reverie_shared::destinations::OutputPlace;
+use reverie_shared::destinations::{Destination, OutputPlace};
 use reverie_shared::ports::store::ObjectStore;
 use serde::Serialize;
 
@@ -77,11 +77,7 @@ pub async fn finish_album(
     let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     let (target, key) = place.locate(store, "manifest.json");
     target.put(&key, Bytes::from(json)).await?;
-    let names: Vec<&str> = images
-        .iter()
-        .filter_map(|image| image.rsplit('/').next())
-        .collect();
-    if let Some(sheet) = contact_sheet(store, &place, &names).await? {
+    if let Some(sheet) = contact_sheet(store, &images).await? {
         let (target, key) = place.locate(store, "contact-sheet.png");
         target.put(&key, Bytes::from(sheet)).await?;
     }
@@ -89,11 +85,7 @@ pub async fn finish_album(
     Ok(())
 }
 
-async fn contact_sheet(
-    store: &dyn ObjectStore,
-    place: &OutputPlace,
-    images: &[&str],
-) -> Result<Option<Vec<u8>>> {
+async fn contact_sheet(store: &dyn ObjectStore, images: &[String]) -> Result<Option<Vec<u8>>> {
     if images.is_empty() {
         return Ok(None);
     }
@@ -102,9 +94,17 @@ async fn contact_sheet(
     let width = columns * (CELL + GAP) + GAP;
     let height = rows * (CELL + GAP) + GAP;
     let mut sheet = RgbImage::from_pixel(width, height, Rgb([246, 244, 240]));
-    for (index, name) in images.iter().enumerate() {
-        let (source, key) = place.locate(store, name);
-        let bytes = source.get(&key).await?;
+    for (index, location) in images.iter().enumerate() {
+        // Where the worker said it wrote the image: a key of this store or s3://bucket/key.
+        let bytes = if Destination::is_url(location) {
+            let destination = Destination::parse(location)?;
+            store
+                .other_bucket(&destination.bucket)?
+                .get(&destination.prefix)
+                .await?
+        } else {
+            store.get(location).await?
+        };
         // A damaged output leaves its cell empty rather than failing the whole album.
         let Ok(image) = image::load_from_memory(&bytes) else {
             continue;

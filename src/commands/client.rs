@@ -164,8 +164,8 @@ pub struct BatchArgs {
     /// Name of the output album (in the tenant's own storage; default "ALBUM in STYLE").
     #[arg(long)]
     pub to: Option<String>,
-    /// At most this many photos.
-    #[arg(long, default_value_t = 10_000)]
+    /// At most this many photos (the request schema allows 1 to 1000 per run).
+    #[arg(long, default_value_t = 1_000)]
     pub limit: u32,
 }
 

@@ -107,7 +107,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let scheduler_task = tokio::spawn(scheduler.run(shutdown.clone(), Some(bound_tx)));
     let address = bound_rx.await.context("the scheduler did not start")?;
-    let renderers = crate::commands::renderers(&config)?;
+    let renderers = crate::commands::renderers(&config, &backends.store).await?;
     println!("renderer: {}", renderer_note(&config));
     let worker = Arc::new(WorkerContext {
         worker_id: "demo-worker".into(),
@@ -131,8 +131,10 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn renderer_note(config: &reverie_shared::Config) -> String {
-    let _ = config;
-    "painterly: this build renders without diffusion weights (the diffusion engine is not wired in yet; docs/diffusion.md)".to_string()
+    match &config.diffusion.model {
+        Some(model) => format!("diffusion: model {model} (img2img from your photos), painterly for styles"),
+        None => "painterly: no diffusion weights are configured (set diffusion.model to a diffusers folder or a registered name; docs/diffusion.md)".to_string(),
+    }
 }
 
 async fn import_samples(backends: &Backends, tenant: &TenantId) -> anyhow::Result<()> {

@@ -10,12 +10,13 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
 use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
-use reverie_diffusion::registry::{resolve_local_dir, BlobFetcher, ModelRegistry, ResolvedModel};
+use reverie_diffusion::registry::ResolvedModel;
 use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 use reverie_shared::backends::connect_store;
 use reverie_shared::retry::Backoff;
 use reverie_shared::Config;
-use tokio::io::AsyncWriteExt;
+use reverie_worker::render::diffusion::{parse_device, parse_dtype};
+use reverie_worker::render::ModelSource;
 
 use crate::app::{self, GlobalArgs};
 
@@ -86,8 +87,8 @@ pub struct GenerateArgs {
 
 pub async fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<()> {
     let config = app::start_quiet(global)?;
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || generate(&config, handle, args))
+    let model = resolve_model(&config, &args).await?;
+    tokio::task::spawn_blocking(move || generate(model, args))
         .await
         .context("generation task")?
 }
@@ -102,30 +103,6 @@ fn parse_size(size: &str) -> anyhow::Result<(usize, usize)> {
     }
 }
 
-fn parse_dtype(name: &str) -> anyhow::Result<DType> {
-    Ok(match name {
-        "f32" => DType::F32,
-        "f16" => DType::F16,
-        "bf16" => DType::BF16,
-        other => bail!("--dtype {other:?} is not f32, f16 or bf16"),
-    })
-}
-
-fn parse_device(name: &str) -> anyhow::Result<Device> {
-    if name == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let ordinal = match name.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("--device {name:?} is not cpu, cuda or cuda:N"))?,
-        None => bail!("--device {name:?} is not cpu, cuda or cuda:N"),
-    };
-    Device::new_cuda(ordinal).with_context(|| format!("opening {name}"))
-}
-
 fn parse_spacing(name: &str) -> anyhow::Result<TimestepSpacing> {
     Ok(match name {
         "leading" => TimestepSpacing::Leading,
@@ -135,60 +112,25 @@ fn parse_spacing(name: &str) -> anyhow::Result<TimestepSpacing> {
     })
 }
 
-/// Fetches registry objects through the shared object store port, one store per bucket.
-struct StoreFetcher {
-    config: Config,
-    handle: tokio::runtime::Handle,
-}
-
-impl BlobFetcher for StoreFetcher {
-    fn fetch(&self, bucket: &str, key: &str, destination: &Path) -> Result<(), String> {
-        let mut config = self.config.clone();
-        config.s3.bucket = Some(bucket.to_string());
-        config.s3.prefix = String::new();
-        let backoff = Backoff::from(&self.config.retry);
-        self.handle
-            .block_on(async move {
-                let store = connect_store(&config, backoff).await?;
-                let mut reader = store.reader(key).await?;
-                let mut file = tokio::fs::File::create(destination).await?;
-                tokio::io::copy(&mut reader, &mut file).await?;
-                file.flush().await?;
-                anyhow::Ok(())
-            })
-            .map_err(|e| format!("{e:#}"))
-    }
-}
-
-fn resolve_model(
-    config: &Config,
-    handle: tokio::runtime::Handle,
-    args: &GenerateArgs,
-) -> anyhow::Result<ResolvedModel> {
-    let as_path = Path::new(&args.model);
-    if as_path.is_dir() {
-        return resolve_local_dir(as_path)
-            .with_context(|| format!("hashing model folder {}", as_path.display()));
-    }
-    let diffusion_dir = config.models_dir().join("diffusion");
-    let registry_path = args
-        .registry
-        .clone()
-        .unwrap_or_else(|| diffusion_dir.join("registry.toml"));
-    if !registry_path.is_file() {
-        bail!(
-            "--model {:?} is neither a folder nor a registered name: no registry at {} \
-             (pass --registry or set REVERIE_MODEL_REGISTRY)",
-            args.model,
-            registry_path.display()
-        );
-    }
-    let registry = ModelRegistry::from_file(&registry_path)?;
-    let fetcher = StoreFetcher {
-        config: config.clone(),
-        handle,
+/// The model `--model` names: a diffusers folder, or a registered name resolved through the same
+/// registry and object store the workers use.
+async fn resolve_model(config: &Config, args: &GenerateArgs) -> anyhow::Result<ResolvedModel> {
+    let store = if Path::new(&args.model).is_dir() {
+        None
+    } else {
+        Some(connect_store(config, Backoff::from(&config.retry)).await?)
     };
-    Ok(registry.resolve(&args.model, &diffusion_dir.join("cache"), Some(&fetcher))?)
+    let source = ModelSource {
+        registry: args
+            .registry
+            .clone()
+            .unwrap_or_else(|| config.diffusion_registry()),
+        cache_dir: config.models_dir().join("diffusion").join("cache"),
+        store,
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let model = args.model.clone();
+    Ok(tokio::task::spawn_blocking(move || source.resolve(&model)).await??)
 }
 
 /// The explicit starting latents of `--init-latents`, one `(1, 4, h, w)` tensor per image.
@@ -329,18 +271,13 @@ fn build_request(args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
     Ok(request)
 }
 
-fn generate(
-    config: &Config,
-    handle: tokio::runtime::Handle,
-    args: GenerateArgs,
-) -> anyhow::Result<()> {
-    let dtype = parse_dtype(&args.dtype)?;
-    let device = parse_device(&args.device)?;
+fn generate(model: ResolvedModel, args: GenerateArgs) -> anyhow::Result<()> {
+    let dtype = parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
+    let device = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     let request = build_request(&args)?;
     if args.prompt.is_empty() {
         eprintln!("note: empty prompt: generating unconditionally");
     }
-    let model = resolve_model(config, handle, &args)?;
     let pipeline = StableDiffusion::from_dir(&model.dir, &device, dtype)
         .with_context(|| format!("loading model {} from {}", model.name, model.dir.display()))?;
     let scheduler = request.scheduler.unwrap_or(pipeline.default_scheduler());

@@ -13,8 +13,10 @@ mod tenant;
 mod worker;
 
 use clap::Subcommand;
+use reverie_shared::ports::store::SharedStore;
 use reverie_shared::Config;
-use reverie_worker::render::PainterlyRenderer;
+use reverie_worker::render::diffusion::{parse_device, parse_dtype};
+use reverie_worker::render::{DiffusionRenderer, ModelSource, PainterlyRenderer};
 use reverie_worker::Renderers;
 
 use crate::app::Cli;
@@ -93,7 +95,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The renderers a worker of this build can run with this configuration.
-pub fn renderers(_config: &Config) -> anyhow::Result<Renderers> {
-    Ok(Renderers::default().with(std::sync::Arc::new(PainterlyRenderer)))
+/// The renderers a worker of this build can run with this configuration: always the painterly one,
+/// and diffusion when `diffusion.model` names a model (resolved, verified and loaded here, once, so a
+/// missing or corrupt model stops the worker at start with the reason instead of failing every job).
+pub async fn renderers(config: &Config, store: &SharedStore) -> anyhow::Result<Renderers> {
+    let renderers = Renderers::default().with(std::sync::Arc::new(PainterlyRenderer));
+    let Some(model) = config.diffusion.model.clone() else {
+        return Ok(renderers);
+    };
+    let device = parse_device(&config.diffusion.device).map_err(anyhow::Error::msg)?;
+    let dtype = parse_dtype(&config.diffusion.dtype).map_err(anyhow::Error::msg)?;
+    let source = ModelSource {
+        registry: config.diffusion_registry(),
+        cache_dir: config.models_dir().join("diffusion").join("cache"),
+        store: Some(store.clone()),
+        runtime: tokio::runtime::Handle::current(),
+    };
+    let renderer = tokio::task::spawn_blocking(move || {
+        DiffusionRenderer::load(&source, &model, &device, dtype)
+    })
+    .await??;
+    Ok(renderers.with(std::sync::Arc::new(renderer)))
 }

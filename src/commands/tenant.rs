@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use reverie_scheduler::{Core, SchedulerOptions};
+use reverie_shared::destinations::TenantDestinations;
 use reverie_shared::ids::TenantId;
 use reverie_shared::Backends;
 
@@ -27,6 +28,11 @@ pub enum TenantCommand {
     },
     /// Bind a RabbitMQ user: its messages (broker-validated user_id) act for this tenant.
     BindAmqpUser { tenant: String, user: String },
+    /// Register a bucket the tenant owns (`s3://bucket/prefix`, same S3 endpoint and credentials as the
+    /// farm) as a place album runs may deliver to (`reverie batch --to s3://bucket/prefix/...`).
+    AddDestination { tenant: String, url: String },
+    /// List the tenant's registered output destinations.
+    Destinations { tenant: String },
     /// Delete everything of a tenant — shards, analyses, embeddings, people, results, job records — and
     /// report what was deleted.
     Forget { tenant: String },
@@ -53,10 +59,15 @@ pub enum ConsentCommand {
     },
 }
 
-async fn core(global: &GlobalArgs) -> anyhow::Result<Core> {
+async fn connect(global: &GlobalArgs) -> anyhow::Result<(Core, Backends)> {
     let config = app::start_quiet(global)?;
     let backends = Backends::connect(&config).await?;
-    Ok(Core::new(backends, SchedulerOptions::from_config(&config)))
+    let core = Core::new(backends.clone(), SchedulerOptions::from_config(&config));
+    Ok((core, backends))
+}
+
+async fn core(global: &GlobalArgs) -> anyhow::Result<Core> {
+    Ok(connect(global).await?.0)
 }
 
 fn lifetime(days: Option<u64>) -> Option<Duration> {
@@ -64,7 +75,7 @@ fn lifetime(days: Option<u64>) -> Option<Duration> {
 }
 
 pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<()> {
-    let core = core(global).await?;
+    let (core, backends) = connect(global).await?;
     match command {
         TenantCommand::Create {
             tenant,
@@ -95,6 +106,20 @@ pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<
             core.tenants()
                 .bind_amqp_user(&TenantId::new(tenant)?, &user)
                 .await?;
+        }
+        TenantCommand::AddDestination { tenant, url } => {
+            let tenant = core.tenants().require(&TenantId::new(tenant)?).await?.id;
+            let destination = TenantDestinations::register(&*backends.store, &tenant, &url).await?;
+            println!("{}", destination.url());
+        }
+        TenantCommand::Destinations { tenant } => {
+            let tenant = TenantId::new(tenant)?;
+            for url in TenantDestinations::load(&*backends.store, &tenant)
+                .await?
+                .destinations
+            {
+                println!("{url}");
+            }
         }
         TenantCommand::Forget { tenant } => {
             let report = core.forget(&TenantId::new(tenant)?).await?;

@@ -28,6 +28,7 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
     let cache_dir = config.data_dir.join("worker-photo-cache");
     let photo_cache = PhotoCache::open(&cache_dir, config.worker.shard_cache_mb * 1024 * 1024)
         .with_context(|| format!("photo cache in {}", cache_dir.display()))?;
+    let renderers = crate::commands::renderers(&config, &backends.store).await?;
     let ctx = Arc::new(WorkerContext {
         worker_id: args.id.unwrap_or_else(default_worker_id),
         backends,
@@ -35,7 +36,7 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
         settings: config.worker.clone(),
         retry: config.retry.clone(),
         cache_prefix: config.cache.prefix.clone(),
-        renderers: crate::commands::renderers(&config)?,
+        renderers,
         photo_cache: Some(Arc::new(photo_cache)),
         analyser: Some(Arc::new(reverie_worker::analysis::Analyser::load(
             &config.models_dir(),
