@@ -202,7 +202,13 @@ impl DiffusionRenderer {
         generation
             .validate()
             .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        let step_time = &reverie_shared::metrics::global().diffusion_step;
+        let mut step_started = std::time::Instant::now();
         let result = self.pipeline.generate(&generation, &mut |step| {
+            step_time
+                .with_label_values(&[])
+                .observe(step_started.elapsed().as_secs_f64());
+            step_started = std::time::Instant::now();
             for &index in indices {
                 progress(index, step.step as u32, step.total as u32);
             }
