@@ -206,7 +206,7 @@ impl DiffusionRenderer {
         let mut step_started = std::time::Instant::now();
         let result = self.pipeline.generate(&generation, &mut |step| {
             step_time
-                .with_label_values(&[])
+                .with_label_values::<&str>(&[])
                 .observe(step_started.elapsed().as_secs_f64());
             step_started = std::time::Instant::now();
             for &index in indices {
