@@ -116,12 +116,26 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
             count,
         } => similar(&*store, tenant, photo, count).await?,
         LibraryCommand::Show { tenant, json } => {
-            let manifest = load_manifest(&*store, &TenantId::new(tenant)?).await?;
+            let tenant = TenantId::new(tenant)?;
+            let manifest = load_manifest(&*store, &tenant).await?;
             let summary = summarise(&manifest);
+            let palettes = reverie_worker::palettes::load_palettes(&*store, &tenant).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                let mut value = serde_json::to_value(&summary)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("palettes".to_string(), serde_json::to_value(&palettes)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", summary.to_text());
+                match &palettes {
+                    Some(palettes) => {
+                        print!("{}", reverie_worker::palettes::favourites_text(palettes))
+                    }
+                    None => println!(
+                        "favourite palettes: not computed yet (run `reverie analyse --tenant {tenant}`)"
+                    ),
+                }
             }
         }
     }

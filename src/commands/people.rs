@@ -99,6 +99,8 @@ pub async fn analyse_library(
     let mut people = load_people(&*backends.store, tenant).await?;
     let new_faces = update_people(&mut people, &manifest, &analyses);
     save_people(&*backends.store, tenant, &people).await?;
+    let palettes = reverie_worker::palettes::library_palettes(&manifest, &analyses);
+    reverie_worker::palettes::save_palettes(&*backends.store, tenant, &palettes).await?;
     Ok(format!(
         "analysed {} shards ({computed} computed, {reused} already analysed) in {:.1}s: {faces} faces ({new_faces} new), {} people",
         manifest.shards.len(),

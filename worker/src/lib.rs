@@ -8,6 +8,7 @@ pub mod context;
 pub mod inputs;
 pub mod lifecycle;
 pub mod outputs;
+pub mod palettes;
 pub mod people;
 pub mod render;
 pub mod runner;

@@ -382,6 +382,7 @@ pub fn test_library() -> TenantLibrary {
     TenantLibrary {
         catalog,
         photos: vec![anna, anna_blurry, lisbon, rex],
+        palettes: Default::default(),
     }
 }
 

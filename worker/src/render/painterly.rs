@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use image::imageops::FilterType;
 use image::DynamicImage;
 use reverie_paint::{
-    compose, paint_rgb, transfer_palette, Palette, Rect, StyleSpec, Subject, SubjectKind,
-    TransferOptions,
+    blend_palettes, compose, paint_rgb, transfer_palette, Palette, PaletteVote, Rect, StyleSpec,
+    Subject, SubjectKind, TransferOptions,
 };
 use reverie_shared::jobs::{ReferenceRole, RendererKind};
 
 use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
 
-/// Colours extracted from a palette photo ("in my colours").
+/// Colours of the palette a render is recoloured toward ("in my colours").
 const PALETTE_SIZE: usize = 6;
 
 #[derive(Debug, Default)]
@@ -77,11 +77,11 @@ fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
         DynamicImage::ImageRgb8(compose(&canvas, &subjects).map_err(invalid)?.image)
     };
     let mut details = BTreeMap::from([("style".to_string(), style.name.clone())]);
-    let scene = match (spec.palette_transfer, pick(request, ReferenceRole::Palette)) {
-        (true, Some(palette_photo)) => {
-            let palette =
-                Palette::extract(palette_photo, PALETTE_SIZE, spec.seed).map_err(invalid)?;
+    let scene = match (spec.palette_transfer, target_palette(request)?) {
+        (true, Some((palette, photos))) => {
             details.insert("palette_transfer".to_string(), "true".to_string());
+            details.insert("palette_photos".to_string(), photos.to_string());
+            details.insert("palette".to_string(), palette_hex(&palette));
             let options = TransferOptions {
                 seed: spec.seed,
                 ..TransferOptions::default()
@@ -96,6 +96,36 @@ fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
         model_hash: None,
         details,
     })
+}
+
+/// The palette to recolour toward: the blend of every palette photo's palette (the scheduler sends the
+/// photos behind the tenant's favourite palette, or an album's or place's photos), with how many photos
+/// it came from. Each photo's palette is extracted with a fixed seed so the target does not depend on
+/// the job's seed.
+fn target_palette(request: &RenderRequest) -> Result<Option<(Palette, usize)>, RenderError> {
+    let votes = request
+        .photos
+        .iter()
+        .filter(|(reference, _)| reference.role == ReferenceRole::Palette)
+        .map(|(_, image)| {
+            Palette::extract(image, PALETTE_SIZE, 0).map(|palette| PaletteVote {
+                palette,
+                rating: None,
+                favourite: false,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(invalid)?;
+    Ok(blend_palettes(&votes, PALETTE_SIZE, 0).map(|palette| (palette, votes.len())))
+}
+
+fn palette_hex(palette: &Palette) -> String {
+    palette
+        .colours
+        .iter()
+        .map(|c| format!("#{:02x}{:02x}{:02x}", c.rgb[0], c.rgb[1], c.rgb[2]))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn pick(request: &RenderRequest, role: ReferenceRole) -> Option<&DynamicImage> {

@@ -126,3 +126,51 @@ fn undecodable_bytes_give_a_clear_error() {
     let err = decode_image(b"not an image", "photo.jpg").expect_err("must fail");
     assert!(err.to_string().contains("photo.jpg"), "{err}");
 }
+
+#[test]
+fn cmyk_jpeg_decodes_and_finds_the_same_face_as_rgb() {
+    // Written by Pillow (`img.convert('CMYK').save(...)`, Adobe inverted CMYK): the decoder converts it
+    // to RGB, and the face matches the one in the RGB original.
+    let path = common::fixture_dir().join("images/cmyk_obama.jpg");
+    let bytes = std::fs::read(&path).expect("cmyk fixture");
+    let cmyk = decode_image(&bytes, "cmyk_obama.jpg").expect("CMYK JPEG decodes");
+    let from_cmyk = analyzer()
+        .analyze_dynamic_batch(&[cmyk])
+        .expect("analyze cmyk");
+    let rgb = analyzer()
+        .analyze_batch(&[common::load_rgb("images/frpy_obama.png")])
+        .expect("analyze rgb");
+    assert_eq!(from_cmyk[0].len(), 1, "one face in the CMYK photo");
+    let (a, b) = (from_cmyk[0][0].bbox, rgb[0][0].bbox);
+    assert!(
+        (a.left - b.left).abs() <= 4 && (a.top - b.top).abs() <= 4,
+        "{a:?} vs {b:?}"
+    );
+    let distance: f32 = from_cmyk[0][0]
+        .descriptor
+        .iter()
+        .zip(&rgb[0][0].descriptor)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f32>()
+        .sqrt();
+    assert!(
+        distance < 0.3,
+        "same person: descriptor distance {distance}"
+    );
+}
+
+#[test]
+fn sixteen_bit_png_file_decodes_like_its_eight_bit_source() {
+    let rgb = astronaut();
+    let mut png = Vec::new();
+    DynamicImage::ImageRgb16(DynamicImage::ImageRgb8(rgb.clone()).to_rgb16())
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encode 16-bit png");
+    let decoded = decode_image(&png, "sixteen.png").expect("16-bit PNG decodes");
+    assert!(matches!(decoded, DynamicImage::ImageRgb16(_)));
+    let faces = analyzer()
+        .analyze_dynamic_batch(&[decoded])
+        .expect("analyze");
+    let reference = analyzer().analyze_batch(&[rgb]).expect("rgb");
+    assert_eq!(faces[0][0].bbox, reference[0][0].bbox);
+}

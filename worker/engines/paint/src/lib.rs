@@ -31,8 +31,8 @@ pub use fingerprint::{nearest, Fingerprint, Neighbour};
 pub use oil::OilParams;
 pub use painterly::{PainterlyParams, Stroke};
 pub use palette::{
-    favourite_palettes, palette_distance, transfer_palette, FavouritePalette, Palette,
-    PaletteColour, PaletteVote, TransferOptions,
+    blend_palettes, favourite_palettes, palette_distance, transfer_palette, FavouritePalette,
+    Palette, PaletteColour, PaletteVote, TransferOptions,
 };
 pub use pop_art::PopArtParams;
 pub use sketch::SketchParams;

@@ -388,6 +388,9 @@ pub struct FavouritePalette {
     pub score: f32,
     /// Number of photos whose palettes fell into this group (recurrence).
     pub photos: usize,
+    /// Indices (into the votes passed in) of the photos in this group, heaviest vote first.
+    #[serde(default)]
+    pub members: Vec<usize>,
 }
 
 /// Weight of one photo: unrated photos count 1, each star adds 0.3, a favourite adds 2.
@@ -406,7 +409,11 @@ pub fn favourite_palettes(
     colours: usize,
     seed: u64,
 ) -> Vec<FavouritePalette> {
-    let votes: Vec<&PaletteVote> = votes.iter().filter(|v| !v.palette.is_empty()).collect();
+    // Indices of the usable votes in the caller's slice, so members can name them.
+    let usable: Vec<usize> = (0..votes.len())
+        .filter(|&i| !votes[i].palette.is_empty())
+        .collect();
+    let votes: Vec<&PaletteVote> = usable.iter().map(|&i| &votes[i]).collect();
     if votes.is_empty() || groups == 0 {
         return Vec::new();
     }
@@ -437,19 +444,31 @@ pub fn favourite_palettes(
     }
     let mut result: Vec<FavouritePalette> = (0..centres.len())
         .filter_map(|g| {
-            let members: Vec<usize> = (0..votes.len()).filter(|&i| assignment[i] == g).collect();
+            let mut members: Vec<usize> =
+                (0..votes.len()).filter(|&i| assignment[i] == g).collect();
             if members.is_empty() {
                 return None;
             }
+            members.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
             Some(FavouritePalette {
                 palette: centres[g].clone(),
                 score: members.iter().map(|&i| weights[i]).sum(),
                 photos: members.len(),
+                members: members.iter().map(|&i| usable[i]).collect(),
             })
         })
         .collect();
     result.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.photos.cmp(&a.photos)));
     result
+}
+
+/// One palette for a set of photos (an album, a place, a render's palette references): every photo's
+/// colours weighted by its vote, clustered into `colours` colours. `None` when no vote has colours.
+pub fn blend_palettes(votes: &[PaletteVote], colours: usize, seed: u64) -> Option<Palette> {
+    favourite_palettes(votes, 1, colours, seed)
+        .into_iter()
+        .next()
+        .map(|group| group.palette)
 }
 
 fn farthest_point_seeds(votes: &[&PaletteVote], weights: &[f32], groups: usize) -> Vec<Palette> {
@@ -556,6 +575,7 @@ mod tests {
         assert_eq!(fav.len(), 2);
         assert!(palette_distance(&fav[0].palette, &warm) < 3.0, "{fav:?}");
         assert_eq!(fav[0].photos, 3);
+        assert_eq!(fav[0].members, vec![3, 4, 5], "the warm votes");
         assert!(fav[0].score > fav[1].score);
     }
 }
