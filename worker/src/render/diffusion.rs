@@ -24,7 +24,7 @@ use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_
 use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
 use reverie_diffusion::registry::{resolve_local_dir, BlobFetcher, ModelRegistry, ResolvedModel};
 use reverie_diffusion::SchedulerKind;
-use reverie_paint::{compose, Rect, Subject, SubjectKind};
+use reverie_paint::compose;
 use reverie_shared::jobs::{ReferenceRole, RendererKind};
 use reverie_shared::ports::store::SharedStore;
 use tokio::io::AsyncWriteExt;
@@ -281,22 +281,7 @@ fn init_picture(request: &RenderRequest) -> Result<Option<InitPicture>, RenderEr
         .map(|(_, image)| {
             image.resize_to_fill(width, height, image::imageops::FilterType::Triangle)
         });
-    let subjects: Vec<Subject> = request
-        .photos
-        .iter()
-        .filter(|(reference, _)| reference.role == ReferenceRole::Subject)
-        .map(|(reference, image)| Subject {
-            image: image.clone(),
-            kind: SubjectKind::Person {
-                face: reference.face_box.map(|[l, t, r, b]| Rect {
-                    x: l as f32,
-                    y: t as f32,
-                    width: r.saturating_sub(l) as f32,
-                    height: b.saturating_sub(t) as f32,
-                }),
-            },
-        })
-        .collect();
+    let subjects = request.subjects();
     if subjects.is_empty() {
         return Ok(background.map(|b| (b.to_rgb8(), None, strength)));
     }

@@ -10,13 +10,35 @@ pub use painterly::{PainterlyRenderer, DEFAULT_STYLE};
 use std::collections::BTreeMap;
 
 use image::{DynamicImage, RgbImage};
-use reverie_shared::jobs::{PhotoRef, RenderSpec, RendererKind};
+use reverie_paint::{Rect, Subject, SubjectKind};
+use reverie_shared::jobs::{PhotoRef, ReferenceRole, RenderSpec, RendererKind};
 
 /// One job's input to a renderer: the fixed parameters and the decoded reference photos.
 #[derive(Debug, Clone)]
 pub struct RenderRequest {
     pub spec: RenderSpec,
     pub photos: Vec<(PhotoRef, DynamicImage)>,
+}
+
+impl RenderRequest {
+    /// The job's subject photos (people, pets) as the compositor takes them, face boxes included.
+    pub fn subjects(&self) -> Vec<Subject> {
+        self.photos
+            .iter()
+            .filter(|(reference, _)| reference.role == ReferenceRole::Subject)
+            .map(|(reference, image)| Subject {
+                image: image.clone(),
+                kind: SubjectKind::Person {
+                    face: reference.face_box.map(|[l, t, r, b]| Rect {
+                        x: l as f32,
+                        y: t as f32,
+                        width: r.saturating_sub(l) as f32,
+                        height: b.saturating_sub(t) as f32,
+                    }),
+                },
+            })
+            .collect()
+    }
 }
 
 /// One rendered image with what the renderer wants recorded about it.

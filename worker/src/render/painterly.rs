@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use image::imageops::FilterType;
 use image::DynamicImage;
 use reverie_paint::{
-    blend_palettes, compose, paint_rgb, transfer_palette, Palette, PaletteVote, Rect, StyleSpec,
-    Subject, SubjectKind, TransferOptions,
+    blend_palettes, compose, paint_rgb, transfer_palette, Palette, PaletteVote, StyleSpec,
+    TransferOptions,
 };
 use reverie_shared::jobs::{ReferenceRole, RendererKind};
 
@@ -54,22 +54,7 @@ fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
         .ok_or_else(|| {
             invalid("the painterly renderer paints from a photo, and the job references none")
         })?;
-    let subjects: Vec<Subject> = request
-        .photos
-        .iter()
-        .filter(|(reference, _)| reference.role == ReferenceRole::Subject)
-        .map(|(reference, image)| Subject {
-            image: image.clone(),
-            kind: SubjectKind::Person {
-                face: reference.face_box.map(|[l, t, r, b]| Rect {
-                    x: l as f32,
-                    y: t as f32,
-                    width: r.saturating_sub(l) as f32,
-                    height: b.saturating_sub(t) as f32,
-                }),
-            },
-        })
-        .collect();
+    let subjects = request.subjects();
     let canvas = fit(background, spec.width, spec.height);
     let scene = if subjects.is_empty() {
         canvas

@@ -37,14 +37,7 @@ fn default_eps() -> f64 {
 
 impl ClipTextConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = crate::error::read_json(path)?;
         if config.num_attention_heads == 0
             || !config
                 .hidden_size

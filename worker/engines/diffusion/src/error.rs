@@ -53,3 +53,15 @@ pub enum DiffusionError {
 }
 
 pub type Result<T> = std::result::Result<T, DiffusionError>;
+
+/// Reads a JSON file of a checkpoint (a `config.json`, `model_index.json`, ...) with errors that name it.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}

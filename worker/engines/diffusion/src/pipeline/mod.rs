@@ -64,16 +64,7 @@ impl std::fmt::Debug for StableDiffusion {
     }
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
+use crate::error::read_json;
 
 /// The scheduler a checkpoint's `scheduler_config.json` names, where this crate has it.
 /// Classes we lack (PNDM, the SD 1.x default) fall back to Euler, the common replacement.

@@ -112,14 +112,7 @@ pub struct SchedulerOverrides {
 impl SchedulerConfig {
     /// Reads a diffusers `scheduler_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        crate::error::read_json(path)
     }
 
     /// This config with the job's overrides applied.

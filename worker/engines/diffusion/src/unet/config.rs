@@ -280,14 +280,7 @@ pub struct UNetPlan {
 
 impl UNetConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = crate::error::read_json(path)?;
         config.plan(path)?;
         Ok(config)
     }

@@ -72,14 +72,7 @@ const DECODER_BLOCK: &str = "UpDecoderBlock2D";
 
 impl VaeConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let config: Self = serde_json::from_str(&text).map_err(|source| DiffusionError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let config: Self = crate::error::read_json(path)?;
         config.validate(path)?;
         Ok(config)
     }
