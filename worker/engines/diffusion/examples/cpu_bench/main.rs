@@ -365,7 +365,7 @@ fn parse_args() -> Result<(Options, Option<(PathBuf, usize)>)> {
             path => dir = Some(PathBuf::from(path)),
         }
     }
-    if options.mid_size % 64 != 0 {
+    if !options.mid_size.is_multiple_of(64) {
         return Err("--mid-size must be a multiple of 64 pixels".into());
     }
     let measure = match (measure, dir) {
