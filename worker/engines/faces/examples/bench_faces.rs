@@ -1,8 +1,10 @@
 //! Benchmark: faces per second for detection and for descriptors on CPU, over the
 //! fixture images. Run optimised:
 //! `cargo run --release -p reverie-faces --example bench_faces -- MODELS_DIR IMAGES_DIR`.
-//! dlib's own column needs its Python bindings (`python3 -c "import dlib"`); when
-//! they are absent the table says so instead of inventing numbers.
+//! dlib's own column runs `bench/dlib_bench.py` on the same images in the same run with the
+//! Python named by `REVERIE_DLIB_PYTHON` (default `python3`; `pip install dlib numpy pillow` builds
+//! dlib from source, about 15 minutes); when dlib is absent the table says so instead of inventing
+//! numbers.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,25 +48,54 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         models.descriptor.descriptors(&refs)?;
     }
     let desc_secs = start.elapsed().as_secs_f64();
-    let dlib = Command::new("python3")
-        .args(["-c", "import dlib"])
-        .status()
-        .is_ok_and(|s| s.success());
+    let dlib = dlib_column(models_dir, images_dir);
     println!("{} images, {faces} faces, CPU", images.len());
-    println!("| stage | reverie faces/s | dlib faces/s |");
-    println!("|---|---|---|");
-    let dlib_note = if dlib {
-        "dlib installed, but this benchmark does not drive it yet"
-    } else {
-        "n/a: dlib Python bindings not installed"
-    };
-    println!(
-        "| detection | {:.2} | {dlib_note} |",
-        faces as f64 / detect_secs
-    );
-    println!(
-        "| descriptor | {:.2} | {dlib_note} |",
-        chips.len() as f64 / desc_secs
-    );
+    println!("| stage | reverie faces/s | dlib faces/s | reverie / dlib |");
+    println!("|---|---|---|---|");
+    let ours = [
+        (
+            "detection",
+            faces as f64 / detect_secs,
+            "detection_faces_per_s",
+        ),
+        (
+            "descriptor",
+            chips.len() as f64 / desc_secs,
+            "descriptor_faces_per_s",
+        ),
+    ];
+    for (stage, rate, key) in ours {
+        match &dlib {
+            Ok(theirs) => {
+                let theirs = theirs[key].as_f64().unwrap_or(f64::NAN);
+                println!(
+                    "| {stage} | {rate:.2} | {theirs:.2} | {:.2} |",
+                    rate / theirs
+                );
+            }
+            Err(note) => println!("| {stage} | {rate:.2} | n/a | {note} |"),
+        }
+    }
     Ok(())
+}
+
+/// dlib's numbers on the same images, or why there are none.
+fn dlib_column(
+    models_dir: &std::path::Path,
+    images_dir: &std::path::Path,
+) -> Result<serde_json::Value, String> {
+    let python = std::env::var("REVERIE_DLIB_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/dlib_bench.py");
+    let output = Command::new(&python)
+        .arg(&script)
+        .arg(models_dir)
+        .arg(images_dir)
+        .output()
+        .map_err(|e| format!("{python} not runnable: {e}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or("").to_string();
+        return Err(format!("dlib not available to {python} ({last})"));
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("dlib_bench output: {e}"))
 }
