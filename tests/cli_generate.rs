@@ -313,6 +313,8 @@ fn a_registered_s3_model_is_fetched_through_the_object_store() {
         .env_remove("RUST_LOG")
         // The farm's store is S3: registry entries in any bucket are read with its endpoint and keys.
         .env("REVERIE_S3_BUCKET", &bucket)
+        // The cache is looked for under this data directory's models folder.
+        .env_remove("REVERIE_MODELS_DIR")
         .env("REVERIE_S3_ENDPOINT", testing::s3_endpoint())
         .env("REVERIE_S3_ACCESS_KEY", s3.access_key.unwrap())
         .env("REVERIE_S3_SECRET_KEY", s3.secret_key.unwrap())
