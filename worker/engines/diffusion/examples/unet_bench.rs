@@ -4,15 +4,14 @@
 //! [--batch 2] [--runs 3] [--f16] [--channels 320,640,1280,1280]`
 //!
 //! Without `UNET_DIR` it builds a UNet of the SD 1.5 shape (or of `--channels`) with random
-//! weights in a temporary folder: the time of a forward pass depends on the shapes only. The
+//! weights (`cpu_bench/random_weights.rs`) in a temporary folder: the time of a forward pass depends on the shapes only. The
 //! default batch of 2 is one classifier-free-guidance step; `--latents 64` is a 512x512 image.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use reverie_diffusion::unet::{AttentionPlan, UNetConfig};
+use reverie_diffusion::unet::UNetConfig;
 use reverie_diffusion::UNet2DConditionModel;
 
 /// SD 1.5's `unet/config.json` (the fields that differ from diffusers' defaults included).
@@ -32,174 +31,11 @@ const TEXT_TOKENS: usize = 77;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-/// Random weights named and shaped as diffusers names a `UNet2DConditionModel`'s tensors.
-struct RandomWeights {
-    tensors: HashMap<String, Tensor>,
-    linear_projection: bool,
-}
-
-impl RandomWeights {
-    /// Values spread over +-1/sqrt(fan_in) by a cheap quasi-random sequence (a PRNG would take
-    /// longer than the forward passes being timed).
-    fn put_random(&mut self, name: String, shape: &[usize], fan_in: usize) -> Result<()> {
-        let bound = 1.0 / (fan_in as f64).sqrt();
-        let count: usize = shape.iter().product();
-        let index = Tensor::arange(0u32, count as u32, &Device::Cpu)?.to_dtype(DType::F32)?;
-        let phase = (index.affine(0.618_034, 0.0)? - index.affine(0.618_034, 0.0)?.floor()?)?;
-        let tensor = phase.affine(2.0 * bound, -bound)?.reshape(shape)?;
-        self.tensors.insert(name, tensor);
-        Ok(())
-    }
-
-    fn put_zeros(&mut self, name: String, size: usize) -> Result<()> {
-        let tensor = Tensor::zeros(size, DType::F32, &Device::Cpu)?;
-        self.tensors.insert(name, tensor);
-        Ok(())
-    }
-
-    fn conv(&mut self, name: &str, input: usize, output: usize, kernel: usize) -> Result<()> {
-        let shape = [output, input, kernel, kernel];
-        self.put_random(format!("{name}.weight"), &shape, input * kernel * kernel)?;
-        self.put_zeros(format!("{name}.bias"), output)
-    }
-
-    fn linear(&mut self, name: &str, input: usize, output: usize, bias: bool) -> Result<()> {
-        self.put_random(format!("{name}.weight"), &[output, input], input)?;
-        if bias {
-            self.put_zeros(format!("{name}.bias"), output)?;
-        }
-        Ok(())
-    }
-
-    fn norm(&mut self, name: &str, channels: usize) -> Result<()> {
-        let ones = Tensor::ones(channels, DType::F32, &Device::Cpu)?;
-        self.tensors.insert(format!("{name}.weight"), ones);
-        self.put_zeros(format!("{name}.bias"), channels)
-    }
-
-    fn resnet(&mut self, name: &str, input: usize, output: usize, temb: usize) -> Result<()> {
-        self.norm(&format!("{name}.norm1"), input)?;
-        self.conv(&format!("{name}.conv1"), input, output, 3)?;
-        self.linear(&format!("{name}.time_emb_proj"), temb, output, true)?;
-        self.norm(&format!("{name}.norm2"), output)?;
-        self.conv(&format!("{name}.conv2"), output, output, 3)?;
-        if input != output {
-            self.conv(&format!("{name}.conv_shortcut"), input, output, 1)?;
-        }
-        Ok(())
-    }
-
-    fn projection(&mut self, name: &str, input: usize, output: usize) -> Result<()> {
-        if self.linear_projection {
-            self.linear(name, input, output, true)
-        } else {
-            self.conv(name, input, output, 1)
-        }
-    }
-
-    fn transformer(&mut self, name: &str, channels: usize, plan: &AttentionPlan) -> Result<()> {
-        let inner = plan.heads * plan.head_dim;
-        self.norm(&format!("{name}.norm"), channels)?;
-        self.projection(&format!("{name}.proj_in"), channels, inner)?;
-        for block in 0..plan.depth {
-            let b = format!("{name}.transformer_blocks.{block}");
-            for norm in ["norm1", "norm2", "norm3"] {
-                self.norm(&format!("{b}.{norm}"), inner)?;
-            }
-            let first_context = if plan.only_cross_attention {
-                plan.context_dim
-            } else {
-                inner
-            };
-            for (attn, context) in [("attn1", first_context), ("attn2", plan.context_dim)] {
-                self.linear(&format!("{b}.{attn}.to_q"), inner, inner, false)?;
-                self.linear(&format!("{b}.{attn}.to_k"), context, inner, false)?;
-                self.linear(&format!("{b}.{attn}.to_v"), context, inner, false)?;
-                self.linear(&format!("{b}.{attn}.to_out.0"), inner, inner, true)?;
-            }
-            self.linear(&format!("{b}.ff.net.0.proj"), inner, 8 * inner, true)?;
-            self.linear(&format!("{b}.ff.net.2"), 4 * inner, inner, true)?;
-        }
-        self.projection(&format!("{name}.proj_out"), inner, channels)
-    }
-
-    fn unet(config: &UNetConfig) -> Result<Self> {
-        let plan = config.plan(Path::new("config.json"))?;
-        let mut w = Self {
-            tensors: HashMap::new(),
-            linear_projection: config.use_linear_projection,
-        };
-        let channels = &config.block_out_channels;
-        let temb = plan.time_embed_dim;
-        let kernel_in = config.conv_in_kernel;
-        w.conv("conv_in", config.in_channels, channels[0], kernel_in)?;
-        w.linear("time_embedding.linear_1", channels[0], temb, true)?;
-        w.linear("time_embedding.linear_2", temb, temb, true)?;
-        for (i, block) in plan.down.iter().enumerate() {
-            for layer in 0..block.layers {
-                let input = if layer == 0 {
-                    block.in_channels
-                } else {
-                    block.out_channels
-                };
-                let prefix = format!("down_blocks.{i}");
-                w.resnet(
-                    &format!("{prefix}.resnets.{layer}"),
-                    input,
-                    block.out_channels,
-                    temb,
-                )?;
-                if let Some(attention) = &block.attention {
-                    let name = format!("{prefix}.attentions.{layer}");
-                    w.transformer(&name, block.out_channels, attention)?;
-                }
-            }
-            if block.downsample {
-                let name = format!("down_blocks.{i}.downsamplers.0.conv");
-                w.conv(&name, block.out_channels, block.out_channels, 3)?;
-            }
-        }
-        if let Some(attention) = &plan.mid {
-            let c = channels[channels.len() - 1];
-            w.resnet("mid_block.resnets.0", c, c, temb)?;
-            w.transformer("mid_block.attentions.0", c, attention)?;
-            w.resnet("mid_block.resnets.1", c, c, temb)?;
-        }
-        for (i, block) in plan.up.iter().enumerate() {
-            for layer in 0..block.layers {
-                let skip = if layer + 1 == block.layers {
-                    block.in_channels
-                } else {
-                    block.out_channels
-                };
-                let input = if layer == 0 {
-                    block.prev_output_channels
-                } else {
-                    block.out_channels
-                };
-                let prefix = format!("up_blocks.{i}");
-                w.resnet(
-                    &format!("{prefix}.resnets.{layer}"),
-                    input + skip,
-                    block.out_channels,
-                    temb,
-                )?;
-                if let Some(attention) = &block.attention {
-                    let name = format!("{prefix}.attentions.{layer}");
-                    w.transformer(&name, block.out_channels, attention)?;
-                }
-            }
-            if block.upsample {
-                let name = format!("up_blocks.{i}.upsamplers.0.conv");
-                w.conv(&name, block.out_channels, block.out_channels, 3)?;
-            }
-        }
-        w.norm("conv_norm_out", channels[0])?;
-        let kernel_out = config.conv_out_kernel;
-        w.conv("conv_out", channels[0], config.out_channels, kernel_out)?;
-        Ok(w)
-    }
-}
+/// The same synthetic weights as `cpu_bench` (its VAE half is not used here).
+#[allow(dead_code)]
+#[path = "cpu_bench/random_weights.rs"]
+mod random_weights;
+use random_weights::RandomWeights;
 
 fn random_unet_dir(channels: Option<&[usize]>) -> Result<PathBuf> {
     let mut config: serde_json::Value = serde_json::from_str(SD15_UNET_CONFIG)?;
@@ -210,11 +46,7 @@ fn random_unet_dir(channels: Option<&[usize]>) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("reverie-unet-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("config.json"), config.to_string())?;
-    let weights = RandomWeights::unet(&parsed)?;
-    candle_core::safetensors::save(
-        &weights.tensors,
-        dir.join("diffusion_pytorch_model.safetensors"),
-    )?;
+    RandomWeights::unet(&parsed)?.save(&dir.join("diffusion_pytorch_model.safetensors"))?;
     Ok(dir)
 }
 
