@@ -60,6 +60,21 @@ impl SigmaSchedule {
     }
 
     /// The denoised estimate x0 from the model output at step `index`.
+    /// One Euler step of the probability-flow ODE from `sigmas[index]` down to `sigma_target`.
+    pub fn euler_to(
+        &self,
+        prediction: PredictionType,
+        model_output: &Tensor,
+        index: usize,
+        sample: &Tensor,
+        sigma_target: f64,
+    ) -> Result<Tensor> {
+        let sigma = self.sigmas[index];
+        let original = self.predict_original(prediction, model_output, index, sample)?;
+        let derivative = (sample - &original)?.affine(1.0 / sigma, 0.0)?;
+        combine(1.0, sample, sigma_target - sigma, &derivative)
+    }
+
     pub fn predict_original(
         &self,
         prediction: PredictionType,
@@ -123,13 +138,9 @@ impl Scheduler for EulerScheduler {
         _noise: Option<&Tensor>,
     ) -> Result<Tensor> {
         check_index(index, self.schedule.timesteps.len())?;
-        let sigma = self.schedule.sigmas[index];
-        let original =
-            self.schedule
-                .predict_original(self.prediction, model_output, index, sample)?;
-        let derivative = (sample - &original)?.affine(1.0 / sigma, 0.0)?;
-        let dt = self.schedule.sigmas[index + 1] - sigma;
-        combine(1.0, sample, dt, &derivative)
+        let sigma_next = self.schedule.sigmas[index + 1];
+        self.schedule
+            .euler_to(self.prediction, model_output, index, sample, sigma_next)
     }
     fn add_noise(&self, original: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
         self.schedule.add_noise(original, noise, index)

@@ -56,11 +56,9 @@ impl Scheduler for EulerAncestralScheduler {
             / (sigma_from * sigma_from))
             .sqrt();
         let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).max(0.0).sqrt();
-        let original =
+        let moved =
             self.schedule
-                .predict_original(self.prediction, model_output, index, sample)?;
-        let derivative = (sample - &original)?.affine(1.0 / sigma_from, 0.0)?;
-        let moved = combine(1.0, sample, sigma_down - sigma_from, &derivative)?;
+                .euler_to(self.prediction, model_output, index, sample, sigma_down)?;
         combine(1.0, &moved, sigma_up, noise)
     }
     fn add_noise(&self, original: &Tensor, noise: &Tensor, index: usize) -> Result<Tensor> {
