@@ -1,5 +1,7 @@
 //! dlib's MMOD CNN face detector (FORMAT.md sections 3 and 6) on candle.
 
+use std::borrow::Cow;
+
 use candle_core::{Device, Tensor};
 use image::RgbImage;
 
@@ -7,8 +9,8 @@ use crate::dlib_format::DlibReader;
 use crate::dnn::{read_dnn, LayerRecord};
 use crate::error::{FaceError, Result, TensorContext};
 use crate::geometry::{DRect, Rect};
-use crate::layers::{relu, Affine, Conv};
-use crate::pyramid::{tiled_pyramid_tensor, upsample_2x};
+use crate::native::{FeatureBatch, NativeConv};
+use crate::pyramid::{tiled_layout, tiled_pyramid_tensor, upsample_2x, upsampled_size};
 
 const FILE: &str = "mmod_human_face_detector.dat";
 
@@ -26,11 +28,58 @@ pub struct Detection {
     pub confidence: f32,
 }
 
+/// Input pixels (`rows * cols` of the padded pyramid tensors) one batched network
+/// pass may hold; a single larger photo still runs, alone.
+const BATCH_PIXELS: usize = 8 << 20;
+
+/// Photos per batched network pass at most.
+const BATCH_IMAGES: usize = 32;
+
+/// A batch's padded area may exceed the sum of its photos' own areas by this factor.
+const BATCH_PADDING_WASTE: f64 = 1.25;
+
+/// How the network runs: the CPU engine of [`crate::native`] (the default on the CPU)
+/// or candle's tensor ops (any device; the only choice on CUDA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetectorEngine {
+    Native,
+    Candle,
+}
+
+/// One conv layer with the affine after it folded into its weights and bias
+/// (`gamma*(w*x + b) + beta = (gamma*w)*x + (gamma*b + beta)`) and the relu after it
+/// fused, so each layer is a single pass over the feature maps.
 #[derive(Debug, Clone)]
-enum Step {
-    Conv(Conv),
-    Affine(Affine),
-    Relu,
+struct Layer {
+    native: NativeConv,
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Layer {
+    fn candle_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = &self.native;
+        let y = x
+            .conv2d(&self.weight, n.padding, n.stride, 1, 1)
+            .and_then(|y| y.broadcast_add(&self.bias))
+            .ctx("con forward")?;
+        if n.relu {
+            y.relu().ctx("relu forward")
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// Where one photo's detection starts: its working size and pyramid tensor size.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    index: usize,
+    /// Working (possibly downscaled) size and the factor applied.
+    work: (u32, u32),
+    scale: f64,
+    /// Pyramid tensor (rows, cols).
+    tensor: (usize, usize),
 }
 
 #[derive(Debug, Clone)]
@@ -42,7 +91,8 @@ struct Window {
 /// The loaded detector.
 #[derive(Debug, Clone)]
 pub struct FaceDetector {
-    steps: Vec<Step>,
+    layers: Vec<Layer>,
+    engine: DetectorEngine,
     avg_rgb: [f32; 3],
     pyramid_padding: usize,
     pyramid_outer_padding: usize,
@@ -139,20 +189,62 @@ impl FaceDetector {
                 file.input.kind
             )));
         }
-        let mut steps = Vec::new();
+        let mut convs: Vec<(NativeConv, bool)> = Vec::new();
         for record in &file.layers {
-            steps.push(match record {
-                LayerRecord::Conv { .. } => Step::Conv(Conv::from_record(record, device, FILE)?),
-                LayerRecord::Affine { .. } => {
-                    Step::Affine(Affine::from_record(record, device, FILE)?)
+            match record {
+                LayerRecord::Conv { .. } => convs.push((native_conv(record)?, false)),
+                LayerRecord::Affine { gamma, beta } => {
+                    let Some((conv, folded @ false)) = convs.last_mut() else {
+                        return Err(layout("affine layer not right after a con layer"));
+                    };
+                    if conv.relu || gamma.len() != conv.out_channels || beta.len() != gamma.len() {
+                        return Err(layout("affine layer does not fit its con layer"));
+                    }
+                    let per_filter = conv.weight.len() / conv.out_channels;
+                    for (o, (&g, &b)) in gamma.iter().zip(beta).enumerate() {
+                        for w in &mut conv.weight[o * per_filter..(o + 1) * per_filter] {
+                            *w *= g;
+                        }
+                        conv.bias[o] = g * conv.bias[o] + b;
+                    }
+                    *folded = true;
                 }
-                LayerRecord::Relu => Step::Relu,
+                LayerRecord::Relu => match convs.last_mut() {
+                    Some((conv, _)) if !conv.relu => conv.relu = true,
+                    _ => return Err(layout("relu layer not after a con layer")),
+                },
                 other => return Err(layout(format!("unsupported detector layer {other:?}"))),
-            });
+            }
+        }
+        let layers = convs
+            .into_iter()
+            .map(|(native, _)| {
+                let k = native.kernel;
+                Ok(Layer {
+                    weight: Tensor::from_slice(
+                        &native.weight,
+                        (native.out_channels, native.in_channels, k, k),
+                        device,
+                    )
+                    .ctx("con weights")?,
+                    bias: Tensor::from_slice(&native.bias, (1, native.out_channels, 1, 1), device)
+                        .ctx("con bias")?,
+                    native,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if layers.last().map(|l| l.native.out_channels) != Some(1) {
+            return Err(layout("the last con layer must have one filter"));
         }
         let (map_scale, map_offset) = output_to_input_map(&file.layers);
+        let engine = if device.is_cpu() {
+            DetectorEngine::Native
+        } else {
+            DetectorEngine::Candle
+        };
         Ok(Self {
-            steps,
+            layers,
+            engine,
             avg_rgb: file.input.avg_rgb,
             pyramid_padding: file.input.pyramid_padding,
             pyramid_outer_padding: file.input.pyramid_outer_padding,
@@ -165,98 +257,231 @@ impl FaceDetector {
         })
     }
 
-    /// Detects faces in each image (see [`Self::detect`]).
+    /// Chooses how the network runs; [`DetectorEngine::Native`] needs the CPU device
+    /// (elsewhere it falls back to candle).
+    pub fn with_engine(mut self, engine: DetectorEngine) -> Self {
+        self.engine = if self.device.is_cpu() {
+            engine
+        } else {
+            DetectorEngine::Candle
+        };
+        self
+    }
+
+    pub fn engine(&self) -> DetectorEngine {
+        self.engine
+    }
+
+    /// Detects faces in each image, as [`Self::detect`] does one by one, with photos
+    /// of similar pyramid size stacked into one network pass: their pyramid tensors
+    /// are zero-padded to the batch's size and every layer treats each photo's own
+    /// corner as the whole image (outside it reads zeros), so results do not depend
+    /// on the batch. Batches are bounded by [`BATCH_PIXELS`] and
+    /// [`BATCH_PADDING_WASTE`].
     pub fn detect_batch(&self, images: &[&RgbImage]) -> Result<Vec<Vec<Detection>>> {
-        images.iter().map(|img| self.detect(img)).collect()
+        let mut results = vec![Vec::new(); images.len()];
+        for group in self.plan_batches(images) {
+            for (plan, detections) in group.iter().zip(self.detect_group(images, &group)?) {
+                results[plan.index] = detections;
+            }
+        }
+        Ok(results)
+    }
+
+    /// How [`Self::detect_batch`] groups these images: indices per network pass
+    /// (images too small to hold a face are in none).
+    pub fn batches(&self, images: &[&RgbImage]) -> Vec<Vec<usize>> {
+        self.plan_batches(images)
+            .iter()
+            .map(|g| g.iter().map(|p| p.index).collect())
+            .collect()
+    }
+
+    fn plan_batches(&self, images: &[&RgbImage]) -> Vec<Vec<Plan>> {
+        let mut plans: Vec<Plan> = images
+            .iter()
+            .enumerate()
+            .filter_map(|(index, img)| self.plan(index, img))
+            .collect();
+        plans.sort_by_key(|p| (p.tensor.0, p.tensor.1, p.index));
+        batch_groups(&plans)
+            .into_iter()
+            .map(<[Plan]>::to_vec)
+            .collect()
     }
 
     /// dlib's `cnn_face_detection_model_v1(img, 1)`: 2x upsampling, tiled pyramid,
     /// network, score map -> rectangles, NMS, back to original pixels.
     pub fn detect(&self, img: &RgbImage) -> Result<Vec<Detection>> {
+        Ok(self.detect_batch(&[img])?.pop().unwrap_or_default())
+    }
+
+    /// Working size and pyramid tensor size of a photo; `None` when it is too small
+    /// to hold a detection.
+    fn plan(&self, index: usize, img: &RgbImage) -> Option<Plan> {
         if img.width() == 0 || img.height() == 0 {
-            return Ok(Vec::new());
+            return None;
         }
         let longest = img.width().max(img.height());
         let (work, scale) = if longest > MAX_DETECTION_SIDE {
             let s = f64::from(MAX_DETECTION_SIDE) / f64::from(longest);
             let w = ((f64::from(img.width()) * s).round() as u32).max(1);
             let h = ((f64::from(img.height()) * s).round() as u32).max(1);
-            (
-                image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle),
-                s,
-            )
+            ((w, h), s)
         } else {
-            (img.clone(), 1.0)
+            ((img.width(), img.height()), 1.0)
         };
-        let upsampled = upsample_2x(&work);
-        let mut detections = self.detect_in_upsampled(&upsampled)?;
-        for d in &mut detections {
-            let down = DRect {
-                left: d.rect.left as f64,
-                top: d.rect.top as f64,
-                right: d.rect.right as f64,
-                bottom: d.rect.bottom as f64,
-            }
-            .down2();
-            d.rect = if scale == 1.0 {
-                down.round()
-            } else {
-                DRect {
-                    left: down.left / scale,
-                    top: down.top / scale,
-                    right: down.right / scale,
-                    bottom: down.bottom / scale,
-                }
-                .round()
-            };
+        let (up_w, up_h) = upsampled_size(work.0, work.1);
+        if up_w < 5 || up_h < 5 {
+            return None;
         }
-        Ok(detections)
-    }
-
-    /// Detections in the coordinates of the (already upsampled) network image.
-    fn detect_in_upsampled(&self, img: &RgbImage) -> Result<Vec<Detection>> {
-        if img.height() < 5 || img.width() < 5 {
-            return Ok(Vec::new());
-        }
-        let (data, rects, (rows, cols)) = tiled_pyramid_tensor(
-            img,
-            self.avg_rgb,
+        let (_, tensor) = tiled_layout(
+            up_h as usize,
+            up_w as usize,
             self.pyramid_padding,
             self.pyramid_outer_padding,
         );
-        let input =
-            Tensor::from_vec(data, (1, 3, rows, cols), &self.device).ctx("detector input")?;
-        let scores = self.forward(&input)?;
-        let (_, _, out_rows, out_cols) = scores.dims4().ctx("score map")?;
-        let scores: Vec<f32> = scores
-            .flatten_all()
-            .and_then(|t| t.to_vec1())
-            .ctx("score map")?;
-        let mut candidates = Vec::new();
-        for r in 0..out_rows {
-            for c in 0..out_cols {
-                let score = scores[r * out_cols + c];
-                if score > 0.0 {
-                    let rect = self.cell_to_rect(r, c, &rects);
-                    candidates.push(Detection {
-                        rect,
-                        confidence: score,
-                    });
-                }
-            }
-        }
-        Ok(self.non_max_suppression(candidates))
+        Some(Plan {
+            index,
+            work,
+            scale,
+            tensor,
+        })
     }
 
-    /// The network on a prepared tensor; returns the `[n,1,rows,cols]` score map.
+    /// One network pass over a group of photos.
+    fn detect_group(&self, images: &[&RgbImage], group: &[Plan]) -> Result<Vec<Vec<Detection>>> {
+        let rows = group.iter().map(|p| p.tensor.0).max().unwrap_or(0);
+        let cols = group.iter().map(|p| p.tensor.1).max().unwrap_or(0);
+        let mut data = vec![0f32; group.len() * 3 * rows * cols];
+        let mut levels = Vec::with_capacity(group.len());
+        for (i, plan) in group.iter().enumerate() {
+            let img = images[plan.index];
+            let work: Cow<'_, RgbImage> = if plan.scale == 1.0 {
+                Cow::Borrowed(img)
+            } else {
+                Cow::Owned(image::imageops::resize(
+                    img,
+                    plan.work.0,
+                    plan.work.1,
+                    image::imageops::FilterType::Triangle,
+                ))
+            };
+            let upsampled = upsample_2x(&work);
+            let (pyramid, rects, (r, c)) = tiled_pyramid_tensor(
+                &upsampled,
+                self.avg_rgb,
+                self.pyramid_padding,
+                self.pyramid_outer_padding,
+            );
+            debug_assert_eq!((r, c), plan.tensor);
+            for ch in 0..3 {
+                for y in 0..r {
+                    let dst = ((i * 3 + ch) * rows + y) * cols;
+                    let src = (ch * r + y) * c;
+                    data[dst..dst + c].copy_from_slice(&pyramid[src..src + c]);
+                }
+            }
+            levels.push(rects);
+        }
+        let input = FeatureBatch {
+            data,
+            channels: 3,
+            rows,
+            cols,
+            valid: group.iter().map(|p| p.tensor).collect(),
+        };
+        let scores = match self.engine {
+            DetectorEngine::Native => self.native_forward(input),
+            DetectorEngine::Candle => self.candle_forward(input)?,
+        };
+        Ok(group
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| {
+                let plane = scores.plane(i, 0);
+                let (out_rows, out_cols) = scores.valid[i];
+                let mut candidates = Vec::new();
+                for r in 0..out_rows {
+                    for c in 0..out_cols {
+                        let score = plane[r * scores.cols + c];
+                        if score > 0.0 {
+                            candidates.push(Detection {
+                                rect: self.cell_to_rect(r, c, &levels[i]),
+                                confidence: score,
+                            });
+                        }
+                    }
+                }
+                let mut detections = self.non_max_suppression(candidates);
+                for d in &mut detections {
+                    d.rect = to_original(d.rect, plan.scale);
+                }
+                detections
+            })
+            .collect())
+    }
+
+    fn native_forward(&self, input: FeatureBatch) -> FeatureBatch {
+        let threads = candle_core::utils::get_num_threads();
+        let mut x = input;
+        for layer in &self.layers {
+            x = layer.native.forward(&x, threads);
+        }
+        x
+    }
+
+    /// The batch through candle's ops; after every layer each photo's values outside
+    /// its own corner are zeroed, which is what the next layer's padding expects.
+    fn candle_forward(&self, input: FeatureBatch) -> Result<FeatureBatch> {
+        let n = input.len();
+        let mut valid = input.valid;
+        let mut x = Tensor::from_vec(input.data, (n, 3, input.rows, input.cols), &self.device)
+            .ctx("detector input")?;
+        for layer in &self.layers {
+            x = layer.candle_forward(&x)?;
+            let (_, _, rows, cols) = x.dims4().ctx("feature map")?;
+            valid = valid
+                .iter()
+                .map(|&(r, c)| {
+                    let (r, c) = (layer.native.out_len(r), layer.native.out_len(c));
+                    if r == 0 || c == 0 {
+                        (0, 0)
+                    } else {
+                        (r, c)
+                    }
+                })
+                .collect();
+            if valid.iter().any(|&v| v != (rows, cols)) {
+                let mut mask = vec![0f32; n * rows * cols];
+                for (i, &(r, c)) in valid.iter().enumerate() {
+                    for y in 0..r {
+                        let start = (i * rows + y) * cols;
+                        mask[start..start + c].fill(1.0);
+                    }
+                }
+                let mask =
+                    Tensor::from_vec(mask, (n, 1, rows, cols), &self.device).ctx("valid mask")?;
+                x = x.broadcast_mul(&mask).ctx("valid mask")?;
+            }
+        }
+        let (_, channels, rows, cols) = x.dims4().ctx("score map")?;
+        let data = x.flatten_all().and_then(|t| t.to_vec1()).ctx("score map")?;
+        Ok(FeatureBatch {
+            data,
+            channels,
+            rows,
+            cols,
+            valid,
+        })
+    }
+
+    /// The network on a prepared `[n,3,rows,cols]` tensor through candle's ops (no
+    /// per-image masking); returns the `[n,1,rows,cols]` score map.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
         let mut x = input.clone();
-        for step in &self.steps {
-            x = match step {
-                Step::Conv(conv) => conv.forward(&x)?,
-                Step::Affine(affine) => affine.forward(&x)?,
-                Step::Relu => relu(&x)?,
-            };
+        for layer in &self.layers {
+            x = layer.candle_forward(&x)?;
         }
         Ok(x)
     }
@@ -303,6 +528,97 @@ impl FaceDetector {
             || inner / a.area() as f64 > self.nms_covered
             || inner / b.area() as f64 > self.nms_covered
     }
+}
+
+/// Network-image rectangle -> original pixels: undo the 2x upsampling, then the
+/// working-copy downscale.
+fn to_original(rect: Rect, scale: f64) -> Rect {
+    let down = DRect {
+        left: rect.left as f64,
+        top: rect.top as f64,
+        right: rect.right as f64,
+        bottom: rect.bottom as f64,
+    }
+    .down2();
+    if scale == 1.0 {
+        down.round()
+    } else {
+        DRect {
+            left: down.left / scale,
+            top: down.top / scale,
+            right: down.right / scale,
+            bottom: down.bottom / scale,
+        }
+        .round()
+    }
+}
+
+/// Consecutive runs of the size-sorted plans that may share a pass: padded area at
+/// most [`BATCH_PADDING_WASTE`] times their own, within [`BATCH_PIXELS`] and
+/// [`BATCH_IMAGES`].
+fn batch_groups(plans: &[Plan]) -> Vec<&[Plan]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < plans.len() {
+        let (mut rows, mut cols, mut own) = (0usize, 0usize, 0usize);
+        let mut end = start;
+        while end < plans.len() && end - start < BATCH_IMAGES {
+            let (r, c) = plans[end].tensor;
+            let (nr, nc) = (rows.max(r), cols.max(c));
+            let count = end - start + 1;
+            let padded = count * nr * nc;
+            let fits = padded as f64 <= BATCH_PADDING_WASTE * (own + r * c) as f64
+                && padded <= BATCH_PIXELS;
+            if end > start && !fits {
+                break;
+            }
+            (rows, cols, own) = (nr, nc, own + r * c);
+            end += 1;
+        }
+        groups.push(&plans[start..end]);
+        start = end;
+    }
+    groups
+}
+
+/// A detector con layer as the CPU engine's conv (affine and relu folded in later).
+fn native_conv(record: &LayerRecord) -> Result<NativeConv> {
+    let LayerRecord::Conv {
+        num_filters,
+        kernel,
+        stride,
+        padding,
+        params,
+        filters_shape,
+    } = record
+    else {
+        return Err(layout(format!("expected a con layer, found {record:?}")));
+    };
+    let [n, k, nr, nc] = *filters_shape;
+    if stride.0 != stride.1 || padding.0 != padding.1 || nr != nc || stride.0 == 0 {
+        return Err(layout("non-square con kernel, stride or padding"));
+    }
+    if n != *num_filters || (nr, nc) != *kernel {
+        return Err(layout("con filter shape disagrees with its settings"));
+    }
+    let weights = n * k * nr * nc;
+    if params.data.len() != weights + n {
+        return Err(layout(format!(
+            "con params hold {} values, expected {}",
+            params.data.len(),
+            weights + n
+        )));
+    }
+    Ok(NativeConv {
+        out_channels: n,
+        in_channels: k,
+        kernel: nr,
+        stride: stride.0,
+        padding: padding.0,
+        weight: params.data[..weights].to_vec(),
+        bias: params.data[weights..].to_vec(),
+        relu: false,
+    })
 }
 
 /// The level containing the point, else the nearest one (first match wins).

@@ -6,6 +6,7 @@ pub mod dnn;
 pub mod error;
 pub mod layers;
 pub mod models;
+pub mod native;
 pub mod resnet;
 
 pub use error::{FaceError, Result};
