@@ -9,7 +9,8 @@ use crate::dlib_format::DlibReader;
 use crate::dnn::{read_dnn, LayerRecord};
 use crate::error::{FaceError, Result, TensorContext};
 use crate::geometry::{DRect, Rect};
-use crate::native::{FeatureBatch, NativeConv};
+use crate::layers::FusedConv;
+use crate::native::FeatureBatch;
 use crate::pyramid::{tiled_layout, tiled_pyramid_tensor, upsample_2x, upsampled_size};
 
 const FILE: &str = "mmod_human_face_detector.dat";
@@ -29,8 +30,9 @@ pub struct Detection {
 }
 
 /// Input pixels (`rows * cols` of the padded pyramid tensors) one batched network
-/// pass may hold; a single larger photo still runs, alone.
-const BATCH_PIXELS: usize = 8 << 20;
+/// pass may hold (48 MiB of input; buffers far above that cost more in fresh-page
+/// faults than batching gains on the CPU); a single larger photo still runs, alone.
+const BATCH_PIXELS: usize = 4 << 20;
 
 /// Photos per batched network pass at most.
 const BATCH_IMAGES: usize = 32;
@@ -44,31 +46,6 @@ const BATCH_PADDING_WASTE: f64 = 1.25;
 pub enum DetectorEngine {
     Native,
     Candle,
-}
-
-/// One conv layer with the affine after it folded into its weights and bias
-/// (`gamma*(w*x + b) + beta = (gamma*w)*x + (gamma*b + beta)`) and the relu after it
-/// fused, so each layer is a single pass over the feature maps.
-#[derive(Debug, Clone)]
-struct Layer {
-    native: NativeConv,
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Layer {
-    fn candle_forward(&self, x: &Tensor) -> Result<Tensor> {
-        let n = &self.native;
-        let y = x
-            .conv2d(&self.weight, n.padding, n.stride, 1, 1)
-            .and_then(|y| y.broadcast_add(&self.bias))
-            .ctx("con forward")?;
-        if n.relu {
-            y.relu().ctx("relu forward")
-        } else {
-            Ok(y)
-        }
-    }
 }
 
 /// Where one photo's detection starts: its working size and pyramid tensor size.
@@ -91,7 +68,7 @@ struct Window {
 /// The loaded detector.
 #[derive(Debug, Clone)]
 pub struct FaceDetector {
-    layers: Vec<Layer>,
+    layers: Vec<FusedConv>,
     engine: DetectorEngine,
     avg_rgb: [f32; 3],
     pyramid_padding: usize,
@@ -189,50 +166,29 @@ impl FaceDetector {
                 file.input.kind
             )));
         }
-        let mut convs: Vec<(NativeConv, bool)> = Vec::new();
-        for record in &file.layers {
-            match record {
-                LayerRecord::Conv { .. } => convs.push((native_conv(record)?, false)),
-                LayerRecord::Affine { gamma, beta } => {
-                    let Some((conv, folded @ false)) = convs.last_mut() else {
-                        return Err(layout("affine layer not right after a con layer"));
-                    };
-                    if conv.relu || gamma.len() != conv.out_channels || beta.len() != gamma.len() {
-                        return Err(layout("affine layer does not fit its con layer"));
-                    }
-                    let per_filter = conv.weight.len() / conv.out_channels;
-                    for (o, (&g, &b)) in gamma.iter().zip(beta).enumerate() {
-                        for w in &mut conv.weight[o * per_filter..(o + 1) * per_filter] {
-                            *w *= g;
-                        }
-                        conv.bias[o] = g * conv.bias[o] + b;
-                    }
-                    *folded = true;
-                }
-                LayerRecord::Relu => match convs.last_mut() {
-                    Some((conv, _)) if !conv.relu => conv.relu = true,
-                    _ => return Err(layout("relu layer not after a con layer")),
-                },
-                other => return Err(layout(format!("unsupported detector layer {other:?}"))),
+        // Each con layer with the affine and relu after it as one fused layer.
+        let records = &file.layers;
+        let mut layers = Vec::new();
+        let mut i = 0;
+        while i < records.len() {
+            let conv = &records[i];
+            if !matches!(conv, LayerRecord::Conv { .. }) {
+                return Err(layout(format!("unsupported detector layer {conv:?}")));
             }
+            i += 1;
+            let affine = match records.get(i) {
+                Some(affine @ LayerRecord::Affine { .. }) => {
+                    i += 1;
+                    Some(affine)
+                }
+                _ => None,
+            };
+            let relu = matches!(records.get(i), Some(LayerRecord::Relu));
+            if relu {
+                i += 1;
+            }
+            layers.push(FusedConv::from_records(conv, affine, relu, device, FILE)?);
         }
-        let layers = convs
-            .into_iter()
-            .map(|(native, _)| {
-                let k = native.kernel;
-                Ok(Layer {
-                    weight: Tensor::from_slice(
-                        &native.weight,
-                        (native.out_channels, native.in_channels, k, k),
-                        device,
-                    )
-                    .ctx("con weights")?,
-                    bias: Tensor::from_slice(&native.bias, (1, native.out_channels, 1, 1), device)
-                        .ctx("con bias")?,
-                    native,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
         if layers.last().map(|l| l.native.out_channels) != Some(1) {
             return Err(layout("the last con layer must have one filter"));
         }
@@ -579,46 +535,6 @@ fn batch_groups(plans: &[Plan]) -> Vec<&[Plan]> {
         start = end;
     }
     groups
-}
-
-/// A detector con layer as the CPU engine's conv (affine and relu folded in later).
-fn native_conv(record: &LayerRecord) -> Result<NativeConv> {
-    let LayerRecord::Conv {
-        num_filters,
-        kernel,
-        stride,
-        padding,
-        params,
-        filters_shape,
-    } = record
-    else {
-        return Err(layout(format!("expected a con layer, found {record:?}")));
-    };
-    let [n, k, nr, nc] = *filters_shape;
-    if stride.0 != stride.1 || padding.0 != padding.1 || nr != nc || stride.0 == 0 {
-        return Err(layout("non-square con kernel, stride or padding"));
-    }
-    if n != *num_filters || (nr, nc) != *kernel {
-        return Err(layout("con filter shape disagrees with its settings"));
-    }
-    let weights = n * k * nr * nc;
-    if params.data.len() != weights + n {
-        return Err(layout(format!(
-            "con params hold {} values, expected {}",
-            params.data.len(),
-            weights + n
-        )));
-    }
-    Ok(NativeConv {
-        out_channels: n,
-        in_channels: k,
-        kernel: nr,
-        stride: stride.0,
-        padding: padding.0,
-        weight: params.data[..weights].to_vec(),
-        bias: params.data[weights..].to_vec(),
-        relu: false,
-    })
 }
 
 /// The level containing the point, else the nearest one (first match wins).

@@ -6,105 +6,163 @@ use candle_core::{Device, Tensor};
 use crate::dlib_format::RawTensor;
 use crate::dnn::LayerRecord;
 use crate::error::{FaceError, Result, TensorContext};
+use crate::native::{FeatureBatch, NativeConv};
 
-/// A convolution with bias; dlib's `con_` is candle's cross-correlation conv2d.
+/// A conv with the affine layer after it folded into its weights and bias
+/// (`gamma*(w*x + b) + beta = (gamma*w)*x + (gamma*b + beta)`) and an optional relu
+/// fused, so the three layers are one pass. On the CPU it runs on the
+/// [`crate::native`] engine, elsewhere on candle's conv2d.
 #[derive(Debug, Clone)]
-pub struct Conv {
+pub struct FusedConv {
+    pub native: NativeConv,
     weight: Tensor,
     bias: Tensor,
-    stride: usize,
-    padding: usize,
+    on_cpu: bool,
 }
 
-/// Per-channel `gamma*x + beta`.
-#[derive(Debug, Clone)]
-pub struct Affine {
-    gamma: Tensor,
-    beta: Tensor,
+impl FusedConv {
+    /// `conv`, then `affine` when given, then relu when `relu`.
+    pub fn from_records(
+        conv: &LayerRecord,
+        affine: Option<&LayerRecord>,
+        relu: bool,
+        device: &Device,
+        file: &str,
+    ) -> Result<Self> {
+        let mut native = native_conv(conv, file)?;
+        match affine {
+            None => {}
+            Some(LayerRecord::Affine { gamma, beta })
+                if gamma.len() == native.out_channels && beta.len() == gamma.len() =>
+            {
+                let per_filter = native.weight.len() / native.out_channels;
+                for (o, (&g, &b)) in gamma.iter().zip(beta).enumerate() {
+                    for w in &mut native.weight[o * per_filter..(o + 1) * per_filter] {
+                        *w *= g;
+                    }
+                    native.bias[o] = g * native.bias[o] + b;
+                }
+            }
+            Some(other) => {
+                return Err(layout_error(
+                    file,
+                    format!("expected an affine layer fitting its con layer, found {other:?}"),
+                ))
+            }
+        }
+        native.relu = relu;
+        Self::from_native(native, device)
+    }
+
+    pub fn from_native(native: NativeConv, device: &Device) -> Result<Self> {
+        let k = native.kernel;
+        Ok(Self {
+            weight: Tensor::from_slice(
+                &native.weight,
+                (native.out_channels, native.in_channels, k, k),
+                device,
+            )
+            .ctx("con weights")?,
+            bias: Tensor::from_slice(&native.bias, (1, native.out_channels, 1, 1), device)
+                .ctx("con bias")?,
+            on_cpu: device.is_cpu(),
+            native,
+        })
+    }
+
+    /// Forward on a `[n,c,h,w]` tensor, on the native engine when on the CPU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.on_cpu {
+            let (n, c, rows, cols) = x.dims4().ctx("con input")?;
+            let data: Vec<f32> = x.flatten_all().and_then(|t| t.to_vec1()).ctx("con input")?;
+            let out = self.native.forward(
+                &FeatureBatch {
+                    data,
+                    channels: c,
+                    rows,
+                    cols,
+                    valid: vec![(rows, cols); n],
+                },
+                candle_core::utils::get_num_threads(),
+            );
+            Tensor::from_vec(out.data, (n, out.channels, out.rows, out.cols), x.device())
+                .ctx("con output")
+        } else {
+            self.candle_forward(x)
+        }
+    }
+
+    /// Forward through candle's ops on any device.
+    pub fn candle_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let n = &self.native;
+        let y = x
+            .conv2d(&self.weight, n.padding, n.stride, 1, 1)
+            .and_then(|y| y.broadcast_add(&self.bias))
+            .ctx("con forward")?;
+        if n.relu {
+            y.relu().ctx("relu forward")
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+/// A con layer record as the native engine's conv (no affine, no relu yet).
+pub fn native_conv(record: &LayerRecord, file: &str) -> Result<NativeConv> {
+    let LayerRecord::Conv {
+        num_filters,
+        kernel,
+        stride,
+        padding,
+        params,
+        filters_shape,
+    } = record
+    else {
+        return Err(layout_error(
+            file,
+            format!("expected a con layer, found {record:?}"),
+        ));
+    };
+    let [n, k, nr, nc] = *filters_shape;
+    if stride.0 != stride.1 || padding.0 != padding.1 || nr != nc || stride.0 == 0 {
+        return Err(layout_error(
+            file,
+            "non-square con kernel, stride or padding",
+        ));
+    }
+    if n != *num_filters || (nr, nc) != *kernel {
+        return Err(layout_error(
+            file,
+            "con filter shape disagrees with its settings",
+        ));
+    }
+    let weights = n * k * nr * nc;
+    if params.data.len() != weights + n {
+        return Err(layout_error(
+            file,
+            format!(
+                "con params hold {} values, expected {}",
+                params.data.len(),
+                weights + n
+            ),
+        ));
+    }
+    Ok(NativeConv {
+        out_channels: n,
+        in_channels: k,
+        kernel: nr,
+        stride: stride.0,
+        padding: padding.0,
+        weight: params.data[..weights].to_vec(),
+        bias: params.data[weights..].to_vec(),
+        relu: false,
+    })
 }
 
 fn layout_error(file: &str, what: impl Into<String>) -> FaceError {
     FaceError::Layout {
         file: file.to_string(),
         what: what.into(),
-    }
-}
-
-impl Conv {
-    pub fn from_record(record: &LayerRecord, device: &Device, file: &str) -> Result<Self> {
-        let LayerRecord::Conv {
-            num_filters,
-            kernel,
-            stride,
-            padding,
-            params,
-            filters_shape,
-        } = record
-        else {
-            return Err(layout_error(
-                file,
-                format!("expected a con layer, found {record:?}"),
-            ));
-        };
-        if stride.0 != stride.1 || padding.0 != padding.1 {
-            return Err(layout_error(file, "non-square stride or padding"));
-        }
-        let [n, k, nr, nc] = *filters_shape;
-        if n != *num_filters || (nr, nc) != *kernel {
-            return Err(layout_error(
-                file,
-                "con filter shape disagrees with its settings",
-            ));
-        }
-        let weight_count = n * k * nr * nc;
-        if params.data.len() != weight_count + n {
-            return Err(layout_error(
-                file,
-                format!(
-                    "con params hold {} values, expected {}",
-                    params.data.len(),
-                    weight_count + n
-                ),
-            ));
-        }
-        let weight = Tensor::from_slice(&params.data[..weight_count], (n, k, nr, nc), device)
-            .ctx("con weights")?;
-        let bias = Tensor::from_slice(&params.data[weight_count..], (1, n, 1, 1), device)
-            .ctx("con bias")?;
-        Ok(Self {
-            weight,
-            bias,
-            stride: stride.0,
-            padding: padding.0,
-        })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)
-            .and_then(|y| y.broadcast_add(&self.bias))
-            .ctx("con forward")
-    }
-}
-
-impl Affine {
-    pub fn from_record(record: &LayerRecord, device: &Device, file: &str) -> Result<Self> {
-        let LayerRecord::Affine { gamma, beta } = record else {
-            return Err(layout_error(
-                file,
-                format!("expected an affine layer, found {record:?}"),
-            ));
-        };
-        let k = gamma.len();
-        Ok(Self {
-            gamma: Tensor::from_slice(gamma, (1, k, 1, 1), device).ctx("affine gamma")?,
-            beta: Tensor::from_slice(beta, (1, k, 1, 1), device).ctx("affine beta")?,
-        })
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.broadcast_mul(&self.gamma)
-            .and_then(|y| y.broadcast_add(&self.beta))
-            .ctx("affine forward")
     }
 }
 

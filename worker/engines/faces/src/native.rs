@@ -187,8 +187,8 @@ impl NativeConv {
             return;
         }
         let k = self.in_channels * self.kernel * self.kernel;
-        let (col, tmp) = scratch.col_and_tmp(k * n, self.out_channels * n);
-        self.im2col(x, task, out_cols, col);
+        let (col, tmp, phases) = scratch.buffers(k * n, self.out_channels * n);
+        self.im2col(x, task, out_cols, col, phases);
         gemm::gemm(
             self.out_channels,
             n,
@@ -235,44 +235,81 @@ impl NativeConv {
     }
 
     /// `col[(c*k + ky)*k + kx][rr*out_cols + ox] = input(c, y*s + ky - p, ox*s + kx - p)`,
-    /// zero outside the image's valid corner.
-    fn im2col(&self, x: &FeatureBatch, task: Task, out_cols: usize, col: &mut [f32]) {
+    /// zero outside the image's valid corner. For stride `s > 1` each input row is
+    /// first split into its `s` column phases, so every kernel column becomes one
+    /// contiguous copy instead of a strided gather.
+    fn im2col(
+        &self,
+        x: &FeatureBatch,
+        task: Task,
+        out_cols: usize,
+        col: &mut [f32],
+        phases: &mut Vec<f32>,
+    ) {
         let (in_rows, in_cols) = x.valid[task.image];
         let band_rows = task.end_row - task.first_row;
         let n = band_rows * out_cols;
         let (k, s, p) = (self.kernel, self.stride, self.padding as isize);
+        // Per kernel column: the output columns whose input lies inside the image, and
+        // where output column `first` reads in the phase-split row.
+        let phase_start = |phi: usize| {
+            (0..phi)
+                .map(|f| in_cols.saturating_sub(f).div_ceil(s))
+                .sum::<usize>()
+        };
+        let spans: Vec<(usize, usize, usize)> = (0..k)
+            .map(|kx| {
+                let q = kx as isize - p;
+                let first = ((-q).max(0) as usize).div_ceil(s);
+                let end = if in_cols as isize - q <= 0 {
+                    0
+                } else {
+                    ((in_cols as isize - q - 1) as usize / s + 1).min(out_cols)
+                };
+                let phi = q.rem_euclid(s as isize);
+                let offset = (q - phi) / s as isize;
+                let src = if first < end {
+                    phase_start(phi as usize) + (first as isize + offset) as usize
+                } else {
+                    0
+                };
+                (first, end.max(first), src)
+            })
+            .collect();
+        if s > 1 {
+            phases.resize(in_cols, 0.0);
+        }
         for c in 0..self.in_channels {
             let plane = x.plane(task.image, c);
             for ky in 0..k {
-                for kx in 0..k {
-                    let row_block = &mut col[((c * k + ky) * k + kx) * n..][..n];
-                    // Output columns whose input column lies inside the image.
-                    let first_x = ((p - kx as isize).max(0) as usize).div_ceil(s);
-                    let end_x = if in_cols as isize + p - kx as isize <= 0 {
-                        0
-                    } else {
-                        ((in_cols as isize + p - kx as isize - 1) as usize / s + 1).min(out_cols)
-                    };
-                    for rr in 0..band_rows {
-                        let dst = &mut row_block[rr * out_cols..(rr + 1) * out_cols];
-                        let iy = ((task.first_row + rr) * s + ky) as isize - p;
-                        if iy < 0 || iy >= in_rows as isize || first_x >= end_x {
-                            dst.fill(0.0);
-                            continue;
+                let block = ((c * k + ky) * k) * n;
+                for rr in 0..band_rows {
+                    let iy = ((task.first_row + rr) * s + ky) as isize - p;
+                    let at = |kx: usize| block + kx * n + rr * out_cols;
+                    if iy < 0 || iy >= in_rows as isize {
+                        for kx in 0..k {
+                            col[at(kx)..at(kx) + out_cols].fill(0.0);
                         }
-                        let src = &plane[iy as usize * x.cols..];
-                        dst[..first_x].fill(0.0);
-                        dst[end_x..].fill(0.0);
-                        let start = (first_x * s + kx) as isize - p;
-                        let start = start as usize;
-                        if s == 1 {
-                            dst[first_x..end_x]
-                                .copy_from_slice(&src[start..start + end_x - first_x]);
-                        } else {
-                            for (j, d) in dst[first_x..end_x].iter_mut().enumerate() {
-                                *d = src[start + j * s];
+                        continue;
+                    }
+                    let row = &plane[iy as usize * x.cols..iy as usize * x.cols + in_cols];
+                    let split: &[f32] = if s == 1 {
+                        row
+                    } else {
+                        let mut o = 0;
+                        for phi in 0..s {
+                            for &v in row[phi..].iter().step_by(s) {
+                                phases[o] = v;
+                                o += 1;
                             }
                         }
+                        phases
+                    };
+                    for (kx, &(first, end, src)) in spans.iter().enumerate() {
+                        let dst = &mut col[at(kx)..at(kx) + out_cols];
+                        dst[..first].fill(0.0);
+                        dst[end..].fill(0.0);
+                        dst[first..end].copy_from_slice(&split[src..src + end - first]);
                     }
                 }
             }
@@ -318,6 +355,7 @@ impl NativeConv {
 struct Scratch {
     col: Vec<f32>,
     tmp: Vec<f32>,
+    phases: Vec<f32>,
 }
 
 impl Scratch {
@@ -328,14 +366,22 @@ impl Scratch {
         &mut self.tmp[..len]
     }
 
-    fn col_and_tmp(&mut self, col_len: usize, tmp_len: usize) -> (&mut [f32], &mut [f32]) {
+    fn buffers(
+        &mut self,
+        col_len: usize,
+        tmp_len: usize,
+    ) -> (&mut [f32], &mut [f32], &mut Vec<f32>) {
         if self.col.len() < col_len {
             self.col.resize(col_len, 0.0);
         }
         if self.tmp.len() < tmp_len {
             self.tmp.resize(tmp_len, 0.0);
         }
-        (&mut self.col[..col_len], &mut self.tmp[..tmp_len])
+        (
+            &mut self.col[..col_len],
+            &mut self.tmp[..tmp_len],
+            &mut self.phases,
+        )
     }
 }
 
@@ -408,6 +454,8 @@ mod tests {
             conv(4, 3, 5, 1, 2),
             conv(1, 3, 9, 1, 4),
             conv(6, 3, 3, 1, 1),
+            conv(3, 3, 3, 2, 1),
+            conv(2, 3, 4, 3, 2),
         ] {
             let (rows, cols) = (30, 31);
             let mut batch = FeatureBatch {

@@ -261,12 +261,11 @@ pub fn tiled_pyramid_tensor(
         for c in 0..3 {
             // Copy the previous level out first: it lives in the same buffer as the
             // level being written.
-            let src_copy: Vec<f32> = (0..prev.height() as usize)
-                .flat_map(|r| {
-                    let start = c * plane + (prev.top as usize + r) * cols + prev.left as usize;
-                    data[start..start + prev.width() as usize].to_vec()
-                })
-                .collect();
+            let mut src_copy = Vec::with_capacity(prev.height() as usize * prev.width() as usize);
+            for r in 0..prev.height() as usize {
+                let start = c * plane + (prev.top as usize + r) * cols + prev.left as usize;
+                src_copy.extend_from_slice(&data[start..start + prev.width() as usize]);
+            }
             let src = PlaneRef {
                 data: &src_copy,
                 stride: prev.width() as usize,

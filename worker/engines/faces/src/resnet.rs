@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use crate::dlib_format::DlibReader;
 use crate::dnn::{read_dnn, LayerRecord, PoolSpec};
 use crate::error::{FaceError, Result, TensorContext};
-use crate::layers::{add_zero_padded, relu, Affine, Conv};
+use crate::layers::{add_zero_padded, relu, FusedConv};
 
 pub const CHIP_SIZE: usize = 150;
 pub const DESCRIPTOR_LEN: usize = 128;
@@ -16,10 +16,10 @@ const FILE: &str = "dlib_face_recognition_resnet_model_v1.dat";
 /// down-sampling block.
 #[derive(Debug, Clone)]
 struct ResidualBlock {
-    conv1: Conv,
-    affine1: Affine,
-    conv2: Conv,
-    affine2: Affine,
+    /// conv, affine, relu.
+    conv1: FusedConv,
+    /// conv, affine (the relu follows the addition).
+    conv2: FusedConv,
     /// The 2x2 average pool applied to the shortcut of a down-sampling block.
     shortcut_pool: Option<PoolSpec>,
 }
@@ -28,8 +28,8 @@ struct ResidualBlock {
 #[derive(Debug, Clone)]
 pub struct DescriptorNet {
     avg_rgb: [f32; 3],
-    stem_conv: Conv,
-    stem_affine: Affine,
+    /// conv, affine, relu.
+    stem_conv: FusedConv,
     stem_pool: PoolSpec,
     blocks: Vec<ResidualBlock>,
     /// `[256][128]`, so `output = x · W`.
@@ -95,9 +95,7 @@ impl DescriptorNet {
             records: &file.layers,
             next: 0,
         };
-        let stem_conv = Conv::from_record(cur.take()?, device, FILE)?;
-        let stem_affine = Affine::from_record(cur.take()?, device, FILE)?;
-        cur.expect_relu()?;
+        let stem_conv = fused(&mut cur, true, device)?;
         let stem_pool = match cur.take()? {
             LayerRecord::MaxPool(spec) => *spec,
             other => return Err(layout(format!("expected max_pool, found {other:?}"))),
@@ -134,7 +132,6 @@ impl DescriptorNet {
         Ok(Self {
             avg_rgb: file.input.avg_rgb,
             stem_conv,
-            stem_affine,
             stem_pool,
             blocks,
             fc,
@@ -184,7 +181,6 @@ impl DescriptorNet {
     /// Forward pass on a prepared `[n,3,150,150]` tensor; returns `[n,128]`.
     pub fn forward(&self, input: &Tensor) -> Result<Tensor> {
         let x = self.stem_conv.forward(input)?;
-        let x = relu(&self.stem_affine.forward(&x)?)?;
         let (w, s) = (self.stem_pool.window, self.stem_pool.stride);
         let mut x = x.max_pool2d_with_stride(w, s).ctx("stem max_pool")?;
         for block in &self.blocks {
@@ -195,12 +191,19 @@ impl DescriptorNet {
     }
 }
 
+/// A con layer and the affine after it, plus the relu after that when `relu`.
+fn fused(cur: &mut RecordCursor<'_>, relu: bool, device: &Device) -> Result<FusedConv> {
+    let conv = cur.take()?;
+    let affine = cur.take()?;
+    if relu {
+        cur.expect_relu()?;
+    }
+    FusedConv::from_records(conv, Some(affine), relu, device, FILE)
+}
+
 fn read_block(cur: &mut RecordCursor<'_>, device: &Device) -> Result<ResidualBlock> {
-    let conv1 = Conv::from_record(cur.take()?, device, FILE)?;
-    let affine1 = Affine::from_record(cur.take()?, device, FILE)?;
-    cur.expect_relu()?;
-    let conv2 = Conv::from_record(cur.take()?, device, FILE)?;
-    let affine2 = Affine::from_record(cur.take()?, device, FILE)?;
+    let conv1 = fused(cur, true, device)?;
+    let conv2 = fused(cur, false, device)?;
     let shortcut_pool = match cur.peek() {
         Some(LayerRecord::AvgPool(spec)) if spec.window != (0, 0) => {
             let spec = *spec;
@@ -216,18 +219,14 @@ fn read_block(cur: &mut RecordCursor<'_>, device: &Device) -> Result<ResidualBlo
     cur.expect_relu()?;
     Ok(ResidualBlock {
         conv1,
-        affine1,
         conv2,
-        affine2,
         shortcut_pool,
     })
 }
 
 impl ResidualBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.conv1.forward(x)?;
-        let y = relu(&self.affine1.forward(&y)?)?;
-        let y = self.affine2.forward(&self.conv2.forward(&y)?)?;
+        let y = self.conv2.forward(&self.conv1.forward(x)?)?;
         let shortcut = match self.shortcut_pool {
             Some(spec) => x
                 .avg_pool2d_with_stride(spec.window, spec.stride)
