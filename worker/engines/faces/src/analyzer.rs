@@ -127,8 +127,9 @@ impl FaceAnalyzer {
         self.analyze_batch(&rgb)
     }
 
-    /// Faces of every image. Detection runs per photo (each photo has its own
-    /// pyramid tensor size); descriptors run in batches across all photos' faces.
+    /// Faces of every image. Detection batches photos of similar pyramid size into
+    /// shared network passes ([`FaceDetector::detect_batch`]); descriptors run in
+    /// batches across all photos' faces.
     pub fn analyze_batch(&self, images: &[RgbImage]) -> Result<Vec<Vec<Face>>> {
         let refs: Vec<&RgbImage> = images.iter().collect();
         let detections = self.models.detector.detect_batch(&refs)?;
