@@ -71,11 +71,16 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
         .await?;
         (rate, render_alone(args)?)
     };
+    let before = crate::hops::Snapshot::take();
     let result = drive(args, &backends, &queues, &token, &request_body, &run_id).await;
+    let hops = crate::hops::Snapshot::take().since(&before);
 
     let _ = stop.send(true);
     for role in roles {
         let _ = tokio::time::timeout(Duration::from_secs(30), role).await;
+    }
+    for index in 0..args.workers {
+        let _ = std::fs::remove_dir_all(photo_cache_dir(index));
     }
     if !args.external {
         let core =
@@ -97,6 +102,7 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
         render,
         broker_messages_per_second,
         message_bytes: request_body.len(),
+        hops,
     })
 }
 
@@ -146,6 +152,13 @@ async fn start_farm(
         }
     }));
     for index in 0..args.workers {
+        // Like `reverie worker`: photos come from a local disk cache after the first fetch.
+        let cache_dir = photo_cache_dir(index);
+        let photo_cache = reverie_worker::inputs::PhotoCache::open(
+            &cache_dir,
+            config.worker.shard_cache_mb * 1024 * 1024,
+        )
+        .with_context(|| format!("photo cache in {}", cache_dir.display()))?;
         let ctx = Arc::new(WorkerContext {
             worker_id: format!("load-worker-{index}"),
             backends: backends.clone(),
@@ -154,7 +167,7 @@ async fn start_farm(
             retry: config.retry.clone(),
             cache_prefix: config.cache.prefix.clone(),
             renderers: Renderers::default().with(Arc::new(PainterlyRenderer)),
-            photo_cache: None,
+            photo_cache: Some(Arc::new(photo_cache)),
             analyser: None,
         });
         let worker_shutdown = shutdown.clone();
@@ -165,6 +178,11 @@ async fn start_farm(
         }));
     }
     Ok(token)
+}
+
+/// The photo cache of in-process worker `index`, private to this process.
+fn photo_cache_dir(index: usize) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("reverie-load-{}-{index}", std::process::id()))
 }
 
 fn request_json(tenant: &TenantId, args: &Args) -> Vec<u8> {

@@ -9,6 +9,7 @@
 //! With `--external` it only publishes, to a farm that is already running (`--token` then required).
 
 mod farm;
+mod hops;
 mod seed;
 mod stats;
 

@@ -24,6 +24,8 @@ pub struct Report {
     pub render: Histogram<u64>,
     pub broker_messages_per_second: f64,
     pub message_bytes: usize,
+    /// Service calls during the load (in-process farm and load generator together).
+    pub hops: Vec<crate::hops::Hop>,
 }
 
 impl Report {
@@ -65,6 +67,7 @@ impl Report {
         }
         println!("| end-to-end max (ms) | {:.2} |", ms(self.end_to_end.max()));
         println!();
+        crate::hops::print(&self.hops, self.done);
         println!("failed: {}", self.failed);
         let unanswered = self
             .sent

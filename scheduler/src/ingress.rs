@@ -197,6 +197,7 @@ pub async fn submit(
     let intake = Intake {
         request: request_id,
         tenant: tenant.id.clone(),
+        tenant_record: tenant.clone(),
         ingress,
         reply,
         prompt: request.prompt.clone(),

@@ -232,16 +232,34 @@ impl Records {
         tenant: &TenantId,
         request: &RequestId,
     ) -> Result<Option<RequestRecord>> {
-        let cache_key = request_cache_key(tenant, request);
-        match self.cache.get(&cache_key).await {
-            Ok(Some(bytes)) => {
-                if let Ok(record) = serde_json::from_slice::<RequestRecord>(&bytes) {
-                    return Ok(Some(record));
-                }
-            }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, request = %request, "record cache read failed"),
+        if let Some(record) = self.load_cached(tenant, request).await {
+            return Ok(Some(record));
         }
+        self.load_stored(tenant, request).await
+    }
+
+    /// The cache copy of a record, if the cache has one (a miss says nothing about the store).
+    pub async fn load_cached(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Option<RequestRecord> {
+        match self.cache.get(&request_cache_key(tenant, request)).await {
+            Ok(Some(bytes)) => serde_json::from_slice::<RequestRecord>(&bytes).ok(),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%error, request = %request, "record cache read failed");
+                None
+            }
+        }
+    }
+
+    /// The durable record, read from the store alone.
+    pub async fn load_stored(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> Result<Option<RequestRecord>> {
         let key = request_key(tenant, request);
         match self.store.get(&key).await {
             Ok(bytes) => Ok(Some(from_json(&key, &bytes)?)),
@@ -264,18 +282,22 @@ impl Records {
         Ok(())
     }
 
-    /// The first write of a newly accepted request: its record and its open marker, side by side (a
-    /// marker without a record is skipped by recovery, so neither order needs to come first).
-    pub async fn save_new(&self, record: &RequestRecord) -> Result<()> {
+    /// The first write of a newly accepted request: its record, written only if no record of that id
+    /// exists (the durable idempotency check, without a read first), and its open marker, side by side
+    /// (a marker without a record is skipped by recovery, so neither order needs to come first).
+    /// Returns `false` when a record of that id already existed; it was left as it was.
+    pub async fn save_new(&self, record: &RequestRecord) -> Result<bool> {
         let bytes = Bytes::from(to_json("request record", record)?);
         let marker = open_marker_key(&record.tenant, &record.request);
         let key = request_key(&record.tenant, &record.request);
-        tokio::try_join!(
-            self.store.put(&key, bytes.clone()),
+        let (created, ()) = tokio::try_join!(
+            self.store.put_if_absent(&key, bytes.clone()),
             self.store.put(&marker, Bytes::new()),
         )?;
-        self.write_cache(record, bytes).await;
-        Ok(())
+        if created {
+            self.write_cache(record, bytes).await;
+        }
+        Ok(created)
     }
 
     /// An update of a record the scheduler follows: one durable write. The open marker is left alone:

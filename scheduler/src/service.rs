@@ -35,6 +35,8 @@ use crate::tenants::{ForgetReport, Tenant, Tenants};
 pub struct Intake {
     pub request: RequestId,
     pub tenant: TenantId,
+    /// The tenant's record as authentication read it (consents), so acceptance does not read it again.
+    pub tenant_record: Tenant,
     pub ingress: Ingress,
     pub reply: Option<ReplyRoute>,
     pub prompt: String,
@@ -333,16 +335,12 @@ impl Core {
 
     async fn accept_locked(&self, intake: Intake) -> Result<Reply> {
         let request_id = Some(intake.request.to_string());
-        if let Some(existing) = self.existing(&intake.tenant, &intake.request).await? {
-            // The same request again: no new jobs. Follow it again if a failure cut its acceptance
-            // short, and publish anything a crash left unpublished.
-            self.adopt(&existing).await?;
-            self.ensure_published(&intake.tenant, &intake.request)
-                .await?;
-            Self::count_request(intake.ingress, "duplicate");
-            return Ok(accepted_reply(&existing, true));
+        // Followed here or still cached: a duplicate found without touching the store. A request the
+        // cache does not know is checked durably by its record's conditional first write below.
+        if let Some(existing) = self.known(&intake.tenant, &intake.request).await {
+            return self.accept_duplicate(intake.ingress, existing).await;
         }
-        let tenant = self.inner.tenants.require(&intake.tenant).await?;
+        let tenant = &intake.tenant_record;
         let variants = match &intake.album_run {
             Some(run) => run.photos.len(),
             None => intake.input.variants.max(1) as usize,
@@ -373,7 +371,7 @@ impl Core {
         if let Some(run) = intake.album_run.clone() {
             plan = plan::album_plan(plan, run, &intake.request);
         }
-        let missing = consent_gaps(&tenant, &plan);
+        let missing = consent_gaps(tenant, &plan);
         if !missing.is_empty() {
             Self::count_request(intake.ingress, "rejected");
             return Ok(Reply::rejected(request_id, missing));
@@ -385,9 +383,6 @@ impl Core {
             &intake.request,
             &self.inner.options.planner,
         );
-        if plan.album_run.is_some() {
-            metrics::global().batch_runs_active.inc();
-        }
         let record = RequestRecord {
             request: intake.request.clone(),
             tenant: intake.tenant.clone(),
@@ -412,9 +407,20 @@ impl Core {
             self.release_jobs(&record.tenant, variants);
         }
         // Persisted before anything is published: a crash after this point is recovered from the record.
-        if let Err(error) = self.inner.records.save_new(&record).await {
-            self.release_jobs(&record.tenant, record.jobs.len());
-            return Err(error);
+        match self.inner.records.save_new(&record).await {
+            Ok(true) => {
+                if record.plan.album_run.is_some() {
+                    metrics::global().batch_runs_active.inc();
+                }
+            }
+            Ok(false) => {
+                self.release_jobs(&record.tenant, record.jobs.len());
+                return self.duplicate_in_store(intake.ingress, &record).await;
+            }
+            Err(error) => {
+                self.release_jobs(&record.tenant, record.jobs.len());
+                return Err(error);
+            }
         }
         let reply = accepted_reply(&record, false);
         let key = (record.tenant.clone(), record.request.clone());
@@ -432,6 +438,44 @@ impl Core {
             .await?;
         Self::count_request(intake.ingress, "accepted");
         Ok(reply)
+    }
+
+    /// The same request again: no new jobs. Follow it again if a failure cut its acceptance short, and
+    /// publish anything a crash left unpublished.
+    async fn accept_duplicate(&self, ingress: Ingress, existing: RequestRecord) -> Result<Reply> {
+        self.adopt(&existing).await?;
+        self.ensure_published(&existing.tenant, &existing.request)
+            .await?;
+        Self::count_request(ingress, "duplicate");
+        Ok(accepted_reply(&existing, true))
+    }
+
+    /// The conditional first write found a stored record of this id (accepted before and no longer
+    /// cached): answer as a duplicate. The open marker written beside the refused record stays only if
+    /// that request is unfinished.
+    async fn duplicate_in_store(
+        &self,
+        ingress: Ingress,
+        attempted: &RequestRecord,
+    ) -> Result<Reply> {
+        let (tenant, request) = (&attempted.tenant, &attempted.request);
+        let Some(existing) = self.inner.records.load_stored(tenant, request).await? else {
+            return Err(crate::error::SchedulerError::Unavailable(format!(
+                "request {request} was refused as existing but its record cannot be read"
+            )));
+        };
+        if existing.is_finished() {
+            self.inner.records.clear_marker(tenant, request).await?;
+        }
+        self.accept_duplicate(ingress, existing).await
+    }
+
+    /// A request this scheduler follows, or whose record the cache holds.
+    async fn known(&self, tenant: &TenantId, request: &RequestId) -> Option<RequestRecord> {
+        if let Some(entry) = self.open_entry(&(tenant.clone(), request.clone())) {
+            return Some(entry.lock().await.record.clone());
+        }
+        self.inner.records.load_cached(tenant, request).await
     }
 
     /// The record of a request the scheduler already accepted, open or finished.

@@ -48,6 +48,16 @@ impl ObjectStore for RecordWritesFail {
         }
         self.inner.put(key, body).await
     }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        if self.failing.load(Ordering::SeqCst) && key.contains("/requests/") {
+            return Err(StoreError::Unreachable {
+                backend: "test",
+                address: "nowhere".into(),
+                detail: "record writes are failing in this test".into(),
+            });
+        }
+        self.inner.put_if_absent(key, body).await
+    }
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
         self.inner.put_file(key, path).await
     }

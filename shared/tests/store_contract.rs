@@ -9,6 +9,7 @@ use tokio::io::AsyncReadExt;
 async fn contract(store: &dyn ObjectStore, other_bucket: &str) {
     other_buckets_are_separate(store, other_bucket).await;
     put_get_head_and_overwrite(store).await;
+    put_if_absent_claims_a_key_once(store).await;
     missing_objects(store).await;
     ranges(store).await;
     streaming_reader(store).await;
@@ -39,6 +40,22 @@ async fn put_get_head_and_overwrite(store: &dyn ObjectStore) {
     assert_eq!(meta.size, 6);
     store.put("a/empty", Bytes::new()).await.unwrap();
     assert_eq!(store.get("a/empty").await.unwrap().len(), 0);
+}
+
+/// A conditional put writes only the first time. (Concurrent claims of one key are not raced here:
+/// s3s-fs checks and then writes, where AWS S3 decides atomically; the scheduler's per-request intake
+/// lock already serialises claims of one request id.)
+async fn put_if_absent_claims_a_key_once(store: &dyn ObjectStore) {
+    let key = "claims/request.json";
+    assert!(store
+        .put_if_absent(key, Bytes::from_static(b"first"))
+        .await
+        .unwrap());
+    assert!(!store
+        .put_if_absent(key, Bytes::from_static(b"second"))
+        .await
+        .unwrap());
+    assert_eq!(store.get(key).await.unwrap(), Bytes::from_static(b"first"));
 }
 
 /// A tenant's own output bucket: same adapter, same credentials, keys not shared with the main store.

@@ -16,7 +16,8 @@ use reverie_shared::jobs::{GenerateJob, Job, JobEvent, JobSpec, Provenance};
 use reverie_shared::metrics;
 use reverie_shared::ports::queue::{Consumer, Delivery, Message, MessageProps, QueueError};
 use reverie_shared::retry::Backoff;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::batcher::{group_compatible, should_close, BatchLimits};
@@ -61,6 +62,10 @@ impl From<RenderError> for JobFailure {
 }
 
 /// Consumes the generation queue until `shutdown` turns true, then drains within the grace period.
+///
+/// Up to `batches_in_flight` batches are held at once: while one renders, the next is fetching its
+/// photos and the previous one is writing its outputs and confirming its results. Render passes never
+/// overlap (the render slot), so a worker's render memory is that of one batch.
 pub async fn run_generation(
     ctx: Arc<WorkerContext>,
     mut shutdown: watch::Receiver<bool>,
@@ -69,11 +74,23 @@ pub async fn run_generation(
         max_size: ctx.settings.batch_max,
         max_wait: Duration::from_millis(ctx.settings.batch_wait_ms),
     };
-    let prefetch = u16::try_from(ctx.settings.batch_max).unwrap_or(u16::MAX);
+    let depth = ctx.settings.batches_in_flight.max(1);
+    // Enough prefetch for every batch held; never more, so a dying worker hands back little.
+    let prefetch = u16::try_from(ctx.settings.batch_max.max(1) * depth).unwrap_or(u16::MAX);
+    let batch_slots = Arc::new(Semaphore::new(depth));
+    let render_slot = Arc::new(Semaphore::new(1));
+    let mut held_batches = JoinSet::new();
     let mut consumer = ctx
         .consume(&ctx.queues.generate, prefetch, &mut shutdown)
         .await?;
     loop {
+        // A free batch slot first: no delivery is taken that no batch could hold.
+        let slot = tokio::select! {
+            _ = shutdown.changed() => break,
+            slot = batch_slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        while held_batches.try_join_next().is_some() {}
         let first = tokio::select! {
             _ = shutdown.changed() => break,
             next = consumer.next() => next,
@@ -89,23 +106,35 @@ pub async fn run_generation(
             }
         };
         let held = collect_batch(&mut *consumer, first, limits, &shutdown).await;
-        let grace = Duration::from_secs(ctx.settings.drain_grace_s);
-        let work = handle_deliveries(ctx.clone(), held);
+        let (ctx, render_slot) = (ctx.clone(), render_slot.clone());
+        held_batches.spawn(async move {
+            handle_deliveries(ctx, held, render_slot).await;
+            drop(slot);
+        });
         if *shutdown.borrow() {
-            // Draining: finish what is held within the grace period; what is not finished by then is
-            // dropped unacknowledged, which hands it back to the queue for another worker.
-            if tokio::time::timeout(grace, work).await.is_err() {
-                tracing::warn!(
-                    grace_s = grace.as_secs(),
-                    "drain grace period over; requeueing held jobs"
-                );
-            }
             break;
         }
-        work.await;
     }
+    drain(&ctx, held_batches).await;
     tracing::info!(worker = %ctx.worker_id, "generation loop stopped");
     Ok(())
+}
+
+/// Finishes the batches held within the grace period; what is not finished by then is dropped
+/// unacknowledged, which hands it back to the queue for another worker.
+async fn drain(ctx: &WorkerContext, mut held_batches: JoinSet<()>) {
+    let grace = Duration::from_secs(ctx.settings.drain_grace_s);
+    let finished = tokio::time::timeout(grace, async {
+        while held_batches.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(
+            grace_s = grace.as_secs(),
+            "drain grace period over; requeueing held jobs"
+        );
+        held_batches.shutdown().await;
+    }
 }
 
 async fn collect_batch(
@@ -126,15 +155,16 @@ async fn collect_batch(
     held
 }
 
-async fn handle_deliveries(ctx: Arc<WorkerContext>, deliveries: Vec<Delivery>) {
-    let mut jobs = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        if let Some(held) = admit(&ctx, delivery).await {
-            jobs.push(held);
-        }
-    }
+async fn handle_deliveries(
+    ctx: Arc<WorkerContext>,
+    deliveries: Vec<Delivery>,
+    render_slot: Arc<Semaphore>,
+) {
+    // Screened side by side (each may ask the cache whether its job was cancelled); order is kept.
+    let admitted = futures::future::join_all(deliveries.into_iter().map(|d| admit(&ctx, d))).await;
+    let jobs: Vec<Held> = admitted.into_iter().flatten().collect();
     for group in group_compatible(jobs, |held| held.spec.render.batch_key()) {
-        render_group(&ctx, group).await;
+        render_group(&ctx, group, &render_slot).await;
     }
 }
 
@@ -194,44 +224,38 @@ async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
     })
 }
 
-async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
+async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>, render_slot: &Semaphore) {
     let span =
         tracing::info_span!("batch", size = group.len(), key = %group[0].spec.render.batch_key());
     async {
-        // The jobs of a batch are started and their photos fetched side by side: each job's steps
-        // keep their order, and the broker confirms the events of the batch together.
-        let starts = group.into_iter().map(|held| async move {
-            record_queue_wait(&held.job);
-            ctx.publish_event(&JobEvent::Started {
+        let ready = load_group(ctx, group).await;
+        if ready.is_empty() {
+            return;
+        }
+        let announcements: Vec<JobEvent> = ready
+            .iter()
+            .map(|(held, _)| JobEvent::Started {
                 job: held.spec.job.clone(),
                 tenant: held.spec.tenant.clone(),
                 worker: ctx.worker_id.clone(),
                 attempt: held.job.attempt,
             })
-            .await;
-            let loaded = load_request(ctx, &held.spec).await;
-            (held, loaded)
-        });
-        let mut ready = Vec::new();
-        for (held, loaded) in futures::future::join_all(starts).await {
-            match loaded {
-                Ok(request) => ready.push((held, request)),
-                Err(failure) => fail(ctx, held, failure).await,
-            }
-        }
-        if ready.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        let results = render(ctx, &ready).await;
-        let render_ms = started.elapsed().as_millis() as u64;
+            .collect();
+        let rendering = async {
+            // A closed semaphore never happens (it lives as long as the loop); render regardless.
+            let _slot = render_slot.acquire().await.ok();
+            let started = Instant::now();
+            let results = render(ctx, &ready).await;
+            (results, started.elapsed())
+        };
+        let (results, render_time) = announce_if_slow(ctx, &announcements, rendering).await;
+        let render_ms = render_time.as_millis() as u64;
         let m = metrics::global();
         let renderer = ready[0].0.spec.render.renderer.label();
         m.batch_size
             .with_label_values(&[renderer])
             .observe(ready.len() as f64);
-        m.worker_busy_seconds
-            .inc_by(started.elapsed().as_secs_f64());
+        m.worker_busy_seconds.inc_by(render_time.as_secs_f64());
         // Each job still writes its outputs, has its result confirmed and only then is acked; the jobs
         // of the batch do this side by side.
         let settles = ready
@@ -247,6 +271,46 @@ async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) {
     }
     .instrument(span)
     .await
+}
+
+/// Fetches and decodes the photos of a batch's jobs side by side; jobs whose photos fail are failed
+/// here and left out.
+async fn load_group(ctx: &Arc<WorkerContext>, group: Vec<Held>) -> Vec<(Held, RenderRequest)> {
+    let loads = group.into_iter().map(|held| async move {
+        record_queue_wait(&held.job);
+        let loaded = load_request(ctx, &held.spec).await;
+        (held, loaded)
+    });
+    let mut ready = Vec::new();
+    for (held, loaded) in futures::future::join_all(loads).await {
+        match loaded {
+            Ok(request) => ready.push((held, request)),
+            Err(failure) => fail(ctx, held, failure).await,
+        }
+    }
+    ready
+}
+
+/// Runs `work`; once it has run `worker.started_after_ms`, the batch's `Started` events are published
+/// (and confirmed) while it goes on. A render that finishes sooner announces nothing: its result says
+/// that it ran, and the two messages per job that a millisecond render would otherwise cost are saved.
+/// Either way `Started` precedes the result, which is published after `work` returns.
+async fn announce_if_slow<T>(
+    ctx: &WorkerContext,
+    announcements: &[JobEvent],
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let delay = Duration::from_millis(ctx.settings.started_after_ms);
+    let announce = async {
+        tokio::time::sleep(delay).await;
+        futures::future::join_all(announcements.iter().map(|e| ctx.publish_event(e))).await;
+    };
+    tokio::pin!(work);
+    tokio::select! {
+        biased;
+        output = &mut work => output,
+        () = announce => work.await,
+    }
 }
 
 fn record_queue_wait(job: &Job) {
@@ -310,6 +374,10 @@ async fn render(
     let relay_ctx = ctx.clone();
     let relay = tokio::spawn(async move {
         while let Some((index, step, total)) = progress_rx.recv().await {
+            // The last step's progress is followed at once by the result: not worth two messages.
+            if step >= total {
+                continue;
+            }
             if let Some((job, tenant)) = jobs.get(index) {
                 relay_ctx
                     .publish_event(&JobEvent::Progress {

@@ -77,6 +77,8 @@ fn settings() -> WorkerSettings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         batch_max: 4,
         batch_wait_ms: 150,
+        batches_in_flight: 2,
+        started_after_ms: 0,
         max_attempts: 3,
         max_deliveries: 2,
         drain_grace_s: 10,

@@ -47,6 +47,21 @@ impl LocalStore {
             .join(uuid::Uuid::new_v4().simple().to_string())
     }
 
+    /// Writes `body` to a fresh staging file, durably: nothing made visible from it can be lost.
+    async fn stage(&self, body: &[u8]) -> Result<PathBuf, StoreError> {
+        let staged = self.staging_path();
+        let mut file = tokio::fs::File::create(&staged)
+            .await
+            .map_err(|source| io_error(&staged, source))?;
+        file.write_all(body)
+            .await
+            .map_err(|source| io_error(&staged, source))?;
+        file.sync_all()
+            .await
+            .map_err(|source| io_error(&staged, source))?;
+        Ok(staged)
+    }
+
     async fn commit(&self, staged: &Path, target: &Path) -> Result<(), StoreError> {
         if let Some(parent) = target.parent() {
             tokio::fs::create_dir_all(parent)
@@ -98,19 +113,26 @@ impl ObjectStore for LocalStore {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let target = self.path_of(key)?;
-        let staged = self.staging_path();
-        let mut file = tokio::fs::File::create(&staged)
-            .await
-            .map_err(|source| io_error(&staged, source))?;
-        file.write_all(&body)
-            .await
-            .map_err(|source| io_error(&staged, source))?;
-        // Durable before visible: the rename must never expose bytes that a crash could lose.
-        file.sync_all()
-            .await
-            .map_err(|source| io_error(&staged, source))?;
-        drop(file);
+        let staged = self.stage(&body).await?;
         self.commit(&staged, &target).await
+    }
+
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        let target = self.path_of(key)?;
+        let staged = self.stage(&body).await?;
+        if let Some(parent) = target.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|source| io_error(parent, source))?;
+        }
+        // A hard link fails when the name exists: the check and the write are one atomic step.
+        let linked = tokio::fs::hard_link(&staged, &target).await;
+        let _ = tokio::fs::remove_file(&staged).await;
+        match linked {
+            Ok(()) => Ok(true),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(io_error(&target, source)),
+        }
     }
 
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {

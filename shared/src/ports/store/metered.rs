@@ -69,6 +69,17 @@ impl<S: ObjectStore> ObjectStore for MeteredStore<S> {
         result
     }
 
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        let timer = CallTimer::start();
+        let size = body.len() as u64;
+        let result = self.inner.put_if_absent(key, body).await;
+        self.record("put", timer, &result);
+        if matches!(result, Ok(true)) {
+            self.count_bytes("put", size);
+        }
+        result
+    }
+
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
         let timer = CallTimer::start();
         let result = self.inner.put_file(key, path).await;

@@ -89,6 +89,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Writes a whole object, replacing any previous one atomically (readers see old or new, never half).
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
 
+    /// Writes a whole object only if none exists under `key` (S3's conditional `If-None-Match: *` put;
+    /// atomic on AWS S3 and in the local adapter, check-then-write on some S3 test servers). Returns
+    /// `false`, writing nothing, when the key was taken: how a request's first record claims its id
+    /// without reading first.
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError>;
+
     /// Uploads a file; large files go up in parts (multipart upload on S3) without being read into memory.
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError>;
 
@@ -131,6 +137,9 @@ impl ObjectStore for SharedStore {
     }
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         (**self).put(key, body).await
+    }
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        (**self).put_if_absent(key, body).await
     }
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
         (**self).put_file(key, path).await

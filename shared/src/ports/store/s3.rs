@@ -305,6 +305,30 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
+        let full = self.full_key(key)?;
+        let result = self
+            .client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(full)
+            .if_none_match("*")
+            .body(ByteStream::from(body))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // 412: the key exists. 409 (ConditionalRequestConflict): a concurrent conditional write of
+            // the same key won the race; either way this write did not happen.
+            Err(SdkError::ServiceError(failure))
+                if matches!(failure.raw().status().as_u16(), 409 | 412) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.classify("put", key, error)),
+        }
+    }
+
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {
         let full = self.full_key(key)?;
         let size = tokio::fs::metadata(path)
