@@ -185,16 +185,17 @@ fn compute(
     })?;
     let faces = match &analyser.faces {
         Ok(faces) => {
-            let working: Vec<(DynamicImage, f64)> = images.iter().map(working_copy).collect();
-            let copies: Vec<DynamicImage> =
-                working.iter().map(|(image, _)| image.clone()).collect();
+            // All photos of the shard in one call: the detector batches photos of similar
+            // size into shared network passes and descriptors run across all faces.
+            let (copies, scales): (Vec<DynamicImage>, Vec<f64>) =
+                images.iter().map(working_copy).unzip();
             let found = faces
                 .analyze_dynamic_batch(&copies)
                 .map_err(|e| AnalysisError::Faces(e.to_string()))?;
             found
                 .into_iter()
-                .zip(&working)
-                .map(|(faces, (_, scale))| faces.into_iter().map(|f| analysed(f, *scale)).collect())
+                .zip(scales)
+                .map(|(faces, scale)| faces.into_iter().map(|f| analysed(f, scale)).collect())
                 .collect()
         }
         Err(_) => vec![Vec::new(); images.len()],
