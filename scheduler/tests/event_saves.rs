@@ -30,6 +30,20 @@ struct RecordWritesFail {
     failing: Arc<AtomicBool>,
 }
 
+impl RecordWritesFail {
+    /// Fails a write of a request record while the test says so.
+    fn refuse_record_writes(&self, key: &str) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) && key.contains("/requests/") {
+            return Err(StoreError::Unreachable {
+                backend: "test",
+                address: "nowhere".into(),
+                detail: "record writes are failing in this test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ObjectStore for RecordWritesFail {
     fn backend(&self) -> &'static str {
@@ -39,23 +53,11 @@ impl ObjectStore for RecordWritesFail {
         self.inner.other_bucket(bucket)
     }
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) && key.contains("/requests/") {
-            return Err(StoreError::Unreachable {
-                backend: "test",
-                address: "nowhere".into(),
-                detail: "record writes are failing in this test".into(),
-            });
-        }
+        self.refuse_record_writes(key)?;
         self.inner.put(key, body).await
     }
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
-        if self.failing.load(Ordering::SeqCst) && key.contains("/requests/") {
-            return Err(StoreError::Unreachable {
-                backend: "test",
-                address: "nowhere".into(),
-                detail: "record writes are failing in this test".into(),
-            });
-        }
+        self.refuse_record_writes(key)?;
         self.inner.put_if_absent(key, body).await
     }
     async fn put_file(&self, key: &str, path: &Path) -> Result<(), StoreError> {

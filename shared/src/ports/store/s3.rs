@@ -5,6 +5,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
@@ -143,6 +144,15 @@ impl S3Store {
                 .and_then(|rest| rest.strip_prefix('/'))
                 .unwrap_or(full)
         }
+    }
+
+    /// A single-request upload of `body` to the full key `full` of this store's bucket.
+    fn put_request(&self, full: String, body: ByteStream) -> PutObjectFluentBuilder {
+        self.client
+            .put_object()
+            .bucket(&self.config.bucket)
+            .key(full)
+            .body(body)
     }
 
     fn classify<E, R>(
@@ -294,11 +304,7 @@ impl ObjectStore for S3Store {
 
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
         let full = self.full_key(key)?;
-        self.client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(full)
-            .body(ByteStream::from(body))
+        self.put_request(full, ByteStream::from(body))
             .send()
             .await
             .map_err(|error| self.classify("put", key, error))?;
@@ -308,12 +314,8 @@ impl ObjectStore for S3Store {
     async fn put_if_absent(&self, key: &str, body: Bytes) -> Result<bool, StoreError> {
         let full = self.full_key(key)?;
         let result = self
-            .client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(full)
+            .put_request(full, ByteStream::from(body))
             .if_none_match("*")
-            .body(ByteStream::from(body))
             .send()
             .await;
         match result {
@@ -349,11 +351,7 @@ impl ObjectStore for S3Store {
                 key: key.to_string(),
                 detail: error.to_string(),
             })?;
-        self.client
-            .put_object()
-            .bucket(&self.config.bucket)
-            .key(full)
-            .body(body)
+        self.put_request(full, body)
             .send()
             .await
             .map_err(|error| self.classify("put", key, error))?;
