@@ -484,10 +484,10 @@ impl Core {
         tenant: &TenantId,
         request: &RequestId,
     ) -> Result<Option<RequestRecord>> {
-        if let Some(entry) = self.open_entry(&(tenant.clone(), request.clone())) {
-            return Ok(Some(entry.lock().await.record.clone()));
+        if let Some(record) = self.known(tenant, request).await {
+            return Ok(Some(record));
         }
-        self.inner.records.load(tenant, request).await
+        self.inner.records.load_stored(tenant, request).await
     }
 
     /// The current record of a request of `tenant` (never another tenant's).
