@@ -79,6 +79,22 @@ impl ProcessFarm {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// Creates `tenant` with library consent and imports a library of one album; returns the tenant's
+    /// token and the library folder (kept alive while the test runs).
+    fn tenant_with_album(&self, tenant: &str, album: &str) -> (String, tempfile::TempDir) {
+        let token = self.run(&["tenant", "create", tenant]).trim().to_string();
+        self.run(&["consent", "grant", "--tenant", tenant, "library"]);
+        let library = one_album_library(album);
+        self.run(&[
+            "library",
+            "import",
+            "--tenant",
+            tenant,
+            &library.path().display().to_string(),
+        ]);
+        (token, library)
+    }
+
     fn spawn(&self, args: &[&str], log: &str) -> Child {
         let log = std::fs::File::create(self.data.path().join(log)).unwrap();
         self.command(args)
@@ -183,18 +199,8 @@ async fn an_interrupted_album_run_resumes_with_no_duplicates_and_no_gaps() {
     let farm = ProcessFarm::new(&store.config().bucket, &prefix);
     let tenant = prefix.clone();
 
-    let token = farm.run(&["tenant", "create", &tenant]);
-    let token = token.trim().to_string();
-    farm.run(&["consent", "grant", "--tenant", &tenant, "library"]);
     let album = "Best of";
-    let library = one_album_library(album);
-    farm.run(&[
-        "library",
-        "import",
-        "--tenant",
-        &tenant,
-        &library.path().display().to_string(),
-    ]);
+    let (token, _library) = farm.tenant_with_album(&tenant, album);
     let show: serde_json::Value =
         serde_json::from_str(&farm.run(&["library", "show", "--tenant", &tenant, "--json"]))
             .unwrap();
@@ -330,17 +336,8 @@ async fn album_art_goes_to_a_registered_bucket_of_the_tenant_and_nowhere_else() 
     let prefix = testing::unique("dest");
     let farm = ProcessFarm::new(&store.config().bucket, &prefix);
     let tenant = prefix.clone();
-    let token = farm.run(&["tenant", "create", &tenant]).trim().to_string();
-    farm.run(&["consent", "grant", "--tenant", &tenant, "library"]);
     let album = "Best of";
-    let library = one_album_library(album);
-    farm.run(&[
-        "library",
-        "import",
-        "--tenant",
-        &tenant,
-        &library.path().display().to_string(),
-    ]);
+    let (token, _library) = farm.tenant_with_album(&tenant, album);
     let own_bucket = theirs.config().bucket.clone();
     let registered = farm.run(&[
         "tenant",

@@ -9,19 +9,18 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use reverie_scheduler::{Scheduler, SchedulerOptions};
 use reverie_shared::config::Config;
-use reverie_shared::ids::{PhotoId, ShardId, TenantId};
-use reverie_shared::jobs::{PhotoRef, ReferenceRole, RenderSpec, RendererKind};
+use reverie_shared::ids::TenantId;
 use reverie_shared::ports::queue::{JobQueue, Message, MessageProps, QueueSpec};
 use reverie_shared::queues::QueueNames;
 use reverie_shared::Backends;
-use reverie_worker::render::{PainterlyRenderer, RenderRequest, Renderer};
+use reverie_worker::render::PainterlyRenderer;
 use reverie_worker::{run_worker, Renderers, WorkerContext};
 use tokio::sync::{watch, Semaphore};
 
-use crate::stats::{histogram, Report};
+use crate::baselines::{raw_broker, raw_store, render_alone};
+use crate::cpu::CpuSnapshot;
+use crate::stats::{histogram, Baselines, Report};
 use crate::Args;
-
-const BASELINE_MESSAGES: u64 = 5_000;
 
 pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
@@ -59,21 +58,34 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
     };
     let request_body = request_json(&tenant, args);
 
-    let (broker_messages_per_second, render) = if args.no_baseline {
-        (0.0, histogram())
+    let baselines = if args.no_baseline {
+        Baselines::default()
     } else {
-        let rate = raw_broker(
-            &*backends.queue,
-            &format!("{}.baseline", queues.requests),
-            request_body.len(),
-            args.in_flight,
-        )
-        .await?;
-        (rate, render_alone(args)?)
+        let (render, output_bytes) = render_alone(args)?;
+        Baselines {
+            broker_messages_per_second: raw_broker(
+                &*backends.queue,
+                &format!("{}.baseline", queues.requests),
+                request_body.len(),
+                args.in_flight,
+            )
+            .await?,
+            store_writes_per_second: raw_store(
+                &*backends.store,
+                &format!("load-baseline/{run_id}/"),
+                output_bytes,
+            )
+            .await?,
+            output_bytes,
+            render,
+        }
     };
-    let before = crate::hops::Snapshot::take();
+    let (before, cpu_before) = (crate::hops::Snapshot::take(), CpuSnapshot::take());
     let result = drive(args, &backends, &queues, &token, &request_body, &run_id).await;
-    let hops = crate::hops::Snapshot::take().since(&before);
+    let (hops, cpu_after) = (
+        crate::hops::Snapshot::take().since(&before),
+        CpuSnapshot::take(),
+    );
 
     let _ = stop.send(true);
     for role in roles {
@@ -99,10 +111,10 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
         rejected,
         seconds,
         end_to_end,
-        render,
-        broker_messages_per_second,
+        baselines,
         message_bytes: request_body.len(),
         hops,
+        cpu: cpu_after.per_job_since(&cpu_before, done),
     })
 }
 
@@ -212,93 +224,6 @@ async fn reconsume(
         }
     }
     None
-}
-
-/// Confirmed publishes and acked consumption of same-size messages through the same port: the ceiling
-/// the farm's own messaging runs under.
-async fn raw_broker(
-    queue: &dyn JobQueue,
-    name: &str,
-    size: usize,
-    in_flight: usize,
-) -> anyhow::Result<f64> {
-    queue.declare(&QueueSpec::new(name)).await?;
-    let body = vec![b'x'; size];
-    let started = Instant::now();
-    let mut consumer = queue.consume(name, 256).await?;
-    let consume = async {
-        for _ in 0..BASELINE_MESSAGES {
-            consumer.next().await?.ack().await?;
-        }
-        Ok::<(), anyhow::Error>(())
-    };
-    let publish = async {
-        let mut sent = 0;
-        while sent < BASELINE_MESSAGES {
-            let window = (in_flight.max(1) as u64).min(BASELINE_MESSAGES - sent);
-            let publishes = (0..window).map(|_| queue.publish(name, Message::new(body.clone())));
-            for result in futures::future::join_all(publishes).await {
-                result?;
-            }
-            sent += window;
-        }
-        Ok::<(), anyhow::Error>(())
-    };
-    let (consumed, published) = tokio::join!(consume, publish);
-    consumed?;
-    published?;
-    let rate = BASELINE_MESSAGES as f64 / started.elapsed().as_secs_f64();
-    drop(consumer);
-    queue.delete(name).await?;
-    Ok(rate)
-}
-
-/// The render alone, in-process, for the same job: what the farm's overhead is measured against.
-fn render_alone(args: &Args) -> anyhow::Result<Histogram<u64>> {
-    let png = {
-        let image = image::RgbImage::from_fn(64, 64, |x, y| {
-            image::Rgb([(x * 4) as u8, (y * 4) as u8, ((x + y) * 2) as u8])
-        });
-        image::DynamicImage::ImageRgb8(image)
-    };
-    let reference = PhotoRef {
-        photo: PhotoId::of_bytes(b"render-alone"),
-        shard: ShardId::new("load-0000")?,
-        offset: 0,
-        length: 0,
-        role: ReferenceRole::Background,
-        face_box: None,
-        label: None,
-    };
-    let request = RenderRequest {
-        spec: RenderSpec {
-            renderer: RendererKind::Painterly,
-            prompt: "bold shapes and bright colours".into(),
-            negative_prompt: String::new(),
-            style: args.style.clone(),
-            model: None,
-            width: args.size,
-            height: args.size,
-            steps: 1,
-            guidance: 0.0,
-            scheduler: None,
-            seed: 7,
-            strength: 1.0,
-            palette_transfer: false,
-        },
-        photos: vec![(reference, png)],
-    };
-    let renderer = PainterlyRenderer;
-    let mut render = histogram();
-    for _ in 0..200 {
-        let started = Instant::now();
-        let result = renderer.render_batch(std::slice::from_ref(&request), &|_, _, _| {});
-        if let Some(Err(error)) = result.into_iter().next() {
-            anyhow::bail!("render alone failed: {error}");
-        }
-        render.record(started.elapsed().as_micros().max(1) as u64)?;
-    }
-    Ok(render)
 }
 
 type Outcome = (u64, u64, u64, u64, f64, Histogram<u64>, u64);

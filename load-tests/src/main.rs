@@ -1,6 +1,8 @@
 //! `reverie-load`: drives requests through the farm over AMQP and reports throughput and end-to-end
 //! latency percentiles next to the raw broker's throughput for the same message size, measured in the
-//! same run, so the farm's cost reads as a ratio on any machine.
+//! same run, so the farm's cost reads as a ratio on any machine. It also writes output-size objects to the
+//! store (the raw store baseline), reads the calls each job made from the farm's metrics, and the CPU
+//! time each process (farm, broker, cache, S3 server) spent per job: together, where a job's cost goes.
 //!
 //!   cargo run --release -p reverie-load-tests -- --count 2000
 //!
@@ -8,6 +10,8 @@
 //! services (REVERIE_AMQP_URL, REVERIE_REDIS_URL, REVERIE_S3_*), with queue names private to the run.
 //! With `--external` it only publishes, to a farm that is already running (`--token` then required).
 
+mod baselines;
+mod cpu;
 mod farm;
 mod hops;
 mod seed;
@@ -63,7 +67,7 @@ pub struct Args {
     /// then exit: how a test run cleans up the broker it shares.
     #[arg(long)]
     pub delete_queues: bool,
-    /// Skip the raw broker baseline and the render-alone timing (fault and metrics tests need only the load).
+    /// Skip the raw broker and raw store baselines and the render-alone timing (fault and metrics tests need only the load).
     #[arg(long)]
     pub no_baseline: bool,
     /// Also publish malformed messages (a request that is not JSON, a job that is not an envelope) so the

@@ -21,11 +21,60 @@ pub struct Report {
     pub rejected: u64,
     pub seconds: f64,
     pub end_to_end: Histogram<u64>,
-    pub render: Histogram<u64>,
-    pub broker_messages_per_second: f64,
+    pub baselines: Baselines,
     pub message_bytes: usize,
     /// Service calls during the load (in-process farm and load generator together).
     pub hops: Vec<crate::hops::Hop>,
+    /// CPU per finished job of each process the run depends on.
+    pub cpu: Vec<crate::cpu::CpuShare>,
+}
+
+/// The same run's measurements of the services alone and of the render alone.
+#[derive(Debug)]
+pub struct Baselines {
+    pub broker_messages_per_second: f64,
+    pub store_writes_per_second: f64,
+    /// Size of one job's PNG, the size the raw store baseline writes.
+    pub output_bytes: usize,
+    pub render: Histogram<u64>,
+}
+
+impl Default for Baselines {
+    fn default() -> Baselines {
+        Baselines {
+            broker_messages_per_second: 0.0,
+            store_writes_per_second: 0.0,
+            output_bytes: 0,
+            render: histogram(),
+        }
+    }
+}
+
+/// Store operations that write (each costs the S3 server about what a raw-store write costs).
+const STORE_WRITES: [&str; 4] = ["put", "put_if_absent", "put_file", "delete"];
+
+impl Baselines {
+    /// Jobs per second the broker and the store alone would allow for the calls each job made, if the
+    /// farm itself cost nothing: each publish (with its ack) costs one raw-broker message, each store
+    /// write one raw-store write, and they share the machine, so the costs add.
+    pub fn ceiling(&self, hops: &[crate::hops::Hop], jobs: u64) -> Option<f64> {
+        if jobs == 0
+            || self.broker_messages_per_second <= 0.0
+            || self.store_writes_per_second <= 0.0
+        {
+            return None;
+        }
+        let per_job = |service: &str, ops: &[&str]| {
+            hops.iter()
+                .filter(|h| h.service == service && ops.contains(&h.op.as_str()))
+                .map(|h| h.calls)
+                .sum::<u64>() as f64
+                / jobs as f64
+        };
+        let seconds_per_job = per_job("queue", &["publish"]) / self.broker_messages_per_second
+            + per_job("store", &STORE_WRITES) / self.store_writes_per_second;
+        (seconds_per_job > 0.0).then(|| 1.0 / seconds_per_job)
+    }
 }
 
 impl Report {
@@ -47,17 +96,28 @@ impl Report {
             self.publish_failed
         );
         println!("| farm throughput (jobs/s) | {throughput:.1} |");
+        let base = &self.baselines;
         println!(
             "| raw broker throughput, {} B messages, confirmed publish + ack (msg/s) | {:.1} |",
-            self.message_bytes, self.broker_messages_per_second
+            self.message_bytes, base.broker_messages_per_second
         );
         println!(
             "| farm / raw broker | {:.3} |",
-            throughput / self.broker_messages_per_second.max(1e-9)
+            throughput / base.broker_messages_per_second.max(1e-9)
         );
+        println!(
+            "| raw store writes, {} B objects, 64 in flight (writes/s) | {:.1} |",
+            base.output_bytes, base.store_writes_per_second
+        );
+        if let Some(ceiling) = base.ceiling(&self.hops, self.done) {
+            println!(
+                "| ceiling of broker + store alone for this job's calls (jobs/s) | {ceiling:.1} |"
+            );
+            println!("| farm / that ceiling | {:.3} |", throughput / ceiling);
+        }
         for (name, q) in [("p50", 0.50), ("p95", 0.95), ("p99", 0.99)] {
             let e2e = self.end_to_end.value_at_quantile(q);
-            let render = self.render.value_at_quantile(q);
+            let render = base.render.value_at_quantile(q);
             println!(
                 "| end-to-end {name} (ms) | {:.2} (render alone {:.2}, farm overhead {:.2}) |",
                 ms(e2e),
@@ -68,6 +128,14 @@ impl Report {
         println!("| end-to-end max (ms) | {:.2} |", ms(self.end_to_end.max()));
         println!();
         crate::hops::print(&self.hops, self.done);
+        if !self.cpu.is_empty() {
+            println!("| process | CPU ms per job |");
+            println!("|---|---|");
+            for share in &self.cpu {
+                println!("| {} | {:.2} |", share.label, share.ms_per_job);
+            }
+            println!();
+        }
         println!("failed: {}", self.failed);
         let unanswered = self
             .sent

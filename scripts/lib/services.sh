@@ -81,11 +81,16 @@ stop_s3_server() {
 
 # libheif (Debian's libheif-dev) for HEIC photos: reverie-library's `heic` feature links it. Fails (and
 # the caller builds without the feature) where it cannot be installed.
+# Asked through pkg-config, as libheif-rs's build does: Debian puts the headers under a multiarch folder.
+libheif_present() {
+  command -v pkg-config >/dev/null && pkg-config --exists 'libheif >= 1.14'
+}
+
 ensure_libheif() {
-  [ -f /usr/include/libheif/heif.h ] && return 0
+  libheif_present && return 0
   step "installing libheif-dev for HEIC photos"
-  apt_install libheif-dev || return 1
-  [ -f /usr/include/libheif/heif.h ]
+  apt_install libheif-dev pkg-config || return 1
+  libheif_present
 }
 
 # The Python example client (docs/examples) runs in the tests: it needs pika.
