@@ -37,6 +37,8 @@ pub enum SchedulerError {
     Backends(#[from] reverie_shared::backends::BackendError),
     #[error("{0}")]
     Unavailable(String),
+    #[error("another scheduler took over this farm's claim {claim}; this one stopped (it restarts as a standby)")]
+    Displaced { claim: String },
     #[error("scheduler API at {address}: {detail}")]
     Client { address: String, detail: String },
 }

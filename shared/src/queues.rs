@@ -11,6 +11,9 @@ pub struct QueueNames {
     pub analyse: String,
     /// Worker → scheduler: job events.
     pub events: String,
+    /// The claim the one active scheduler of the farm holds (`JobQueue::claim`); not a queue messages
+    /// go through.
+    pub scheduler_claim: String,
 }
 
 impl QueueNames {
@@ -20,6 +23,7 @@ impl QueueNames {
             generate: format!("{prefix}.jobs.generate"),
             analyse: format!("{prefix}.jobs.analyse"),
             events: format!("{prefix}.events"),
+            scheduler_claim: format!("{prefix}.scheduler.active"),
         }
     }
 

@@ -265,6 +265,34 @@ async fn amqp_queue_meets_the_contract() {
     contract(&queue).await;
 }
 
+/// One holder per claim across connections; the holder asks again and still holds it; a release
+/// hands it to the next claimant at once.
+async fn claims_are_exclusive(first: &dyn JobQueue, second: &dyn JobQueue) {
+    let name = common::unique("reverie-test.claim");
+    assert!(first.claim(&name).await.unwrap(), "a free claim is taken");
+    assert!(first.claim(&name).await.unwrap(), "the holder still holds it");
+    assert!(!second.claim(&name).await.unwrap(), "held by another connection");
+    second.release_claim(&name).await.unwrap();
+    assert!(first.claim(&name).await.unwrap(), "a non-holder's release changes nothing");
+    first.release_claim(&name).await.unwrap();
+    assert!(second.claim(&name).await.unwrap(), "released, so the next claimant takes it");
+    assert!(!first.claim(&name).await.unwrap());
+    second.release_claim(&name).await.unwrap();
+}
+
+#[tokio::test]
+async fn memory_queue_claims_are_exclusive_per_connection() {
+    let queue = MemoryQueue::ephemeral();
+    claims_are_exclusive(&queue, &queue.connect_again()).await;
+}
+
+#[tokio::test]
+async fn amqp_claims_are_exclusive_per_connection() {
+    let first = AmqpQueue::connect(&common::amqp_url()).await.unwrap();
+    let second = AmqpQueue::connect(&common::amqp_url()).await.unwrap();
+    claims_are_exclusive(&first, &second).await;
+}
+
 #[tokio::test]
 async fn memory_queue_keeps_unacked_messages_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();

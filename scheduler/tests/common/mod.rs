@@ -249,11 +249,22 @@ pub async fn complete_job(
     job: &Job,
     delivery: reverie_shared::ports::queue::Delivery,
 ) -> Vec<String> {
+    complete_job_on(&farm.backends, farm.queues(), job, delivery).await
+}
+
+/// [`complete_job`] against any backends and queue names (a scheduler not started as a [`Farm`]).
+pub async fn complete_job_on(
+    backends: &Backends,
+    queues: &reverie_shared::queues::QueueNames,
+    job: &Job,
+    delivery: reverie_shared::ports::queue::Delivery,
+) -> Vec<String> {
     let JobSpec::Generate(spec) = &job.spec else {
         panic!("generate job expected")
     };
-    publish_event(
-        farm,
+    publish_event_on(
+        backends,
+        queues,
         &JobEvent::Started {
             job: spec.job.clone(),
             tenant: spec.tenant.clone(),
@@ -264,19 +275,20 @@ pub async fn complete_job(
     .await;
     let image = keys::result_image(&spec.tenant, &spec.request, spec.index);
     let provenance = keys::result_provenance(&spec.tenant, &spec.request, spec.index);
-    farm.backends
+    backends
         .store
         .put(&image, Bytes::from_static(b"\x89PNG test"))
         .await
         .unwrap();
-    farm.backends
+    backends
         .store
         .put(&provenance, Bytes::from_static(b"{}"))
         .await
         .unwrap();
     let outputs = vec![image, provenance];
-    publish_event(
-        farm,
+    publish_event_on(
+        backends,
+        queues,
         &JobEvent::Succeeded {
             job: spec.job.clone(),
             tenant: spec.tenant.clone(),
@@ -290,10 +302,18 @@ pub async fn complete_job(
 }
 
 pub async fn publish_event(farm: &Farm, event: &JobEvent) {
+    publish_event_on(&farm.backends, farm.queues(), event).await;
+}
+
+pub async fn publish_event_on(
+    backends: &Backends,
+    queues: &reverie_shared::queues::QueueNames,
+    event: &JobEvent,
+) {
     let body = envelope::encode_event(event).unwrap();
-    farm.backends
+    backends
         .queue
-        .publish(&farm.queues().events, Message::new(body))
+        .publish(&queues.events, Message::new(body))
         .await
         .unwrap();
 }

@@ -499,6 +499,59 @@ impl JobQueue for AmqpQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         self.link().await.map(|_| ())
     }
+
+    /// A claim is an exclusive, auto-deleted queue named `name`: RabbitMQ lets only the declaring
+    /// connection use it and deletes it when that connection closes (a crash included), and refuses
+    /// every other connection with RESOURCE_LOCKED. Each attempt uses a channel of its own, because a
+    /// refusal closes the channel it came on.
+    async fn claim(&self, name: &str) -> Result<bool, QueueError> {
+        let link = self.link().await?;
+        let channel = link
+            .connection
+            .create_channel()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let declared = channel
+            .queue_declare(
+                ShortString::from(name),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(_) => {
+                let _ = channel.close(200, ShortString::from("claimed")).await;
+                Ok(true)
+            }
+            Err(error) if is_resource_locked(&error) => Ok(false),
+            Err(error) => Err(self.failed("claim", name, error)),
+        }
+    }
+
+    async fn release_claim(&self, name: &str) -> Result<(), QueueError> {
+        if !self.claim(name).await? {
+            return Ok(());
+        }
+        let link = self.link().await?;
+        link.publisher
+            .queue_delete(ShortString::from(name), QueueDeleteOptions::default())
+            .await
+            .map_err(|e| self.failed("release_claim", name, e))?;
+        Ok(())
+    }
+}
+
+fn is_resource_locked(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::ProtocolError(amqp)
+            if matches!(amqp.kind(), AMQPErrorKind::Soft(AMQPSoftError::RESOURCELOCKED))
+    )
 }
 
 #[cfg(test)]

@@ -41,11 +41,17 @@ struct Inner {
     next_seq: AtomicU64,
     next_consumer: AtomicU64,
     journal: Option<PathBuf>,
+    /// Claimed roles and the connection holding each.
+    claims: Mutex<HashMap<String, u64>>,
+    next_connection: AtomicU64,
 }
 
+/// A handle on an in-process broker. Clones share one connection; [`MemoryQueue::connect_again`] opens
+/// another one to the same broker (what a second process would have), which matters only for claims.
 #[derive(Debug, Clone)]
 pub struct MemoryQueue {
     inner: Arc<Inner>,
+    connection: u64,
 }
 
 impl MemoryQueue {
@@ -69,8 +75,26 @@ impl MemoryQueue {
                 next_seq: AtomicU64::new(1),
                 next_consumer: AtomicU64::new(1),
                 journal,
+                claims: Mutex::new(HashMap::new()),
+                next_connection: AtomicU64::new(2),
             }),
+            connection: 1,
         }
+    }
+
+    /// Another connection to the same in-process broker.
+    pub fn connect_again(&self) -> MemoryQueue {
+        MemoryQueue {
+            inner: self.inner.clone(),
+            connection: self.inner.next_connection.fetch_add(1, Ordering::SeqCst),
+        }
+    }
+
+    fn claims(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn restore(&self, dir: &Path) -> Result<(), QueueError> {
@@ -408,6 +432,20 @@ impl JobQueue for MemoryQueue {
             id: self.inner.next_consumer.fetch_add(1, Ordering::SeqCst),
             prefetch: usize::from(prefetch.max(1)),
         }))
+    }
+
+    async fn claim(&self, name: &str) -> Result<bool, QueueError> {
+        let mut claims = self.claims();
+        let holder = *claims.entry(name.to_string()).or_insert(self.connection);
+        Ok(holder == self.connection)
+    }
+
+    async fn release_claim(&self, name: &str) -> Result<(), QueueError> {
+        let mut claims = self.claims();
+        if claims.get(name) == Some(&self.connection) {
+            claims.remove(name);
+        }
+        Ok(())
     }
 
     async fn depth(&self, queue: &str) -> Result<u64, QueueError> {

@@ -108,4 +108,18 @@ impl<Q: JobQueue> JobQueue for MeteredQueue<Q> {
         record_queue_call(self.backend(), "ping", timer, &result);
         result
     }
+
+    async fn claim(&self, name: &str) -> Result<bool, QueueError> {
+        let timer = CallTimer::start();
+        let result = self.inner.claim(name).await;
+        record_queue_call(self.backend(), "claim", timer, &result);
+        result
+    }
+
+    async fn release_claim(&self, name: &str) -> Result<(), QueueError> {
+        let timer = CallTimer::start();
+        let result = self.inner.release_claim(name).await;
+        record_queue_call(self.backend(), "release_claim", timer, &result);
+        result
+    }
 }

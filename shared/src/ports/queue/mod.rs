@@ -284,4 +284,13 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 
     /// Checks the broker answers (readiness probes).
     async fn ping(&self) -> Result<(), QueueError>;
+
+    /// Claims the exclusive role `name` for as long as this handle's broker connection lives (the one
+    /// active scheduler of a farm): `true` when this handle holds it, now or already; `false` while
+    /// another connection holds it. A lost connection loses the claim, so a holder asks again to know
+    /// it still holds it.
+    async fn claim(&self, name: &str) -> Result<bool, QueueError>;
+
+    /// Gives up a claim this handle holds (a graceful stop), so a waiting claimant takes over at once.
+    async fn release_claim(&self, name: &str) -> Result<(), QueueError>;
 }
