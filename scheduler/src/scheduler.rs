@@ -201,7 +201,10 @@ async fn wait_for_claim(core: &Core, claim: &str, mut stop: watch::Receiver<bool
         match core.backends().queue.claim(claim).await {
             Ok(true) => return true,
             Ok(false) if !told => {
-                tracing::info!(claim, "standby: another scheduler is active; waiting to take over");
+                tracing::info!(
+                    claim,
+                    "standby: another scheduler is active; waiting to take over"
+                );
                 told = true;
             }
             Ok(false) => {}

@@ -270,12 +270,24 @@ async fn amqp_queue_meets_the_contract() {
 async fn claims_are_exclusive(first: &dyn JobQueue, second: &dyn JobQueue) {
     let name = common::unique("reverie-test.claim");
     assert!(first.claim(&name).await.unwrap(), "a free claim is taken");
-    assert!(first.claim(&name).await.unwrap(), "the holder still holds it");
-    assert!(!second.claim(&name).await.unwrap(), "held by another connection");
+    assert!(
+        first.claim(&name).await.unwrap(),
+        "the holder still holds it"
+    );
+    assert!(
+        !second.claim(&name).await.unwrap(),
+        "held by another connection"
+    );
     second.release_claim(&name).await.unwrap();
-    assert!(first.claim(&name).await.unwrap(), "a non-holder's release changes nothing");
+    assert!(
+        first.claim(&name).await.unwrap(),
+        "a non-holder's release changes nothing"
+    );
     first.release_claim(&name).await.unwrap();
-    assert!(second.claim(&name).await.unwrap(), "released, so the next claimant takes it");
+    assert!(
+        second.claim(&name).await.unwrap(),
+        "released, so the next claimant takes it"
+    );
     assert!(!first.claim(&name).await.unwrap());
     second.release_claim(&name).await.unwrap();
 }

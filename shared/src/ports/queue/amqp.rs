@@ -101,6 +101,34 @@ impl AmqpQueue {
         }
     }
 
+    /// A new channel on the live connection (consumers and one-off declares each get their own).
+    async fn fresh_channel(&self) -> Result<Channel, QueueError> {
+        let link = self.link().await?;
+        link.connection
+            .create_channel()
+            .await
+            .map_err(|e| self.unreachable(e))
+    }
+
+    /// Declares `name` on a channel of its own, closed afterwards: a refused declare (a missing queue
+    /// asked passively, a claim held elsewhere) closes the channel it came on, and must not take the
+    /// publishing channel with it. The outer error is the broker being unreachable, the inner one its
+    /// answer.
+    async fn declare_aside(
+        &self,
+        name: &str,
+        options: QueueDeclareOptions,
+    ) -> Result<lapin::Result<lapin::Queue>, QueueError> {
+        let channel = self.fresh_channel().await?;
+        let declared = channel
+            .queue_declare(ShortString::from(name), options, FieldTable::default())
+            .await;
+        let _ = channel
+            .close(200, ShortString::from("declared aside"))
+            .await;
+        Ok(declared)
+    }
+
     /// The live connection, reconnecting when the previous one was lost (a broker restart).
     async fn link(&self) -> Result<Arc<Link>, QueueError> {
         let mut slot = self.inner.link.lock().await;
@@ -431,12 +459,7 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
-        let link = self.link().await?;
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let channel = self.fresh_channel().await?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions::default())
             .await
@@ -459,27 +482,16 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn depth(&self, queue: &str) -> Result<u64, QueueError> {
-        // A passive declare on a throwaway channel: on a missing queue the broker closes that channel,
-        // and it must not take the publishing channel with it.
-        let link = self.link().await?;
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let declared = channel
-            .queue_declare(
-                ShortString::from(queue),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| self.failed("depth", queue, e));
-        let _ = channel.close(200, ShortString::from("depth read")).await;
-        Ok(u64::from(declared?.message_count()))
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = self.declare_aside(queue, options).await?;
+        Ok(u64::from(
+            declared
+                .map_err(|e| self.failed("depth", queue, e))?
+                .message_count(),
+        ))
     }
 
     async fn delete(&self, queue: &str) -> Result<(), QueueError> {
@@ -502,31 +514,15 @@ impl JobQueue for AmqpQueue {
 
     /// A claim is an exclusive, auto-deleted queue named `name`: RabbitMQ lets only the declaring
     /// connection use it and deletes it when that connection closes (a crash included), and refuses
-    /// every other connection with RESOURCE_LOCKED. Each attempt uses a channel of its own, because a
-    /// refusal closes the channel it came on.
+    /// every other connection with RESOURCE_LOCKED.
     async fn claim(&self, name: &str) -> Result<bool, QueueError> {
-        let link = self.link().await?;
-        let channel = link
-            .connection
-            .create_channel()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        let declared = channel
-            .queue_declare(
-                ShortString::from(name),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await;
-        match declared {
-            Ok(_) => {
-                let _ = channel.close(200, ShortString::from("claimed")).await;
-                Ok(true)
-            }
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        match self.declare_aside(name, options).await? {
+            Ok(_) => Ok(true),
             Err(error) if is_resource_locked(&error) => Ok(false),
             Err(error) => Err(self.failed("claim", name, error)),
         }
