@@ -22,7 +22,7 @@ const BASELINE_MESSAGES: u64 = 5_000;
 const BASELINE_WRITES: usize = 2_000;
 /// Writes in flight against the store: the farm's own writers (scheduler and workers) together do
 /// about this many at saturation, and more only queue inside the HTTP client's pool.
-const STORE_CONCURRENCY: usize = 64;
+pub const STORE_CONCURRENCY: usize = 64;
 
 /// Confirmed publishes and acked consumption of same-size messages through the same port: the ceiling
 /// the farm's own messaging runs under. Returns messages per second.
@@ -63,9 +63,9 @@ pub async fn raw_broker(
     Ok(rate)
 }
 
-/// Writes of `size`-byte objects under `prefix` through the same store port the farm uses, 64 at a
-/// time: the ceiling the farm's durable writes run under. Returns writes per second; the objects are
-/// deleted afterwards (not timed).
+/// Writes of `size`-byte objects under `prefix` through the same store port the farm uses,
+/// [`STORE_CONCURRENCY`] at a time: the ceiling the farm's durable writes run under. Returns writes per
+/// second; the objects are deleted afterwards (not timed).
 pub async fn raw_store(store: &dyn ObjectStore, prefix: &str, size: usize) -> anyhow::Result<f64> {
     let body = Bytes::from(vec![b'x'; size]);
     let keys: Vec<String> = (0..BASELINE_WRITES)

@@ -106,8 +106,10 @@ impl Report {
             throughput / base.broker_messages_per_second.max(1e-9)
         );
         println!(
-            "| raw store writes, {} B objects, 64 in flight (writes/s) | {:.1} |",
-            base.output_bytes, base.store_writes_per_second
+            "| raw store writes, {} B objects, {} in flight (writes/s) | {:.1} |",
+            base.output_bytes,
+            crate::baselines::STORE_CONCURRENCY,
+            base.store_writes_per_second
         );
         if let Some(ceiling) = base.ceiling(&self.hops, self.done) {
             println!(

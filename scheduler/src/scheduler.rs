@@ -90,9 +90,10 @@ impl Scheduler {
     /// Declares the queues, serves HTTP, waits until it holds the farm's scheduler claim (a standby
     /// waits here while another scheduler is active), recovers unfinished work, then serves until
     /// `shutdown` turns true: the requests and events consumers, the fairness feeder, the metrics
-    /// sampler, and a check that it still holds the claim. Returns the HTTP address through `bound` once
-    /// it listens and is active (a standby sends it when it takes over). Fails with [`SchedulerError::Displaced`] when another scheduler took the claim
-    /// (its connection to the broker was lost meanwhile): it stops at once rather than run beside it.
+    /// sampler, and a check that it still holds the claim. Returns the HTTP address through `bound`
+    /// once it listens and is active (a standby sends it when it takes over). Fails with
+    /// [`SchedulerError::Displaced`] when another scheduler took the claim (its connection to the
+    /// broker was lost meanwhile): it stops at once rather than run beside it.
     pub async fn run(
         self,
         shutdown: watch::Receiver<bool>,
@@ -171,6 +172,7 @@ impl Scheduler {
         }
         Ok(())
     }
+
     /// Builds the backends from configuration and runs until `shutdown` (the `reverie scheduler` entry).
     pub async fn run_from_config(
         config: &reverie_shared::Config,

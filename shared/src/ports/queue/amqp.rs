@@ -529,6 +529,8 @@ impl JobQueue for AmqpQueue {
     }
 
     async fn release_claim(&self, name: &str) -> Result<(), QueueError> {
+        // Only the holder deletes: a delete of a queue another connection holds is refused with
+        // RESOURCE_LOCKED, which would close the publishing channel it was sent on.
         if !self.claim(name).await? {
             return Ok(());
         }
