@@ -45,9 +45,10 @@ pub enum SchedulerError {
 
 pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
 
-/// Serialises a record as JSON, naming it on failure.
+/// Serialises a record as compact JSON (records are written on every request's hot path; `jq` makes
+/// them readable), naming it on failure.
 pub(crate) fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|e| SchedulerError::Encode {
+    serde_json::to_vec(value).map_err(|e| SchedulerError::Encode {
         what,
         detail: e.to_string(),
     })

@@ -13,6 +13,7 @@ pub mod fairness;
 pub mod ingress;
 pub mod library;
 pub mod library_manifest;
+pub mod open_log;
 pub mod options;
 pub mod plan;
 pub mod prompt;

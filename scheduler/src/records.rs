@@ -2,9 +2,9 @@
 //!
 //! The durable record of a request (with its jobs and plan) is `tenants/{t}/requests/{r}.json` in the
 //! object store; the cache holds a copy at `reverie:{t}:request:{r}` and one entry per job at
-//! [`keys::job_cache_key`] (what workers and dashboards read). While a request has unfinished jobs an
-//! empty marker `tenants/{t}/open/{r}` exists: a restarted scheduler lists the markers to find the work it
-//! must keep tracking (and the jobs it must still publish).
+//! [`keys::job_cache_key`] (what workers and dashboards read). While a request has unfinished jobs it is
+//! in the [`OpenLog`] (group-committed segments under `scheduler/open/`): a restarted scheduler reads the
+//! log to find the work it must keep tracking (and the jobs it must still publish).
 
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use reverie_shared::ports::store::SharedStore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{from_json, to_json, Result};
+use crate::open_log::OpenLog;
 use crate::plan::Plan;
 
 /// Finished records stay in the cache this long; the store keeps them until the tenant is forgotten.
@@ -200,10 +201,6 @@ pub fn request_key(tenant: &TenantId, request: &RequestId) -> String {
     format!("{}requests/{request}.json", keys::tenant_prefix(tenant))
 }
 
-fn open_marker_key(tenant: &TenantId, request: &RequestId) -> String {
-    format!("{}open/{request}", keys::tenant_prefix(tenant))
-}
-
 fn request_cache_key(tenant: &TenantId, request: &RequestId) -> String {
     format!("{}request:{request}", keys::tenant_cache_prefix(tenant))
 }
@@ -219,11 +216,22 @@ pub fn request_of(job: &JobId) -> Option<RequestId> {
 pub struct Records {
     store: SharedStore,
     cache: SharedCache,
+    open_log: OpenLog,
 }
 
 impl Records {
     pub fn new(store: SharedStore, cache: SharedCache) -> Records {
-        Records { store, cache }
+        let open_log = OpenLog::new(store.clone());
+        Records {
+            store,
+            cache,
+            open_log,
+        }
+    }
+
+    /// The durable set of open requests.
+    pub fn open_log(&self) -> &OpenLog {
+        &self.open_log
     }
 
     /// Reads a request record through the cache; `None` when it does not exist for this tenant.
@@ -268,31 +276,29 @@ impl Records {
         }
     }
 
-    /// Writes the durable record first, then the open marker (written or deleted as the record is
-    /// unfinished or finished), then the cache copies. The general write, for paths off the hot one.
+    /// Writes the durable record first, then its place in the open log (kept while unfinished, removed
+    /// once finished), then the cache copies. The general write, for paths off the hot one.
     pub async fn save(&self, record: &RequestRecord) -> Result<()> {
         let bytes = self.put_record(record).await?;
-        let marker = open_marker_key(&record.tenant, &record.request);
         if record.is_finished() {
-            self.store.delete(&marker).await?;
+            self.open_log.remove(&record.tenant, &record.request);
         } else {
-            self.store.put(&marker, Bytes::new()).await?;
+            self.open_log.add(&record.tenant, &record.request).await?;
         }
         self.write_cache(record, bytes).await;
         Ok(())
     }
 
     /// The first write of a newly accepted request: its record, written only if no record of that id
-    /// exists (the durable idempotency check, without a read first), and its open marker, side by side
-    /// (a marker without a record is skipped by recovery, so neither order needs to come first).
+    /// exists (the durable idempotency check, without a read first), and its open-log entry, side by side
+    /// (an entry without a record is skipped by recovery, so neither order needs to come first).
     /// Returns `false` when a record of that id already existed; it was left as it was.
     pub async fn save_new(&self, record: &RequestRecord) -> Result<bool> {
         let bytes = Bytes::from(to_json("request record", record)?);
-        let marker = open_marker_key(&record.tenant, &record.request);
         let key = request_key(&record.tenant, &record.request);
         let (created, ()) = tokio::try_join!(
-            self.store.put_if_absent(&key, bytes.clone()),
-            self.store.put(&marker, Bytes::new()),
+            async { Ok(self.store.put_if_absent(&key, bytes.clone()).await?) },
+            self.open_log.add(&record.tenant, &record.request),
         )?;
         if created {
             self.write_cache(record, bytes).await;
@@ -300,9 +306,9 @@ impl Records {
         Ok(created)
     }
 
-    /// An update of a record the scheduler follows: one durable write. The open marker is left alone:
-    /// it exists while the request is open, and a finished request's marker is removed afterwards with
-    /// [`Records::clear_marker`] (recovery skips finished records whose marker is still there).
+    /// An update of a record the scheduler follows: one durable write. The open log is left alone: the
+    /// request is in it while open, and a finished request leaves it afterwards with
+    /// [`Records::mark_closed`] (recovery skips finished records still in the log).
     pub async fn save_update(&self, record: &RequestRecord) -> Result<()> {
         let bytes = self.put_record(record).await?;
         self.write_cache(record, bytes).await;
@@ -316,18 +322,14 @@ impl Records {
         Ok(())
     }
 
-    /// Removes the open marker of a finished request.
-    pub async fn clear_marker(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
-        self.store.delete(&open_marker_key(tenant, request)).await?;
-        Ok(())
+    /// Takes a finished (or vanished) request out of the open log.
+    pub fn mark_closed(&self, tenant: &TenantId, request: &RequestId) {
+        self.open_log.remove(tenant, request);
     }
 
-    /// Writes the open marker of a request (adopting one whose first save was cut short).
+    /// Puts a request in the open log (adopting one whose first save was cut short).
     pub async fn mark_open(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
-        self.store
-            .put(&open_marker_key(tenant, request), Bytes::new())
-            .await?;
-        Ok(())
+        self.open_log.add(tenant, request).await
     }
 
     async fn put_record(&self, record: &RequestRecord) -> Result<Bytes> {
@@ -366,25 +368,10 @@ impl Records {
         }
     }
 
-    /// Every request with unfinished jobs, for recovery after a restart.
+    /// Every request that may have unfinished jobs, for recovery after a restart (the caller takes the
+    /// finished and vanished ones out with [`Records::mark_closed`]).
     pub async fn open_requests(&self) -> Result<Vec<(TenantId, RequestId)>> {
-        let mut open = Vec::new();
-        for object in self.store.list("tenants/").await? {
-            let mut parts = object.key.split('/');
-            let (Some("tenants"), Some(tenant), Some("open"), Some(request), None) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-            ) else {
-                continue;
-            };
-            if let (Ok(tenant), Ok(request)) = (TenantId::new(tenant), RequestId::new(request)) {
-                open.push((tenant, request));
-            }
-        }
-        Ok(open)
+        self.open_log.recover().await
     }
 
     /// Records that an output was made from a photo (provenance listing).

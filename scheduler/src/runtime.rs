@@ -177,11 +177,14 @@ async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: 
     }
 }
 
-/// Worker events: job records follow them and requesters hear about them.
+/// Worker events: job records follow them and requesters hear about them. A message may carry a render
+/// batch's results: they are applied side by side (each request's record is changed under its own lock),
+/// and the message is acked once all are applied. If one fails the whole message is requeued; the
+/// events already applied are duplicates on redelivery, which change nothing.
 pub async fn run_events(core: Core, shutdown: watch::Receiver<bool>) {
     let queue = core.queues().events.clone();
     consume_loop(core, queue, shutdown, |core, delivery| async move {
-        let decoded = match decode_or_dead_letter(delivery, envelope::decode_event).await {
+        let decoded = match decode_or_dead_letter(delivery, envelope::decode_events).await {
             Ok(Some(decoded)) => decoded,
             Ok(None) => return,
             Err(error) => {
@@ -189,14 +192,17 @@ pub async fn run_events(core: Core, shutdown: watch::Receiver<bool>) {
                 return;
             }
         };
-        let (event, delivery) = decoded;
-        match core.handle_event(event).await {
-            Ok(()) => {
+        let (events, delivery) = decoded;
+        let applied =
+            futures::future::join_all(events.into_iter().map(|event| core.handle_event(event)))
+                .await;
+        match applied.into_iter().find_map(Result::err) {
+            None => {
                 if let Err(error) = delivery.ack().await {
                     tracing::warn!(%error, "could not ack an event");
                 }
             }
-            Err(error) => {
+            Some(error) => {
                 tracing::warn!(%error, "event not applied; requeued");
                 tokio::time::sleep(REQUEUE_PAUSE).await;
                 let _ = delivery.requeue().await;

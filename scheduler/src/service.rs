@@ -451,7 +451,7 @@ impl Core {
     }
 
     /// The conditional first write found a stored record of this id (accepted before and no longer
-    /// cached): answer as a duplicate. The open marker written beside the refused record stays only if
+    /// cached): answer as a duplicate. The open-log entry written beside the refused record stays only if
     /// that request is unfinished.
     async fn duplicate_in_store(
         &self,
@@ -465,7 +465,7 @@ impl Core {
             )));
         };
         if existing.is_finished() {
-            self.inner.records.clear_marker(tenant, request).await?;
+            self.inner.records.mark_closed(tenant, request);
         }
         self.accept_duplicate(ingress, existing).await
     }
@@ -631,16 +631,12 @@ impl Core {
         let open = self.inner.records.open_requests().await?;
         let mut recovered = 0;
         for (tenant, request) in open {
-            let Some(record) = self.inner.records.load(&tenant, &request).await? else {
+            let record = self.inner.records.load(&tenant, &request).await?;
+            let Some(record) = record.filter(|r| !r.is_finished()) else {
+                // Finished (leaving the log is the last step of finishing) or its tenant forgotten.
+                self.inner.records.mark_closed(&tenant, &request);
                 continue;
             };
-            if record.is_finished() {
-                // Its marker outlived it (removing it is the last step of finishing): tidy it now.
-                if let Err(error) = self.inner.records.clear_marker(&tenant, &request).await {
-                    tracing::warn!(%error, %request, "could not remove a finished request's marker");
-                }
-                continue;
-            }
             self.count_unfinished(&tenant, record.unfinished_jobs());
             if record.plan.priority == Priority::Batch {
                 // Published but unfinished batch jobs still occupy their tenant's share of the broker.
@@ -764,10 +760,8 @@ impl Core {
         }
         if let Some(reply) = final_reply {
             self.relay(&tenant, &request, route.as_ref(), &reply).await;
-            // Last step: until the marker goes, recovery finds the record finished and skips it.
-            if let Err(error) = self.inner.records.clear_marker(&tenant, &request).await {
-                tracing::warn!(%error, %request, "could not remove a finished request's marker");
-            }
+            // Last step: until it leaves the open log, recovery finds the record finished and skips it.
+            self.inner.records.mark_closed(&tenant, &request);
         }
         Ok(())
     }
@@ -968,6 +962,7 @@ impl Core {
         lock(&self.inner.feeder).forget(tenant);
         lock(&self.inner.tenant_jobs).remove(tenant);
         lock(&self.inner.streams).retain(|(t, _), _| t != tenant);
+        self.inner.records.open_log().forget(tenant).await?;
         let (store_objects_deleted, cache_keys_deleted) =
             self.inner.tenants.delete_everything(tenant).await?;
         tracing::info!(%tenant, store_objects_deleted, cache_keys_deleted, jobs_cancelled, "tenant forgotten");

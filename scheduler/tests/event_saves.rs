@@ -1,6 +1,6 @@
 //! A worker's event changes a request's record only once the change is saved: when the save fails the
 //! event is requeued, and its redelivery must find the record as it was and apply the event in full
-//! (durable result, provenance, final reply once, open marker removed). Real RabbitMQ, Redis and S3.
+//! (durable result, provenance, final reply once, out of the open log). Real RabbitMQ, Redis and S3.
 
 mod common;
 
@@ -16,8 +16,10 @@ use reverie_scheduler::records::{request_key, JobState, RequestRecord};
 use reverie_scheduler::replies::ReplyBody;
 use reverie_scheduler::SchedulerOptions;
 use reverie_shared::backends::Backends;
+use reverie_shared::envelope;
 use reverie_shared::ids::RequestId;
 use reverie_shared::jobs::{JobEvent, JobSpec};
+use reverie_shared::ports::queue::Message;
 use reverie_shared::ports::store::{
     ObjectMeta, ObjectReader, ObjectStore, SharedStore, StoreError,
 };
@@ -161,8 +163,10 @@ async fn a_result_whose_save_failed_applies_in_full_when_redelivered() {
     assert_eq!(stored.jobs[0].state, JobState::Succeeded);
     assert_eq!(stored.jobs[0].outputs, outputs);
     assert!(stored.final_reply_sent);
-    let marker = format!("tenants/{tenant}/open/{request}");
-    assert_eq!(farm.backends.store.head(&marker).await.unwrap(), None);
+    assert!(
+        !farm.core.records().open_log().is_open(&tenant, &request_id),
+        "a finished request leaves the open log"
+    );
     let photo = spec.references[0].photo.as_str();
     let provenance = farm
         .core
@@ -185,6 +189,71 @@ async fn a_result_whose_save_failed_applies_in_full_when_redelivered() {
         again.map(|d| d.map(|d| String::from_utf8_lossy(d.body()).to_string()))
     );
     delivery.ack().await.unwrap();
+    drop(worker);
+    farm.cleanup().await;
+}
+
+/// A worker reports a render batch's results in one message (envelope version 2): each request they
+/// belong to finishes, with its own final reply, and the message is acked once.
+#[tokio::test]
+async fn a_batch_of_results_in_one_message_finishes_each_request() {
+    let farm = Farm::start_on(backends().await, SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("batched"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let (reply_to, mut replies) = farm.reply_queue().await;
+    let body = serde_json::to_vec(&request_for(&tenant, "me in Lisbon", 1, "interactive")).unwrap();
+    let requests = [unique("req-a"), unique("req-b")];
+    for request in &requests {
+        farm.publish_request(&body, Some(request), Some(&token), &reply_to)
+            .await;
+        reply_of_kind(&mut replies, "accepted").await;
+    }
+    let mut worker = farm
+        .backends
+        .queue
+        .consume(&farm.queues().generate, 2)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut deliveries = Vec::new();
+    for _ in &requests {
+        let (job, delivery) = take_job(&mut worker).await;
+        let JobSpec::Generate(spec) = &job.spec else {
+            panic!("generate job expected")
+        };
+        events.push(JobEvent::Succeeded {
+            job: spec.job.clone(),
+            tenant: spec.tenant.clone(),
+            outputs: vec![format!("tenants/{tenant}/results/{}/0.png", spec.request)],
+            render_ms: 2,
+        });
+        deliveries.push(delivery);
+    }
+    let message = envelope::encode_events(&events).unwrap();
+    assert_eq!(message[0], envelope::EVENT_BATCH_VERSION);
+    farm.backends
+        .queue
+        .publish(&farm.queues().events, Message::new(message))
+        .await
+        .unwrap();
+    let mut done = Vec::new();
+    for _ in &requests {
+        let reply = reply_of_kind(&mut replies, "done").await;
+        done.push(reply.request_id.unwrap());
+    }
+    done.sort();
+    let mut expected = requests.to_vec();
+    expected.sort();
+    assert_eq!(done, expected);
+    for request in &requests {
+        let id = RequestId::new(request.clone()).unwrap();
+        let stored = stored_record(&farm, &request_key(&tenant, &id)).await;
+        assert_eq!(stored.jobs[0].state, JobState::Succeeded);
+        assert!(!farm.core.records().open_log().is_open(&tenant, &id));
+    }
+    for delivery in deliveries {
+        delivery.ack().await.unwrap();
+    }
     drop(worker);
     farm.cleanup().await;
 }

@@ -1,16 +1,23 @@
 //! The binary envelope of scheduler↔worker messages: one version byte, then bincode (2.x, serde) of that
 //! version's types. A worker reads every version it knows and dead-letters the rest, so old and new
 //! workers can share the queues during a rolling deploy.
+//!
+//! Jobs are written as version 1. Events are version 1 (one [`JobEvent`]) or version 2 (several, in
+//! order): a worker reports the results of a render batch in one message. Schedulers read both, so a
+//! rolling deploy updates the scheduler before the workers.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::jobs::{Job, JobEvent};
 
-/// The version this build writes.
+/// The version this build writes jobs and single events in.
 pub const CURRENT_VERSION: u8 = 1;
-/// Versions this build reads.
-pub const READABLE_VERSIONS: &[u8] = &[1];
+/// The version of a batch of events.
+pub const EVENT_BATCH_VERSION: u8 = 2;
+/// Versions this build reads (jobs: 1; events: 1 and 2).
+pub const READABLE_VERSIONS: &[u8] = &[1, 2];
+const JOB_VERSIONS: &[u8] = &[1];
 /// Bodies above this are refused before decoding: no job is anywhere near it.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -42,8 +49,12 @@ impl EnvelopeError {
     }
 }
 
-fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, EnvelopeError> {
-    let mut body = vec![CURRENT_VERSION];
+fn encode<T: Serialize>(
+    what: &'static str,
+    version: u8,
+    value: &T,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut body = vec![version];
     let payload =
         bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| {
             EnvelopeError::Encode {
@@ -55,18 +66,30 @@ fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Envelo
     Ok(body)
 }
 
-fn decode<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, EnvelopeError> {
-    let (&version, payload) = body.split_first().ok_or(EnvelopeError::Empty)?;
+/// The version byte of a body, once its size is checked.
+fn version_of(body: &[u8]) -> Result<u8, EnvelopeError> {
+    let (&version, _) = body.split_first().ok_or(EnvelopeError::Empty)?;
     if body.len() > MAX_BODY_BYTES {
         return Err(EnvelopeError::TooLarge {
             size: body.len(),
             limit: MAX_BODY_BYTES,
         });
     }
-    if !READABLE_VERSIONS.contains(&version) {
+    Ok(version)
+}
+
+/// Decodes a body of one of the `readable` versions as `T`.
+fn decode<T: DeserializeOwned>(
+    what: &'static str,
+    readable: &'static [u8],
+    body: &[u8],
+) -> Result<T, EnvelopeError> {
+    let version = version_of(body)?;
+    let payload = &body[1..];
+    if !readable.contains(&version) {
         return Err(EnvelopeError::UnknownVersion {
             found: version,
-            readable: READABLE_VERSIONS,
+            readable,
         });
     }
     let config = bincode::config::standard().with_limit::<MAX_BODY_BYTES>();
@@ -88,19 +111,39 @@ fn decode<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, Env
 }
 
 pub fn encode_job(job: &Job) -> Result<Vec<u8>, EnvelopeError> {
-    encode("job", job)
+    encode("job", CURRENT_VERSION, job)
 }
 
 pub fn decode_job(body: &[u8]) -> Result<Job, EnvelopeError> {
-    decode("job", body)
+    decode("job", JOB_VERSIONS, body)
 }
 
-pub fn encode_event(event: &JobEvent) -> Result<Vec<u8>, EnvelopeError> {
-    encode("job event", event)
+fn encode_event(event: &JobEvent) -> Result<Vec<u8>, EnvelopeError> {
+    encode("job event", CURRENT_VERSION, event)
 }
 
-pub fn decode_event(body: &[u8]) -> Result<JobEvent, EnvelopeError> {
-    decode("job event", body)
+/// Several events in one message (version 2); a single one is written as version 1.
+pub fn encode_events(events: &[JobEvent]) -> Result<Vec<u8>, EnvelopeError> {
+    match events {
+        [single] => encode_event(single),
+        _ => encode("job events", EVENT_BATCH_VERSION, &events),
+    }
+}
+
+/// The events of a message of either version, in order.
+pub fn decode_events(body: &[u8]) -> Result<Vec<JobEvent>, EnvelopeError> {
+    if version_of(body)? == EVENT_BATCH_VERSION {
+        let events: Vec<JobEvent> = decode("job events", &[EVENT_BATCH_VERSION], body)?;
+        if events.is_empty() {
+            return Err(EnvelopeError::Malformed {
+                version: EVENT_BATCH_VERSION,
+                what: "job events",
+                detail: "no events".to_string(),
+            });
+        }
+        return Ok(events);
+    }
+    Ok(vec![decode("job event", &[CURRENT_VERSION], body)?])
 }
 
 #[cfg(test)]
@@ -144,5 +187,35 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("trailing"));
+    }
+
+    fn succeeded(job: &str) -> JobEvent {
+        JobEvent::Succeeded {
+            job: JobId::new(job).unwrap(),
+            tenant: TenantId::new("alice").unwrap(),
+            outputs: vec![format!("tenants/alice/results/r1/{job}.png")],
+            render_ms: 3,
+        }
+    }
+
+    #[test]
+    fn events_travel_one_or_several_to_a_message() {
+        let one = encode_events(&[succeeded("r1.0")]).unwrap();
+        assert_eq!(
+            one[0], CURRENT_VERSION,
+            "a single event stays readable by older schedulers"
+        );
+        assert_eq!(decode_events(&one).unwrap(), vec![succeeded("r1.0")]);
+        let batch = vec![succeeded("r1.0"), succeeded("r2.0"), succeeded("r1.1")];
+        let body = encode_events(&batch).unwrap();
+        assert_eq!(body[0], EVENT_BATCH_VERSION);
+        assert_eq!(decode_events(&body).unwrap(), batch, "order kept");
+        // A batch is no job, and an empty batch is refused.
+        assert_eq!(decode_job(&body).unwrap_err().reason(), "unknown_version");
+        let empty = encode("job events", EVENT_BATCH_VERSION, &Vec::<JobEvent>::new()).unwrap();
+        assert!(decode_events(&empty)
+            .unwrap_err()
+            .to_string()
+            .contains("no events"));
     }
 }

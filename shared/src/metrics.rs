@@ -27,6 +27,7 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     pub job_queue_wait: HistogramVec,
     pub batch_size: HistogramVec,
+    pub commit_size: HistogramVec,
     pub images_generated: IntCounterVec,
     pub diffusion_step: HistogramVec,
     pub faces_analysed: IntCounter,
@@ -176,6 +177,13 @@ impl Metrics {
                 "Jobs rendered in one pass.",
                 &["renderer"],
                 sizes,
+            ),
+            commit_size: histogram(
+                &r,
+                "reverie_scheduler_commit_size",
+                "Entries written together by one group commit of the scheduler's logs.",
+                &["log"],
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
             ),
             images_generated: counter(
                 &r,

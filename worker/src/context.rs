@@ -107,15 +107,29 @@ impl WorkerContext {
 
     /// Publishes a job event with a broker confirm; returns whether it was confirmed.
     pub async fn publish_event(&self, event: &JobEvent) -> bool {
-        let body = match envelope::encode_event(event) {
+        self.publish_events(std::slice::from_ref(event)).await
+    }
+
+    /// Publishes several events (a render batch's results) as one message with one broker confirm;
+    /// returns whether it was confirmed. The scheduler applies them in order.
+    pub async fn publish_events(&self, events: &[JobEvent]) -> bool {
+        let Some(first) = events.first() else {
+            return true;
+        };
+        let body = match envelope::encode_events(events) {
             Ok(body) => body,
             Err(error) => {
-                tracing::error!(%error, "could not encode a job event");
+                tracing::error!(%error, "could not encode job events");
                 return false;
             }
         };
+        // The first event names the message; a batch says how many more it carries.
+        let mut message_id = format!("{}:{}", first.job(), event_name(first));
+        if events.len() > 1 {
+            message_id.push_str(&format!("+{}", events.len() - 1));
+        }
         let props = MessageProps {
-            message_id: Some(format!("{}:{}", event.job(), event_name(event))),
+            message_id: Some(message_id),
             ..MessageProps::default()
         };
         let backoff = Backoff {
@@ -132,7 +146,7 @@ impl WorkerContext {
         match result {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(job = %event.job(), %error, "could not publish a job event");
+                tracing::warn!(job = %first.job(), events = events.len(), %error, "could not publish job events");
                 false
             }
         }

@@ -256,18 +256,26 @@ async fn render_group(ctx: &Arc<WorkerContext>, group: Vec<Held>, render_slot: &
             .with_label_values(&[renderer])
             .observe(ready.len() as f64);
         m.worker_busy_seconds.inc_by(render_time.as_secs_f64());
-        // Each job still writes its outputs, has its result confirmed and only then is acked; the jobs
-        // of the batch do this side by side.
+        // The jobs of the batch write their outputs side by side; their results are then confirmed in
+        // one message, and only then is each acked.
         let settles = ready
             .into_iter()
             .zip(results)
             .map(|((held, _), result)| async move {
                 match result {
-                    Ok(rendered) => finish(ctx, held, rendered, render_ms).await,
-                    Err(error) => fail(ctx, held, error.into()).await,
+                    Ok(rendered) => write_result(ctx, held, rendered, render_ms).await,
+                    Err(error) => {
+                        fail(ctx, held, error.into()).await;
+                        None
+                    }
                 }
             });
-        futures::future::join_all(settles).await;
+        let written: Vec<Written> = futures::future::join_all(settles)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        report_succeeded(ctx, written, render_ms).await;
     }
     .instrument(span)
     .await
@@ -412,12 +420,19 @@ async fn render(
     }
 }
 
-async fn finish(
+/// A job whose outputs are durable, with the event that reports them.
+struct Written {
+    held: Held,
+    event: JobEvent,
+}
+
+/// Writes a rendered job's outputs; a job whose outputs cannot be written is failed here (`None`).
+async fn write_result(
     ctx: &WorkerContext,
     held: Held,
     rendered: crate::render::RenderedImage,
     render_ms: u64,
-) {
+) -> Option<Written> {
     let spec = &held.spec;
     let provenance = Provenance {
         job: spec.job.clone(),
@@ -450,7 +465,8 @@ async fn finish(
                     retryable,
                     infrastructure: retryable,
                 };
-                return fail(ctx, held, failure).await;
+                fail(ctx, held, failure).await;
+                return None;
             }
         };
     let event = JobEvent::Succeeded {
@@ -459,23 +475,38 @@ async fn finish(
         outputs,
         render_ms,
     };
-    if !ctx.publish_event(&event).await {
-        // Without a confirmed result message the job is not done: leave it to be redelivered.
-        let _ = held.delivery.requeue().await;
+    Some(Written { held, event })
+}
+
+/// Reports a batch's written jobs in one confirmed message, then acks each. Without the confirm no job
+/// of the batch is done: all are requeued, and their reruns overwrite the same outputs.
+async fn report_succeeded(ctx: &WorkerContext, written: Vec<Written>, render_ms: u64) {
+    if written.is_empty() {
+        return;
+    }
+    let events: Vec<JobEvent> = written.iter().map(|w| w.event.clone()).collect();
+    if !ctx.publish_events(&events).await {
+        for job in written {
+            let _ = job.held.delivery.requeue().await;
+        }
         return;
     }
     let m = metrics::global();
-    m.images_generated
-        .with_label_values(&[spec.render.renderer.label()])
-        .inc();
-    m.jobs.with_label_values(&["generate", "succeeded"]).inc();
-    m.job_duration
-        .with_label_values(&["generate"])
-        .observe(render_ms as f64 / 1000.0);
-    if let Err(error) = held.delivery.ack().await {
-        tracing::warn!(job = %spec.job, %error, "ack failed; the job will be redelivered and overwrite its outputs");
-    }
-    tracing::info!(job = %spec.job, render_ms, "job succeeded");
+    let acks = written.into_iter().map(|Written { held, .. }| async move {
+        let spec = &held.spec;
+        m.images_generated
+            .with_label_values(&[spec.render.renderer.label()])
+            .inc();
+        m.jobs.with_label_values(&["generate", "succeeded"]).inc();
+        m.job_duration
+            .with_label_values(&["generate"])
+            .observe(render_ms as f64 / 1000.0);
+        if let Err(error) = held.delivery.ack().await {
+            tracing::warn!(job = %spec.job, %error, "ack failed; the job will be redelivered and overwrite its outputs");
+        }
+        tracing::info!(job = %spec.job, render_ms, "job succeeded");
+    });
+    futures::future::join_all(acks).await;
 }
 
 async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {

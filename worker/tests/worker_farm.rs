@@ -184,8 +184,9 @@ async fn final_events(
             Ok(Ok(delivery)) => delivery,
             _ => panic!("timed out waiting for final events of {jobs:?}; seen {seen:?}"),
         };
-        let event = envelope::decode_event(delivery.body()).unwrap();
-        seen.entry(event.job().to_string()).or_default().push(event);
+        for event in envelope::decode_events(delivery.body()).unwrap() {
+            seen.entry(event.job().to_string()).or_default().push(event);
+        }
         delivery.ack().await.unwrap();
     }
     let _ = farm;

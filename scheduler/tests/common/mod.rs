@@ -310,7 +310,7 @@ pub async fn publish_event_on(
     queues: &reverie_shared::queues::QueueNames,
     event: &JobEvent,
 ) {
-    let body = envelope::encode_event(event).unwrap();
+    let body = envelope::encode_events(std::slice::from_ref(event)).unwrap();
     backends
         .queue
         .publish(&queues.events, Message::new(body))
