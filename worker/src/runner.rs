@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use image::DynamicImage;
 use reverie_shared::consume::decode_or_dead_letter;
 use reverie_shared::envelope;
@@ -145,14 +146,25 @@ async fn collect_batch(
 ) -> Vec<Delivery> {
     let started = Instant::now();
     let mut held = vec![first];
-    while should_close(limits, held.len(), started.elapsed(), *shutdown.borrow()).is_none() {
+    loop {
+        // Whatever the broker already delivered joins the batch without waiting: with
+        // `batch_wait_ms = 0` this is continuous batching (under load the prefetch fills while the
+        // previous batch renders), and a lone job still starts at once.
+        while held.len() < limits.max_size {
+            match consumer.next().now_or_never() {
+                Some(Ok(delivery)) => held.push(delivery),
+                Some(Err(_)) | None => break,
+            }
+        }
+        if should_close(limits, held.len(), started.elapsed(), *shutdown.borrow()).is_some() {
+            return held;
+        }
         let left = limits.max_wait.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, consumer.next()).await {
             Ok(Ok(delivery)) => held.push(delivery),
-            Ok(Err(_)) | Err(_) => break,
+            Ok(Err(_)) | Err(_) => return held,
         }
     }
-    held
 }
 
 async fn handle_deliveries(

@@ -88,11 +88,20 @@ fn settings() -> WorkerSettings {
 }
 
 fn context(farm: &RealFarm, renderer: Arc<ScriptedRenderer>, id: &str) -> Arc<WorkerContext> {
+    context_with(farm, renderer, id, settings())
+}
+
+fn context_with(
+    farm: &RealFarm,
+    renderer: Arc<ScriptedRenderer>,
+    id: &str,
+    settings: WorkerSettings,
+) -> Arc<WorkerContext> {
     Arc::new(WorkerContext {
         worker_id: id.to_string(),
         backends: farm.backends.clone(),
         queues: farm.queues.clone(),
-        settings: settings(),
+        settings,
         retry: RetrySettings {
             initial_ms: 50,
             max_ms: 200,
@@ -263,6 +272,58 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
     );
     assert_eq!(alone[0].as_ref().unwrap().image, decoded);
 
+    stop.send(true).unwrap();
+    handle.await.unwrap();
+    drop(events);
+    farm.stop().await;
+}
+
+/// With `batch_wait_ms = 0` nothing waits, yet jobs the broker already delivered share a render pass,
+/// and their results come back in fewer event messages than jobs (one per batch).
+#[tokio::test]
+async fn jobs_already_delivered_are_batched_without_waiting_and_reported_together() {
+    let farm = RealFarm::start().await;
+    for index in 0..8 {
+        publish(&farm, &job("eager-req", index, "a harbour")).await;
+    }
+    let renderer = Arc::new(ScriptedRenderer::default());
+    let mut events = farm
+        .backends
+        .queue
+        .consume(&farm.queues.events, 50)
+        .await
+        .unwrap();
+    let settings = WorkerSettings {
+        batch_wait_ms: 0,
+        ..settings()
+    };
+    let (stop, handle) = start(context_with(&farm, renderer.clone(), "w-eager", settings));
+    let mut succeeded = std::collections::BTreeSet::new();
+    let mut messages = 0;
+    while succeeded.len() < 8 {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("results within 30 s")
+            .unwrap();
+        messages += 1;
+        for event in envelope::decode_events(delivery.body()).unwrap() {
+            if let JobEvent::Succeeded { job, .. } = event {
+                succeeded.insert(job.to_string());
+            }
+        }
+        delivery.ack().await.unwrap();
+    }
+    let batches = renderer.batches.lock().unwrap().clone();
+    assert_eq!(batches.iter().sum::<usize>(), 8);
+    assert!(
+        batches.iter().any(|&n| n > 1) && batches.iter().all(|&n| n <= 4),
+        "delivered jobs are batched up to batch_max: {batches:?}"
+    );
+    assert!(
+        messages < 8,
+        "a batch's results share one message: {messages} messages for 8 jobs"
+    );
+    assert_eq!(result_objects(&farm, "eager-req").await.len(), 16);
     stop.send(true).unwrap();
     handle.await.unwrap();
     drop(events);
