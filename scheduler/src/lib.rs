@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod error;
 pub mod fairness;
+pub mod group_commit;
 pub mod ingress;
 pub mod library;
 pub mod library_manifest;

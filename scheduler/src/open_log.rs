@@ -20,9 +20,9 @@ use reverie_shared::ids::{RequestId, TenantId};
 use reverie_shared::metrics;
 use reverie_shared::ports::store::SharedStore;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 use crate::error::{from_json, Result, SchedulerError};
+use crate::group_commit::GroupCommit;
 
 /// Where segments live in the object store.
 pub const SEGMENT_PREFIX: &str = "scheduler/open/";
@@ -43,14 +43,8 @@ struct SegmentEntry {
     request: RequestId,
 }
 
-type Waiter = oneshot::Sender<std::result::Result<(), String>>;
-
 #[derive(Default)]
 struct State {
-    /// Requests waiting for the next group commit, with whoever waits for it.
-    pending: Vec<(OpenKey, Waiter)>,
-    /// Whether a flush task is writing (it keeps writing while anything is pending).
-    flushing: bool,
     /// Each durable segment (by object key) and the requests in it that are still open.
     segments: HashMap<String, BTreeSet<OpenKey>>,
     /// The segment that holds each open request.
@@ -68,6 +62,7 @@ struct Inner {
     store: SharedStore,
     /// Distinguishes this process's segments from those of earlier runs (sequence numbers restart).
     epoch: String,
+    commits: Arc<GroupCommit<OpenKey>>,
     state: SyncMutex<State>,
 }
 
@@ -88,18 +83,12 @@ fn lock(state: &SyncMutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 impl OpenLog {
     pub fn new(store: SharedStore) -> OpenLog {
-        // Start time in nanoseconds and the process id: unique per run of a scheduler, and ordered.
-        let now = chrono::Utc::now();
-        let epoch = format!(
-            "{:013}-{:09}-{:x}",
-            now.timestamp_millis().max(0),
-            now.timestamp_subsec_nanos(),
-            std::process::id()
-        );
+        let epoch = crate::group_commit::process_epoch();
         OpenLog {
             inner: Arc::new(Inner {
                 store,
                 epoch,
+                commits: Arc::default(),
                 state: SyncMutex::new(State::default()),
             }),
         }
@@ -109,60 +98,41 @@ impl OpenLog {
     /// already open returns at once.
     pub async fn add(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
         let key = (tenant.clone(), request.clone());
-        let (sender, receiver) = oneshot::channel();
-        let start_flush = {
-            let mut state = lock(&self.inner.state);
-            if state.segment_of.contains_key(&key) {
-                return Ok(());
-            }
-            state.pending.push((key, sender));
-            !std::mem::replace(&mut state.flushing, true)
+        if lock(&self.inner.state).segment_of.contains_key(&key) {
+            return Ok(());
+        }
+        let log = self.clone();
+        let commit = move |batch: Vec<OpenKey>| {
+            let log = log.clone();
+            async move { log.commit(batch).await.map_err(|e| e.to_string()) }
         };
-        if start_flush {
-            // A task of its own, so a caller that goes away (an HTTP client hanging up) cannot strand
-            // the requests that joined its commit.
-            tokio::spawn(self.clone().flush());
-        }
-        match receiver.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(detail)) => Err(SchedulerError::Unavailable(format!(
-                "open log not written: {detail}"
-            ))),
-            Err(_) => Err(SchedulerError::Unavailable(
-                "open log writer stopped".to_string(),
-            )),
-        }
+        self.inner
+            .commits
+            .submit(key, commit)
+            .await
+            .map_err(|detail| {
+                SchedulerError::Unavailable(format!("open log not written: {detail}"))
+            })
     }
 
-    /// Writes segments until nothing is pending: each write takes everything that arrived meanwhile.
-    async fn flush(self) {
-        loop {
-            let (segment, batch) = {
-                let mut state = lock(&self.inner.state);
-                if state.pending.is_empty() {
-                    state.flushing = false;
-                    return;
-                }
-                state.next_sequence += 1;
-                let segment = format!(
-                    "{SEGMENT_PREFIX}{}-{:010}.json",
-                    self.inner.epoch, state.next_sequence
-                );
-                (segment, std::mem::take(&mut state.pending))
-            };
-            let members: BTreeSet<OpenKey> = batch.iter().map(|(key, _)| key.clone()).collect();
-            metrics::global()
-                .commit_size
-                .with_label_values(&["open"])
-                .observe(members.len() as f64);
-            let written = self.write_segment(&segment, &members).await;
-            if written.is_ok() {
-                self.register(segment, members);
-            }
-            for (_, waiter) in batch {
-                let _ = waiter.send(written.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-            }
-        }
+    /// Writes one group commit as a new segment and follows it.
+    async fn commit(&self, batch: Vec<OpenKey>) -> Result<()> {
+        let segment = {
+            let mut state = lock(&self.inner.state);
+            state.next_sequence += 1;
+            format!(
+                "{SEGMENT_PREFIX}{}-{:x}.json",
+                self.inner.epoch, state.next_sequence
+            )
+        };
+        let members: BTreeSet<OpenKey> = batch.into_iter().collect();
+        metrics::global()
+            .commit_size
+            .with_label_values(&["open"])
+            .observe(members.len() as f64);
+        self.write_segment(&segment, &members).await?;
+        self.register(segment, members);
+        Ok(())
     }
 
     async fn write_segment(&self, segment: &str, members: &BTreeSet<OpenKey>) -> Result<()> {

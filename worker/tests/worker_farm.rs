@@ -217,19 +217,29 @@ async fn result_objects(farm: &RealFarm, request: &str) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test]
-async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
+/// A farm with `count` compatible jobs of `request` already queued, a scripted renderer and a consumer
+/// of the events queue (started before any worker, so no event is missed).
+async fn farm_with_jobs(
+    request: &str,
+    count: u32,
+    prompt: &str,
+) -> (RealFarm, Arc<ScriptedRenderer>, Box<dyn Consumer>) {
     let farm = RealFarm::start().await;
-    for index in 0..6 {
-        publish(&farm, &job("batch-req", index, "a lighthouse")).await;
+    for index in 0..count {
+        publish(&farm, &job(request, index, prompt)).await;
     }
-    let renderer = Arc::new(ScriptedRenderer::default());
-    let mut events = farm
+    let events = farm
         .backends
         .queue
         .consume(&farm.queues.events, 50)
         .await
         .unwrap();
+    (farm, Arc::new(ScriptedRenderer::default()), events)
+}
+
+#[tokio::test]
+async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
+    let (farm, renderer, mut events) = farm_with_jobs("batch-req", 6, "a lighthouse").await;
     let (stop, handle) = start(context(&farm, renderer.clone(), "w-batch"));
     let ids: Vec<String> = (0..6).map(|i| format!("batch-req.{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -282,17 +292,7 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
 /// and their results come back in fewer event messages than jobs (one per batch).
 #[tokio::test]
 async fn jobs_already_delivered_are_batched_without_waiting_and_reported_together() {
-    let farm = RealFarm::start().await;
-    for index in 0..8 {
-        publish(&farm, &job("eager-req", index, "a harbour")).await;
-    }
-    let renderer = Arc::new(ScriptedRenderer::default());
-    let mut events = farm
-        .backends
-        .queue
-        .consume(&farm.queues.events, 50)
-        .await
-        .unwrap();
+    let (farm, renderer, mut events) = farm_with_jobs("eager-req", 8, "a harbour").await;
     let settings = WorkerSettings {
         batch_wait_ms: 0,
         ..settings()
