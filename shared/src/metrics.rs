@@ -43,6 +43,7 @@ pub struct Metrics {
     pub workers_alive: IntGauge,
     pub worker_busy_seconds: prometheus::Counter,
     pub worker_slots: IntGauge,
+    pub worker_jobs_held: IntGauge,
     pub worker_info: IntGaugeVec,
     pub gpu_memory_used: IntGaugeVec,
     pub gpu_utilization: GaugeVec,
@@ -117,6 +118,13 @@ impl Metrics {
             IntGauge::new("reverie_worker_slots", "Jobs this worker can hold at once.")
                 .expect("valid gauge");
         r.register(Box::new(worker_slots.clone()))
+            .expect("unique metric name");
+        let worker_jobs_held = IntGauge::new(
+            "reverie_worker_jobs_held",
+            "Jobs delivered to this worker and not yet settled (acked, requeued or dead-lettered).",
+        )
+        .expect("valid gauge");
+        r.register(Box::new(worker_jobs_held.clone()))
             .expect("unique metric name");
         let batch_runs_active = IntGauge::new(
             "reverie_batch_runs_active",
@@ -259,6 +267,7 @@ impl Metrics {
             workers_alive,
             worker_busy_seconds,
             worker_slots,
+            worker_jobs_held,
             worker_info: gauge(
                 &r,
                 "reverie_worker_info",

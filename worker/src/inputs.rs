@@ -41,6 +41,8 @@ pub struct PhotoCache {
     dir: PathBuf,
     max_bytes: u64,
     index: Mutex<(LruCache<String, u64>, u64)>,
+    /// Numbers the files being written, so concurrent writers of one photo never share one.
+    staged: std::sync::atomic::AtomicU64,
 }
 
 impl PhotoCache {
@@ -55,6 +57,7 @@ impl PhotoCache {
             dir: dir.to_path_buf(),
             max_bytes,
             index: Mutex::new((LruCache::unbounded(), 0)),
+            staged: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -62,6 +65,8 @@ impl PhotoCache {
         self.dir.join(name)
     }
 
+    /// The cached bytes of a photo, if held and intact: bytes that no longer hash to the photo's id (a
+    /// damaged disk) are a miss, so the photo is fetched again rather than reported damaged.
     fn get(&self, name: &str) -> Option<Bytes> {
         let known = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -70,11 +75,27 @@ impl PhotoCache {
         if !known {
             return None;
         }
-        std::fs::read(self.path(name)).ok().map(Bytes::from)
+        let bytes = std::fs::read(self.path(name)).ok()?;
+        let intact = reverie_shared::ids::PhotoId::of_bytes(&bytes).as_str() == name;
+        intact.then(|| Bytes::from(bytes))
     }
 
+    /// Caches a photo's bytes. The file is written beside its final name and renamed into place, so a
+    /// job reading the photo while another job caches it again (jobs of one batch often share a photo)
+    /// sees the whole file or none, never a truncated one.
     fn put(&self, name: &str, bytes: &[u8]) {
-        if bytes.len() as u64 > self.max_bytes || std::fs::write(self.path(name), bytes).is_err() {
+        if bytes.len() as u64 > self.max_bytes {
+            return;
+        }
+        let staging = self.dir.join(format!(
+            ".{name}.{}",
+            self.staged
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let written = std::fs::write(&staging, bytes)
+            .and_then(|()| std::fs::rename(&staging, self.path(name)));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&staging);
             return;
         }
         let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -146,19 +167,65 @@ pub async fn fetch_photo(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use reverie_shared::ids::PhotoId;
+
+    /// Bytes and the name the cache files them under (the photo id, their hash).
+    fn photo(byte: u8, len: usize) -> (String, Vec<u8>) {
+        let bytes = vec![byte; len];
+        (PhotoId::of_bytes(&bytes).to_string(), bytes)
+    }
 
     #[test]
     fn cache_evicts_by_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let cache = PhotoCache::open(dir.path(), 250).unwrap();
-        cache.put("a", &[1; 100]);
-        cache.put("b", &[2; 100]);
-        assert!(cache.get("a").is_some());
-        cache.put("c", &[3; 100]);
-        assert!(cache.get("b").is_none(), "b was least recently used");
-        assert_eq!(cache.get("a").unwrap().len(), 100);
+        let (a, b, c) = (photo(1, 100), photo(2, 100), photo(3, 100));
+        cache.put(&a.0, &a.1);
+        cache.put(&b.0, &b.1);
+        assert!(cache.get(&a.0).is_some());
+        cache.put(&c.0, &c.1);
+        assert!(cache.get(&b.0).is_none(), "b was least recently used");
+        assert_eq!(cache.get(&a.0).unwrap().len(), 100);
         assert_eq!(cache.size_bytes(), 200);
-        cache.put("huge", &[0; 1000]);
-        assert!(cache.get("huge").is_none(), "larger than the whole cache");
+        let huge = photo(0, 1000);
+        cache.put(&huge.0, &huge.1);
+        assert!(cache.get(&huge.0).is_none(), "larger than the whole cache");
+    }
+
+    #[test]
+    fn damaged_cached_bytes_are_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PhotoCache::open(dir.path(), 1 << 20).unwrap();
+        let (name, bytes) = photo(7, 1000);
+        cache.put(&name, &bytes);
+        std::fs::write(dir.path().join(&name), b"not that photo").unwrap();
+        assert!(cache.get(&name).is_none());
+    }
+
+    /// Jobs of one batch share photos: one caching a photo again while others read it must never hand
+    /// a reader a truncated file (before the write-and-rename, readers saw empty or partial photos).
+    #[test]
+    fn a_photo_cached_again_while_read_is_never_seen_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = std::sync::Arc::new(PhotoCache::open(dir.path(), 64 << 20).unwrap());
+        let (name, bytes) = photo(9, 4 << 20);
+        cache.put(&name, &bytes);
+        let writer = {
+            let (cache, name, bytes) = (cache.clone(), name.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                for _ in 0..30 {
+                    cache.put(&name, &bytes);
+                }
+            })
+        };
+        let mut reads = 0;
+        while !writer.is_finished() {
+            let read = cache.get(&name).expect("a cached photo stays readable");
+            assert_eq!(read.len(), bytes.len());
+            reads += 1;
+        }
+        writer.join().unwrap();
+        assert!(reads > 0);
+        assert_eq!(cache.size_bytes(), bytes.len() as u64);
     }
 }

@@ -107,9 +107,13 @@ pub async fn run_generation(
             }
         };
         let held = collect_batch(&mut *consumer, first, limits, &shutdown).await;
+        // Every delivery of the batch is settled when handle_deliveries returns.
+        let count = held.len() as i64;
+        metrics::global().worker_jobs_held.add(count);
         let (ctx, render_slot) = (ctx.clone(), render_slot.clone());
         held_batches.spawn(async move {
             handle_deliveries(ctx, held, render_slot).await;
+            metrics::global().worker_jobs_held.sub(count);
             drop(slot);
         });
         if *shutdown.borrow() {
