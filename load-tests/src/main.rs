@@ -20,6 +20,10 @@ mod stats;
 use std::time::Duration;
 
 use anyhow::Context;
+
+/// The same allocator as the `reverie` binary, so the in-process farm measures what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::Parser;
 use reverie_shared::config::Config;
 

@@ -208,13 +208,10 @@ fn nearest_index(centres: &[[f32; 3]], lab: [f32; 3]) -> usize {
 /// Clusters an image's colours: per-pixel labels and the cluster centres as sRGB [0,1].
 /// Centres are fitted on a subsample (k-means cost stays flat with image size).
 pub fn assign_clusters(image: &ColourImage, k: usize, seed: u64) -> (Vec<u8>, Vec<[f32; 3]>) {
-    let stride = (image.data.len() / ANALYSIS_PIXELS as usize).max(1);
-    let samples: Vec<[f32; 3]> = image
-        .data
-        .iter()
-        .step_by(stride)
-        .map(|&c| rgbf_to_lab(c))
-        .collect();
+    // Every pixel is converted to Lab once: the labels need all of them and the fit a subsample.
+    let lab: Vec<[f32; 3]> = image.data.iter().map(|&c| rgbf_to_lab(c)).collect();
+    let stride = (lab.len() / ANALYSIS_PIXELS as usize).max(1);
+    let samples: Vec<[f32; 3]> = lab.iter().step_by(stride).copied().collect();
     let weights = vec![1.0; samples.len()];
     let clusters = weighted_kmeans(&samples, &weights, k.clamp(1, 255), seed);
     let centres: Vec<[f32; 3]> = if clusters.is_empty() {
@@ -222,10 +219,9 @@ pub fn assign_clusters(image: &ColourImage, k: usize, seed: u64) -> (Vec<u8>, Ve
     } else {
         clusters.iter().map(|c| c.0).collect()
     };
-    let labels = image
-        .data
+    let labels = lab
         .iter()
-        .map(|&c| nearest_index(&centres, rgbf_to_lab(c)) as u8)
+        .map(|&c| nearest_index(&centres, c) as u8)
         .collect();
     (labels, centres.iter().map(|&c| lab_to_rgbf(c)).collect())
 }
