@@ -5,10 +5,18 @@
 //! takes all of them. Unloaded every item is written at once on its own (no added latency); under load
 //! one store call serves everything that arrived during the previous one.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex as SyncMutex};
 
+use async_trait::async_trait;
 use tokio::sync::oneshot;
+
+use crate::lock;
+
+/// Makes one batch of items durable in one go (one store write, or a few side by side).
+#[async_trait]
+pub trait Commit<T>: Send + Sync + 'static {
+    async fn commit(&self, batch: Vec<T>) -> Result<(), String>;
+}
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
@@ -18,35 +26,43 @@ struct Pending<T> {
     writing: bool,
 }
 
-/// The queue of one log's pending items.
-pub struct GroupCommit<T> {
+/// The queue of one log's pending items and the writer that commits them.
+pub struct GroupCommit<T, W> {
     pending: SyncMutex<Pending<T>>,
+    writer: Arc<W>,
 }
 
-impl<T> Default for GroupCommit<T> {
-    fn default() -> Self {
-        GroupCommit {
+impl<T, W: std::fmt::Debug> std::fmt::Debug for GroupCommit<T, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("writer", &self.writer)
+            .finish()
+    }
+}
+
+impl<T: Send + 'static, W: Commit<T>> GroupCommit<T, W> {
+    pub fn new(writer: Arc<W>) -> Arc<Self> {
+        Arc::new(GroupCommit {
             pending: SyncMutex::new(Pending {
                 items: Vec::new(),
                 writing: false,
             }),
-        }
+            writer,
+        })
     }
-}
 
-impl<T: Send + 'static> GroupCommit<T> {
-    /// Adds `item` to the next commit and waits until `write` made it durable (or says why not).
-    /// `write` commits one batch; every caller passes an equivalent one, and the writer task uses the
-    /// one of the caller that started it. The task is spawned, so a caller that goes away (an HTTP
-    /// client hanging up) cannot strand the items that joined its commit.
-    pub async fn submit<W, F>(self: &Arc<Self>, item: T, write: W) -> Result<(), String>
-    where
-        W: Fn(Vec<T>) -> F + Send + 'static,
-        F: Future<Output = Result<(), String>> + Send + 'static,
-    {
+    /// The writer, for what it does besides committing.
+    pub fn writer(&self) -> &Arc<W> {
+        &self.writer
+    }
+
+    /// Adds `item` to the next commit and waits until it is durable (or says why not). The writer runs
+    /// in a task of its own, so a caller that goes away (an HTTP client hanging up) cannot strand the
+    /// items that joined its commit.
+    pub async fn submit(self: &Arc<Self>, item: T) -> Result<(), String> {
         let (sender, receiver) = oneshot::channel();
         if self.enqueue(item, sender) {
-            tokio::spawn(self.clone().write_all(write));
+            tokio::spawn(self.clone().write_all());
         }
         receiver
             .await
@@ -71,14 +87,10 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 
     /// Writes batches until nothing is pending, answering each batch's waiters.
-    async fn write_all<W, F>(self: Arc<Self>, write: W)
-    where
-        W: Fn(Vec<T>) -> F,
-        F: Future<Output = Result<(), String>>,
-    {
+    async fn write_all(self: Arc<Self>) {
         while let Some(batch) = self.take() {
             let (items, waiters): (Vec<T>, Vec<Waiter>) = batch.into_iter().unzip();
-            let result = write(items).await;
+            let result = self.writer.commit(items).await;
             for waiter in waiters {
                 let _ = waiter.send(result.clone());
             }
@@ -94,11 +106,4 @@ pub fn process_epoch() -> String {
     let now = chrono::Utc::now();
     let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(12)) & 0xff_ffff;
     format!("{:011x}{salt:06x}", now.timestamp_millis().max(0))
-}
-
-fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a push or a take: the data stays consistent even after a panic.
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

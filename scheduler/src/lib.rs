@@ -30,3 +30,11 @@ pub use error::SchedulerError;
 pub use options::SchedulerOptions;
 pub use scheduler::Scheduler;
 pub use service::Core;
+
+/// Locks one of the scheduler's in-memory maps. Every critical section is a single insert, remove or
+/// take, so a panic while one is held leaves consistent data: a poisoned lock is used as it is.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

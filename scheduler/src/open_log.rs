@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex as SyncMutex};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use reverie_shared::ids::{RequestId, TenantId};
 use reverie_shared::metrics;
@@ -22,7 +23,8 @@ use reverie_shared::ports::store::SharedStore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{from_json, Result, SchedulerError};
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{Commit, GroupCommit};
+use crate::lock;
 
 /// Where segments live in the object store.
 pub const SEGMENT_PREFIX: &str = "scheduler/open/";
@@ -55,139 +57,73 @@ struct State {
 /// The scheduler's durable set of open requests. Cheap to clone.
 #[derive(Clone)]
 pub struct OpenLog {
-    inner: Arc<Inner>,
+    commits: Arc<GroupCommit<OpenKey, Segments>>,
 }
 
-struct Inner {
+/// The segments in the store and which open requests each holds; writes a group commit as a segment.
+struct Segments {
     store: SharedStore,
     /// Distinguishes this process's segments from those of earlier runs (sequence numbers restart).
     epoch: String,
-    commits: Arc<GroupCommit<OpenKey>>,
     state: SyncMutex<State>,
 }
 
 impl std::fmt::Debug for OpenLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenLog")
-            .field("epoch", &self.inner.epoch)
+            .field("epoch", &self.segments().epoch)
             .finish()
     }
 }
 
-fn lock(state: &SyncMutex<State>) -> std::sync::MutexGuard<'_, State> {
-    // Every critical section leaves the maps consistent (single inserts and removes).
-    state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl OpenLog {
     pub fn new(store: SharedStore) -> OpenLog {
-        let epoch = crate::group_commit::process_epoch();
+        let segments = Segments {
+            store,
+            epoch: crate::group_commit::process_epoch(),
+            state: SyncMutex::new(State::default()),
+        };
         OpenLog {
-            inner: Arc::new(Inner {
-                store,
-                epoch,
-                commits: Arc::default(),
-                state: SyncMutex::new(State::default()),
-            }),
+            commits: GroupCommit::new(Arc::new(segments)),
         }
+    }
+
+    fn segments(&self) -> &Segments {
+        self.commits.writer()
     }
 
     /// Makes a request durably open; returns once the segment holding it is written. A request that is
     /// already open returns at once.
     pub async fn add(&self, tenant: &TenantId, request: &RequestId) -> Result<()> {
         let key = (tenant.clone(), request.clone());
-        if lock(&self.inner.state).segment_of.contains_key(&key) {
+        if lock(&self.segments().state).segment_of.contains_key(&key) {
             return Ok(());
         }
-        let log = self.clone();
-        let commit = move |batch: Vec<OpenKey>| {
-            let log = log.clone();
-            async move { log.commit(batch).await.map_err(|e| e.to_string()) }
-        };
-        self.inner
-            .commits
-            .submit(key, commit)
-            .await
-            .map_err(|detail| {
-                SchedulerError::Unavailable(format!("open log not written: {detail}"))
-            })
-    }
-
-    /// Writes one group commit as a new segment and follows it.
-    async fn commit(&self, batch: Vec<OpenKey>) -> Result<()> {
-        let segment = {
-            let mut state = lock(&self.inner.state);
-            state.next_sequence += 1;
-            format!(
-                "{SEGMENT_PREFIX}{}-{:x}.json",
-                self.inner.epoch, state.next_sequence
-            )
-        };
-        let members: BTreeSet<OpenKey> = batch.into_iter().collect();
-        metrics::global()
-            .commit_size
-            .with_label_values(&["open"])
-            .observe(members.len() as f64);
-        self.write_segment(&segment, &members).await?;
-        self.register(segment, members);
-        Ok(())
-    }
-
-    async fn write_segment(&self, segment: &str, members: &BTreeSet<OpenKey>) -> Result<()> {
-        let body = Segment {
-            requests: members
-                .iter()
-                .map(|(tenant, request)| SegmentEntry {
-                    tenant: tenant.clone(),
-                    request: request.clone(),
-                })
-                .collect(),
-        };
-        let json = serde_json::to_vec(&body).map_err(|e| SchedulerError::Encode {
-            what: "open log segment",
-            detail: e.to_string(),
-        })?;
-        self.inner.store.put(segment, Bytes::from(json)).await?;
-        Ok(())
-    }
-
-    /// Notes a durable segment. A request found in an older segment too (it was added again) now
-    /// belongs to the new one, so the old one can still empty out.
-    fn register(&self, segment: String, members: BTreeSet<OpenKey>) {
-        let emptied = {
-            let mut state = lock(&self.inner.state);
-            let mut emptied = Vec::new();
-            for key in &members {
-                if let Some(previous) = state.segment_of.insert(key.clone(), segment.clone()) {
-                    emptied.extend(detach(&mut state, &previous, key));
-                }
-            }
-            state.segments.insert(segment, members);
-            emptied
-        };
-        self.delete_segments(emptied);
+        self.commits.submit(key).await.map_err(|detail| {
+            SchedulerError::Unavailable(format!("open log not written: {detail}"))
+        })
     }
 
     /// The request finished (or is gone): it leaves the log; its segment is deleted once empty.
     pub fn remove(&self, tenant: &TenantId, request: &RequestId) {
+        let segments = self.segments();
         let key = (tenant.clone(), request.clone());
         let emptied = {
-            let mut state = lock(&self.inner.state);
+            let mut state = lock(&segments.state);
             match state.segment_of.remove(&key) {
                 Some(segment) => detach(&mut state, &segment, &key),
                 None => None,
             }
         };
-        self.delete_segments(emptied.into_iter().collect());
+        segments.delete_in_background(emptied.into_iter().collect());
     }
 
     /// Removes every entry of a forgotten tenant, rewriting the segments that also hold other tenants'
     /// requests so that no object keeps its ids.
     pub async fn forget(&self, tenant: &TenantId) -> Result<()> {
+        let segments = self.segments();
         let (emptied, rewrites) = {
-            let mut state = lock(&self.inner.state);
+            let mut state = lock(&segments.state);
             let keys: Vec<OpenKey> = state
                 .segment_of
                 .keys()
@@ -209,10 +145,10 @@ impl OpenLog {
             (emptied, rewrites)
         };
         for segment in &emptied {
-            self.inner.store.delete(segment).await?;
+            segments.store.delete(segment).await?;
         }
         for (segment, members) in rewrites {
-            self.write_segment(&segment, &members).await?;
+            segments.write(&segment, &members).await?;
         }
         Ok(())
     }
@@ -221,9 +157,10 @@ impl OpenLog {
     /// still be open. They are followed as open until [`OpenLog::remove`]d, so the caller removes the
     /// ones it finds finished or gone, and their segments are deleted as they empty out.
     pub async fn recover(&self) -> Result<Vec<OpenKey>> {
+        let segments = self.segments();
         let mut found = Vec::new();
-        for object in self.inner.store.list(SEGMENT_PREFIX).await? {
-            let bytes = match self.inner.store.get(&object.key).await {
+        for object in segments.store.list(SEGMENT_PREFIX).await? {
+            let bytes = match segments.store.get(&object.key).await {
                 Ok(bytes) => bytes,
                 // Deleted between the listing and the read: nothing in it is open any more.
                 Err(error) if error.is_not_found() => continue,
@@ -237,7 +174,7 @@ impl OpenLog {
                 .collect();
             found.push((object.key, members));
         }
-        for object in self.inner.store.list(LEGACY_MARKERS_PREFIX).await? {
+        for object in segments.store.list(LEGACY_MARKERS_PREFIX).await? {
             if let Some(key) = legacy_marker(&object.key) {
                 found.push((object.key, BTreeSet::from([key])));
             }
@@ -245,7 +182,7 @@ impl OpenLog {
         let mut open = Vec::new();
         for (segment, members) in found {
             open.extend(members.iter().cloned());
-            self.register(segment, members);
+            segments.register(segment, members);
         }
         open.sort();
         open.dedup();
@@ -254,16 +191,78 @@ impl OpenLog {
 
     /// Whether a request is durably open here (tests and diagnostics).
     pub fn is_open(&self, tenant: &TenantId, request: &RequestId) -> bool {
-        lock(&self.inner.state)
+        lock(&self.segments().state)
             .segment_of
             .contains_key(&(tenant.clone(), request.clone()))
+    }
+}
+
+#[async_trait]
+impl Commit<OpenKey> for Segments {
+    /// Writes one group commit as a new segment and follows it.
+    async fn commit(&self, batch: Vec<OpenKey>) -> std::result::Result<(), String> {
+        let segment = {
+            let mut state = lock(&self.state);
+            state.next_sequence += 1;
+            format!(
+                "{SEGMENT_PREFIX}{}-{:x}.json",
+                self.epoch, state.next_sequence
+            )
+        };
+        let members: BTreeSet<OpenKey> = batch.into_iter().collect();
+        metrics::global()
+            .commit_size
+            .with_label_values(&["open"])
+            .observe(members.len() as f64);
+        self.write(&segment, &members)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.register(segment, members);
+        Ok(())
+    }
+}
+
+impl Segments {
+    async fn write(&self, segment: &str, members: &BTreeSet<OpenKey>) -> Result<()> {
+        let body = Segment {
+            requests: members
+                .iter()
+                .map(|(tenant, request)| SegmentEntry {
+                    tenant: tenant.clone(),
+                    request: request.clone(),
+                })
+                .collect(),
+        };
+        let json = serde_json::to_vec(&body).map_err(|e| SchedulerError::Encode {
+            what: "open log segment",
+            detail: e.to_string(),
+        })?;
+        self.store.put(segment, Bytes::from(json)).await?;
+        Ok(())
+    }
+
+    /// Notes a durable segment. A request found in an older segment too (it was added again) now
+    /// belongs to the new one, so the old one can still empty out.
+    fn register(&self, segment: String, members: BTreeSet<OpenKey>) {
+        let emptied = {
+            let mut state = lock(&self.state);
+            let mut emptied = Vec::new();
+            for key in &members {
+                if let Some(previous) = state.segment_of.insert(key.clone(), segment.clone()) {
+                    emptied.extend(detach(&mut state, &previous, key));
+                }
+            }
+            state.segments.insert(segment, members);
+            emptied
+        };
+        self.delete_in_background(emptied);
     }
 
     /// Deletes emptied segments in the background: a delete that fails leaves a segment whose requests
     /// are all finished, which the next recovery reads, finds finished and deletes.
-    fn delete_segments(&self, segments: Vec<String>) {
+    fn delete_in_background(&self, segments: Vec<String>) {
         for segment in segments {
-            let store = self.inner.store.clone();
+            let store = self.store.clone();
             tokio::spawn(async move {
                 if let Err(error) = store.delete(&segment).await {
                     tracing::warn!(%error, %segment, "could not delete an emptied open-log segment");

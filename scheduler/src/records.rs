@@ -22,7 +22,7 @@ use reverie_shared::ports::store::SharedStore;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{from_json, to_json, Result, SchedulerError};
-use crate::group_commit::{process_epoch, GroupCommit};
+use crate::group_commit::{process_epoch, Commit, GroupCommit};
 use crate::open_log::OpenLog;
 use crate::plan::Plan;
 
@@ -222,18 +222,17 @@ pub struct Records {
     store: SharedStore,
     cache: SharedCache,
     open_log: OpenLog,
-    provenance: Arc<ProvenanceIndex>,
+    provenance: Arc<GroupCommit<ProvenanceItem, ProvenanceIndex>>,
 }
 
 impl Records {
     pub fn new(store: SharedStore, cache: SharedCache) -> Records {
         let open_log = OpenLog::new(store.clone());
-        let provenance = Arc::new(ProvenanceIndex {
+        let provenance = GroupCommit::new(Arc::new(ProvenanceIndex {
             store: store.clone(),
-            commits: Arc::default(),
             epoch: process_epoch(),
             sequence: AtomicU64::new(0),
-        });
+        }));
         Records {
             store,
             cache,
@@ -400,18 +399,9 @@ impl Records {
             photo: photo.to_string(),
             entry: entry.clone(),
         };
-        let index = self.provenance.clone();
-        let commit = move |batch: Vec<ProvenanceItem>| {
-            let index = index.clone();
-            async move { index.commit(batch).await.map_err(|e| e.to_string()) }
-        };
-        self.provenance
-            .commits
-            .submit(item, commit)
-            .await
-            .map_err(|detail| {
-                SchedulerError::Unavailable(format!("provenance index not written: {detail}"))
-            })
+        self.provenance.submit(item).await.map_err(|detail| {
+            SchedulerError::Unavailable(format!("provenance index not written: {detail}"))
+        })
     }
 
     /// The outputs made from a photo, oldest first; an output recorded twice (a redelivered result)
@@ -442,7 +432,6 @@ fn provenance_prefix(tenant: &TenantId, photo: &str) -> String {
 /// The provenance index's writer: entries of many results, committed together.
 struct ProvenanceIndex {
     store: SharedStore,
-    commits: Arc<GroupCommit<ProvenanceItem>>,
     epoch: String,
     sequence: AtomicU64,
 }
@@ -480,9 +469,10 @@ impl ProvenanceFile {
     }
 }
 
-impl ProvenanceIndex {
+#[async_trait::async_trait]
+impl Commit<ProvenanceItem> for ProvenanceIndex {
     /// Writes one commit: an object per (tenant, photo), side by side.
-    async fn commit(&self, batch: Vec<ProvenanceItem>) -> Result<()> {
+    async fn commit(&self, batch: Vec<ProvenanceItem>) -> std::result::Result<(), String> {
         metrics::global()
             .commit_size
             .with_label_values(&["provenance"])
@@ -507,7 +497,9 @@ impl ProvenanceIndex {
                 Ok::<(), SchedulerError>(())
             }
         });
-        futures::future::try_join_all(writes).await?;
+        futures::future::try_join_all(writes)
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 }

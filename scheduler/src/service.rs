@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::error::Result;
 use crate::fairness::Feeder;
+use crate::lock;
 use crate::options::SchedulerOptions;
 use crate::plan::{self, Plan, PlanInput};
 use crate::records::{
@@ -92,13 +93,6 @@ impl std::fmt::Debug for Core {
 
 fn now_ms() -> u64 {
     u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0)
-}
-
-fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these maps leaves consistent data (single inserts and removes).
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Core {
