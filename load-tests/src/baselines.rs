@@ -116,8 +116,11 @@ pub fn render_alone(args: &Args) -> anyhow::Result<(Histogram<u64>, usize)> {
             seed: 7,
             strength: 1.0,
             palette_transfer: false,
+            identity_strength: 0.0,
+            best_of: 1,
         },
         photos: vec![(reference, png)],
+        identity: Vec::new(),
     };
     let renderer = PainterlyRenderer;
     let mut render = histogram();

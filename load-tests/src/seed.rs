@@ -48,6 +48,7 @@ pub async fn seed_library(store: &dyn ObjectStore, tenant: &TenantId) -> anyhow:
             faces: Vec::new(),
             pets: Vec::new(),
             colourfulness: 0.5,
+            close_up: false,
         }],
         ..TenantLibrary::default()
     };

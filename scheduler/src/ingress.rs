@@ -396,6 +396,8 @@ fn plan_input(
         renderer: None,
         priority: request.priority,
         palette_transfer: parsed.style.palette.is_some(),
+        identity_strength: request.identity_strength.unwrap_or(0.0),
+        best_of: request.best_of.unwrap_or(1),
         subjects: offered.subjects,
         backgrounds: offered.backgrounds,
         palettes: offered.palettes,

@@ -61,6 +61,23 @@ pub struct CatalogPhoto {
     /// 0..1: how much colour it has (saturation spread): the best palette sources score high.
     #[serde(default)]
     pub colourfulness: f32,
+    /// A close-up: some face in it is at least [`CLOSE_UP_FACE_SHARE`] of the photo's height. Such
+    /// a photo is someone's portrait, never the setting people are placed into (whoever it shows,
+    /// even a person the grouping has not joined with the subject).
+    #[serde(default)]
+    pub close_up: bool,
+}
+
+/// The face height, as a share of the photo's height, from which a photo is a close-up portrait.
+pub const CLOSE_UP_FACE_SHARE: f32 = 0.25;
+
+/// Whether faces of these boxes make a photo `height` pixels tall a close-up.
+pub fn is_close_up(faces: &[CatalogFace], height: u32) -> bool {
+    height > 0
+        && faces.iter().any(|f| {
+            let face_height = f.face_box[3].saturating_sub(f.face_box[1]) as f32;
+            face_height >= CLOSE_UP_FACE_SHARE * height as f32
+        })
 }
 
 /// A tenant's library as the scheduler sees it.
@@ -245,6 +262,19 @@ fn face_score(face: &CatalogFace) -> f32 {
     0.4 * face.sharpness.clamp(0.0, 1.0) + 0.3 * face.frontal.clamp(0.0, 1.0) + 0.3 * size
 }
 
+/// The catalog ids of the people and pets a photo shows.
+fn shown(photo: &CatalogPhoto) -> Vec<String> {
+    let mut ids: Vec<String> = photo
+        .faces
+        .iter()
+        .map(|f| f.person.clone())
+        .chain(photo.pets.iter().cloned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// What fallback backgrounds answer: the plan uses them only for renderers that must paint over a photo.
 pub const FALLBACK_ANSWER: &str = "fallback: no setting or subject named";
 
@@ -260,6 +290,8 @@ fn offer_fallback_backgrounds(library: &TenantLibrary, offered: &mut Offered) {
             score,
             albums: photo.albums.clone(),
             answers: FALLBACK_ANSWER.to_string(),
+            shows: shown(photo),
+            close_up: photo.close_up,
         });
     }
 }
@@ -288,6 +320,8 @@ pub fn candidates(library: &TenantLibrary, resolution: &Resolution) -> Offered {
                     score: face_score(face),
                     albums: photo.albums.clone(),
                     answers: format!("person:{}", person.name),
+                    shows: vec![person.id.clone()],
+                    close_up: photo.close_up,
                 });
             }
         }
@@ -301,6 +335,8 @@ pub fn candidates(library: &TenantLibrary, resolution: &Resolution) -> Offered {
                 score,
                 albums: photo.albums.clone(),
                 answers: format!("pet:{}", pet.name),
+                shows: vec![pet.id.clone()],
+                close_up: photo.close_up,
             });
         }
     }
@@ -352,6 +388,8 @@ pub fn candidates(library: &TenantLibrary, resolution: &Resolution) -> Offered {
                 score,
                 albums: photo.albums.clone(),
                 answers: format!("setting ({})", why.join(", ")),
+                shows: shown(photo),
+                close_up: photo.close_up,
             });
         }
     }
@@ -388,6 +426,8 @@ fn palette_candidates(library: &TenantLibrary, palette: &ResolvedPalette) -> Vec
         score,
         albums: photo.albums.clone(),
         answers: answers.clone(),
+        shows: shown(photo),
+        close_up: photo.close_up,
     };
     let members: Vec<Candidate> = group
         .map(|group| {
@@ -444,6 +484,7 @@ mod tests {
             faces: Vec::new(),
             pets: Vec::new(),
             colourfulness,
+            close_up: false,
         }
     }
 

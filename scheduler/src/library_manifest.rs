@@ -10,7 +10,10 @@ use reverie_shared::ids::TenantId;
 use reverie_shared::ports::store::SharedStore;
 
 use crate::error::Result;
-use crate::library::{CatalogFace, CatalogPhoto, LibrarySource, StoreLibrary, TenantLibrary};
+use crate::library::{
+    is_close_up, CatalogFace, CatalogPhoto, LibrarySource, StoreLibrary, TenantLibrary,
+    CLOSE_UP_FACE_SHARE,
+};
 use crate::prompt::{CatalogPerson, CatalogPlace, LibraryCatalog};
 
 /// Reads the library manifest; a tenant with a curated `catalog.json` and no manifest gets the catalog.
@@ -100,6 +103,7 @@ pub struct QualityEntry {
 /// whose detected faces are subject candidates.
 pub fn library_with_people(manifest: &LibraryManifest, people: &PeopleFile) -> TenantLibrary {
     let mut library = library_of(manifest);
+    mark_close_ups(&mut library, manifest, people);
     for person in &people.people {
         let is_self = people.self_person == Some(person.id);
         let name = match (&person.name, is_self) {
@@ -152,6 +156,31 @@ pub fn library_with_people(manifest: &LibraryManifest, people: &PeopleFile) -> T
         }
     }
     library
+}
+
+/// Marks photos in which any analysed face — named or not — is a close-up: a person the grouping
+/// has not joined with anyone is still someone's portrait.
+fn mark_close_ups(library: &mut TenantLibrary, manifest: &LibraryManifest, people: &PeopleFile) {
+    let heights: BTreeMap<&str, u32> = manifest
+        .photos
+        .iter()
+        .map(|p| (p.meta.id.as_str(), p.meta.height))
+        .collect();
+    for face in people.people.iter().flat_map(|p| &p.faces) {
+        let Some(&height) = heights.get(face.photo.as_str()) else {
+            continue;
+        };
+        let face_height = (face.bbox.bottom - face.bbox.top).max(0) as f32;
+        if height > 0 && face_height >= CLOSE_UP_FACE_SHARE * height as f32 {
+            if let Some(photo) = library
+                .photos
+                .iter_mut()
+                .find(|p| p.photo.as_str() == face.photo)
+            {
+                photo.close_up = true;
+            }
+        }
+    }
 }
 
 fn person_id(name: &str) -> String {
@@ -240,9 +269,10 @@ pub fn library_of(manifest: &LibraryManifest) -> TenantLibrary {
             light: meta.light.clone(),
             scenes: Vec::new(),
             keywords: words_of(photo).into_iter().collect(),
-            faces,
             pets: Vec::new(),
             colourfulness: meta.stats.colourfulness,
+            close_up: is_close_up(&faces, meta.height),
+            faces,
         });
     }
     catalog.people = people.into_values().collect();

@@ -51,6 +51,15 @@ pub struct Candidate {
     pub albums: Vec<String>,
     /// Which resolved reference it answers ("person:Anna", "place:Lisbon", ...), to pick one per reference.
     pub answers: String,
+    /// Catalog ids of the people and pets the photo shows (for a subject: the one it stands for). A
+    /// setting photo that shows a subject of the picture is never its background: they would be in
+    /// the picture twice.
+    #[serde(default)]
+    pub shows: Vec<String>,
+    /// The photo is a close-up portrait (see `library::CLOSE_UP_FACE_SHARE`): never a setting for
+    /// placed people.
+    #[serde(default)]
+    pub close_up: bool,
 }
 
 /// The request's wishes, already validated.
@@ -70,6 +79,10 @@ pub struct PlanInput {
     pub renderer: Option<RendererKind>,
     pub priority: Priority,
     pub palette_transfer: bool,
+    /// Identity guidance strength (0 = off), validated at intake.
+    pub identity_strength: f32,
+    /// Candidates per job (0 is taken as 1), validated at intake.
+    pub best_of: u32,
     pub subjects: Vec<Candidate>,
     pub backgrounds: Vec<Candidate>,
     pub palettes: Vec<Candidate>,
@@ -98,7 +111,22 @@ pub struct Plan {
     /// Set for album-to-art runs: one job per album photo instead of one per variant.
     #[serde(default)]
     pub album_run: Option<AlbumRun>,
+    /// Identity guidance strength of every job (0 = off; absent in records of earlier versions).
+    #[serde(default)]
+    pub identity_strength: f32,
+    /// Candidates each job renders, keeping the best identity (absent in earlier records: 1).
+    #[serde(default = "one")]
+    pub best_of: u32,
 }
+
+fn one() -> u32 {
+    1
+}
+
+/// Further photos of each person sent as `Identity` references: their mean descriptor is the
+/// person's reference for the identity check (and guidance). A few good faces are steadier than one;
+/// more add fetch and detection time to every job for little gain.
+pub const IDENTITY_PHOTOS: usize = 3;
 
 /// An album turned into art: every photo of `album` painted in `style`, written to
 /// `tenants/{t}/albums/{to}/{photo}.png` so a resumed run overwrites instead of duplicating.
@@ -198,6 +226,92 @@ fn with_role(candidate: &Candidate, role: ReferenceRole) -> PhotoRef {
 /// Most palette photos per job: enough to pin down an album's colours, few enough to load quickly.
 pub const PALETTE_PHOTOS: usize = 8;
 
+/// Adds `candidate` in `role` unless the photo already serves that role.
+fn take(
+    references: &mut Vec<PhotoRef>,
+    reference_albums: &mut BTreeMap<String, Vec<String>>,
+    candidate: &Candidate,
+    role: ReferenceRole,
+    why: &str,
+    explanation: &mut Vec<String>,
+) {
+    if references
+        .iter()
+        .any(|r: &PhotoRef| r.photo == candidate.reference.photo && r.role == role)
+    {
+        return;
+    }
+    explanation.push(format!(
+        "{why} for {}: photo {} (score {:.2})",
+        candidate.answers,
+        candidate.reference.photo.short(),
+        candidate.score
+    ));
+    reference_albums.insert(
+        candidate.reference.photo.to_string(),
+        candidate.albums.clone(),
+    );
+    references.push(with_role(candidate, role));
+}
+
+/// For every person among the chosen subjects, up to [`IDENTITY_PHOTOS`] more of their best faces as
+/// `Identity` references (never drawn; the worker takes the mean of these faces' descriptors and the
+/// subject's own as the person's reference). People are told apart by their face box, so a group photo
+/// can serve two people.
+fn identity_references(
+    subjects: &[Candidate],
+    references: &mut Vec<PhotoRef>,
+    reference_albums: &mut BTreeMap<String, Vec<String>>,
+    explanation: &mut Vec<String>,
+) {
+    let people: Vec<(String, PhotoRef)> = references
+        .iter()
+        .filter(|r| r.role == ReferenceRole::Subject && r.face_box.is_some())
+        .filter_map(|r| {
+            subjects
+                .iter()
+                .find(|c| c.reference.photo == r.photo && c.reference.face_box == r.face_box)
+                .map(|c| (c.answers.clone(), r.clone()))
+        })
+        .collect();
+    for (answers, subject) in people {
+        let mut others: Vec<&Candidate> = subjects
+            .iter()
+            .filter(|c| c.answers == answers && c.reference.face_box.is_some())
+            .filter(|c| c.reference.photo != subject.photo)
+            .collect();
+        others.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut taken = 0;
+        for candidate in others {
+            if taken == IDENTITY_PHOTOS {
+                break;
+            }
+            let duplicate = references.iter().any(|r| {
+                r.role == ReferenceRole::Identity
+                    && r.photo == candidate.reference.photo
+                    && r.face_box == candidate.reference.face_box
+            });
+            if duplicate {
+                continue;
+            }
+            reference_albums.insert(
+                candidate.reference.photo.to_string(),
+                candidate.albums.clone(),
+            );
+            references.push(PhotoRef {
+                label: subject.label.clone(),
+                ..with_role(candidate, ReferenceRole::Identity)
+            });
+            taken += 1;
+        }
+        if taken > 0 {
+            explanation.push(format!(
+                "identity for {answers}: {taken} more of their best faces for the identity check"
+            ));
+        }
+    }
+}
+
 /// Chooses references, renderer and parameters.
 pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSettings) -> Plan {
     let mut explanation = Vec::new();
@@ -214,49 +328,60 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
     explanation.push(format!("renderer {}", renderer.label()));
     let mut references = Vec::new();
     let mut reference_albums = BTreeMap::new();
-    let mut take =
-        |candidate: &Candidate, role: ReferenceRole, why: &str, explanation: &mut Vec<String>| {
-            if references
-                .iter()
-                .any(|r: &PhotoRef| r.photo == candidate.reference.photo && r.role == role)
-            {
-                return;
-            }
-            explanation.push(format!(
-                "{why} for {}: photo {} (score {:.2})",
-                candidate.answers,
-                candidate.reference.photo.short(),
-                candidate.score
-            ));
-            reference_albums.insert(
-                candidate.reference.photo.to_string(),
-                candidate.albums.clone(),
-            );
-            references.push(with_role(candidate, role));
-        };
     for candidate in best_per_answer(&input.subjects, settings.max_subjects) {
         take(
+            &mut references,
+            &mut reference_albums,
             candidate,
             ReferenceRole::Subject,
             "subject",
             &mut explanation,
         );
     }
+    identity_references(
+        &input.subjects,
+        &mut references,
+        &mut reference_albums,
+        &mut explanation,
+    );
+    let chosen_subjects = best_per_answer(&input.subjects, settings.max_subjects);
+    // Who the picture places: a setting photo showing any of them would put them in twice (the
+    // person's own portrait as the garden they stand in).
+    let placed: Vec<&str> = chosen_subjects
+        .iter()
+        .flat_map(|c| c.shows.iter().map(String::as_str))
+        .collect();
     // Diffusion renders from text when no setting was named; only a painter needs a photo regardless.
+    let named_setting = input
+        .backgrounds
+        .iter()
+        .any(|c| c.answers != crate::library::FALLBACK_ANSWER);
     let backgrounds: Vec<Candidate> = input
         .backgrounds
         .iter()
         .filter(|c| {
             renderer == RendererKind::Painterly || c.answers != crate::library::FALLBACK_ANSWER
         })
+        .filter(|c| !c.shows.iter().any(|who| placed.contains(&who.as_str())))
+        // A close-up is someone's portrait: as a setting for placed people it would put a second
+        // face behind them, whoever it shows (the grouping may not have joined them yet).
+        .filter(|c| chosen_subjects.is_empty() || !c.close_up)
         .cloned()
         .collect();
     if let Some(candidate) = best_per_answer(&backgrounds, 1).first() {
         take(
+            &mut references,
+            &mut reference_albums,
             candidate,
             ReferenceRole::Background,
             "background",
             &mut explanation,
+        );
+    } else if named_setting && !chosen_subjects.is_empty() {
+        explanation.push(
+            "warning: no photo of the setting without the people of the picture in it; they are \
+             placed on a neutral canvas and the setting comes from the words alone"
+                .to_string(),
         );
     }
     // The renderer blends the palettes of all palette photos: several photos stand for an album's or the
@@ -265,6 +390,8 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
     palette_photos.sort_by(|a, b| b.score.total_cmp(&a.score));
     for candidate in palette_photos.into_iter().take(PALETTE_PHOTOS) {
         take(
+            &mut references,
+            &mut reference_albums,
             candidate,
             ReferenceRole::Palette,
             "palette",
@@ -311,6 +438,8 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
         priority: input.priority,
         explanation,
         album_run: None,
+        identity_strength: input.identity_strength,
+        best_of: input.best_of.max(1),
     }
 }
 
@@ -376,6 +505,9 @@ fn render_spec(plan: &Plan, seed: u64, strength: f32, palette_transfer: bool) ->
         seed,
         strength,
         palette_transfer,
+        // identity guidance: the strength travels per job; the worker wires it into sampling.
+        identity_strength: plan.identity_strength,
+        best_of: plan.best_of.max(1),
     }
 }
 
@@ -439,6 +571,22 @@ pub fn refine_plan(parent: &Plan, child: Plan) -> Plan {
             references.extend(new.into_iter().cloned());
         }
     }
+    // The faces behind the people's references follow the people: the child's when it named its own.
+    let child_named_people = child
+        .references
+        .iter()
+        .any(|r| r.role == ReferenceRole::Subject);
+    let identity_source = if child_named_people { &child } else { parent };
+    for kept in identity_source
+        .references
+        .iter()
+        .filter(|r| r.role == ReferenceRole::Identity)
+    {
+        if let Some(a) = identity_source.reference_albums.get(kept.photo.as_str()) {
+            albums.insert(kept.photo.to_string(), a.clone());
+        }
+        references.push(kept.clone());
+    }
     // The parent's seeds, as many as the child has variants (new variants get fresh seeds).
     let mut seeds = child.seeds.clone();
     for (slot, seed) in seeds.iter_mut().zip(&parent.seeds) {
@@ -481,6 +629,8 @@ mod tests {
             score,
             albums: vec![],
             answers: answers.to_string(),
+            shows: vec![answers.to_string()],
+            close_up: false,
         }
     }
 

@@ -98,6 +98,9 @@ pub struct JobRecord {
     pub outputs: Vec<String>,
     pub error: Option<String>,
     pub render_ms: Option<u64>,
+    /// The identity check of the output (pictures with people; absent in earlier records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<reverie_shared::jobs::IdentityReport>,
     /// What the worker is told: fixed by the plan so a retry renders the same image.
     pub spec: GenerateJob,
 }
@@ -118,6 +121,7 @@ impl JobRecord {
             outputs: Vec::new(),
             error: None,
             render_ms: None,
+            identity: None,
             spec,
         }
     }

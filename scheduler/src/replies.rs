@@ -44,7 +44,7 @@ impl Reason {
 }
 
 /// One job's outputs in a `done` or `failed` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobResult {
     pub job: String,
     pub index: u32,
@@ -52,6 +52,11 @@ pub struct JobResult {
     pub outputs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The identity check of a picture with people: per person `{person, distance, verdict}`, or
+    /// `unchecked` with the reason it could not run; `best_of` candidates are listed too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub identity: Option<reverie_shared::jobs::IdentityReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -144,6 +149,7 @@ pub fn job_results(record: &RequestRecord) -> Vec<JobResult> {
             state: job.state,
             outputs: job.outputs.clone(),
             error: job.error.clone(),
+            identity: job.identity.clone(),
         })
         .collect()
 }

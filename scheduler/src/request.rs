@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use reverie_shared::ids::{RequestId, TenantId};
-use reverie_shared::jobs::Priority;
+use reverie_shared::jobs::{Priority, MAX_BEST_OF, MAX_IDENTITY_STRENGTH};
 
 /// The only schema version this scheduler reads.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -135,6 +135,10 @@ pub struct GenerationRequest {
     pub priority: Priority,
     pub kind: RequestKind,
     pub refine_of: Option<RequestId>,
+    /// Identity guidance strength, 0 (off) to [`MAX_IDENTITY_STRENGTH`]; `None` = off.
+    pub identity_strength: Option<f32>,
+    /// Candidates per image, 1 to [`MAX_BEST_OF`]; `None` = 1.
+    pub best_of: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +174,10 @@ pub struct RequestV1 {
     pub album_to_art: Option<AlbumToArt>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine_of: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_strength: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_of: Option<u32>,
 }
 
 impl GenerationRequest {
@@ -239,6 +247,8 @@ impl GenerationRequest {
             kind,
             album_to_art,
             refine_of: self.refine_of.as_ref().map(ToString::to_string),
+            identity_strength: self.identity_strength,
+            best_of: self.best_of,
         }
     }
 
@@ -387,6 +397,25 @@ impl RequestV1 {
         if let Some(problem) = self.style.as_deref().and_then(style_problem) {
             violation("style", problem);
         }
+        if let Some(strength) = self.identity_strength {
+            // NaN fails the range test too (every comparison with NaN is false).
+            if !(strength.is_finite() && (0.0..=MAX_IDENTITY_STRENGTH).contains(&strength)) {
+                violation(
+                    "identity_strength",
+                    format!(
+                        "is {strength}; it must be a number between 0 (off) and {MAX_IDENTITY_STRENGTH}"
+                    ),
+                );
+            }
+        }
+        if let Some(best_of) = self.best_of {
+            if !(1..=MAX_BEST_OF).contains(&best_of) {
+                violation(
+                    "best_of",
+                    format!("is {best_of}; it must be between 1 and {MAX_BEST_OF}"),
+                );
+            }
+        }
         let refine_of = match self.refine_of.as_deref() {
             None => None,
             Some(id) => RequestId::new(id)
@@ -460,6 +489,8 @@ impl RequestV1 {
                 priority: self.priority,
                 kind,
                 refine_of,
+                identity_strength: self.identity_strength,
+                best_of: self.best_of,
             }),
             _ => Err(RequestError::Invalid { violations }),
         }
@@ -629,5 +660,56 @@ mod tests {
         let body = serde_json::to_vec(&request).unwrap_or_default();
         let fields = violation_fields(GenerationRequest::from_json(&body).unwrap_err());
         assert_eq!(fields, ["tenant", "n", "steps", "guidance"]);
+    }
+
+    #[test]
+    fn identity_strength_and_best_of_are_optional_and_bounded() {
+        let old = GenerationRequest::from_json(&serde_json::to_vec(&minimal()).unwrap()).unwrap();
+        assert_eq!((old.identity_strength, old.best_of), (None, None));
+        let mut request = minimal();
+        request["identity_strength"] = serde_json::json!(2.5);
+        request["best_of"] = serde_json::json!(4);
+        let body = serde_json::to_vec(&request).unwrap();
+        let parsed = GenerationRequest::from_json(&body).expect("valid");
+        assert_eq!(
+            (parsed.identity_strength, parsed.best_of),
+            (Some(2.5), Some(4))
+        );
+        assert_eq!(
+            GenerationRequest::from_json(&parsed.to_json()).unwrap(),
+            parsed
+        );
+        for (field, value, message) in [
+            (
+                "identity_strength",
+                serde_json::json!(-0.5),
+                "`identity_strength` is -0.5",
+            ),
+            (
+                "identity_strength",
+                serde_json::json!(21),
+                "between 0 (off) and 20",
+            ),
+            (
+                "best_of",
+                serde_json::json!(0),
+                "`best_of` is 0; it must be between 1 and 8",
+            ),
+            ("best_of", serde_json::json!(9), "`best_of` is 9"),
+        ] {
+            let error = GenerationRequest::from_json(&with(field, value)).unwrap_err();
+            assert!(error.to_string().contains(message), "{error}");
+            assert_eq!(violation_fields(error), [field]);
+        }
+        // JSON has no NaN; a NaN that reaches validation another way is refused all the same.
+        let mut wire = parsed.to_wire();
+        wire.identity_strength = Some(f32::NAN);
+        assert_eq!(
+            violation_fields(wire.validate().unwrap_err()),
+            ["identity_strength"]
+        );
+        let error =
+            GenerationRequest::from_json(&with("best_of", serde_json::json!(-1))).unwrap_err();
+        assert!(matches!(error, RequestError::WrongType { .. }), "{error:?}");
     }
 }

@@ -1154,7 +1154,10 @@ fn apply_event(
             })
         }
         JobEvent::Succeeded {
-            outputs, render_ms, ..
+            outputs,
+            render_ms,
+            identity,
+            ..
         } => {
             // A duplicate result, or one for a cancelled job, changes nothing.
             if !record_job.transition(JobState::Succeeded, now) {
@@ -1162,6 +1165,7 @@ fn apply_event(
             }
             record_job.outputs = outputs.clone();
             record_job.render_ms = Some(*render_ms);
+            record_job.identity = identity.clone();
             Some(Change {
                 relay: None,
                 write: Write::Durable,

@@ -135,6 +135,7 @@ async fn a_result_whose_save_failed_applies_in_full_when_redelivered() {
         tenant: spec.tenant.clone(),
         outputs: outputs.clone(),
         render_ms: 3,
+        identity: None,
     };
     let request_id = RequestId::new(request.clone()).unwrap();
     let key = request_key(&tenant, &request_id);
@@ -226,6 +227,7 @@ async fn a_batch_of_results_in_one_message_finishes_each_request() {
             tenant: spec.tenant.clone(),
             outputs: vec![format!("tenants/{tenant}/results/{}/0.png", spec.request)],
             render_ms: 2,
+            identity: None,
         });
         deliveries.push(delivery);
     }

@@ -81,3 +81,85 @@ async fn prompts_find_people_places_light_and_scenes_in_an_imported_library() {
         resolution.unresolved
     );
 }
+
+/// The demo's "Jesper at home in the garden": the photos of home show Jesper himself, so the old plan
+/// took his own portrait as the setting and the picture showed him twice. A setting photo that shows a
+/// person of the picture is never its background; without another, the plan says so and the people
+/// stand on a neutral canvas.
+#[tokio::test]
+async fn a_subjects_own_photo_is_never_the_setting() {
+    use reverie_scheduler::plan::{make_plan, PlanInput, PlannerSettings};
+    use reverie_shared::ids::RequestId;
+    use reverie_shared::jobs::ReferenceRole;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let tenant = TenantId::new("demo").unwrap();
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/library/folder");
+    import(
+        &store,
+        &tenant,
+        ImportSource::Folder(folder),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    let library = library_of(&load_manifest(&store, &tenant).await.unwrap());
+    let parsed = parse_prompt("Jesper at home in the garden, oil painting");
+    let resolution = resolve(&parsed, &library.catalog);
+    let jesper = resolution.people[0].id.clone();
+    let shows_jesper = |photo: &reverie_shared::ids::PhotoId| {
+        library
+            .photos
+            .iter()
+            .any(|p| &p.photo == photo && p.faces.iter().any(|f| f.person == jesper))
+    };
+    let offered = candidates(&library, &resolution);
+    // The situation of the bug: the best-fitting setting photo is one of Jesper himself.
+    let best_setting = offered
+        .backgrounds
+        .iter()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .expect("home photos fit the setting");
+    assert!(shows_jesper(&best_setting.reference.photo));
+
+    for settings in [
+        PlannerSettings::default(),
+        PlannerSettings {
+            diffusion_model: Some("sd-tiny".into()),
+            ..PlannerSettings::default()
+        },
+    ] {
+        let input = PlanInput {
+            variants: 1,
+            subjects: offered.subjects.clone(),
+            backgrounds: offered.backgrounds.clone(),
+            ..PlanInput::default()
+        };
+        let plan = make_plan(&input, &RequestId::new("jesper-garden").unwrap(), &settings);
+        let subject = plan
+            .references
+            .iter()
+            .find(|r| r.role == ReferenceRole::Subject)
+            .expect("Jesper is the subject");
+        assert!(shows_jesper(&subject.photo));
+        let background = plan
+            .references
+            .iter()
+            .find(|r| r.role == ReferenceRole::Background);
+        match background {
+            Some(background) => assert!(
+                !shows_jesper(&background.photo),
+                "the setting shows Jesper: {:?}",
+                plan.explanation
+            ),
+            None => assert!(
+                plan.explanation
+                    .iter()
+                    .any(|line| line.starts_with("warning: no photo of the setting")),
+                "{:?}",
+                plan.explanation
+            ),
+        }
+    }
+}

@@ -99,3 +99,10 @@ ensure_python_client() {
   step "installing pika for the Python example client"
   python3 -m pip install --quiet "pika>=1.3,<2"
 }
+
+# `reverie models fetch` gets the person segmentation model with `npm pack` (@mediapipe/selfie_segmentation).
+ensure_npm() {
+  command -v npm >/dev/null && return 0
+  step "installing npm for the segmentation model download"
+  apt_install npm
+}

@@ -65,6 +65,11 @@ pub enum ReferenceRole {
     Background,
     /// Where "in my colours" takes its palette from.
     Palette,
+    /// A further good photo of a person of the picture: never drawn, used only for the person's
+    /// reference descriptor (the identity check, identity guidance). Carries the person's label, the
+    /// same as their `Subject` reference, which is how the worker groups them; listed in provenance.
+    /// Appended last: its bincode index is new, so jobs that carry it are envelope version 3.
+    Identity,
 }
 
 /// A photo a job uses, with where to find its bytes without reading the manifest again.
@@ -103,6 +108,75 @@ pub struct RenderSpec {
     pub strength: f32,
     /// Recolour toward the palette of the `Palette` references.
     pub palette_transfer: bool,
+    /// How strongly sampling is steered toward the people's identity (0 = off, at most
+    /// [`MAX_IDENTITY_STRENGTH`]). Only diffusion uses it; absent in records written before it existed.
+    #[serde(default)]
+    pub identity_strength: f32,
+    /// Candidates rendered (seeds `seed`, `seed + 1`, ...); the one whose people are closest to their
+    /// references is kept. 1 (the default) renders one image.
+    #[serde(default = "one")]
+    pub best_of: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The most identity guidance a request may ask for: the sampler's own limit
+/// (`reverie_diffusion::pipeline::guidance::MAX_IDENTITY_STRENGTH`), beyond which one guided update
+/// moves the latents by more than their whole spread and the picture dissolves.
+pub const MAX_IDENTITY_STRENGTH: f32 = 20.0;
+/// The most candidates one job renders: each is a full render, so a job costs up to this many.
+pub const MAX_BEST_OF: u32 = 8;
+
+/// The identity check's word on one person (`reverie_faces::identity::Verdict` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityVerdict {
+    Verified,
+    Weak,
+    Missing,
+}
+
+impl IdentityVerdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            IdentityVerdict::Verified => "verified",
+            IdentityVerdict::Weak => "weak",
+            IdentityVerdict::Missing => "missing",
+        }
+    }
+}
+
+/// One person of a picture as the identity check found them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonIdentity {
+    /// The person's label (their name in the library), or the subject photo's id without one.
+    pub person: String,
+    /// Descriptor distance to the person's reference; `None` when no face was at their place.
+    pub distance: Option<f32>,
+    pub verdict: IdentityVerdict,
+}
+
+/// One rendered candidate of a `best_of` job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityCandidate {
+    pub seed: u64,
+    pub people: Vec<PersonIdentity>,
+}
+
+/// The identity check of a job's output (only for pictures with people).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct IdentityReport {
+    /// The people of the kept output, in plan order; empty when the check could not run.
+    pub people: Vec<PersonIdentity>,
+    /// Why the check could not run (no face models on the worker, a reference without a face),
+    /// so a missing verdict is never mistaken for a checked one.
+    pub unchecked: Option<String>,
+    /// The seed of the kept output.
+    pub seed: u64,
+    /// Every candidate of a `best_of` job, in seed order (empty when one image was rendered).
+    pub candidates: Vec<IdentityCandidate>,
 }
 
 impl RenderSpec {
@@ -227,6 +301,9 @@ pub enum JobEvent {
         /// Object keys of the outputs (image and provenance JSON).
         outputs: Vec<String>,
         render_ms: u64,
+        /// The identity check of a generation with people (event envelope version 4 only).
+        #[serde(default)]
+        identity: Option<IdentityReport>,
     },
     Failed {
         job: JobId,
@@ -281,4 +358,10 @@ pub struct Provenance {
     pub created_at: String,
     pub worker: String,
     pub extra: BTreeMap<String, String>,
+    /// The identity check of the people in the picture (absent for pictures without people).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityReport>,
+    /// The `Identity` photos the people's reference descriptors came from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identity_references: Vec<PhotoId>,
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub commit_size: HistogramVec,
     pub images_generated: IntCounterVec,
     pub diffusion_step: HistogramVec,
+    pub identity_distance: HistogramVec,
     pub faces_analysed: IntCounter,
     pub cache_requests: IntCounterVec,
     pub cache_seconds: HistogramVec,
@@ -205,6 +206,14 @@ impl Metrics {
                 "Time of one denoising step of a batch.",
                 &[],
                 latency_buckets(),
+            ),
+            identity_distance: histogram(
+                &r,
+                "reverie_identity_distance",
+                "Descriptor distance of each checked person's face in a kept output to their reference \
+                 (below 0.6 is verified).",
+                &["renderer"],
+                vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2],
             ),
             faces_analysed,
             cache_requests: counter(

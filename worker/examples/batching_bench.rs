@@ -56,8 +56,11 @@ fn job(options: &Options, index: usize) -> RenderRequest {
             seed: index as u64,
             strength: 1.0,
             palette_transfer: false,
+            identity_strength: 0.0,
+            best_of: 1,
         },
         photos: vec![],
+        identity: Vec::new(),
     }
 }
 

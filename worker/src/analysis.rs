@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use image::DynamicImage;
 use reverie_faces::people::FaceQuality;
+use reverie_faces::segmentation::PersonSegmenter;
 use reverie_faces::{Face, FaceAnalyzer, FaceModels};
 use reverie_library::read_samples;
 use reverie_paint::{Fingerprint, Palette};
@@ -84,6 +85,8 @@ pub struct ShardAnalysis {
 #[derive(Clone)]
 pub struct Analyser {
     pub faces: Result<Arc<FaceAnalyzer>, String>,
+    /// Person segmentation for cutting people out of their photos (renders, not analysis).
+    pub segmenter: Option<Arc<PersonSegmenter>>,
     pub cache_ttl: Duration,
 }
 
@@ -96,7 +99,18 @@ impl Analyser {
         if let Err(reason) = &faces {
             tracing::warn!(%reason, "face analysis disabled");
         }
-        Analyser { faces, cache_ttl }
+        let segmenter = match PersonSegmenter::load(models_dir, &candle_core::Device::Cpu) {
+            Ok(segmenter) => Some(Arc::new(segmenter)),
+            Err(error) => {
+                tracing::warn!(%error, "person segmentation disabled: people are cut out by an ellipse");
+                None
+            }
+        };
+        Analyser {
+            faces,
+            segmenter,
+            cache_ttl,
+        }
     }
 
     fn face_model(&self) -> Option<String> {
@@ -377,6 +391,7 @@ pub async fn run_analysis(
                     tenant: spec.tenant.clone(),
                     outputs: vec![analysis_key(&spec.tenant, &spec.shard)],
                     render_ms: started.elapsed().as_millis() as u64,
+                    identity: None,
                 };
                 if ctx.publish_event(&event).await {
                     m.jobs.with_label_values(&["analyse", "succeeded"]).inc();

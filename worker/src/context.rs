@@ -113,10 +113,21 @@ impl WorkerContext {
     /// Publishes several events (a render batch's results) as one message with one broker confirm;
     /// returns whether it was confirmed. The scheduler applies them in order.
     pub async fn publish_events(&self, events: &[JobEvent]) -> bool {
+        self.publish_events_in(events, false).await
+    }
+
+    /// [`Self::publish_events`] in the current layout (`current`: envelope version 4, with the
+    /// identity check) or the version-1 layout every scheduler reads.
+    pub async fn publish_events_in(&self, events: &[JobEvent], current: bool) -> bool {
         let Some(first) = events.first() else {
             return true;
         };
-        let body = match envelope::encode_events(events) {
+        let encoded = if current {
+            envelope::encode_events_current(events)
+        } else {
+            envelope::encode_events(events)
+        };
+        let body = match encoded {
             Ok(body) => body,
             Err(error) => {
                 tracing::error!(%error, "could not encode job events");

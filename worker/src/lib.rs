@@ -5,6 +5,8 @@
 pub mod analysis;
 pub mod batcher;
 pub mod context;
+pub mod cutout;
+pub mod identity;
 pub mod inputs;
 pub mod lifecycle;
 pub mod outputs;

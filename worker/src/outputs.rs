@@ -98,12 +98,36 @@ pub fn provenance_chunks(provenance: &Provenance) -> BTreeMap<String, String> {
     }
     let references: Vec<&str> = provenance.references.iter().map(|p| p.as_str()).collect();
     text.insert("reference_photos".to_string(), references.join(","));
+    if let Some(identity) = &provenance.identity {
+        // Machine-readable as JSON, and a line a person reads in any PNG viewer.
+        text.insert(
+            "identity".to_string(),
+            serde_json::to_string(identity).unwrap_or_default(),
+        );
+        text.insert("identity_summary".to_string(), identity_summary(identity));
+    }
     text.insert("job".to_string(), provenance.job.to_string());
     text.insert(
         "provenance".to_string(),
         serde_json::to_string(provenance).unwrap_or_default(),
     );
     text
+}
+
+/// "Anna: verified (0.41); Rex: missing", or why the check could not run.
+pub fn identity_summary(identity: &reverie_shared::jobs::IdentityReport) -> String {
+    if let Some(reason) = &identity.unchecked {
+        return format!("unchecked: {reason}");
+    }
+    identity
+        .people
+        .iter()
+        .map(|p| match p.distance {
+            Some(d) => format!("{}: {} ({d:.2})", p.person, p.verdict.label()),
+            None => format!("{}: {}", p.person, p.verdict.label()),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Where a job's image and provenance go, and the file stem they share. Album runs name a prefix of

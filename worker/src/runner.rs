@@ -23,15 +23,20 @@ use tracing::Instrument;
 
 use crate::batcher::{group_compatible, should_close, BatchLimits};
 use crate::context::WorkerContext;
+use crate::identity;
 use crate::inputs::{fetch_photo, InputError};
 use crate::outputs::write_outputs;
 use crate::render::{RenderError, RenderRequest};
+use reverie_shared::jobs::{IdentityReport, MAX_BEST_OF};
 
 /// A decoded job with the delivery that must be settled for it.
 struct Held {
     job: Job,
     spec: GenerateJob,
     delivery: Delivery,
+    /// The envelope version the job came in: its result is reported (and a retry republished) in the
+    /// layout of that version, which is the one its scheduler reads.
+    version: u8,
 }
 
 /// Why a job did not produce its image.
@@ -187,14 +192,15 @@ async fn handle_deliveries(
 /// Decodes a delivery and screens out what must never be rendered: undecodable messages, jobs of the
 /// wrong kind, and poison messages that were delivered too often (each delivery that crashed a worker).
 async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
-    let (job, delivery) = match decode_or_dead_letter(delivery, envelope::decode_job).await {
-        Ok(Some(decoded)) => decoded,
-        Ok(None) => return None,
-        Err(error) => {
-            tracing::warn!(%error, "could not dead-letter an undecodable job");
-            return None;
-        }
-    };
+    let ((job, version), delivery) =
+        match decode_or_dead_letter(delivery, envelope::decode_job_versioned).await {
+            Ok(Some(decoded)) => decoded,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::warn!(%error, "could not dead-letter an undecodable job");
+                return None;
+            }
+        };
     let spec = match &job.spec {
         JobSpec::Generate(spec) => spec.clone(),
         other => {
@@ -237,6 +243,7 @@ async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
         job,
         spec,
         delivery,
+        version,
     })
 }
 
@@ -371,6 +378,8 @@ async fn load_request(
     Ok(RenderRequest {
         spec: spec.render.clone(),
         photos,
+        // Filled just before rendering, where the face models run (off the async runtime).
+        identity: Vec::new(),
     })
 }
 
@@ -382,7 +391,7 @@ fn decode_photo(bytes: &[u8]) -> Result<DynamicImage, String> {
 async fn render(
     ctx: &Arc<WorkerContext>,
     ready: &[(Held, RenderRequest)],
-) -> Vec<Result<crate::render::RenderedImage, RenderError>> {
+) -> Vec<Result<Outcome, RenderError>> {
     let kind = ready[0].0.spec.render.renderer;
     let renderer = match ctx.renderers.get(kind) {
         Ok(renderer) => renderer,
@@ -416,11 +425,27 @@ async fn render(
         }
     });
     let count = requests.len();
+    let analyser = ctx.analyser.clone();
     let rendered = tokio::task::spawn_blocking(move || {
         let progress = move |index: usize, step: u32, total: u32| {
             let _ = progress_tx.send((index, step, total));
         };
-        renderer.render_batch(&requests, &progress)
+        let faces = match analyser.as_deref() {
+            Some(analyser) => analyser
+                .faces
+                .as_deref()
+                .map_err(|reason| format!("face models unavailable ({reason})")),
+            None => Err("this worker has no face models loaded".to_string()),
+        };
+        let faces = match &faces {
+            Ok(analyzer) => Ok(*analyzer),
+            Err(reason) => Err(reason.as_str()),
+        };
+        let mut requests = requests;
+        if let Some(segmenter) = analyser.as_deref().and_then(|a| a.segmenter.as_deref()) {
+            crate::cutout::cut_out_people(&mut requests, segmenter);
+        }
+        render_with_identity(&*renderer, requests, faces, &progress)
     })
     .await;
     let _ = relay.await;
@@ -436,6 +461,103 @@ async fn render(
     }
 }
 
+/// A job's kept image with the seed that made it and its identity check.
+pub struct Outcome {
+    pub rendered: crate::render::RenderedImage,
+    pub seed: u64,
+    pub identity: Option<IdentityReport>,
+}
+
+/// Renders a batch and checks the identity of every output with people.
+///
+/// Before rendering, each job's people get their targets (planned face place, reference
+/// descriptor; `RenderRequest::identity`). A job with `best_of: N` and people that can be checked
+/// renders N candidates in the same batch, seeds `seed`, `seed + 1`, ... (the same on every
+/// attempt, so a retry renders the same image), and keeps the candidate with the fewest people
+/// missing, then the lowest total distance, the earlier seed on ties. A job without people, or whose
+/// check cannot run on this worker, renders its one seed: there is nothing to choose by.
+pub fn render_with_identity(
+    renderer: &dyn crate::render::Renderer,
+    mut requests: Vec<RenderRequest>,
+    faces: Result<&reverie_faces::FaceAnalyzer, &str>,
+    progress: crate::render::Progress<'_>,
+) -> Vec<Result<Outcome, RenderError>> {
+    let identities: Vec<identity::JobIdentity> = requests
+        .iter()
+        .map(|request| identity::job_identity(request, faces))
+        .collect();
+    let mut expanded = Vec::new();
+    // For each rendered candidate: (job index, candidate index).
+    let mut owners = Vec::new();
+    for (index, (request, job_identity)) in requests.iter_mut().zip(&identities).enumerate() {
+        request.identity = job_identity.targets.clone();
+        let candidates = if job_identity.checkable() {
+            request.spec.best_of.clamp(1, MAX_BEST_OF)
+        } else {
+            1
+        };
+        for k in 0..candidates {
+            let mut candidate = request.clone();
+            candidate.spec.seed = request.spec.seed.wrapping_add(u64::from(k));
+            candidate.spec.best_of = 1;
+            if k > 0 {
+                // Renderers never draw identity photos; the extra copies need not hold them.
+                candidate
+                    .photos
+                    .retain(|(r, _)| r.role != reverie_shared::jobs::ReferenceRole::Identity);
+            }
+            expanded.push(candidate);
+            owners.push((index, k));
+        }
+    }
+    let results = renderer.render_batch(&expanded, &|index, step, total| {
+        // One candidate's progress stands for its job's.
+        if let Some(&(job, 0)) = owners.get(index) {
+            progress(job, step, total);
+        }
+    });
+    let mut per_job: Vec<Vec<(u64, Result<crate::render::RenderedImage, RenderError>)>> =
+        requests.iter().map(|_| Vec::new()).collect();
+    for ((job, _), (result, candidate)) in owners.iter().zip(results.into_iter().zip(&expanded)) {
+        per_job[*job].push((candidate.spec.seed, result));
+    }
+    per_job
+        .into_iter()
+        .zip(&identities)
+        .map(|(candidates, job_identity)| {
+            let mut images = Vec::with_capacity(candidates.len());
+            let mut seeds = Vec::with_capacity(candidates.len());
+            for (seed, result) in candidates {
+                // Any candidate failing fails the job: a retry then renders the same set.
+                images.push(result?);
+                seeds.push(seed);
+            }
+            let mut failure = None;
+            let checks: Vec<Option<Vec<reverie_faces::identity::check::IdentityCheck>>> = images
+                .iter()
+                .map(|rendered| {
+                    identity::check(faces, job_identity, &rendered.image).unwrap_or_else(|error| {
+                        failure = Some(format!("the identity check failed: {error}"));
+                        None
+                    })
+                })
+                .collect();
+            let kept = match checks.iter().cloned().collect::<Option<Vec<_>>>() {
+                Some(all) if failure.is_none() => identity::best_candidate(&all),
+                _ => 0,
+            };
+            let report = identity::report(job_identity, &seeds, &checks, kept, failure);
+            let seed = seeds[kept];
+            let rendered = images.swap_remove(kept);
+            Ok(Outcome {
+                rendered,
+                seed,
+                identity: report,
+            })
+        })
+        .collect()
+}
+
 /// A job whose outputs are durable, with the event that reports them.
 struct Written {
     held: Held,
@@ -446,10 +568,25 @@ struct Written {
 async fn write_result(
     ctx: &WorkerContext,
     held: Held,
-    rendered: crate::render::RenderedImage,
+    outcome: Outcome,
     render_ms: u64,
 ) -> Option<Written> {
+    let Outcome {
+        rendered,
+        seed,
+        identity,
+    } = outcome;
     let spec = &held.spec;
+    if let Some(report) = &identity {
+        let histogram = metrics::global()
+            .identity_distance
+            .with_label_values(&[spec.render.renderer.label()]);
+        for person in &report.people {
+            if let Some(distance) = person.distance {
+                histogram.observe(f64::from(distance));
+            }
+        }
+    }
     let provenance = Provenance {
         job: spec.job.clone(),
         request: spec.request.clone(),
@@ -460,7 +597,7 @@ async fn write_result(
         style: spec.render.style.clone(),
         model: spec.render.model.clone(),
         model_hash: rendered.model_hash.clone(),
-        seed: spec.render.seed,
+        seed,
         steps: spec.render.steps,
         guidance: spec.render.guidance,
         scheduler: spec.render.scheduler.clone(),
@@ -470,6 +607,13 @@ async fn write_result(
         created_at: chrono::Utc::now().to_rfc3339(),
         worker: ctx.worker_id.clone(),
         extra: rendered.details.clone(),
+        identity: identity.clone(),
+        identity_references: spec
+            .references
+            .iter()
+            .filter(|r| r.role == reverie_shared::jobs::ReferenceRole::Identity)
+            .map(|r| r.photo.clone())
+            .collect(),
     };
     let outputs =
         match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {
@@ -490,6 +634,7 @@ async fn write_result(
         tenant: spec.tenant.clone(),
         outputs,
         render_ms,
+        identity,
     };
     Some(Written { held, event })
 }
@@ -501,7 +646,11 @@ async fn report_succeeded(ctx: &WorkerContext, written: Vec<Written>, render_ms:
         return;
     }
     let events: Vec<JobEvent> = written.iter().map(|w| w.event.clone()).collect();
-    if !ctx.publish_events(&events).await {
+    // The current layout only when every job came from a scheduler that reads it.
+    let current = written
+        .iter()
+        .all(|w| w.held.version >= envelope::JOB_VERSION);
+    if !ctx.publish_events_in(&events, current).await {
         for job in written {
             let _ = job.held.delivery.requeue().await;
         }
@@ -530,10 +679,11 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
         job,
         spec,
         delivery,
+        version,
     } = held;
     let m = metrics::global();
     if failure.infrastructure {
-        return wait_for_infrastructure(ctx, job, delivery, &failure.reason);
+        return wait_for_infrastructure(ctx, job, version, delivery, &failure.reason);
     }
     if failure.retryable && job.attempt < ctx.settings.max_attempts {
         m.job_retries.with_label_values(&["generate"]).inc();
@@ -550,7 +700,7 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
         // The retry is published before the original is acked, so the job exists on the broker throughout.
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            match republish(&backends.queue, &queue, &retry).await {
+            match republish(&backends.queue, &queue, &retry, version).await {
                 Ok(()) => {
                     let _ = delivery.ack().await;
                 }
@@ -584,7 +734,13 @@ const INFRA_RETRIES_HEADER: &str = "x-reverie-infra-retries";
 
 /// Republishes the job unchanged (same attempt) after a backoff that grows with each outage retry, then
 /// acks the original: an outage of the object store delays jobs but does not fail them.
-fn wait_for_infrastructure(ctx: &WorkerContext, job: Job, delivery: Delivery, reason: &str) {
+fn wait_for_infrastructure(
+    ctx: &WorkerContext,
+    job: Job,
+    version: u8,
+    delivery: Delivery,
+    reason: &str,
+) {
     let retries: u32 = delivery
         .props()
         .headers
@@ -605,7 +761,7 @@ fn wait_for_infrastructure(ctx: &WorkerContext, job: Job, delivery: Delivery, re
     let name = ctx.queues.generate.clone();
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        match republish_with(&queue, &name, &job, retries + 1).await {
+        match republish_with(&queue, &name, &job, version, retries + 1).await {
             Ok(()) => {
                 let _ = delivery.ack().await;
             }
@@ -621,17 +777,27 @@ async fn republish(
     queue: &reverie_shared::ports::queue::SharedQueue,
     name: &str,
     job: &Job,
+    version: u8,
 ) -> Result<(), QueueError> {
-    republish_with(queue, name, job, 0).await
+    republish_with(queue, name, job, version, 0).await
 }
 
+/// Republishes a job in the envelope version it came in, so whichever worker takes it next answers
+/// its scheduler in a layout that scheduler reads.
 async fn republish_with(
     queue: &reverie_shared::ports::queue::SharedQueue,
     name: &str,
     job: &Job,
+    version: u8,
     infra_retries: u32,
 ) -> Result<(), QueueError> {
-    let body = envelope::encode_job(job).map_err(|e| QueueError::Backend {
+    let encoded = match version {
+        envelope::CURRENT_VERSION => {
+            envelope::encode_job_v1(job).unwrap_or_else(|| envelope::encode_job(job))
+        }
+        _ => envelope::encode_job(job),
+    };
+    let body = encoded.map_err(|e| QueueError::Backend {
         backend: "worker",
         operation: "encode",
         queue: name.to_string(),

@@ -43,6 +43,8 @@ fn spec(prompt: &str, seed: u64, guidance: f32) -> RenderSpec {
         seed,
         strength: 0.6,
         palette_transfer: false,
+        identity_strength: 0.0,
+        best_of: 1,
     }
 }
 
@@ -63,6 +65,7 @@ fn text_job(prompt: &str, seed: u64, guidance: f32) -> RenderRequest {
     RenderRequest {
         spec: spec(prompt, seed, guidance),
         photos: vec![],
+        identity: Vec::new(),
     }
 }
 
@@ -92,6 +95,7 @@ fn a_job_renders_the_same_alone_and_inside_a_mixed_batch() {
         text_job("a cat", 8, 1.0),
         RenderRequest {
             photos: vec![photo(ReferenceRole::Background, &background)],
+            identity: Vec::new(),
             ..text_job("the same place in watercolour", 9, 3.0)
         },
         text_job("a lighthouse at dusk", 10, 7.5),
@@ -179,4 +183,83 @@ fn a_job_for_another_model_is_refused_with_the_reason() {
         "{:?}",
         result[0].as_ref().err()
     );
+}
+
+/// A renderer that guides identity with the real face models.
+fn guiding_renderer() -> DiffusionRenderer {
+    let models = std::env::var_os("REVERIE_MODELS_DIR").unwrap_or_else(|| {
+        panic!("REVERIE_MODELS_DIR is not set: run scripts/test (it fetches the face models)")
+    });
+    let faces =
+        reverie_faces::FaceModels::load(std::path::Path::new(&models)).expect("face models");
+    renderer().with_face_models(Some(faces))
+}
+
+/// A job placing the person of a fixture portrait, restyled under identity guidance.
+fn guided_job(seed: u64) -> RenderRequest {
+    let portrait_path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/faces/images/frpy_obama.png");
+    let portrait = image::open(portrait_path).expect("fixture portrait");
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/faces/ref/frpy_obama.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let face = &reference["faces"][0];
+    let rect = &face["rect"];
+    let face_box = ["left", "top", "right", "bottom"].map(|k| rect[k].as_u64().unwrap() as u32);
+    let descriptor: Vec<f32> = face["descriptor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let (mut subject, image) = photo(ReferenceRole::Subject, &portrait);
+    subject.face_box = Some(face_box);
+    subject.label = Some("Barack".into());
+    let mut job = RenderRequest {
+        photos: vec![(subject, image)],
+        ..text_job("a portrait, oil painting", seed, 1.0)
+    };
+    job.spec.identity_strength = 2.0;
+    job.identity = vec![reverie_faces::identity::IdentityTarget {
+        place: [20.0, 14.0, 44.0, 38.0],
+        reference: descriptor.try_into().unwrap(),
+    }];
+    job
+}
+
+#[test]
+fn a_guided_job_renders_the_same_alone_and_inside_a_mixed_batch() {
+    let renderer = guiding_renderer();
+    let jobs = vec![
+        guided_job(21),
+        text_job("a lighthouse at dusk", 22, 1.0),
+        guided_job(23),
+    ];
+    let batch = renderer.render_batch(&jobs, &|_, _, _| {});
+    for (job, together) in jobs.iter().zip(&batch) {
+        let together = together.as_ref().unwrap();
+        if job.spec.identity_strength > 0.0 {
+            assert_eq!(
+                together.details.get("subjects").map(String::as_str),
+                Some("restyled whole, faces held by identity guidance")
+            );
+        }
+        let alone = render_one(&renderer, job.clone());
+        let difference = mean_abs_difference(&alone, &together.image);
+        assert!(
+            difference <= 0.5,
+            "seed {}: alone and batched differ by {difference}",
+            job.spec.seed
+        );
+    }
+    // The guided restyle is a different picture from keeping the subject's pixels.
+    let mut kept = guided_job(21);
+    kept.spec.identity_strength = 0.0;
+    let kept = render_one(&renderer, kept);
+    assert!(mean_abs_difference(&kept, &batch[0].as_ref().unwrap().image) > 1.0);
 }

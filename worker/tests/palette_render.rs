@@ -36,6 +36,8 @@ fn spec(palette_transfer: bool) -> RenderSpec {
         seed: 7,
         strength: 1.0,
         palette_transfer,
+        identity_strength: 0.0,
+        best_of: 1,
     }
 }
 
@@ -56,6 +58,7 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
     let manifest = load_manifest(&store, &tenant).await.unwrap();
     let analyser = Analyser {
         faces: Err("faces are not needed here".to_string()),
+        segmenter: None,
         cache_ttl: Duration::from_secs(60),
     };
     let mut analyses = Vec::new();
@@ -106,6 +109,7 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
         let request = RenderRequest {
             spec: spec(palette_transfer),
             photos: photos.clone(),
+            identity: Vec::new(),
         };
         let mut out = PainterlyRenderer.render_batch(&[request], &|_, _, _| {});
         out.remove(0).unwrap()

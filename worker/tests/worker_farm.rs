@@ -136,6 +136,8 @@ fn job(request: &str, index: u32, prompt: &str) -> Job {
                 seed: 1000 + u64::from(index),
                 strength: 1.0,
                 palette_transfer: false,
+                identity_strength: 0.0,
+                best_of: 1,
             },
             references: Vec::new(),
             output: OutputTarget::default(),
@@ -277,6 +279,7 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
         &[RenderRequest {
             spec: spec.render,
             photos: vec![],
+            identity: Vec::new(),
         }],
         &|_, _, _| {},
     );

@@ -294,6 +294,7 @@ pub async fn complete_job_on(
             tenant: spec.tenant.clone(),
             outputs: outputs.clone(),
             render_ms: 5,
+            identity: None,
         },
     )
     .await;
@@ -377,6 +378,7 @@ pub fn test_library() -> TenantLibrary {
         faces: vec![],
         pets: vec![],
         colourfulness: 0.5,
+        close_up: false,
     };
     let mut anna = photo_at(1, 0);
     anna.faces.push(CatalogFace {

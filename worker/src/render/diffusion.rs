@@ -5,9 +5,14 @@
 //! - the text is the job's prompt followed by its style words ("me at the beach" + "watercolour");
 //! - with a background photo (settings, album-to-art runs) the photo, fitted to the output size, is
 //!   the img2img init image at the job's strength;
-//! - with subject photos (people, pets) they are composed onto the background (or a neutral canvas)
-//!   and the composite is the init image of a masked img2img that keeps the subjects and repaints the
-//!   rest — the same composite the painterly renderer paints;
+//! - with subject photos (people, pets) they are composed onto the background (or a neutral canvas),
+//!   the same composite the painterly renderer paints, and then:
+//!   - with identity guidance (`identity_strength > 0`, the job's people known and this worker's face
+//!     models loaded) the whole composite is restyled by img2img at the job's strength — subjects
+//!     and scene alike, so the picture is generated rather than pasted — while guidance holds each
+//!     planned face toward its person's descriptor;
+//!   - without it (`identity_strength = 0`, the option that keeps subjects' photographic pixels) a
+//!     masked img2img keeps the subjects and repaints the rest;
 //! - otherwise text-to-image.
 //!
 //! A batch shares model, size, steps and scheduler (the batch key); jobs that differ in init image
@@ -21,7 +26,9 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
-use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
+use reverie_diffusion::pipeline::{
+    GenerationRequest, IdentityGuidance, SampleSpec, StableDiffusion,
+};
 use reverie_diffusion::registry::{resolve_local_dir, BlobFetcher, ModelRegistry, ResolvedModel};
 use reverie_diffusion::SchedulerKind;
 use reverie_paint::compose;
@@ -29,6 +36,9 @@ use reverie_shared::jobs::{ReferenceRole, RendererKind};
 use reverie_shared::ports::store::SharedStore;
 use tokio::io::AsyncWriteExt;
 
+use reverie_faces::FaceModels;
+
+use super::identity::IdentityGuide;
 use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
 
 /// Where a worker finds diffusion models: a folder path, or a name in the registry whose files live
@@ -126,6 +136,8 @@ pub struct DiffusionRenderer {
     /// The name jobs use for it (the registry name or the folder given in the configuration).
     name: String,
     pipeline: StableDiffusion,
+    /// The face models identity guidance differentiates; `None` renders without guidance.
+    faces: Option<FaceModels>,
 }
 
 impl std::fmt::Debug for DiffusionRenderer {
@@ -157,7 +169,19 @@ impl DiffusionRenderer {
             model: resolved,
             name: model.to_string(),
             pipeline,
+            faces: None,
         })
+    }
+
+    /// Enables identity guidance with these face models.
+    pub fn with_face_models(mut self, faces: Option<FaceModels>) -> Self {
+        self.faces = faces;
+        self
+    }
+
+    /// Whether `request` is restyled whole under identity guidance (else subjects are kept).
+    fn guides(&self, request: &RenderRequest) -> bool {
+        self.faces.is_some() && request.spec.identity_strength > 0.0 && !request.identity.is_empty()
     }
 
     pub fn model_identity(&self) -> &str {
@@ -183,12 +207,16 @@ impl DiffusionRenderer {
         progress: Progress<'_>,
     ) -> Result<Vec<RgbImage>, RenderError> {
         let first = &requests[0].spec;
-        let samples = requests
+        let prepared = requests
             .iter()
             .map(|r| self.sample(r))
             .collect::<Result<Vec<_>, _>>()?;
-        let strength = samples.first().and_then(|(_, s)| *s).unwrap_or(1.0);
-        let mut generation = GenerationRequest::new(samples.into_iter().map(|(s, _)| s).collect());
+        let strength = prepared.first().and_then(|p| p.strength).unwrap_or(1.0);
+        let size = (first.width as usize, first.height as usize);
+        let guidance = self.guidance(requests, &prepared, size);
+        let mut generation =
+            GenerationRequest::new(prepared.into_iter().map(|p| p.sample).collect());
+        generation.identity = guidance;
         generation.width = first.width as usize;
         generation.height = first.height as usize;
         generation.steps = first.steps as usize;
@@ -226,32 +254,70 @@ impl DiffusionRenderer {
         Ok(decoded)
     }
 
-    /// The job as one sample, and the img2img strength it needs (`None` for text-to-image).
-    fn sample(&self, request: &RenderRequest) -> Result<(SampleSpec, Option<f64>), RenderError> {
+    /// The job as one sample, with the init picture it starts from and that picture's strength.
+    fn sample(&self, request: &RenderRequest) -> Result<PreparedSample, RenderError> {
         let spec = &request.spec;
         let mut sample = SampleSpec::new(prompt_text(request), spec.seed, f64::from(spec.guidance));
         if !spec.negative_prompt.is_empty() {
             sample.negative_prompt = Some(spec.negative_prompt.clone());
         }
-        let strength = match init_picture(request)? {
-            None => None,
-            Some((picture, mask, strength)) => {
-                let device = self.pipeline.device();
-                sample.init_image = Some(
-                    rgb_to_tensor(&picture, device)
-                        .map_err(|e| RenderError::Failed(e.to_string()))?,
-                );
-                if let Some(mask) = mask {
-                    sample.mask = Some(
-                        mask_to_tensor(&mask, device)
-                            .map_err(|e| RenderError::Failed(e.to_string()))?,
-                    );
-                }
-                Some(strength)
-            }
+        let guided = self.guides(request);
+        if guided {
+            sample.identity_strength = f64::from(spec.identity_strength);
+        }
+        let Some((picture, mask, strength)) = init_picture(request, guided)? else {
+            return Ok(PreparedSample {
+                sample,
+                strength: None,
+                init: None,
+            });
         };
-        Ok((sample, strength))
+        let device = self.pipeline.device();
+        sample.init_image =
+            Some(rgb_to_tensor(&picture, device).map_err(|e| RenderError::Failed(e.to_string()))?);
+        if let Some(mask) = mask {
+            sample.mask = Some(
+                mask_to_tensor(&mask, device).map_err(|e| RenderError::Failed(e.to_string()))?,
+            );
+        }
+        Ok(PreparedSample {
+            sample,
+            strength: Some(strength),
+            init: Some(picture),
+        })
     }
+
+    /// Identity guidance for a sub-batch: each guided sample's people, anchored on its init
+    /// picture (the composite, where each planned face is a real face); `None` when no sample is
+    /// guided.
+    fn guidance(
+        &self,
+        requests: &[&RenderRequest],
+        prepared: &[PreparedSample],
+        size: (usize, usize),
+    ) -> Option<IdentityGuidance> {
+        let faces = self.faces.as_ref()?;
+        if !requests.iter().any(|r| self.guides(r)) {
+            return None;
+        }
+        let targets = requests
+            .iter()
+            .map(|r| match self.guides(r) {
+                true => r.identity.clone(),
+                false => Vec::new(),
+            })
+            .collect();
+        let inits: Vec<Option<&RgbImage>> = prepared.iter().map(|p| p.init.as_ref()).collect();
+        Some(IdentityGuide::anchored(faces, targets, &inits, size).into_guidance())
+    }
+}
+
+/// One job ready for the pipeline.
+struct PreparedSample {
+    sample: SampleSpec,
+    /// The img2img strength (`None` for text-to-image).
+    strength: Option<f64>,
+    init: Option<RgbImage>,
 }
 
 /// The model's text: the prompt (references already removed by the planner) and the style words.
@@ -267,8 +333,8 @@ fn prompt_text(request: &RenderRequest) -> String {
 /// The init picture, its mask (white = repaint) and the strength, when the job has photos.
 type InitPicture = (RgbImage, Option<GrayImage>, f64);
 
-fn init_picture(request: &RenderRequest) -> Result<Option<InitPicture>, RenderError> {
-    let Some(strength) = init_picture_strength(request) else {
+fn init_picture(request: &RenderRequest, guided: bool) -> Result<Option<InitPicture>, RenderError> {
+    let Some(strength) = init_picture_strength(request, guided) else {
         return Ok(None);
     };
     let strength = f64::from(strength);
@@ -285,12 +351,16 @@ fn init_picture(request: &RenderRequest) -> Result<Option<InitPicture>, RenderEr
     if subjects.is_empty() {
         return Ok(background.map(|b| (b.to_rgb8(), None, strength)));
     }
-    // Subjects are kept and the rest repainted; with no background photo the canvas is neutral (and
-    // the strength 1: the whole schedule runs on it).
     let canvas = background.unwrap_or_else(|| {
         DynamicImage::ImageRgb8(RgbImage::from_pixel(width, height, Rgb([128, 128, 128])))
     });
     let composite = compose(&canvas, &subjects).map_err(|e| RenderError::Invalid(e.to_string()))?;
+    if guided {
+        // Restyled whole: no mask, guidance holds the faces.
+        return Ok(Some((composite.image, None, strength)));
+    }
+    // Subjects are kept and the rest repainted; with no background photo the canvas is neutral (and
+    // the strength 1: the whole schedule runs on it).
     let repaint = GrayImage::from_fn(composite.mask.width(), composite.mask.height(), |x, y| {
         Luma([255 - composite.mask.get_pixel(x, y)[0]])
     });
@@ -298,19 +368,20 @@ fn init_picture(request: &RenderRequest) -> Result<Option<InitPicture>, RenderEr
 }
 
 /// Sub-batches: text-to-image jobs together, img2img jobs by strength (a pipeline run has one).
-fn group_key(request: &RenderRequest) -> (bool, u32) {
-    match init_picture_strength(request) {
+fn group_key(request: &RenderRequest, guided: bool) -> (bool, u32) {
+    match init_picture_strength(request, guided) {
         None => (false, 0),
         Some(strength) => (true, strength.to_bits()),
     }
 }
 
-/// The img2img strength a job runs at: `None` for text-to-image, 1 for subjects on a blank canvas.
-fn init_picture_strength(request: &RenderRequest) -> Option<f32> {
+/// The img2img strength a job runs at: `None` for text-to-image; the job's strength for a
+/// background and for a guided restyle; 1 for kept subjects on a blank canvas.
+fn init_picture_strength(request: &RenderRequest, guided: bool) -> Option<f32> {
     let has = |role| request.photos.iter().any(|(r, _)| r.role == role);
     match (has(ReferenceRole::Background), has(ReferenceRole::Subject)) {
         (false, false) => None,
-        (false, true) => Some(1.0),
+        (false, true) if !guided => Some(1.0),
         _ => Some(request.spec.strength.clamp(0.05, 1.0)),
     }
 }
@@ -330,7 +401,10 @@ impl Renderer for DiffusionRenderer {
         let mut groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
         for (index, request) in requests.iter().enumerate() {
             match self.check_model(request) {
-                Ok(()) => groups.entry(group_key(request)).or_default().push(index),
+                Ok(()) => groups
+                    .entry(group_key(request, self.guides(request)))
+                    .or_default()
+                    .push(index),
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
@@ -368,8 +442,20 @@ impl DiffusionRenderer {
             ("scheduler".to_string(), scheduler),
             ("text".to_string(), prompt_text(request)),
         ]);
-        if let Some(strength) = init_picture_strength(request) {
+        let guided = self.guides(request);
+        if let Some(strength) = init_picture_strength(request, guided) {
             details.insert("strength".to_string(), strength.to_string());
+        }
+        if !request.identity.is_empty() {
+            let (how, strength) = match guided {
+                true => (
+                    "restyled whole, faces held by identity guidance",
+                    request.spec.identity_strength,
+                ),
+                false => ("subjects' pixels kept, the rest repainted", 0.0),
+            };
+            details.insert("subjects".to_string(), how.to_string());
+            details.insert("identity_strength".to_string(), strength.to_string());
         }
         RenderedImage {
             image,
@@ -413,8 +499,11 @@ mod tests {
                 seed: 1,
                 strength,
                 palette_transfer: false,
+                identity_strength: 0.0,
+                best_of: 1,
             },
             photos,
+            identity: Vec::new(),
         }
     }
 
@@ -429,15 +518,15 @@ mod tests {
     #[test]
     fn text_only_jobs_have_no_init_picture() {
         let job = request(vec![], 0.5);
-        assert!(init_picture(&job).unwrap().is_none());
-        assert_eq!(group_key(&job), (false, 0));
+        assert!(init_picture(&job, false).unwrap().is_none());
+        assert_eq!(group_key(&job, false), (false, 0));
     }
 
     #[test]
     fn a_background_is_fitted_and_used_at_the_job_strength() {
         let photo = DynamicImage::ImageRgb8(RgbImage::from_pixel(300, 100, Rgb([9, 99, 199])));
         let job = request(vec![(reference(ReferenceRole::Background), photo)], 0.6);
-        let (picture, mask, strength) = init_picture(&job).unwrap().unwrap();
+        let (picture, mask, strength) = init_picture(&job, false).unwrap().unwrap();
         assert_eq!((picture.width(), picture.height()), (64, 48));
         assert_eq!(picture.get_pixel(10, 10).0, [9, 99, 199]);
         assert!(mask.is_none());
@@ -455,7 +544,7 @@ mod tests {
             ],
             0.8,
         );
-        let (picture, mask, _) = init_picture(&job).unwrap().unwrap();
+        let (picture, mask, _) = init_picture(&job, false).unwrap().unwrap();
         let mask = mask.expect("a mask");
         assert_eq!((mask.width(), mask.height()), (64, 48));
         let (mut kept_red, mut kept, mut repainted_blue) = (0, 0, 0);
@@ -482,8 +571,20 @@ mod tests {
     fn subjects_without_a_setting_use_the_whole_schedule() {
         let person = DynamicImage::ImageRgb8(RgbImage::from_pixel(30, 40, Rgb([230, 40, 40])));
         let job = request(vec![(reference(ReferenceRole::Subject), person)], 0.3);
-        let (_, mask, strength) = init_picture(&job).unwrap().unwrap();
+        let (_, mask, strength) = init_picture(&job, false).unwrap().unwrap();
         assert!(mask.is_some());
         assert_eq!(strength, 1.0);
+    }
+
+    #[test]
+    fn guided_subjects_are_restyled_whole_at_the_job_strength() {
+        let person = DynamicImage::ImageRgb8(RgbImage::from_pixel(30, 40, Rgb([230, 40, 40])));
+        let job = request(vec![(reference(ReferenceRole::Subject), person)], 0.3);
+        let (picture, mask, strength) = init_picture(&job, true).unwrap().unwrap();
+        assert!(mask.is_none(), "a guided restyle has no keep-mask");
+        assert!((strength - 0.3).abs() < 1e-6);
+        // The composite still carries the subject for img2img to restyle.
+        assert!(picture.pixels().any(|p| p[0] > 200 && p[1] < 80));
+        assert_eq!(group_key(&job, true), (true, 0.3f32.to_bits()));
     }
 }

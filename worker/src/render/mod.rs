@@ -2,6 +2,7 @@
 //! that renderers which gain from batching (diffusion) can, and those which don't (painterly) needn't.
 
 pub mod diffusion;
+pub mod identity;
 mod painterly;
 
 pub use diffusion::{DiffusionRenderer, ModelSource};
@@ -18,6 +19,11 @@ use reverie_shared::jobs::{PhotoRef, ReferenceRole, RenderSpec, RendererKind};
 pub struct RenderRequest {
     pub spec: RenderSpec,
     pub photos: Vec<(PhotoRef, DynamicImage)>,
+    /// The people the picture must show: each person's planned face box in output pixels and their
+    /// reference descriptor (`crate::identity`), filled by the runner before rendering; empty for
+    /// pictures without people or when this worker has no face models. What identity guidance
+    /// (`spec.identity_strength`) steers toward.
+    pub identity: Vec<reverie_faces::identity::IdentityTarget>,
 }
 
 impl RenderRequest {

@@ -49,13 +49,27 @@ fn invalid(error: impl std::fmt::Display) -> RenderError {
 fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
     let spec = &request.spec;
     let style = style_of(&spec.style)?;
-    let background = pick(request, ReferenceRole::Background)
-        .or_else(|| request.photos.first().map(|(_, image)| image))
-        .ok_or_else(|| {
-            invalid("the painterly renderer paints from a photo, and the job references none")
-        })?;
     let subjects = request.subjects();
-    let canvas = fit(background, spec.width, spec.height);
+    // People and pets without a setting photo stand on a neutral canvas: painting over one of their
+    // own photos would show them twice. Without subjects, the painter needs some photo to paint
+    // (never an `Identity` one: those only describe a person's face).
+    let canvas = match pick(request, ReferenceRole::Background) {
+        Some(background) => fit(background, spec.width, spec.height),
+        None if !subjects.is_empty() => neutral_canvas(spec.width, spec.height),
+        None => {
+            let photo = request
+                .photos
+                .iter()
+                .find(|(r, _)| !matches!(r.role, ReferenceRole::Identity | ReferenceRole::Subject))
+                .map(|(_, image)| image)
+                .ok_or_else(|| {
+                    invalid(
+                        "the painterly renderer paints from a photo, and the job references none",
+                    )
+                })?;
+            fit(photo, spec.width, spec.height)
+        }
+    };
     let scene = if subjects.is_empty() {
         canvas
     } else {
@@ -140,6 +154,21 @@ fn style_of(text: &str) -> Result<StyleSpec, RenderError> {
             words.unknown
         ))
     })
+}
+
+/// The canvas people are painted on when no setting photo fits: a warm, light grey with a gentle
+/// vertical gradient, so the painter's strokes have some tone to work with.
+fn neutral_canvas(width: u32, height: u32) -> DynamicImage {
+    let (width, height) = (width.max(1), height.max(1));
+    DynamicImage::ImageRgb8(image::RgbImage::from_fn(width, height, |_, y| {
+        let t = y as f32 / height as f32;
+        let level = |top: f32, bottom: f32| (top + (bottom - top) * t).round() as u8;
+        image::Rgb([
+            level(214.0, 176.0),
+            level(208.0, 170.0),
+            level(196.0, 160.0),
+        ])
+    }))
 }
 
 /// Scales and centre-crops to exactly `width`×`height` (cover), so outputs have the requested size.

@@ -48,6 +48,9 @@ pub enum DiffusionError {
     #[error("generation cancelled")]
     Cancelled,
 
+    #[error("identity guidance: {0}")]
+    Guidance(String),
+
     #[error("model `{model}`: {reason}")]
     Registry { model: String, reason: String },
 }

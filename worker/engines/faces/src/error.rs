@@ -42,6 +42,10 @@ pub enum FaceError {
     },
     #[error("invalid image: {0}")]
     Image(String),
+    #[error("malformed TFLite file at byte {offset}: {what}")]
+    TfliteFormat { offset: usize, what: String },
+    #[error("TFLite graph is not the {model} network this crate implements: {what}")]
+    TfliteGraph { model: String, what: String },
 }
 
 pub type Result<T> = std::result::Result<T, FaceError>;
@@ -58,4 +62,21 @@ impl<T> TensorContext<T> for candle_core::Result<T> {
             source,
         })
     }
+}
+
+/// Why a reference descriptor could not be taken from an identity image.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "no face found in the identity image; use a photo where the person's face is clearly \
+         visible and at least about 80 pixels wide"
+    )]
+    NoFace,
+    #[error(
+        "the identity image shows {count} faces, so whose identity it carries is ambiguous; crop \
+         it to the one person (or ask for the largest face explicitly)"
+    )]
+    SeveralFaces { count: usize },
+    #[error(transparent)]
+    Face(#[from] FaceError),
 }

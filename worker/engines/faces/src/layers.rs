@@ -92,15 +92,30 @@ impl FusedConv {
         }
     }
 
+    /// A copy whose candle weights are in `dtype` (the native engine stays f32).
+    pub fn with_dtype(&self, dtype: candle_core::DType) -> Result<Self> {
+        Ok(Self {
+            native: self.native.clone(),
+            weight: self.weight.to_dtype(dtype).ctx("con weights dtype")?,
+            bias: self.bias.to_dtype(dtype).ctx("con bias dtype")?,
+            on_cpu: self.on_cpu,
+        })
+    }
+
     /// Forward through candle's ops on any device.
     pub fn candle_forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.candle_forward_with(x, ReluGradient::Exact)
+    }
+
+    /// [`Self::candle_forward`] with a choice of the relu's gradient.
+    pub fn candle_forward_with(&self, x: &Tensor, gradient: ReluGradient) -> Result<Tensor> {
         let n = &self.native;
         let y = x
             .conv2d(&self.weight, n.padding, n.stride, 1, 1)
             .and_then(|y| y.broadcast_add(&self.bias))
             .ctx("con forward")?;
         if n.relu {
-            y.relu().ctx("relu forward")
+            relu_with(&y, gradient)
         } else {
             Ok(y)
         }
@@ -168,6 +183,45 @@ fn layout_error(file: &str, what: impl Into<String>) -> FaceError {
 
 pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.relu().ctx("relu forward")
+}
+
+/// What the relu's backward pass is.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ReluGradient {
+    /// The true derivative: a step at 0.
+    #[default]
+    Exact,
+    /// The derivative of `t * softplus(x / t)`, `sigmoid(x / t)`: the forward value is still the
+    /// exact relu, but the gradient is continuous in the input, so two inputs that differ by
+    /// float rounding get gradients that differ by about as little. (With the exact step, a unit
+    /// near 0 flips and changes the whole gradient: deep relu networks' gradients are
+    /// "shattered", and guidance would amplify rounding into visibly different pictures.)
+    Smooth { temperature: f64 },
+}
+
+/// relu with the chosen gradient.
+pub fn relu_with(x: &Tensor, gradient: ReluGradient) -> Result<Tensor> {
+    let ReluGradient::Smooth { temperature } = gradient else {
+        return relu(x);
+    };
+    // value: relu(x) exactly (the surrogate minus its detached self is exactly 0);
+    // gradient: only through the surrogate.
+    let exact = x.relu().ctx("relu forward")?.detach();
+    let surrogate = softplus(x, temperature)?;
+    (exact + (&surrogate - surrogate.detach()).ctx("relu surrogate")?).ctx("relu forward")
+}
+
+/// `t * softplus(x / t)` in the overflow-free form `relu(x) + t * log(1 + exp(-|x| / t))`.
+fn softplus(x: &Tensor, temperature: f64) -> Result<Tensor> {
+    let tail = x
+        .abs()
+        .and_then(|a| a.affine(-1.0 / temperature, 0.0))
+        .and_then(|a| a.exp())
+        .and_then(|e| e.affine(1.0, 1.0))
+        .and_then(|e| e.log())
+        .and_then(|l| l.affine(temperature, 0.0))
+        .ctx("softplus")?;
+    (x.relu().ctx("softplus")? + tail).ctx("softplus")
 }
 
 /// dlib's `add_prev`: the output has the larger size in every dimension and missing

@@ -8,8 +8,9 @@ pub mod layers;
 pub mod models;
 pub mod native;
 pub mod resnet;
+pub mod segmentation;
 
-pub use error::{FaceError, Result};
+pub use error::{FaceError, IdentityError, Result};
 pub mod analyzer;
 pub mod chip;
 pub mod detector;
@@ -18,4 +19,5 @@ pub mod pyramid;
 pub mod shape_predictor;
 
 pub use analyzer::{Face, FaceAnalyzer, FaceBox, FaceModels};
+pub mod identity;
 pub mod people;

@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use crate::dlib_format::DlibReader;
 use crate::dnn::{read_dnn, LayerRecord, PoolSpec};
 use crate::error::{FaceError, Result, TensorContext};
-use crate::layers::{add_zero_padded, relu, FusedConv};
+use crate::layers::{add_zero_padded, relu, relu_with, FusedConv, ReluGradient};
 
 pub const CHIP_SIZE: usize = 150;
 pub const DESCRIPTOR_LEN: usize = 128;
@@ -189,6 +189,112 @@ impl DescriptorNet {
         let pooled = x.mean((2, 3)).ctx("global average pool")?;
         pooled.matmul(&self.fc).ctx("fc")
     }
+
+    /// The descriptor input of chips given as a `(n, 3, 150, 150)` tensor in pixel units
+    /// (0..255), on candle ops so gradients reach the pixels.
+    pub fn normalize_chip_tensor(&self, chips: &Tensor) -> Result<Tensor> {
+        let mean = Tensor::from_slice(&self.avg_rgb, (1, 3, 1, 1), chips.device())
+            .and_then(|m| m.to_dtype(chips.dtype()))
+            .ctx("chip mean")?;
+        chips
+            .broadcast_sub(&mean)
+            .and_then(|t| t.affine(1.0 / 256.0, 0.0))
+            .ctx("chip normalisation")
+    }
+
+    /// The same network as [`Self::forward`] on candle's autograd path: candle's convolutions on
+    /// every device and a max pool whose gradient is defined for overlapping windows. Runs in the
+    /// input's dtype (see [`Self::with_dtype`]).
+    pub fn forward_differentiable(&self, input: &Tensor) -> Result<Tensor> {
+        self.forward_differentiable_with(input, ReluGradient::Exact)
+    }
+
+    /// [`Self::forward_differentiable`] with a choice of the relus' gradient (guidance uses
+    /// [`ReluGradient::Smooth`], see there why).
+    pub fn forward_differentiable_with(
+        &self,
+        input: &Tensor,
+        gradient: ReluGradient,
+    ) -> Result<Tensor> {
+        let x = self.stem_conv.candle_forward_with(input, gradient)?;
+        let mut x = max_pool_differentiable(&x, self.stem_pool)?;
+        for block in &self.blocks {
+            x = block.forward_differentiable(&x, gradient)?;
+        }
+        let pooled = x.mean((2, 3)).ctx("global average pool")?;
+        pooled.matmul(&self.fc).ctx("fc")
+    }
+
+    /// A copy whose weights are in `dtype` (f64 for finite-difference checks).
+    pub fn with_dtype(&self, dtype: candle_core::DType) -> Result<Self> {
+        Ok(Self {
+            avg_rgb: self.avg_rgb,
+            stem_conv: self.stem_conv.with_dtype(dtype)?,
+            stem_pool: self.stem_pool,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| {
+                    Ok(ResidualBlock {
+                        conv1: b.conv1.with_dtype(dtype)?,
+                        conv2: b.conv2.with_dtype(dtype)?,
+                        shortcut_pool: b.shortcut_pool,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            fc: self.fc.to_dtype(dtype).ctx("fc dtype")?,
+            device: self.device.clone(),
+        })
+    }
+}
+
+/// Max pooling as the maximum over the window's strided views, so that candle's backward (which
+/// handles only window == stride for its own max pool) is exact for dlib's 3x3 stride-2 pool.
+fn max_pool_differentiable(x: &Tensor, spec: PoolSpec) -> Result<Tensor> {
+    let (window, stride) = (spec.window, spec.stride);
+    if window == stride {
+        return x.max_pool2d_with_stride(window, stride).ctx("max_pool");
+    }
+    let (_, _, h, w) = x.dims4().ctx("max_pool input")?;
+    let out_h = (h - window.0) / stride.0 + 1;
+    let out_w = (w - window.1) / stride.1 + 1;
+    let mut result: Option<Tensor> = None;
+    for dy in 0..window.0 {
+        for dx in 0..window.1 {
+            let view = strided_view(x, (dy, dx), stride, (out_h, out_w)).ctx("max_pool view")?;
+            result = Some(match result {
+                None => view,
+                Some(r) => r.maximum(&view).ctx("max_pool")?,
+            });
+        }
+    }
+    result.ok_or_else(|| layout("empty max_pool window"))
+}
+
+/// `x[:, :, start.0 :: stride.0, start.1 :: stride.1]`, `count` rows and columns.
+fn strided_view(
+    x: &Tensor,
+    start: (usize, usize),
+    stride: (usize, usize),
+    count: (usize, usize),
+) -> candle_core::Result<Tensor> {
+    let mut t = x.clone();
+    for (dim, (s, (st, n))) in [
+        (2, (start.0, (stride.0, count.0))),
+        (3, (start.1, (stride.1, count.1))),
+    ] {
+        let len = t.dim(dim)?;
+        let needed = s + st * n;
+        if needed > len {
+            t = t.pad_with_zeros(dim, 0, needed - len)?;
+        }
+        t = t.narrow(dim, s, st * n)?;
+        let mut shape = t.dims().to_vec();
+        shape[dim] = n;
+        shape.insert(dim + 1, st);
+        t = t.reshape(shape)?.narrow(dim + 1, 0, 1)?.squeeze(dim + 1)?;
+    }
+    Ok(t)
 }
 
 /// A con layer and the affine after it, plus the relu after that when `relu`.
@@ -235,4 +341,37 @@ impl ResidualBlock {
         };
         relu(&add_zero_padded(&y, &shortcut)?)
     }
+
+    fn forward_differentiable(&self, x: &Tensor, gradient: ReluGradient) -> Result<Tensor> {
+        let y = self
+            .conv2
+            .candle_forward_with(&self.conv1.candle_forward_with(x, gradient)?, gradient)?;
+        let shortcut = match self.shortcut_pool {
+            Some(spec) => avg_pool_differentiable(x, spec)?,
+            None => x.clone(),
+        };
+        relu_with(&add_zero_padded(&y, &shortcut)?, gradient)
+    }
+}
+
+/// Average pooling as the mean of the window's strided views: candle's own backward assumes the
+/// input divides evenly into windows, and dlib's shortcut pools odd sizes (37 -> 18).
+fn avg_pool_differentiable(x: &Tensor, spec: PoolSpec) -> Result<Tensor> {
+    let (window, stride) = (spec.window, spec.stride);
+    let (_, _, h, w) = x.dims4().ctx("avg_pool input")?;
+    let out_h = (h - window.0) / stride.0 + 1;
+    let out_w = (w - window.1) / stride.1 + 1;
+    let mut sum: Option<Tensor> = None;
+    for dy in 0..window.0 {
+        for dx in 0..window.1 {
+            let view = strided_view(x, (dy, dx), stride, (out_h, out_w)).ctx("avg_pool view")?;
+            sum = Some(match sum {
+                None => view,
+                Some(s) => (s + view).ctx("avg_pool")?,
+            });
+        }
+    }
+    let sum = sum.ok_or_else(|| layout("empty avg_pool window"))?;
+    sum.affine(1.0 / (window.0 * window.1) as f64, 0.0)
+        .ctx("avg_pool")
 }

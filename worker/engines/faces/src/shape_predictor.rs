@@ -134,6 +134,23 @@ impl ShapePredictor {
         })
     }
 
+    /// The model's mean shape placed in `rect` (what the cascade starts from): landmarks that
+    /// depend on the rectangle only, never on pixels.
+    pub fn mean_shape(&self, rect: &Rect) -> Vec<(i64, i64)> {
+        let (l, t) = (rect.left as f64, rect.top as f64);
+        let (rw, rh) = (
+            (rect.right - rect.left) as f64,
+            (rect.bottom - rect.top) as f64,
+        );
+        self.initial_shape
+            .chunks_exact(2)
+            .map(|p| {
+                let (x, y) = (l + f64::from(p[0]) * rw, t + f64::from(p[1]) * rh);
+                (round_point(x), round_point(y))
+            })
+            .collect()
+    }
+
     /// Landmarks (integer pixel coordinates) for a detection rectangle.
     pub fn predict(&self, gray: &GrayPlane, rect: &Rect) -> Vec<(i64, i64)> {
         let (l, t) = (rect.left as f64, rect.top as f64);

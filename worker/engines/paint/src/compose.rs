@@ -14,8 +14,9 @@
 //! 5. Vertical: people stand on the bottom edge (their crop is cut off by the frame, as in a
 //!    portrait); pets and objects stand on a ground line at 94% of the height.
 //! 6. Each subject is colour-matched halfway toward the background's Lab mean and spread so it
-//!    reads as lit by the same scene, and blended with a feathered mask (an ellipse for people,
-//!    a rounded rectangle for pets/objects, times the subject's own alpha if it has one).
+//!    reads as lit by the same scene, and blended with a feathered mask: a person cut out by
+//!    segmentation (an RGBA subject) by its alpha with only the crop's edges softened; a person
+//!    without one by an ellipse; pets/objects by a rounded rectangle times their alpha if any.
 //!    The composite mask is the per-pixel maximum of the subject masks.
 
 use image::{DynamicImage, GrayImage, Luma, RgbImage, RgbaImage};
@@ -62,6 +63,11 @@ pub struct Placement {
     pub crop: Rect,
     /// Where the crop was drawn on the canvas (may extend past the frame).
     pub target: Rect,
+    /// A person's face box carried from the reference photo to the canvas (canvas pixels): where the
+    /// picture shows their face, for the identity check and identity guidance. `None` for pets,
+    /// objects and people without a face box.
+    #[serde(default)]
+    pub face: Option<Rect>,
 }
 
 /// The composed picture and its subject mask (255 = subject), ready to paint or to use as the
@@ -87,15 +93,40 @@ const GROUND: f32 = 0.94;
 /// Composes `subjects` onto `background` by the layout rules above.
 pub fn compose(background: &DynamicImage, subjects: &[Subject]) -> Result<Composite> {
     let mut canvas = ColourImage::from_dynamic(background, "composition background")?;
-    let (cw, ch) = (canvas.width as f32, canvas.height as f32);
     let stats = lab_stats(&canvas.data);
-    let mut items = Vec::new();
-    for (index, subject) in subjects.iter().enumerate() {
+    for subject in subjects {
         crate::raster::check_size(
             subject.image.width(),
             subject.image.height(),
             "composition subject",
         )?;
+    }
+    let placements = layout(canvas.width as u32, canvas.height as u32, subjects);
+    let mut mask = GrayImage::new(canvas.width as u32, canvas.height as u32);
+    for placement in &placements {
+        draw_subject(
+            &mut canvas,
+            &mut mask,
+            &subjects[placement.subject],
+            placement.crop,
+            placement.target,
+            &stats,
+        )?;
+    }
+    Ok(Composite {
+        image: canvas.to_rgb(),
+        mask,
+        placements,
+    })
+}
+
+/// Where [`compose`] puts each subject on a `width`×`height` canvas, left to right, without drawing:
+/// the layout depends only on the canvas size, the subjects' kinds, sizes and boxes, so a worker
+/// knows where each face will be before any renderer runs.
+pub fn layout(width: u32, height: u32, subjects: &[Subject]) -> Vec<Placement> {
+    let (cw, ch) = (width as f32, height as f32);
+    let mut items = Vec::new();
+    for (index, subject) in subjects.iter().enumerate() {
         let crop = crop_for(subject);
         let height = ch * height_share(&subject.kind);
         let width = height * crop.width / crop.height.max(1.0);
@@ -111,7 +142,6 @@ pub fn compose(background: &DynamicImage, subjects: &[Subject]) -> Result<Compos
     };
     let order = left_to_right(subjects);
     let mut x = 0.5 * (cw - total * shrink);
-    let mut mask = GrayImage::new(canvas.width as u32, canvas.height as u32);
     let mut placements = Vec::new();
     for &index in &order {
         let Some(&(_, crop, width, height)) = items.iter().find(|i| i.0 == index) else {
@@ -128,25 +158,31 @@ pub fn compose(background: &DynamicImage, subjects: &[Subject]) -> Result<Compos
             width,
             height,
         };
-        draw_subject(
-            &mut canvas,
-            &mut mask,
-            &subjects[index],
-            crop,
-            target,
-            &stats,
-        )?;
         placements.push(Placement {
             subject: index,
             crop,
             target,
+            face: face_on_canvas(&subjects[index].kind, crop, target),
         });
         x += width + gap * shrink;
     }
-    Ok(Composite {
-        image: canvas.to_rgb(),
-        mask,
-        placements,
+    placements
+}
+
+/// A person's face box mapped from the reference photo through the crop onto the canvas.
+fn face_on_canvas(kind: &SubjectKind, crop: Rect, target: Rect) -> Option<Rect> {
+    let SubjectKind::Person { face: Some(face) } = *kind else {
+        return None;
+    };
+    if !(crop.width > 0.0 && crop.height > 0.0 && face.width >= 1.0 && face.height >= 1.0) {
+        return None;
+    }
+    let (sx, sy) = (target.width / crop.width, target.height / crop.height);
+    Some(Rect {
+        x: target.x + (face.x - crop.x) * sx,
+        y: target.y + (face.y - crop.y) * sy,
+        width: face.width * sx,
+        height: face.height * sy,
     })
 }
 
@@ -258,6 +294,9 @@ fn draw_subject(
     let source = ColourImage::from_dynamic(&subject.image, "composition subject")?;
     let own = lab_stats(&source.data);
     let person = matches!(subject.kind, SubjectKind::Person { .. });
+    // A subject with an alpha channel comes cut out by person segmentation: its alpha is the
+    // outline, so the ellipse (the fallback without a segmenter) would only cut the shoulders off.
+    let segmented = subject.image.color().has_alpha();
     let (cw, ch) = (canvas.width as i64, canvas.height as i64);
     let x0 = target.x.floor().max(0.0) as i64;
     let y0 = target.y.floor().max(0.0) as i64;
@@ -271,10 +310,10 @@ fn draw_subject(
             if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) {
                 continue;
             }
-            let feather = if person {
-                ellipse_feather(u, v)
-            } else {
-                rect_feather(u, v)
+            let feather = match (person, segmented) {
+                (true, false) => ellipse_feather(u, v),
+                (true, true) => cutout_feather(u, v),
+                (false, _) => rect_feather(u, v),
             };
             let sx = crop.x + u * crop.width;
             let sy = crop.y + v * crop.height;
@@ -320,6 +359,13 @@ fn ellipse_feather(u: f32, v: f32) -> f32 {
     smoothstep(1.0, 0.75, r)
 }
 
+/// For a segmented person: the outline is the alpha, so only the crop's own edges are softened
+/// (left, right and top, over 5%), and the bottom stays solid where the frame cuts the body off.
+fn cutout_feather(u: f32, v: f32) -> f32 {
+    let edge = u.min(1.0 - u).min(v);
+    smoothstep(0.0, 0.05, edge)
+}
+
 /// Rounded rectangle soft over 10% of each side.
 fn rect_feather(u: f32, v: f32) -> f32 {
     let edge = u.min(1.0 - u).min(v).min(1.0 - v);
@@ -329,4 +375,51 @@ fn rect_feather(u: f32, v: f32) -> f32 {
 fn smoothstep(edge0: f32, edge1: f32, x: f32) -> f32 {
     let t = ((x - edge0) / (edge1 - edge0)).clamp(0.0, 1.0);
     t * t * (3.0 - 2.0 * t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_composite_reports_where_each_face_went() {
+        let background =
+            DynamicImage::ImageRgb8(RgbImage::from_pixel(512, 384, image::Rgb([90; 3])));
+        // A 40×50 face at (80, 60) of a 200×300 portrait, and a pet with no face.
+        let person = Subject {
+            image: DynamicImage::ImageRgb8(RgbImage::from_pixel(200, 300, image::Rgb([200; 3]))),
+            kind: SubjectKind::Person {
+                face: Some(Rect {
+                    x: 80.0,
+                    y: 60.0,
+                    width: 40.0,
+                    height: 50.0,
+                }),
+            },
+        };
+        let pet = Subject {
+            image: DynamicImage::ImageRgb8(RgbImage::from_pixel(100, 100, image::Rgb([30; 3]))),
+            kind: SubjectKind::Pet { bbox: None },
+        };
+        let subjects = [person, pet];
+        let composite = compose(&background, &subjects).unwrap();
+        assert_eq!(composite.placements, layout(512, 384, &subjects));
+        let placed = composite
+            .placements
+            .iter()
+            .find(|p| p.subject == 0)
+            .unwrap();
+        let face = placed.face.expect("the person's face");
+        // The crop is 3 face widths wide with the face centred, so the face is the middle third.
+        let centre = face.x + face.width / 2.0;
+        assert!((centre - (placed.target.x + placed.target.width / 2.0)).abs() < 1.0);
+        assert!((face.width - placed.target.width / 3.0).abs() < 1.0);
+        assert!(face.y >= placed.target.y && face.y + face.height <= 384.0);
+        let pet = composite
+            .placements
+            .iter()
+            .find(|p| p.subject == 1)
+            .unwrap();
+        assert_eq!(pet.face, None);
+    }
 }

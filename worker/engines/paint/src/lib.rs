@@ -25,7 +25,7 @@ pub mod watercolour;
 
 use image::{DynamicImage, RgbImage};
 
-pub use compose::{compose, Composite, Placement, Rect, Subject, SubjectKind};
+pub use compose::{compose, layout, Composite, Placement, Rect, Subject, SubjectKind};
 pub use error::{PaintError, Result};
 pub use fingerprint::{nearest, Fingerprint, Neighbour};
 pub use oil::OilParams;

@@ -9,6 +9,7 @@ use std::ops::ControlFlow;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
+use super::guidance::GuidedStep;
 use super::images::{latent_mask, preview};
 use super::request::{GenerationRequest, SampleSpec};
 use super::StableDiffusion;
@@ -100,6 +101,7 @@ impl StableDiffusion {
                 index,
                 timesteps[index],
             )?;
+            let guided = self.guide(request, scheduler.as_ref(), &latents, index, first, guided)?;
             let noise = self.step_noise(request, scheduler.as_ref(), index, first)?;
             latents = scheduler.step(&guided, index, &latents, noise.as_ref())?;
             if let Some(init) = &init {
@@ -116,6 +118,40 @@ impl StableDiffusion {
             }
         }
         Ok(Generation { latents, warnings })
+    }
+
+    /// The model output after identity guidance, when the request has it and step `index` is
+    /// one of its guided steps.
+    fn guide(
+        &self,
+        request: &GenerationRequest,
+        scheduler: &dyn Scheduler,
+        latents: &Tensor,
+        index: usize,
+        first: usize,
+        model_output: Tensor,
+    ) -> Result<Tensor> {
+        let Some(identity) = &request.identity else {
+            return Ok(model_output);
+        };
+        let run_steps = scheduler.timesteps().len() - first;
+        let strengths: Vec<f64> = request
+            .samples
+            .iter()
+            .map(|s| s.identity_strength)
+            .collect();
+        if strengths.iter().all(|&s| s == 0.0) || !identity.steps.includes(index - first, run_steps)
+        {
+            return Ok(model_output);
+        }
+        let step = GuidedStep {
+            scheduler,
+            latents,
+            index,
+            timestep: scheduler.timesteps()[index],
+            strengths: &strengths,
+        };
+        self.steer(identity, step, model_output)
     }
 
     /// Text embeddings in UNet batch order and the map from UNet rows to samples.

@@ -6,6 +6,7 @@
 //! seed, guidance scale, init image and mask.
 
 mod generate;
+pub mod guidance;
 pub mod images;
 mod request;
 
@@ -15,6 +16,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 pub use generate::{Generation, StepProgress};
+pub use guidance::{GuidanceSteps, IdentityGuidance, ImageEnergy};
 pub use request::{ExplicitNoise, GenerationRequest, SampleSpec, MAX_SIDE, MAX_STEPS};
 
 use crate::clip::ClipTextEncoder;

@@ -2,6 +2,7 @@
 
 use candle_core::Tensor;
 
+use super::guidance::{IdentityGuidance, MAX_IDENTITY_STRENGTH};
 use crate::error::{DiffusionError, Result};
 use crate::schedulers::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 
@@ -38,6 +39,9 @@ pub struct SampleSpec {
     /// `(1, 1, H, W)` in [0, 1], white = repaint, black = keep; needs an init image.
     pub mask: Option<Tensor>,
     pub noise: ExplicitNoise,
+    /// How hard identity guidance pulls this sample toward its people (0 = off); needs the
+    /// request's [`GenerationRequest::identity`].
+    pub identity_strength: f64,
 }
 
 impl SampleSpec {
@@ -51,6 +55,7 @@ impl SampleSpec {
             init_image: None,
             mask: None,
             noise: ExplicitNoise::default(),
+            identity_strength: 0.0,
         }
     }
 
@@ -72,6 +77,8 @@ pub struct GenerationRequest {
     /// img2img only: the fraction of the schedule that is run (1 = from pure noise level).
     pub strength: f64,
     pub samples: Vec<SampleSpec>,
+    /// Energy guidance toward the samples' people; samples with `identity_strength` 0 ignore it.
+    pub identity: Option<IdentityGuidance>,
 }
 
 impl GenerationRequest {
@@ -85,6 +92,7 @@ impl GenerationRequest {
             overrides: SchedulerOverrides::default(),
             strength: 1.0,
             samples,
+            identity: None,
         }
     }
 
@@ -144,6 +152,9 @@ impl GenerationRequest {
                 return bad("either every sample of a batch has an init image or none".into());
             }
         }
+        if let Some(identity) = &self.identity {
+            identity.validate().map_err(DiffusionError::InvalidInput)?;
+        }
         for (index, sample) in self.samples.iter().enumerate() {
             self.validate_sample(sample)
                 .map_err(|e| DiffusionError::InvalidInput(format!("sample {index}: {e}")))?;
@@ -156,6 +167,17 @@ impl GenerationRequest {
             return Err(format!(
                 "guidance scale {} must be a finite number of at least 0",
                 sample.guidance_scale
+            ));
+        }
+        let strength = sample.identity_strength;
+        if !strength.is_finite() || !(0.0..=MAX_IDENTITY_STRENGTH).contains(&strength) {
+            return Err(format!(
+                "identity strength {strength} must be between 0 (off) and {MAX_IDENTITY_STRENGTH}"
+            ));
+        }
+        if strength > 0.0 && self.identity.is_none() {
+            return Err(format!(
+                "identity strength {strength} needs identity references to guide toward"
             ));
         }
         let (rows, cols) = self.latent_size();
@@ -233,6 +255,20 @@ mod tests {
             r.strength = strength;
             assert!(r.validate().unwrap_err().to_string().contains("strength"));
         }
+    }
+
+    #[test]
+    fn rejects_negative_absurd_or_unanchored_identity_strengths() {
+        for strength in [-0.1, f64::NAN, f64::INFINITY, MAX_IDENTITY_STRENGTH * 2.0] {
+            let mut r = request();
+            r.samples[0].identity_strength = strength;
+            let message = r.validate().unwrap_err().to_string();
+            assert!(message.contains("identity strength"), "{message}");
+        }
+        let mut r = request();
+        r.samples[0].identity_strength = 1.0;
+        let message = r.validate().unwrap_err().to_string();
+        assert!(message.contains("needs identity references"), "{message}");
     }
 
     #[test]

@@ -115,6 +115,12 @@ pub fn build_scheduler(
     })
 }
 
+/// The cumulative product of `1 - beta` over the train timesteps of `config` (diffusers'
+/// `alphas_cumprod`), for code that needs the noise level of a timestep.
+pub fn alpha_products(config: &SchedulerConfig) -> Vec<f64> {
+    common::alphas_cumprod(config)
+}
+
 /// `a * x + b * y` for tensors of the same shape.
 pub(crate) fn combine(a: f64, x: &Tensor, b: f64, y: &Tensor) -> Result<Tensor> {
     Ok((x.affine(a, 0.0)? + y.affine(b, 0.0)?)?)

@@ -95,7 +95,13 @@ impl SpatialSelfAttention {
                 .to_dtype(DType::F32)?
                 .matmul(k_t)?
                 .affine(self.scale, 0.0)?;
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            // The fused softmax has no backward; under autograd (identity guidance decodes
+            // with gradients) the composed one keeps the graph.
+            let weights = if scores.track_op() {
+                candle_nn::ops::softmax(&scores, candle_core::D::Minus1)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores)?
+            };
             chunks.push(weights.matmul(&v32)?);
         }
         Ok(Tensor::cat(&chunks, 1)?.to_dtype(v.dtype())?)

@@ -1,5 +1,8 @@
 //! `reverie generate`: Stable Diffusion text-to-image, img2img and masked img2img from the
-//! command line, with the generation parameters in the PNG's text chunks.
+//! command line, with identity guidance toward the people of `--identity` images, the generation
+//! parameters in the PNG's text chunks and a JSON sidecar (`NAME.json`) with the identity check.
+
+mod identity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
@@ -8,8 +11,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use reverie_diffusion::pipeline::guidance::MAX_IDENTITY_STRENGTH;
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
-use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
+use reverie_diffusion::pipeline::{GenerationRequest, GuidanceSteps, SampleSpec, StableDiffusion};
+use reverie_faces::identity::check::SeveralFaces;
+use reverie_worker::render::identity::IdentityGuide;
+
+use identity::Identities;
 use reverie_diffusion::registry::ResolvedModel;
 use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 use reverie_shared::backends::connect_store;
@@ -80,15 +88,38 @@ pub struct GenerateArgs {
     /// cpu, or cuda / cuda:N (builds with the cuda feature).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// The PNG to write; a batch writes NAME-0.png, NAME-1.png, ...
+    /// A photo of a person the picture should show (exactly one face); repeat for several people.
+    /// They are placed where --init-image's faces are (left to right), else in a centred row.
+    #[arg(long = "identity")]
+    pub identity: Vec<PathBuf>,
+    /// How hard identity guidance pulls toward the --identity people (0: check only; default 1).
+    #[arg(long, allow_negative_numbers = true)]
+    pub identity_strength: Option<f64>,
+    /// Guided steps as the fraction window START:END of the steps run (default 0:1, every step).
+    #[arg(long)]
+    pub identity_steps: Option<String>,
+    /// Gradient updates per guided step (default 1, or 3 for a one-step run such as --turbo).
+    #[arg(long)]
+    pub identity_repeats: Option<usize>,
+    /// Take the largest face of an --identity image that shows several (default: refuse).
+    #[arg(long)]
+    pub identity_largest_face: bool,
+    /// Render N seeds for each image in one batch and keep the one with the best identity.
+    #[arg(long, default_value_t = 1)]
+    pub best_of: usize,
+    /// The PNG to write; a batch writes NAME-0.png, NAME-1.png, ... Each gets a NAME.json sidecar.
     #[arg(long)]
     pub out: PathBuf,
 }
 
+/// The most candidates `--best-of` may render per image.
+const MAX_BEST_OF: usize = 16;
+
 pub async fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<()> {
     let config = app::start_quiet(global)?;
     let model = resolve_model(&config, &args).await?;
-    tokio::task::spawn_blocking(move || generate(model, args))
+    let models_dir = config.models_dir();
+    tokio::task::spawn_blocking(move || generate(model, args, models_dir))
         .await
         .context("generation task")?
 }
@@ -179,22 +210,86 @@ fn output_path(out: &Path, batch: usize, index: usize) -> PathBuf {
     out.with_file_name(format!("{stem}-{index}.png"))
 }
 
-fn build_request(args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
-    if args.batch == 0 || args.batch > 64 {
-        bail!("--batch {} must be between 1 and 64", args.batch);
-    }
-    let init_image = args
-        .init_image
+/// The init picture of `--init-image`, upright.
+fn init_picture(args: &GenerateArgs) -> anyhow::Result<Option<image::RgbImage>> {
+    args.init_image
         .as_deref()
-        .map(|path| read_picture(path, "--init-image").map(|i| i.to_rgb8()))
-        .transpose()?;
-    let (width, height) = match (&init_image, args.size.as_deref()) {
+        .map(|path| {
+            identity::read_upright(path)
+                .with_context(|| format!("--init-image {}: cannot read the image", path.display()))
+        })
+        .transpose()
+}
+
+/// The output size: `--size`, else the init picture's, else 512x512.
+fn output_size(
+    args: &GenerateArgs,
+    init_image: Option<&image::RgbImage>,
+) -> anyhow::Result<(usize, usize)> {
+    Ok(match (init_image, args.size.as_deref()) {
         (_, Some(size)) => parse_size(size)?,
         (Some(image), None) => (image.width() as usize, image.height() as usize),
         (None, None) => (512, 512),
+    })
+}
+
+fn check_identity_args(args: &GenerateArgs) -> anyhow::Result<()> {
+    if args.best_of == 0 || args.best_of > MAX_BEST_OF {
+        bail!(
+            "--best-of {} must be between 1 and {MAX_BEST_OF}",
+            args.best_of
+        );
+    }
+    if args.identity.is_empty() {
+        if args.identity_strength.is_some() || args.identity_steps.is_some() {
+            bail!("--identity-strength and --identity-steps need at least one --identity image");
+        }
+        if args.best_of > 1 {
+            bail!("--best-of ranks candidates by identity: give at least one --identity image");
+        }
+    }
+    if args.best_of > 1 && args.init_latents.is_some() {
+        bail!(
+            "--best-of draws its candidates from seeds; it cannot be combined with --init-latents"
+        );
+    }
+    if let Some(strength) = args.identity_strength {
+        if !strength.is_finite() || !(0.0..=MAX_IDENTITY_STRENGTH).contains(&strength) {
+            bail!(
+                "--identity-strength {strength} must be between 0 (check only) and \
+                 {MAX_IDENTITY_STRENGTH}"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn parse_identity_steps(text: &str) -> anyhow::Result<GuidanceSteps> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+    let Some((start, end)) = parsed else {
+        bail!("--identity-steps {text:?} is not START:END (fractions, e.g. 0:0.6)");
     };
-    let mut samples = Vec::with_capacity(args.batch);
-    for index in 0..args.batch {
+    let steps = GuidanceSteps { start, end };
+    steps
+        .validate()
+        .map_err(|e| anyhow::anyhow!("--identity-steps: {e}"))?;
+    Ok(steps)
+}
+
+fn build_request(
+    args: &GenerateArgs,
+    init_image: Option<&image::RgbImage>,
+) -> anyhow::Result<GenerationRequest> {
+    if args.batch == 0 || args.batch > 64 {
+        bail!("--batch {} must be between 1 and 64", args.batch);
+    }
+    check_identity_args(args)?;
+    let (width, height) = output_size(args, init_image)?;
+    let candidates = args.batch * args.best_of;
+    let mut samples = Vec::with_capacity(candidates);
+    for index in 0..candidates {
         let mut sample = SampleSpec::new(
             args.prompt.clone(),
             args.seed.wrapping_add(index as u64),
@@ -222,7 +317,7 @@ fn build_request(args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
             ..request.overrides
         };
     }
-    if let Some(image) = &init_image {
+    if let Some(image) = init_image {
         if (image.width() as usize, image.height() as usize) != (width, height) {
             bail!(
                 "--init-image is {}x{} but --size is {width}x{height}",
@@ -262,7 +357,7 @@ fn build_request(args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
             bail!("--init-latents is for text-to-image; img2img starts from --init-image");
         }
         let (rows, cols) = request.latent_size();
-        let latents = read_init_latents(path, args.batch, rows, cols)?;
+        let latents = read_init_latents(path, candidates, rows, cols)?;
         for (sample, latents) in request.samples.iter_mut().zip(latents) {
             sample.noise.initial_latents = Some(latents);
         }
@@ -271,10 +366,47 @@ fn build_request(args: &GenerateArgs) -> anyhow::Result<GenerationRequest> {
     Ok(request)
 }
 
-fn generate(model: ResolvedModel, args: GenerateArgs) -> anyhow::Result<()> {
+fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let device = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
-    let request = build_request(&args)?;
+    let init_image = init_picture(&args)?;
+    let mut request = build_request(&args, init_image.as_ref())?;
+    let identities = if args.identity.is_empty() {
+        None
+    } else {
+        let several = match args.identity_largest_face {
+            true => SeveralFaces::Largest,
+            false => SeveralFaces::Refuse,
+        };
+        Some(Identities::load(
+            &models_dir,
+            &args.identity,
+            several,
+            init_image.as_ref(),
+            (request.width, request.height),
+        )?)
+    };
+    if let Some(people) = &identities {
+        let targets = vec![people.targets.clone(); request.samples.len()];
+        let inits = vec![init_image.as_ref(); request.samples.len()];
+        let size = (request.width, request.height);
+        let mut guidance =
+            IdentityGuide::anchored(people.face_models(), targets, &inits, size).into_guidance();
+        if let Some(steps) = &args.identity_steps {
+            guidance.steps = parse_identity_steps(steps)?;
+        }
+        let one_step =
+            request.steps == 1 || request.first_step().is_ok_and(|f| f + 1 == request.steps);
+        guidance.repeats = args
+            .identity_repeats
+            .unwrap_or(if one_step { 3 } else { 1 });
+        request.identity = Some(guidance);
+        let strength = args.identity_strength.unwrap_or(1.0);
+        for sample in &mut request.samples {
+            sample.identity_strength = strength;
+        }
+        request.validate()?;
+    }
     if args.prompt.is_empty() {
         eprintln!("note: empty prompt: generating unconditionally");
     }
@@ -319,14 +451,123 @@ fn generate(model: ResolvedModel, args: GenerateArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let images = tensor_to_rgb(&pipeline.decode(&generation.latents)?)?;
-    for (index, (image, sample)) in images.iter().zip(&request.samples).enumerate() {
-        let text = png_text(&request, sample, scheduler, &model);
-        let png = reverie_worker::outputs::encode_png(image, &text)?;
+    let reports = match &identities {
+        Some(people) => images
+            .iter()
+            .map(|image| people.report(image))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => vec![Vec::new(); images.len()],
+    };
+    for index in 0..args.batch {
+        let range = index * args.best_of..(index + 1) * args.best_of;
+        let chosen = range.start + identity::best_candidate(&reports[range.clone()]);
+        let (image, sample) = (&images[chosen], &request.samples[chosen]);
+        let mut sidecar = png_text(&request, sample, scheduler, &model);
+        let identity_json = serde_json::to_string(&reports[chosen])?;
+        if identities.is_some() {
+            sidecar.insert("identity".to_string(), identity_json);
+        }
+        let png = reverie_worker::outputs::encode_png(image, &sidecar)?;
         let path = output_path(&args.out, args.batch, index);
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+        let candidates: Vec<Candidate<'_>> = range
+            .map(|c| Candidate {
+                seed: request.samples[c].seed,
+                identity: &reports[c],
+            })
+            .collect();
+        write_sidecar(
+            &path,
+            &request,
+            sample,
+            scheduler,
+            &model,
+            &reports[chosen],
+            &candidates,
+        )?;
+        for person in &reports[chosen] {
+            println!(
+                "  {}: distance {:.3} ({})",
+                person.reference,
+                person.distance,
+                person.verdict.label()
+            );
+        }
         println!("{} (seed {})", path.display(), sample.seed);
     }
     Ok(())
+}
+
+/// One rendered candidate of `--best-of` and its identity reports.
+#[derive(serde::Serialize)]
+struct Candidate<'a> {
+    seed: u64,
+    identity: &'a [identity::PersonReport],
+}
+
+/// `NAME.json` beside `NAME.png`: the generation's parameters, the identity of the kept picture
+/// and, with `--best-of`, every candidate's.
+#[derive(serde::Serialize)]
+struct Sidecar<'a> {
+    software: String,
+    prompt: &'a str,
+    negative_prompt: &'a str,
+    seed: u64,
+    steps: usize,
+    scheduler: &'static str,
+    guidance: f64,
+    width: usize,
+    height: usize,
+    model: &'a str,
+    model_hash: &'a str,
+    /// img2img only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strength: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    masked: Option<bool>,
+    /// The seed did not make the starting noise (`--init-latents`).
+    initial_latents_given: bool,
+    identity_strength: f64,
+    identity: &'a [identity::PersonReport],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    candidates: &'a [Candidate<'a>],
+}
+
+fn write_sidecar(
+    png: &Path,
+    request: &GenerationRequest,
+    sample: &SampleSpec,
+    scheduler: SchedulerKind,
+    model: &ResolvedModel,
+    identity: &[identity::PersonReport],
+    candidates: &[Candidate<'_>],
+) -> anyhow::Result<()> {
+    let img2img = request.is_img2img();
+    let sidecar = Sidecar {
+        software: format!("Reverie {}", env!("CARGO_PKG_VERSION")),
+        prompt: &sample.prompt,
+        negative_prompt: sample.negative_prompt.as_deref().unwrap_or(""),
+        seed: sample.seed,
+        steps: request.steps,
+        scheduler: scheduler.name(),
+        guidance: sample.guidance_scale,
+        width: request.width,
+        height: request.height,
+        model: &model.name,
+        model_hash: &model.identity,
+        strength: img2img.then_some(request.strength),
+        masked: img2img.then_some(sample.mask.is_some()),
+        initial_latents_given: sample.noise.initial_latents.is_some(),
+        identity_strength: sample.identity_strength,
+        identity,
+        candidates: match candidates.len() {
+            0 | 1 => &[],
+            _ => candidates,
+        },
+    };
+    let path = png.with_extension("json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&sidecar)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// The generation parameters, under the same keys the worker's outputs use.
