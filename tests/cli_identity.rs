@@ -211,3 +211,67 @@ fn bad_identity_input_is_refused_by_name() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+/// A copy of sd-tiny (weights linked) whose VAE config does not force f32: in f16 it cannot be
+/// differentiated, and guidance must say so before sampling.
+fn sd_tiny_without_upcast(dir: &Path) -> PathBuf {
+    let source = repo().join("tests/fixtures/sd-tiny/model");
+    let copy = dir.join("sd-tiny-f16");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        let target = copy.join(entry.file_name());
+        if entry.file_name() == "vae" {
+            std::fs::create_dir_all(&target).unwrap();
+            for file in std::fs::read_dir(entry.path()).unwrap() {
+                let file = file.unwrap();
+                let to = target.join(file.file_name());
+                if file.file_name() == "config.json" {
+                    let mut config: serde_json::Value =
+                        serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+                    config["force_upcast"] = serde_json::Value::Bool(false);
+                    std::fs::write(to, serde_json::to_vec(&config).unwrap()).unwrap();
+                } else {
+                    std::os::unix::fs::symlink(file.path(), to).unwrap();
+                }
+            }
+        } else {
+            std::fs::create_dir_all(&copy).unwrap();
+            std::os::unix::fs::symlink(entry.path(), target).unwrap();
+        }
+    }
+    copy
+}
+
+#[test]
+fn guidance_on_a_vae_that_cannot_be_differentiated_is_refused_before_sampling() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sd_tiny_without_upcast(dir.path());
+    let out = dir.path().join("x.png");
+    let output = Command::new(env!("CARGO_BIN_EXE_reverie"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("generate")
+        .arg("--model")
+        .arg(&model)
+        .args(["--prompt", "a portrait", "--size", "64x64", "--steps", "2"])
+        .args([
+            "--dtype",
+            "f16",
+            "--identity",
+            &face_image("frpy_obama.png"),
+        ])
+        .arg("--out")
+        .arg(&out)
+        .env("REVERIE_MODELS_DIR", models_dir())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("reverie runs");
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("--dtype f32"), "{message}");
+    assert!(
+        !message.contains("step 1/"),
+        "refused only after sampling began: {message}"
+    );
+    assert!(!out.exists());
+}

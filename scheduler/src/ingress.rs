@@ -396,10 +396,14 @@ fn plan_input(
         renderer: None,
         priority: request.priority,
         palette_transfer: parsed.style.palette.is_some(),
-        identity_strength: request.identity_strength.unwrap_or(0.0),
+        // Unset means the default restyle under guidance; an explicit 0 keeps subjects' pixels.
+        identity_strength: request
+            .identity_strength
+            .unwrap_or(reverie_shared::jobs::DEFAULT_IDENTITY_STRENGTH),
         best_of: request.best_of.unwrap_or(1),
         subjects: offered.subjects,
         backgrounds: offered.backgrounds,
         palettes: offered.palettes,
+        places_parent_subjects: false,
     }
 }

@@ -86,6 +86,10 @@ pub struct PlanInput {
     pub subjects: Vec<Candidate>,
     pub backgrounds: Vec<Candidate>,
     pub palettes: Vec<Candidate>,
+    /// People will be placed even if `subjects` is empty: a refinement keeps its parent's
+    /// (`refine_plan`), so its setting must not be anyone's close-up either.
+    #[serde(default)]
+    pub places_parent_subjects: bool,
 }
 
 /// The plan as recorded: enough to explain the result and render it again.
@@ -365,7 +369,7 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
         .filter(|c| !c.shows.iter().any(|who| placed.contains(&who.as_str())))
         // A close-up is someone's portrait: as a setting for placed people it would put a second
         // face behind them, whoever it shows (the grouping may not have joined them yet).
-        .filter(|c| chosen_subjects.is_empty() || !c.close_up)
+        .filter(|c| (chosen_subjects.is_empty() && !input.places_parent_subjects) || !c.close_up)
         .cloned()
         .collect();
     if let Some(candidate) = best_per_answer(&backgrounds, 1).first() {

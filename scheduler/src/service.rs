@@ -358,10 +358,18 @@ impl Core {
                 ));
             }
         };
-        let mut plan = plan::make_plan(&intake.input, &intake.request, &self.inner.options.planner);
-        if let Some((_, parent)) = &intake.parent {
-            plan = plan::refine_plan(parent, plan);
-        }
+        let mut plan = match &intake.parent {
+            Some((_, parent)) => {
+                let mut input = intake.input.clone();
+                input.places_parent_subjects = parent
+                    .references
+                    .iter()
+                    .any(|r| r.role == reverie_shared::jobs::ReferenceRole::Subject);
+                let child = plan::make_plan(&input, &intake.request, &self.inner.options.planner);
+                plan::refine_plan(parent, child)
+            }
+            None => plan::make_plan(&intake.input, &intake.request, &self.inner.options.planner),
+        };
         if let Some(run) = intake.album_run.clone() {
             plan = plan::album_plan(plan, run, &intake.request);
         }

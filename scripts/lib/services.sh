@@ -106,3 +106,52 @@ ensure_npm() {
   step "installing npm for the segmentation model download"
   apt_install npm
 }
+
+# nvcc, the CUDA headers and the static CUDA runtime from PyPI's CUDA 13.0 wheels, laid out as a toolkit
+# under .tools/ (about 270 MB, once), for the cuda feature: candle-kernels compiles its kernels with nvcc
+# even under `cargo check`. Exports CUDA_ROOT/CUDA_PATH/CUDA_HOME, PATH, CUDA_COMPUTE_CAP (90: H100/H200)
+# and LIBRARY_PATH. Fails with a clear error where the wheels cannot be installed: never skips.
+# Used by scripts/test (the CI cuda check) and scripts/gpu/build-cuda.
+CUDA_NVCC_VERSION=13.0.88
+CUDA_CCCL_VERSION=13.0.85
+ensure_nvcc() {
+  local root tools pkg lib base
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  tools=$root/.tools/cuda-$CUDA_NVCC_VERSION
+  if [ ! -x "$tools/bin/nvcc" ] || [ ! -f "$tools/lib64/libcudart_static.a" ]; then
+    step "installing nvcc $CUDA_NVCC_VERSION and the CUDA headers from PyPI into .tools/ (once)"
+    rm -rf "$tools"
+    python3 -m pip install --quiet --disable-pip-version-check --target "$tools/py" \
+      "nvidia-cuda-nvcc==$CUDA_NVCC_VERSION" "nvidia-cuda-runtime==$CUDA_NVCC_VERSION" \
+      "nvidia-cuda-cccl==$CUDA_CCCL_VERSION" "nvidia-cuda-crt==$CUDA_NVCC_VERSION" \
+      "nvidia-nvvm==$CUDA_NVCC_VERSION" || {
+      echo "error: cannot install the CUDA $CUDA_NVCC_VERSION wheels from PyPI (network? pip?): the cuda feature cannot be checked" >&2
+      return 1
+    }
+    # Lay the wheels out as a CUDA toolkit root: bin/, include/, lib64/, nvvm/.
+    mkdir -p "$tools/bin" "$tools/include" "$tools/lib64"
+    for pkg in "$tools"/py/nvidia/*/; do
+      [ -d "$pkg/bin" ] && cp -rs "$pkg"/bin/. "$tools/bin/" 2>/dev/null
+      [ -d "$pkg/include" ] && cp -rs "$pkg"/include/. "$tools/include/" 2>/dev/null
+      [ -d "$pkg/lib" ] && cp -rs "$pkg"/lib/. "$tools/lib64/" 2>/dev/null
+      [ -d "$pkg/nvvm" ] && { mkdir -p "$tools/nvvm"; cp -rs "$pkg"/nvvm/. "$tools/nvvm/" 2>/dev/null; }
+    done
+    # The wheels ship versioned sonames only; the linker wants the plain names.
+    for lib in "$tools"/lib64/lib*.so.*; do
+      base=${lib%%.so.*}.so
+      [ -e "$base" ] || ln -s "$(basename "$lib")" "$base"
+    done
+    if [ ! -x "$tools/bin/nvcc" ] || [ ! -f "$tools/lib64/libcudart_static.a" ]; then
+      echo "error: the CUDA $CUDA_NVCC_VERSION wheels did not provide bin/nvcc and libcudart_static.a" >&2
+      return 1
+    fi
+  fi
+  # candle-kernels asks for -lcudart: a folder holding only the static runtime under that name links it
+  # into the binary, so that needs no libcudart.so.13 where it runs (vendor/README.md).
+  mkdir -p "$tools/link"
+  ln -sf "$tools/lib64/libcudart_static.a" "$tools/link/libcudart.a"
+  export CUDA_ROOT=$tools CUDA_PATH=$tools CUDA_HOME=$tools
+  export PATH=$tools/bin:$PATH
+  export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
+  export LIBRARY_PATH=$tools/link${LIBRARY_PATH:+:$LIBRARY_PATH}
+}

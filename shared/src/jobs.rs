@@ -126,6 +126,9 @@ fn one() -> u32 {
 /// (`reverie_diffusion::pipeline::guidance::MAX_IDENTITY_STRENGTH`), beyond which one guided update
 /// moves the latents by more than their whole spread and the picture dissolves.
 pub const MAX_IDENTITY_STRENGTH: f32 = 20.0;
+/// The identity strength of a request that does not set one: pictures with people are restyled
+/// whole and their faces held by guidance (0, set explicitly, keeps the subjects' pixels instead).
+pub const DEFAULT_IDENTITY_STRENGTH: f32 = 1.0;
 /// The most candidates one job renders: each is a full render, so a job costs up to this many.
 pub const MAX_BEST_OF: u32 = 8;
 

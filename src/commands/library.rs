@@ -108,6 +108,16 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                 for skipped in report.skipped.iter().chain(&report.notes) {
                     println!("  {}: {}", skipped.file, skipped.reason);
                 }
+                for merged in &report.merged {
+                    println!(
+                        "  merged as one photo ({}): {}",
+                        merged.photo,
+                        merged.files.join(", ")
+                    );
+                }
+                for edit in &report.edits {
+                    println!("  {}: edited copy of {}", edit.edited, edit.original);
+                }
             }
         }
         LibraryCommand::Similar {

@@ -103,7 +103,11 @@ pub async fn renderers(config: &Config, store: &SharedStore) -> anyhow::Result<R
     let Some(model) = config.diffusion.model.clone() else {
         return Ok(renderers);
     };
-    let device = parse_device(&config.diffusion.device).map_err(anyhow::Error::msg)?;
+    let chosen = parse_device(&config.diffusion.device).map_err(anyhow::Error::msg)?;
+    if let Some(line) = &chosen.fallback {
+        tracing::warn!("{line}");
+    }
+    let device = chosen.device;
     let dtype = parse_dtype(&config.diffusion.dtype).map_err(anyhow::Error::msg)?;
     let source = ModelSource {
         registry: config.diffusion_registry(),
@@ -114,8 +118,9 @@ pub async fn renderers(config: &Config, store: &SharedStore) -> anyhow::Result<R
     let models_dir = config.models_dir();
     let renderer = tokio::task::spawn_blocking(move || {
         // Identity guidance needs the face models; without them jobs render unguided (and keep
-        // their subjects' pixels), which the worker says once here.
-        let faces = match reverie_faces::FaceModels::load(&models_dir) {
+        // their subjects' pixels), which the worker says once here. They load on the pipeline's
+        // device: guidance runs the descriptor on the decoded pixels where those are.
+        let faces = match reverie_faces::FaceModels::load_on(&models_dir, &device) {
             Ok(models) => Some(models),
             Err(error) => {
                 tracing::warn!(%error, "identity guidance disabled: face models unavailable");

@@ -18,7 +18,7 @@ const MIN_PERSON_SHARE: f64 = 0.02;
 pub fn cut_out_people(requests: &mut [RenderRequest], segmenter: &PersonSegmenter) {
     for request in requests {
         for (reference, image) in &mut request.photos {
-            if reference.role != ReferenceRole::Subject || image.color().has_alpha() {
+            if reference.role != ReferenceRole::Subject || is_cut_out(image) {
                 continue;
             }
             match cut_out(segmenter, image) {
@@ -30,6 +30,12 @@ pub fn cut_out_people(requests: &mut [RenderRequest], segmenter: &PersonSegmente
             }
         }
     }
+}
+
+/// Whether a photo already carries an outline (real transparency, not just an opaque alpha
+/// channel).
+fn is_cut_out(image: &DynamicImage) -> bool {
+    image.color().has_alpha() && image.to_rgba8().pixels().any(|p| p[3] < 255)
 }
 
 /// The photo as RGBA with the person mask as alpha; `None` when too little of it is a person.

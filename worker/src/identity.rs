@@ -18,14 +18,15 @@ use std::sync::{Mutex, OnceLock};
 use image::DynamicImage;
 use lru::LruCache;
 use reverie_faces::identity::check::{check_identities, reference_at, IdentityCheck};
-use reverie_faces::identity::{mean_descriptor, IdentityTarget, Verdict};
+use reverie_faces::identity::{mean_descriptor, CandidateRank, IdentityTarget, Verdict};
 use reverie_faces::resnet::DESCRIPTOR_LEN;
 use reverie_faces::FaceAnalyzer;
 use reverie_shared::jobs::{
     IdentityCandidate, IdentityReport, IdentityVerdict, PersonIdentity, PhotoRef, ReferenceRole,
+    MAX_BEST_OF,
 };
 
-use crate::render::RenderRequest;
+use crate::render::{RenderError, RenderRequest};
 
 /// The people of one job: their names for the report, and the targets the check (and guidance)
 /// use, or why there are none.
@@ -202,25 +203,13 @@ pub fn check(
         .map_err(|e| e.to_string())
 }
 
-/// How good a candidate's identity is, lower is better: people missing first (missing counts as
-/// worst), then the total distance of the others.
-pub fn rank(checks: &[IdentityCheck]) -> (usize, f32) {
-    let missing = checks.iter().filter(|c| c.distance.is_none()).count();
-    let total = checks.iter().filter_map(|c| c.distance).sum();
-    (missing, total)
-}
-
-/// The index of the best candidate (the first of equals, so the choice is reproducible).
+/// The index of the best candidate by [`CandidateRank`] (the first of equals).
 pub fn best_candidate(candidates: &[Vec<IdentityCheck>]) -> usize {
-    let mut best = 0;
-    for (index, checks) in candidates.iter().enumerate().skip(1) {
-        let (m, t) = rank(checks);
-        let (bm, bt) = rank(&candidates[best]);
-        if m < bm || (m == bm && t < bt) {
-            best = index;
-        }
-    }
-    best
+    let ranks: Vec<CandidateRank> = candidates
+        .iter()
+        .map(|checks| CandidateRank::of(checks.iter().map(|c| (c.distance, None))))
+        .collect();
+    reverie_faces::identity::best_candidate(&ranks)
 }
 
 pub fn people_of(identity: &JobIdentity, checks: &[IdentityCheck]) -> Vec<PersonIdentity> {
@@ -282,6 +271,109 @@ pub fn report(
         seed,
         candidates,
     })
+}
+
+/// A job's kept image with the seed that made it and its identity check.
+pub struct Outcome {
+    pub rendered: crate::render::RenderedImage,
+    pub seed: u64,
+    pub identity: Option<IdentityReport>,
+}
+
+/// Renders a batch and checks the identity of every output with people.
+///
+/// Before rendering, each job's people get their targets (planned face place, reference
+/// descriptor; `RenderRequest::identity`). A job with `best_of: N` and people that can be checked
+/// renders N candidates in the same batch, seeds `seed`, `seed + 1`, ... (the same on every
+/// attempt, so a retry renders the same image), and keeps the candidate with the fewest people
+/// missing, then the lowest total distance, the earlier seed on ties. A job without people, or whose
+/// check cannot run on this worker, renders its one seed: there is nothing to choose by.
+pub fn render_with_identity(
+    renderer: &dyn crate::render::Renderer,
+    mut requests: Vec<RenderRequest>,
+    faces: Result<&reverie_faces::FaceAnalyzer, &str>,
+    progress: crate::render::Progress<'_>,
+) -> Vec<Result<Outcome, RenderError>> {
+    let identities: Vec<JobIdentity> = requests
+        .iter()
+        .map(|request| job_identity(request, faces))
+        .collect();
+    let mut expanded = Vec::new();
+    // For each rendered candidate: (job index, candidate index).
+    let mut owners = Vec::new();
+    for (index, (request, job_identity)) in requests.iter_mut().zip(&identities).enumerate() {
+        request.identity = job_identity.targets.clone();
+        let candidates = if job_identity.checkable() {
+            request.spec.best_of.clamp(1, MAX_BEST_OF)
+        } else {
+            1
+        };
+        for k in 0..candidates {
+            let mut candidate = request.clone();
+            candidate.spec.seed = request.spec.seed.wrapping_add(u64::from(k));
+            candidate.spec.best_of = 1;
+            if k > 0 {
+                // Renderers never draw identity photos; the extra copies need not hold them.
+                candidate
+                    .photos
+                    .retain(|(r, _)| r.role != reverie_shared::jobs::ReferenceRole::Identity);
+            }
+            expanded.push(candidate);
+            owners.push((index, k));
+        }
+    }
+    // Candidates render in chunks no larger than the batch the batcher formed (its size is within
+    // `worker.batch_max`), so best-of never multiplies the memory a render batch needs.
+    let chunk = requests.len().max(1);
+    let mut results = Vec::with_capacity(expanded.len());
+    for (start, candidates) in (0..).step_by(chunk).zip(expanded.chunks(chunk)) {
+        results.extend(renderer.render_batch(candidates, &|index, step, total| {
+            // One candidate's progress stands for its job's.
+            if let Some(&(job, 0)) = owners.get(start + index) {
+                progress(job, step, total);
+            }
+        }));
+    }
+    let mut per_job: Vec<Vec<(u64, Result<crate::render::RenderedImage, RenderError>)>> =
+        requests.iter().map(|_| Vec::new()).collect();
+    for ((job, _), (result, candidate)) in owners.iter().zip(results.into_iter().zip(&expanded)) {
+        per_job[*job].push((candidate.spec.seed, result));
+    }
+    per_job
+        .into_iter()
+        .zip(&identities)
+        .map(|(candidates, job_identity)| {
+            let mut images = Vec::with_capacity(candidates.len());
+            let mut seeds = Vec::with_capacity(candidates.len());
+            for (seed, result) in candidates {
+                // Any candidate failing fails the job: a retry then renders the same set.
+                images.push(result?);
+                seeds.push(seed);
+            }
+            let mut failure = None;
+            let checks: Vec<Option<Vec<reverie_faces::identity::check::IdentityCheck>>> = images
+                .iter()
+                .map(|rendered| {
+                    check(faces, job_identity, &rendered.image).unwrap_or_else(|error| {
+                        failure = Some(format!("the identity check failed: {error}"));
+                        None
+                    })
+                })
+                .collect();
+            let kept = match checks.iter().cloned().collect::<Option<Vec<_>>>() {
+                Some(all) if failure.is_none() => best_candidate(&all),
+                _ => 0,
+            };
+            let report = report(job_identity, &seeds, &checks, kept, failure);
+            let seed = seeds[kept];
+            let rendered = images.swap_remove(kept);
+            Ok(Outcome {
+                rendered,
+                seed,
+                identity: report,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -23,11 +23,10 @@ use tracing::Instrument;
 
 use crate::batcher::{group_compatible, should_close, BatchLimits};
 use crate::context::WorkerContext;
-use crate::identity;
+use crate::identity::{render_with_identity, Outcome};
 use crate::inputs::{fetch_photo, InputError};
 use crate::outputs::write_outputs;
 use crate::render::{RenderError, RenderRequest};
-use reverie_shared::jobs::{IdentityReport, MAX_BEST_OF};
 
 /// A decoded job with the delivery that must be settled for it.
 struct Held {
@@ -459,103 +458,6 @@ async fn render(
                 .collect()
         }
     }
-}
-
-/// A job's kept image with the seed that made it and its identity check.
-pub struct Outcome {
-    pub rendered: crate::render::RenderedImage,
-    pub seed: u64,
-    pub identity: Option<IdentityReport>,
-}
-
-/// Renders a batch and checks the identity of every output with people.
-///
-/// Before rendering, each job's people get their targets (planned face place, reference
-/// descriptor; `RenderRequest::identity`). A job with `best_of: N` and people that can be checked
-/// renders N candidates in the same batch, seeds `seed`, `seed + 1`, ... (the same on every
-/// attempt, so a retry renders the same image), and keeps the candidate with the fewest people
-/// missing, then the lowest total distance, the earlier seed on ties. A job without people, or whose
-/// check cannot run on this worker, renders its one seed: there is nothing to choose by.
-pub fn render_with_identity(
-    renderer: &dyn crate::render::Renderer,
-    mut requests: Vec<RenderRequest>,
-    faces: Result<&reverie_faces::FaceAnalyzer, &str>,
-    progress: crate::render::Progress<'_>,
-) -> Vec<Result<Outcome, RenderError>> {
-    let identities: Vec<identity::JobIdentity> = requests
-        .iter()
-        .map(|request| identity::job_identity(request, faces))
-        .collect();
-    let mut expanded = Vec::new();
-    // For each rendered candidate: (job index, candidate index).
-    let mut owners = Vec::new();
-    for (index, (request, job_identity)) in requests.iter_mut().zip(&identities).enumerate() {
-        request.identity = job_identity.targets.clone();
-        let candidates = if job_identity.checkable() {
-            request.spec.best_of.clamp(1, MAX_BEST_OF)
-        } else {
-            1
-        };
-        for k in 0..candidates {
-            let mut candidate = request.clone();
-            candidate.spec.seed = request.spec.seed.wrapping_add(u64::from(k));
-            candidate.spec.best_of = 1;
-            if k > 0 {
-                // Renderers never draw identity photos; the extra copies need not hold them.
-                candidate
-                    .photos
-                    .retain(|(r, _)| r.role != reverie_shared::jobs::ReferenceRole::Identity);
-            }
-            expanded.push(candidate);
-            owners.push((index, k));
-        }
-    }
-    let results = renderer.render_batch(&expanded, &|index, step, total| {
-        // One candidate's progress stands for its job's.
-        if let Some(&(job, 0)) = owners.get(index) {
-            progress(job, step, total);
-        }
-    });
-    let mut per_job: Vec<Vec<(u64, Result<crate::render::RenderedImage, RenderError>)>> =
-        requests.iter().map(|_| Vec::new()).collect();
-    for ((job, _), (result, candidate)) in owners.iter().zip(results.into_iter().zip(&expanded)) {
-        per_job[*job].push((candidate.spec.seed, result));
-    }
-    per_job
-        .into_iter()
-        .zip(&identities)
-        .map(|(candidates, job_identity)| {
-            let mut images = Vec::with_capacity(candidates.len());
-            let mut seeds = Vec::with_capacity(candidates.len());
-            for (seed, result) in candidates {
-                // Any candidate failing fails the job: a retry then renders the same set.
-                images.push(result?);
-                seeds.push(seed);
-            }
-            let mut failure = None;
-            let checks: Vec<Option<Vec<reverie_faces::identity::check::IdentityCheck>>> = images
-                .iter()
-                .map(|rendered| {
-                    identity::check(faces, job_identity, &rendered.image).unwrap_or_else(|error| {
-                        failure = Some(format!("the identity check failed: {error}"));
-                        None
-                    })
-                })
-                .collect();
-            let kept = match checks.iter().cloned().collect::<Option<Vec<_>>>() {
-                Some(all) if failure.is_none() => identity::best_candidate(&all),
-                _ => 0,
-            };
-            let report = identity::report(job_identity, &seeds, &checks, kept, failure);
-            let seed = seeds[kept];
-            let rendered = images.swap_remove(kept);
-            Ok(Outcome {
-                rendered,
-                seed,
-                identity: report,
-            })
-        })
-        .collect()
 }
 
 /// A job whose outputs are durable, with the event that reports them.

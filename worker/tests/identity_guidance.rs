@@ -18,8 +18,34 @@ use reverie_faces::identity::IdentityTarget;
 use reverie_faces::FaceModels;
 use reverie_worker::render::identity::IdentityGuide;
 
+/// The repository root: `REVERIE_TEST_REPO` when set (test executables carried to another machine
+/// by scripts/gpu), else the checkout they were built in.
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    std::env::var_os("REVERIE_TEST_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
+/// The device these tests run on: the CPU, or the one `REVERIE_TEST_DEVICE` names (`cuda`,
+/// `cuda:N`: scripts/gpu/run-all, with test executables built with the cuda feature). CUDA that
+/// cannot be opened fails the test instead of passing on the CPU. The face models load on the
+/// same device as the pipeline.
+fn test_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = std::env::var("REVERIE_TEST_DEVICE").unwrap_or_default();
+            let ordinal = match name.as_str() {
+                "" | "cpu" => return Device::Cpu,
+                "cuda" => 0,
+                other => other
+                    .strip_prefix("cuda:")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("REVERIE_TEST_DEVICE={other}: cpu, cuda or cuda:N")),
+            };
+            Device::new_cuda(ordinal).unwrap_or_else(|e| panic!("REVERIE_TEST_DEVICE={name}: {e}"))
+        })
+        .clone()
 }
 
 fn pipeline() -> &'static StableDiffusion {
@@ -27,7 +53,7 @@ fn pipeline() -> &'static StableDiffusion {
     PIPELINE.get_or_init(|| {
         StableDiffusion::from_dir(
             &repo().join("tests/fixtures/sd-tiny/model"),
-            &Device::Cpu,
+            &test_device(),
             DType::F32,
         )
         .expect("sd-tiny loads")
@@ -40,7 +66,7 @@ fn face_models() -> &'static FaceModels {
         let dir = std::env::var_os("REVERIE_MODELS_DIR").unwrap_or_else(|| {
             panic!("REVERIE_MODELS_DIR is not set: run scripts/test (it fetches the face models)")
         });
-        FaceModels::load(&PathBuf::from(dir)).expect("face models")
+        FaceModels::load_on(&PathBuf::from(dir), &test_device()).expect("face models")
     })
 }
 
@@ -199,7 +225,7 @@ fn guidance_works_for_turbo_img2img_and_masked_img2img() {
     let mask = image::GrayImage::from_fn(SIZE as u32, SIZE as u32, |x, _| {
         image::Luma([if x < 56 { 255 } else { 0 }])
     });
-    let device = Device::Cpu;
+    let device = test_device();
     let init_tensor =
         reverie_diffusion::pipeline::images::rgb_to_tensor(&init, &device).expect("init");
     let mask_tensor =

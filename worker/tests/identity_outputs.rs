@@ -7,8 +7,8 @@ use image::DynamicImage;
 use reverie_faces::{FaceAnalyzer, FaceModels};
 use reverie_shared::ids::{PhotoId, ShardId};
 use reverie_shared::jobs::{IdentityVerdict, PhotoRef, ReferenceRole, RenderSpec, RendererKind};
+use reverie_worker::identity::render_with_identity;
 use reverie_worker::render::{PainterlyRenderer, RenderRequest};
-use reverie_worker::runner::render_with_identity;
 
 fn fixture(name: &str) -> DynamicImage {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

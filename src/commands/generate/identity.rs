@@ -16,7 +16,7 @@ use reverie_faces::identity::check::{
     check_identities, reference_from_image_with, IdentityCheck, SeveralFaces,
 };
 use reverie_faces::identity::energy::IdentityEnergy;
-use reverie_faces::identity::{IdentityTarget, Verdict};
+use reverie_faces::identity::{CandidateRank, IdentityTarget, Verdict};
 use reverie_faces::{FaceAnalyzer, FaceModels};
 use serde::Serialize;
 
@@ -27,6 +27,8 @@ pub struct Identities {
     energy: IdentityEnergy,
     references: Vec<PathBuf>,
     pub targets: Vec<IdentityTarget>,
+    /// Whether the places are the init picture's own faces (else a centred row).
+    pub places_from_init: bool,
 }
 
 /// What the sidecar says of one person in one picture.
@@ -45,15 +47,17 @@ pub struct PersonReport {
 }
 
 impl Identities {
-    /// Loads the face models from `models_dir` and describes each identity image.
+    /// Loads the face models from `models_dir` onto `device` (the pipeline's: guidance runs the
+    /// descriptor on the decoded pixels where they are) and describes each identity image.
     pub fn load(
         models_dir: &Path,
+        device: &candle_core::Device,
         images: &[PathBuf],
         several: SeveralFaces,
         init_image: Option<&RgbImage>,
         size: (usize, usize),
     ) -> anyhow::Result<Self> {
-        let models = FaceModels::load(models_dir).with_context(|| {
+        let models = FaceModels::load_on(models_dir, device).with_context(|| {
             format!(
                 "--identity needs the face models in {} (run `reverie models fetch`)",
                 models_dir.display()
@@ -62,13 +66,12 @@ impl Identities {
         let analyzer = FaceAnalyzer::new(models.clone());
         let mut references = Vec::with_capacity(images.len());
         for path in images {
-            let picture = read_upright(path)
-                .with_context(|| format!("--identity {}: cannot read the image", path.display()))?;
+            let picture = super::read_picture(path, "--identity")?;
             let descriptor = reference_from_image_with(&analyzer, &picture, several)
                 .with_context(|| format!("--identity {}", path.display()))?;
             references.push(descriptor);
         }
-        let places = face_places(&analyzer, init_image, images.len(), size)?;
+        let (places, places_from_init) = face_places(&analyzer, init_image, images.len(), size)?;
         let targets = references
             .iter()
             .zip(places)
@@ -83,6 +86,7 @@ impl Identities {
             analyzer,
             references: images.to_vec(),
             targets,
+            places_from_init,
         })
     }
 
@@ -125,47 +129,29 @@ fn person_report(
     }
 }
 
-/// How a candidate ranks: fewer people missing first, then the smaller total distance.
-pub fn rank(reports: &[PersonReport]) -> (usize, f32) {
-    let missing = reports
-        .iter()
-        .filter(|r| r.verdict == Verdict::Missing)
-        .count();
-    (missing, reports.iter().map(|r| r.distance).sum())
-}
-
-/// The index of the best-ranked candidate (the first of equals, so ties keep the lowest seed).
+/// The index of the best candidate by [`CandidateRank`], the farm's rule, with the distance at the
+/// planned place breaking ties between pictures whose faces were not found.
 pub fn best_candidate(candidates: &[Vec<PersonReport>]) -> usize {
-    let mut best = 0;
-    for (index, reports) in candidates.iter().enumerate().skip(1) {
-        let (missing, distance) = rank(reports);
-        let (best_missing, best_distance) = rank(&candidates[best]);
-        if missing < best_missing || (missing == best_missing && distance < best_distance) {
-            best = index;
-        }
-    }
-    best
+    let ranks: Vec<CandidateRank> = candidates
+        .iter()
+        .map(|reports| {
+            CandidateRank::of(
+                reports
+                    .iter()
+                    .map(|r| (r.detected.then_some(r.distance), Some(r.place_distance))),
+            )
+        })
+        .collect();
+    reverie_faces::identity::best_candidate(&ranks)
 }
 
-/// An image file decoded with its EXIF orientation applied (phone photos are stored sideways).
-pub fn read_upright(path: &Path) -> anyhow::Result<RgbImage> {
-    use image::ImageDecoder;
-    let mut decoder = image::ImageReader::open(path)?
-        .with_guessed_format()?
-        .into_decoder()?;
-    let orientation = decoder.orientation()?;
-    let mut picture = image::DynamicImage::from_decoder(decoder)?;
-    picture.apply_orientation(orientation);
-    Ok(picture.to_rgb8())
-}
-
-/// Where the people go: the init image's faces left to right, or a centred row.
+/// Where the people go: the init image's faces left to right (`true`), or a centred row.
 fn face_places(
     analyzer: &FaceAnalyzer,
     init_image: Option<&RgbImage>,
     people: usize,
     (width, height): (usize, usize),
-) -> anyhow::Result<Vec<[f32; 4]>> {
+) -> anyhow::Result<(Vec<[f32; 4]>, bool)> {
     if let Some(image) = init_image {
         let mut faces = analyzer
             .analyze_batch(std::slice::from_ref(image))
@@ -181,7 +167,7 @@ fn face_places(
                 );
             }
             faces.sort_by_key(|f| f.bbox.left);
-            return Ok(faces
+            let places = faces
                 .iter()
                 .take(people)
                 .map(|f| {
@@ -193,10 +179,11 @@ fn face_places(
                         (b.bottom + 1) as f32,
                     ]
                 })
-                .collect());
+                .collect();
+            return Ok((places, true));
         }
     }
-    Ok(centred_places(people, width, height))
+    Ok((centred_places(people, width, height), false))
 }
 
 /// `people` square face boxes in a row, centred, a little above the middle (where a portrait's
@@ -257,5 +244,11 @@ mod tests {
         ];
         assert_eq!(best_candidate(&candidates), 2);
         assert_eq!(best_candidate(&candidates[..2]), 1);
+        // Without any face found, the distance at the place decides.
+        let faceless = vec![
+            vec![report(Verdict::Missing, 0.8)],
+            vec![report(Verdict::Missing, 0.6)],
+        ];
+        assert_eq!(best_candidate(&faceless), 1);
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
-use reverie_diffusion::pipeline::guidance::MAX_IDENTITY_STRENGTH;
+use reverie_diffusion::pipeline::guidance::{default_repeats, MAX_IDENTITY_STRENGTH};
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
 use reverie_diffusion::pipeline::{GenerationRequest, GuidanceSteps, SampleSpec, StableDiffusion};
 use reverie_faces::identity::check::SeveralFaces;
@@ -112,8 +112,8 @@ pub struct GenerateArgs {
     pub out: PathBuf,
 }
 
-/// The most candidates `--best-of` may render per image.
-const MAX_BEST_OF: usize = 16;
+/// The most candidates `--best-of` may render per image: the farm's limit.
+const MAX_BEST_OF: usize = reverie_shared::jobs::MAX_BEST_OF as usize;
 
 pub async fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<()> {
     let config = app::start_quiet(global)?;
@@ -195,8 +195,21 @@ fn read_init_latents(
     (0..batch).map(|i| Ok(latents.narrow(0, i, 1)?)).collect()
 }
 
-fn read_picture(path: &Path, what: &str) -> anyhow::Result<image::DynamicImage> {
-    image::open(path).with_context(|| format!("{what} {}: cannot read the image", path.display()))
+/// An image file decoded with its EXIF orientation applied (phone photos are stored sideways), as
+/// RGB; `what` names the flag in the error.
+fn read_picture(path: &Path, what: &str) -> anyhow::Result<image::RgbImage> {
+    read_upright(path).with_context(|| format!("{what} {}: cannot read the image", path.display()))
+}
+
+fn read_upright(path: &Path) -> anyhow::Result<image::RgbImage> {
+    use image::ImageDecoder;
+    let mut decoder = image::ImageReader::open(path)?
+        .with_guessed_format()?
+        .into_decoder()?;
+    let orientation = decoder.orientation()?;
+    let mut picture = image::DynamicImage::from_decoder(decoder)?;
+    picture.apply_orientation(orientation);
+    Ok(picture.to_rgb8())
 }
 
 /// Where image `index` of the batch goes.
@@ -214,10 +227,7 @@ fn output_path(out: &Path, batch: usize, index: usize) -> PathBuf {
 fn init_picture(args: &GenerateArgs) -> anyhow::Result<Option<image::RgbImage>> {
     args.init_image
         .as_deref()
-        .map(|path| {
-            identity::read_upright(path)
-                .with_context(|| format!("--init-image {}: cannot read the image", path.display()))
-        })
+        .map(|path| read_picture(path, "--init-image"))
         .transpose()
 }
 
@@ -329,7 +339,7 @@ fn build_request(
         let tensor = rgb_to_tensor(image, &Device::Cpu)?;
         let mask = match &args.mask {
             Some(path) => {
-                let mask = read_picture(path, "--mask")?.to_luma8();
+                let mask = image::DynamicImage::ImageRgb8(read_picture(path, "--mask")?).to_luma8();
                 if (mask.width(), mask.height()) != (image.width(), image.height()) {
                     bail!(
                         "--mask {} is {}x{} but the init image is {}x{}",
@@ -368,7 +378,11 @@ fn build_request(
 
 fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
-    let device = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    let chosen = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    if let Some(line) = &chosen.fallback {
+        eprintln!("warning: {line}");
+    }
+    let device = chosen.device;
     let init_image = init_picture(&args)?;
     let mut request = build_request(&args, init_image.as_ref())?;
     let identities = if args.identity.is_empty() {
@@ -380,6 +394,7 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
         };
         Some(Identities::load(
             &models_dir,
+            &device,
             &args.identity,
             several,
             init_image.as_ref(),
@@ -388,18 +403,20 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
     };
     if let Some(people) = &identities {
         let targets = vec![people.targets.clone(); request.samples.len()];
-        let inits = vec![init_image.as_ref(); request.samples.len()];
+        // Anchor on the init picture only where its own faces are the places; a centred row on
+        // an init picture without faces takes the landmark model's mean shape instead.
+        let anchor = init_image.as_ref().filter(|_| people.places_from_init);
+        let inits = vec![anchor; request.samples.len()];
         let size = (request.width, request.height);
         let mut guidance =
             IdentityGuide::anchored(people.face_models(), targets, &inits, size).into_guidance();
         if let Some(steps) = &args.identity_steps {
             guidance.steps = parse_identity_steps(steps)?;
         }
-        let one_step =
-            request.steps == 1 || request.first_step().is_ok_and(|f| f + 1 == request.steps);
+        let run_steps = request.steps - request.first_step()?;
         guidance.repeats = args
             .identity_repeats
-            .unwrap_or(if one_step { 3 } else { 1 });
+            .unwrap_or_else(|| default_repeats(run_steps));
         request.identity = Some(guidance);
         let strength = args.identity_strength.unwrap_or(1.0);
         for sample in &mut request.samples {
@@ -412,6 +429,14 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
     }
     let pipeline = StableDiffusion::from_dir(&model.dir, &device, dtype)
         .with_context(|| format!("loading model {} from {}", model.name, model.dir.display()))?;
+    if request.identity.is_some() && !pipeline.supports_identity_guidance() {
+        bail!(
+            "--identity guides by differentiating the VAE decoder in f32, and this model's VAE runs \
+             in {:?} with --dtype {}: use --dtype f32",
+            pipeline.vae_dtype(),
+            args.dtype
+        );
+    }
     let scheduler = request.scheduler.unwrap_or(pipeline.default_scheduler());
     if let Some(dir) = &args.previews {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

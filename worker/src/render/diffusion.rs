@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use image::{DynamicImage, GrayImage, Luma, Rgb, RgbImage};
+use reverie_diffusion::pipeline::guidance::default_repeats;
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
 use reverie_diffusion::pipeline::{
     GenerationRequest, IdentityGuidance, SampleSpec, StableDiffusion,
@@ -106,18 +107,96 @@ impl BlobFetcher for StoreFetcher {
     }
 }
 
-/// `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(name: &str) -> Result<Device, String> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(0).map_err(|e| format!("device cuda: {e}")),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => {
-                Device::new_cuda(ordinal).map_err(|e| format!("device {other}: {e}"))
-            }
-            _ => Err(format!("unknown device {other:?} (cpu, cuda or cuda:N)")),
+/// A device setting (`diffusion.device`, `reverie generate --device`): `cpu`, `cuda` or `cuda:N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceRequest {
+    Cpu,
+    Cuda(usize),
+}
+
+impl DeviceRequest {
+    pub fn parse(name: &str) -> Result<DeviceRequest, String> {
+        match name {
+            "cpu" => Ok(DeviceRequest::Cpu),
+            "cuda" => Ok(DeviceRequest::Cuda(0)),
+            other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(ordinal)) => Ok(DeviceRequest::Cuda(ordinal)),
+                _ => Err(format!("unknown device {other:?} (cpu, cuda or cuda:N)")),
+            },
+        }
+    }
+}
+
+/// The device a process runs on, and when CUDA was asked for but cannot be had here, the one line
+/// that says so (the caller logs or prints it once).
+#[derive(Debug)]
+pub struct ChosenDevice {
+    pub device: Device,
+    pub fallback: Option<String>,
+}
+
+/// Opens the device `name` asks for. CUDA that cannot be opened (no driver, no GPU, a build without
+/// the cuda feature) falls back to the CPU with one line saying why, so one binary serves GPU and CPU
+/// machines alike; only an unknown name is an error.
+pub fn parse_device(name: &str) -> Result<ChosenDevice, String> {
+    Ok(choose_device(DeviceRequest::parse(name)?, open_cuda))
+}
+
+/// The fallback decision, given how to try to open CUDA device `ordinal`.
+pub fn choose_device(
+    request: DeviceRequest,
+    open_cuda: impl FnOnce(usize) -> Result<Device, String>,
+) -> ChosenDevice {
+    match request {
+        DeviceRequest::Cpu => ChosenDevice {
+            device: Device::Cpu,
+            fallback: None,
+        },
+        DeviceRequest::Cuda(ordinal) => match open_cuda(ordinal) {
+            Ok(device) => ChosenDevice {
+                device,
+                fallback: None,
+            },
+            Err(reason) => ChosenDevice {
+                device: Device::Cpu,
+                fallback: Some(format!("CUDA unavailable ({reason}): running on the CPU")),
+            },
         },
     }
+}
+
+/// Opens CUDA device `ordinal`, or says why not.
+#[cfg(feature = "cuda")]
+pub fn open_cuda(ordinal: usize) -> Result<Device, String> {
+    use candle_core::cuda::cudarc::driver::sys as driver;
+    // cudarc loads libcuda with dlopen at first use (vendor/README.md) and panics when it is not
+    // there, so look for it first: no driver is the common case on a CPU machine and gets a plain
+    // reason instead of a panic message.
+    // SAFETY: only tries to dlopen the driver library under cudarc's candidate names.
+    if !unsafe { driver::is_culib_present() } {
+        return Err("no NVIDIA driver: libcuda.so.1 not found".to_string());
+    }
+    // The driver is there; any other failure (no device, wrong ordinal, a missing cuBLAS or cuRAND
+    // library, which cudarc also loads by panicking) is an error or a panic caught here.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let opened = std::panic::catch_unwind(|| Device::new_cuda(ordinal));
+    std::panic::set_hook(previous);
+    match opened {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(error)) => Err(format!("device cuda:{ordinal}: {error}")),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "CUDA initialisation panicked".to_string())),
+    }
+}
+
+/// Opens CUDA device `ordinal`, or says why not.
+#[cfg(not(feature = "cuda"))]
+pub fn open_cuda(_ordinal: usize) -> Result<Device, String> {
+    Err("this binary was built without the cuda feature".to_string())
 }
 
 /// `f32`, `f16` or `bf16`.
@@ -173,8 +252,19 @@ impl DiffusionRenderer {
         })
     }
 
-    /// Enables identity guidance with these face models.
+    /// Enables identity guidance with these face models, when the model can be guided (its VAE
+    /// decodes in f32; otherwise jobs render unguided, keeping their subjects, and this says so
+    /// once here rather than failing batches).
     pub fn with_face_models(mut self, faces: Option<FaceModels>) -> Self {
+        if faces.is_some() && !self.pipeline.supports_identity_guidance() {
+            tracing::warn!(
+                model = %self.name,
+                vae_dtype = ?self.pipeline.vae_dtype(),
+                "identity guidance disabled: it differentiates the VAE in f32 (set diffusion.dtype = \"f32\")"
+            );
+            self.faces = None;
+            return self;
+        }
         self.faces = faces;
         self
     }
@@ -216,7 +306,6 @@ impl DiffusionRenderer {
         let guidance = self.guidance(requests, &prepared, size);
         let mut generation =
             GenerationRequest::new(prepared.into_iter().map(|p| p.sample).collect());
-        generation.identity = guidance;
         generation.width = first.width as usize;
         generation.height = first.height as usize;
         generation.steps = first.steps as usize;
@@ -227,6 +316,11 @@ impl DiffusionRenderer {
             .map(SchedulerKind::from_name)
             .transpose()
             .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        generation.identity = guidance.map(|mut guidance| {
+            let run_steps = generation.steps - generation.first_step().unwrap_or(0);
+            guidance.repeats = default_repeats(run_steps);
+            guidance
+        });
         generation
             .validate()
             .map_err(|e| RenderError::Invalid(e.to_string()))?;
@@ -483,6 +577,55 @@ mod tests {
         }
     }
 
+    #[test]
+    fn device_names_parse() {
+        assert_eq!(DeviceRequest::parse("cpu"), Ok(DeviceRequest::Cpu));
+        assert_eq!(DeviceRequest::parse("cuda"), Ok(DeviceRequest::Cuda(0)));
+        assert_eq!(DeviceRequest::parse("cuda:3"), Ok(DeviceRequest::Cuda(3)));
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU"] {
+            let error = DeviceRequest::parse(bad).unwrap_err();
+            assert!(error.contains("cpu, cuda or cuda:N"), "{bad}: {error}");
+        }
+        assert!(parse_device("metal").is_err());
+    }
+
+    #[test]
+    fn cuda_that_cannot_be_opened_falls_back_to_the_cpu_with_one_line() {
+        let chosen = choose_device(DeviceRequest::Cuda(1), |ordinal| {
+            assert_eq!(ordinal, 1);
+            Err("no NVIDIA driver: libcuda.so.1 not found".to_string())
+        });
+        assert!(chosen.device.is_cpu());
+        assert_eq!(
+            chosen.fallback.as_deref(),
+            Some("CUDA unavailable (no NVIDIA driver: libcuda.so.1 not found): running on the CPU")
+        );
+    }
+
+    #[test]
+    fn an_opened_device_or_the_cpu_asked_for_says_nothing() {
+        let chosen = choose_device(DeviceRequest::Cuda(0), |_| Ok(Device::Cpu));
+        assert!(chosen.fallback.is_none());
+        let chosen = choose_device(DeviceRequest::Cpu, |_| panic!("CUDA is not tried for cpu"));
+        assert!(chosen.device.is_cpu() && chosen.fallback.is_none());
+    }
+
+    /// On this machine (CI has no GPU) `cuda` ends on the CPU with the reason, whichever way the
+    /// binary was built; with a GPU and the cuda feature it opens the GPU.
+    #[test]
+    fn cuda_on_this_machine_opens_or_falls_back() {
+        let chosen = parse_device("cuda").expect("a known name");
+        match &chosen.fallback {
+            Some(line) => {
+                assert!(chosen.device.is_cpu());
+                assert!(line.starts_with("CUDA unavailable ("), "{line}");
+                assert!(line.ends_with("): running on the CPU"), "{line}");
+                assert!(!line.contains('\n'), "one line: {line}");
+            }
+            None => assert!(chosen.device.is_cuda()),
+        }
+    }
+
     fn request(photos: Vec<(PhotoRef, DynamicImage)>, strength: f32) -> RenderRequest {
         RenderRequest {
             spec: RenderSpec {
@@ -583,8 +726,11 @@ mod tests {
         let (picture, mask, strength) = init_picture(&job, true).unwrap().unwrap();
         assert!(mask.is_none(), "a guided restyle has no keep-mask");
         assert!((strength - 0.3).abs() < 1e-6);
-        // The composite still carries the subject for img2img to restyle.
-        assert!(picture.pixels().any(|p| p[0] > 200 && p[1] < 80));
+        // The composite still carries the (colour-matched, so paler) red subject for img2img to
+        // restyle on the grey canvas.
+        assert!(picture
+            .pixels()
+            .any(|p| i32::from(p[0]) > i32::from(p[1]) + 30));
         assert_eq!(group_key(&job, true), (true, 0.3f32.to_bits()));
     }
 }

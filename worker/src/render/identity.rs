@@ -94,3 +94,16 @@ impl ImageEnergy for IdentityGuide {
         Ok(value.map(|v| v.energy))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The farm's request limit and the sampler's must agree, or requests would pass intake and
+    /// fail at render.
+    #[test]
+    fn the_request_limit_is_the_samplers_limit() {
+        assert_eq!(
+            f64::from(reverie_shared::jobs::MAX_IDENTITY_STRENGTH),
+            reverie_diffusion::pipeline::guidance::MAX_IDENTITY_STRENGTH
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! unconditional branch of unguided samples saves, decoding, and registry hashing.
 //!
 //! `cargo run --release -p reverie-diffusion --example pipeline_bench [MODEL_DIR] [--size 64]
-//! [--steps 10] [--f16]`
+//! [--steps 10] [--f16] [--device cpu|cuda|cuda:N]`
 //!
 //! Without `MODEL_DIR` it runs the sd-tiny fixture (random weights, tiny shapes): the table then
 //! shows pipeline overheads rather than real-model speed.
@@ -22,6 +22,7 @@ struct Options {
     size: usize,
     steps: usize,
     dtype: DType,
+    device: Device,
 }
 
 fn options() -> Result<Options> {
@@ -33,6 +34,7 @@ fn options() -> Result<Options> {
         size: 64,
         steps: 10,
         dtype: DType::F32,
+        device: Device::Cpu,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -40,6 +42,16 @@ fn options() -> Result<Options> {
             "--size" => options.size = args.next().ok_or("--size N")?.parse()?,
             "--steps" => options.steps = args.next().ok_or("--steps N")?.parse()?,
             "--f16" => options.dtype = DType::F16,
+            "--device" => {
+                options.device = match args.next().ok_or("--device cpu|cuda|cuda:N")?.as_str() {
+                    "cpu" => Device::Cpu,
+                    "cuda" => Device::new_cuda(0)?,
+                    other => match other.strip_prefix("cuda:") {
+                        Some(n) => Device::new_cuda(n.parse()?)?,
+                        None => return Err(format!("--device {other}: cpu, cuda or cuda:N").into()),
+                    },
+                }
+            }
             path => options.model = PathBuf::from(path),
         }
     }
@@ -66,11 +78,12 @@ fn time_run(model: &StableDiffusion, options: &Options, guidance: &[f64]) -> Res
 fn main() -> Result<()> {
     let options = options()?;
     let load = Instant::now();
-    let model = StableDiffusion::from_dir(&options.model, &Device::Cpu, options.dtype)?;
+    let model = StableDiffusion::from_dir(&options.model, &options.device, options.dtype)?;
     println!(
-        "model {} ({:?}) loaded in {:.2} s; {}x{}, {} steps, {} threads",
+        "model {} ({:?}, {:?}) loaded in {:.2} s; {}x{}, {} steps, {} threads",
         options.model.display(),
         options.dtype,
+        options.device.location(),
         load.elapsed().as_secs_f64(),
         options.size,
         options.size,
@@ -106,10 +119,11 @@ fn main() -> Result<()> {
     let latents = candle_core::Tensor::zeros(
         (1, 4, options.size / 8, options.size / 8),
         DType::F32,
-        &Device::Cpu,
+        &options.device,
     )?;
     let decode = Instant::now();
-    model.decode(&latents)?;
+    // Copied back so that a GPU's asynchronous kernels are inside the timing.
+    model.decode(&latents)?.to_device(&Device::Cpu)?;
     println!(
         "\nVAE decode of one image: {:.1} ms",
         decode.elapsed().as_secs_f64() * 1000.0

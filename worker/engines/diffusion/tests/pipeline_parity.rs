@@ -1,9 +1,10 @@
 //! Whole pipelines against diffusers on the sd-tiny fixture: text-to-image (Euler and
 //! DPM-Solver++ with CFG), turbo, img2img, masked img2img and mixed-guidance batches.
 
+mod common;
+
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use candle_core::{Device, Tensor};
@@ -12,12 +13,7 @@ use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion
 use reverie_diffusion::{DiffusionError, SchedulerKind};
 use serde_json::Value;
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../tests/fixtures/sd-tiny"
-    ))
-}
+use common::{fixture_dir, test_device};
 
 /// The model, loaded once for every test of this file (the pipeline is shareable by design).
 fn model() -> Arc<StableDiffusion> {
@@ -27,7 +23,7 @@ fn model() -> Arc<StableDiffusion> {
             Arc::new(
                 StableDiffusion::from_dir(
                     &fixture_dir().join("model"),
-                    &Device::Cpu,
+                    &test_device(),
                     candle_core::DType::F32,
                 )
                 .expect("sd-tiny loads"),
@@ -59,7 +55,7 @@ impl Case {
         let file = fixture_dir().join(case["file"].as_str().expect("file"));
         Self {
             params: case["params"].clone(),
-            tensors: candle_core::safetensors::load(file, &Device::Cpu).expect("case tensors"),
+            tensors: candle_core::safetensors::load(file, &test_device()).expect("case tensors"),
             atol: case["tolerance"]["atol"].as_f64().expect("atol"),
             rtol: case["tolerance"]["rtol"].as_f64().expect("rtol"),
         }
@@ -233,8 +229,8 @@ fn masked_img2img_from_the_png_files() {
     let mask = image::open(fixture_dir().join(case.text("mask_png")))
         .expect("mask png")
         .to_luma8();
-    request.samples[0].init_image = Some(rgb_to_tensor(&init, &Device::Cpu).unwrap());
-    request.samples[0].mask = Some(mask_to_tensor(&mask, &Device::Cpu).unwrap());
+    request.samples[0].init_image = Some(rgb_to_tensor(&init, &test_device()).unwrap());
+    request.samples[0].mask = Some(mask_to_tensor(&mask, &test_device()).unwrap());
     let generation = model()
         .generate(&request, &mut no_progress)
         .expect("masked img2img");
@@ -354,7 +350,7 @@ fn f16_runs_stay_close_to_the_diffusers_result() {
     let expected = case.tensor("out.final_latents");
     let model = StableDiffusion::from_dir(
         &fixture_dir().join("model"),
-        &Device::Cpu,
+        &test_device(),
         candle_core::DType::F16,
     )
     .unwrap();

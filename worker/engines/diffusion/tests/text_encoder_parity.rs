@@ -1,17 +1,12 @@
 //! CLIP text encoder parity with transformers on the sd-tiny fixture's `text_encoder` case.
 
-use std::path::PathBuf;
+mod common;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use reverie_diffusion::ClipTextEncoder;
 use serde_json::Value;
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../tests/fixtures/sd-tiny"
-    ))
-}
+use common::{fixture_dir, test_device};
 
 fn tolerance() -> (f64, f64) {
     let text = std::fs::read_to_string(fixture_dir().join("cases.json")).expect("cases.json");
@@ -49,7 +44,7 @@ fn assert_tensor_close(what: &str, ours: &Tensor, expected: &Tensor, atol: f64, 
 
 #[test]
 fn text_encoder_matches_transformers() {
-    let device = Device::Cpu;
+    let device = test_device();
     let encoder = ClipTextEncoder::from_dir(&fixture_dir().join("model/text_encoder"), &device)
         .expect("text encoder loads");
     let case = candle_core::safetensors::load(
@@ -81,7 +76,7 @@ fn missing_weights_file_is_named_in_the_error() {
     let dir = fixture_dir().join("model/text_encoder");
     let config = reverie_diffusion::ClipTextConfig::from_file(&dir.join("config.json"))
         .expect("config loads");
-    let error = ClipTextEncoder::load(&config, &dir.join("absent.safetensors"), &Device::Cpu)
+    let error = ClipTextEncoder::load(&config, &dir.join("absent.safetensors"), &test_device())
         .err()
         .expect("absent file must fail");
     assert!(error.to_string().contains("absent.safetensors"), "{error}");
@@ -93,7 +88,7 @@ fn wrong_shape_names_the_tensor() {
     let mut config = reverie_diffusion::ClipTextConfig::from_file(&dir.join("config.json"))
         .expect("config loads");
     config.intermediate_size += 1;
-    let error = ClipTextEncoder::load(&config, &dir.join("model.safetensors"), &Device::Cpu)
+    let error = ClipTextEncoder::load(&config, &dir.join("model.safetensors"), &test_device())
         .err()
         .expect("wrong config must fail");
     let message = error.to_string();
@@ -107,7 +102,7 @@ fn wrong_shape_names_the_tensor() {
 /// and give the same output.
 #[test]
 fn weights_without_text_model_prefix_load_the_same() {
-    let device = Device::Cpu;
+    let device = test_device();
     let dir = fixture_dir().join("model/text_encoder");
     let original =
         candle_core::safetensors::load(dir.join("model.safetensors"), &device).expect("weights");
@@ -154,7 +149,7 @@ fn tokenizer_feeds_the_text_encoder_case_ids() {
             .expect("tokenizer loads");
     let tensors = candle_core::safetensors::load(
         fixture_dir().join("cases/text_encoder.safetensors"),
-        &Device::Cpu,
+        &test_device(),
     )
     .expect("case tensors");
     let expected = tensors["in.input_ids"].to_vec2::<f32>().expect("ids");
@@ -169,7 +164,7 @@ fn tokenizer_feeds_the_text_encoder_case_ids() {
 
 #[test]
 fn out_of_vocabulary_id_is_an_error_not_a_panic() {
-    let device = Device::Cpu;
+    let device = test_device();
     let encoder = ClipTextEncoder::from_dir(&fixture_dir().join("model/text_encoder"), &device)
         .expect("loads");
     let ids = Tensor::new(&[[49406u32, 60000, 49407]], &device).expect("ids");

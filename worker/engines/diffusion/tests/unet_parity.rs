@@ -7,11 +7,11 @@ mod common;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use common::{model_dir, Case};
+use common::{model_dir, test_device, Case};
 use reverie_diffusion::{DiffusionError, UNet2DConditionModel};
 
 fn load_unet(dtype: DType) -> UNet2DConditionModel {
-    UNet2DConditionModel::from_dir(&model_dir("unet"), &Device::Cpu, dtype).expect("UNet loads")
+    UNet2DConditionModel::from_dir(&model_dir("unet"), &test_device(), dtype).expect("UNet loads")
 }
 
 fn run_case(unet: &UNet2DConditionModel, name: &str) {
@@ -82,7 +82,7 @@ fn f16_and_bf16_weight_files_load() {
     let case = Case::load("unet_5x7_int_timesteps");
     let expected = case.expected("out.noise_pred");
     let source = model_dir("unet").join("diffusion_pytorch_model.safetensors");
-    let tensors = candle_core::safetensors::load(&source, &Device::Cpu).expect("weights");
+    let tensors = candle_core::safetensors::load(&source, &test_device()).expect("weights");
     for (dtype, limit) in [(DType::F16, 0.01), (DType::BF16, 0.05)] {
         let dir = edited_unet_dir(&format!("{dtype:?}"), |_| {});
         let converted: std::collections::HashMap<String, Tensor> = tensors
@@ -91,7 +91,7 @@ fn f16_and_bf16_weight_files_load() {
             .collect();
         candle_core::safetensors::save(&converted, dir.join("diffusion_pytorch_model.safetensors"))
             .expect("save");
-        let unet = UNet2DConditionModel::from_dir(&dir, &Device::Cpu, DType::F32).expect("loads");
+        let unet = UNet2DConditionModel::from_dir(&dir, &test_device(), DType::F32).expect("loads");
         let out = unet
             .forward(
                 &case.input("in.latents"),
@@ -111,7 +111,7 @@ fn f16_and_bf16_weight_files_load() {
 fn linear_projection_checkpoints_match_the_conv_form() {
     let case = Case::load("unet_5x7_float_timesteps");
     let source = model_dir("unet").join("diffusion_pytorch_model.safetensors");
-    let tensors = candle_core::safetensors::load(&source, &Device::Cpu).expect("weights");
+    let tensors = candle_core::safetensors::load(&source, &test_device()).expect("weights");
     let dir = edited_unet_dir("linear", |config| {
         config["use_linear_projection"] = true.into()
     });
@@ -130,7 +130,7 @@ fn linear_projection_checkpoints_match_the_conv_form() {
         .collect();
     candle_core::safetensors::save(&linear, dir.join("diffusion_pytorch_model.safetensors"))
         .expect("save");
-    let unet = UNet2DConditionModel::from_dir(&dir, &Device::Cpu, DType::F32).expect("loads");
+    let unet = UNet2DConditionModel::from_dir(&dir, &test_device(), DType::F32).expect("loads");
     let noise = unet
         .forward(
             &case.input("in.latents"),
@@ -147,7 +147,7 @@ fn linear_projection_checkpoints_match_the_conv_form() {
 fn upcast_attention_in_f16_stays_close() {
     let case = Case::load("unet_8x8_int_timesteps");
     let dir = edited_unet_dir("upcast", |config| config["upcast_attention"] = true.into());
-    let unet = UNet2DConditionModel::from_dir(&dir, &Device::Cpu, DType::F16).expect("loads");
+    let unet = UNet2DConditionModel::from_dir(&dir, &test_device(), DType::F16).expect("loads");
     let out = unet
         .forward(
             &case.input("in.latents"),
@@ -188,8 +188,8 @@ fn one_timestep_is_shared_by_the_batch() {
     let unet = load_unet(DType::F32);
     let latents = case.input("in.latents");
     let text = case.input("in.encoder_hidden_states");
-    let shared = Tensor::new(&[999f32], &Device::Cpu).expect("timestep");
-    let both = Tensor::new(&[999f32, 999.0], &Device::Cpu).expect("timesteps");
+    let shared = Tensor::new(&[999f32], &test_device()).expect("timestep");
+    let both = Tensor::new(&[999f32, 999.0], &test_device()).expect("timesteps");
     let a = unet.forward(&latents, &shared, &text).expect("forward");
     let b = unet.forward(&latents, &both, &text).expect("forward");
     assert_eq!(common::max_abs_diff(&a, &b), 0.0);
@@ -198,12 +198,12 @@ fn one_timestep_is_shared_by_the_batch() {
 #[test]
 fn mismatched_inputs_are_rejected() {
     let unet = load_unet(DType::F32);
-    let timesteps = Tensor::new(&[1f32, 2.0], &Device::Cpu).expect("timesteps");
-    let latents = Tensor::zeros((2, 4, 8, 8), DType::F32, &Device::Cpu).expect("latents");
-    let wrong_channels = Tensor::zeros((2, 3, 8, 8), DType::F32, &Device::Cpu).expect("latents");
-    let text = Tensor::zeros((2, 77, 32), DType::F32, &Device::Cpu).expect("text");
-    let wrong_text = Tensor::zeros((2, 77, 16), DType::F32, &Device::Cpu).expect("text");
-    let three = Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).expect("timesteps");
+    let timesteps = Tensor::new(&[1f32, 2.0], &test_device()).expect("timesteps");
+    let latents = Tensor::zeros((2, 4, 8, 8), DType::F32, &test_device()).expect("latents");
+    let wrong_channels = Tensor::zeros((2, 3, 8, 8), DType::F32, &test_device()).expect("latents");
+    let text = Tensor::zeros((2, 77, 32), DType::F32, &test_device()).expect("text");
+    let wrong_text = Tensor::zeros((2, 77, 16), DType::F32, &test_device()).expect("text");
+    let three = Tensor::new(&[1f32, 2.0, 3.0], &test_device()).expect("timesteps");
     for (sample, t, context) in [
         (&wrong_channels, &timesteps, &text),
         (&latents, &timesteps, &wrong_text),
@@ -232,7 +232,7 @@ fn edited_unet_dir(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std:
 }
 
 fn load_error(dir: &Path) -> String {
-    UNet2DConditionModel::from_dir(dir, &Device::Cpu, DType::F32)
+    UNet2DConditionModel::from_dir(dir, &test_device(), DType::F32)
         .expect_err("load fails")
         .to_string()
 }

@@ -6,12 +6,12 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
-use common::{assert_close, max_abs_diff, model_dir, Case};
+use candle_core::{DType, Tensor};
+use common::{assert_close, max_abs_diff, model_dir, test_device, Case};
 use reverie_diffusion::{AutoencoderKl, DiffusionError, VaeConfig};
 
 fn fixture_vae() -> AutoencoderKl {
-    AutoencoderKl::from_dir(&model_dir("vae"), &Device::Cpu, DType::F32).expect("VAE loads")
+    AutoencoderKl::from_dir(&model_dir("vae"), &test_device(), DType::F32).expect("VAE loads")
 }
 
 /// A scratch folder holding a copy of the fixture VAE with edited config and/or tensors.
@@ -34,7 +34,7 @@ impl EditedVae {
         std::fs::write(dir.join("config.json"), config.to_string()).expect("write config");
         let mut tensors = candle_core::safetensors::load(
             source.join("diffusion_pytorch_model.safetensors"),
-            &Device::Cpu,
+            &test_device(),
         )
         .expect("weights");
         edit_tensors(&mut tensors);
@@ -48,7 +48,7 @@ impl EditedVae {
     }
 
     fn load(&self) -> Result<AutoencoderKl, DiffusionError> {
-        AutoencoderKl::from_dir(&self.dir, &Device::Cpu, DType::F32)
+        AutoencoderKl::from_dir(&self.dir, &test_device(), DType::F32)
     }
 }
 
@@ -220,7 +220,7 @@ fn mid_block_without_attention_needs_no_attention_tensors() {
     );
     let vae = edited.load().expect("loads without attention");
     let image = vae
-        .decode(&Tensor::zeros((1, 4, 2, 3), DType::F32, &Device::Cpu).expect("zeros"))
+        .decode(&Tensor::zeros((1, 4, 2, 3), DType::F32, &test_device()).expect("zeros"))
         .expect("decode");
     assert_eq!(image.dims(), &[1, 3, 16, 24]);
 }
@@ -229,13 +229,13 @@ fn mid_block_without_attention_needs_no_attention_tensors() {
 fn without_quant_convs_the_moments_come_straight_from_the_encoder() {
     // With identity quant convs the output must equal the model without them.
     let identity = |tensors: &mut HashMap<String, Tensor>, name: &str, channels: usize| {
-        let eye = Tensor::eye(channels, DType::F32, &Device::Cpu)
+        let eye = Tensor::eye(channels, DType::F32, &test_device())
             .and_then(|t| t.reshape((channels, channels, 1, 1)))
             .expect("eye");
         tensors.insert(format!("{name}.weight"), eye);
         tensors.insert(
             format!("{name}.bias"),
-            Tensor::zeros(channels, DType::F32, &Device::Cpu).expect("zeros"),
+            Tensor::zeros(channels, DType::F32, &test_device()).expect("zeros"),
         );
     };
     let with_identity = EditedVae::new(
@@ -275,7 +275,7 @@ fn without_quant_convs_the_moments_come_straight_from_the_encoder() {
 #[test]
 fn odd_sized_images_encode_to_the_rounded_latent_grid() {
     let vae = fixture_vae();
-    let image = Tensor::zeros((2, 3, 40, 24), DType::F32, &Device::Cpu).expect("zeros");
+    let image = Tensor::zeros((2, 3, 40, 24), DType::F32, &test_device()).expect("zeros");
     let latents = vae.encode(&image).expect("encode");
     assert_eq!(latents.mean.dims(), &[2, 4, 5, 3]);
     assert_eq!(latents.std.dims(), &[2, 4, 5, 3]);
@@ -284,7 +284,7 @@ fn odd_sized_images_encode_to_the_rounded_latent_grid() {
 #[test]
 fn wrong_input_shapes_are_errors_not_panics() {
     let vae = fixture_vae();
-    let device = Device::Cpu;
+    let device = test_device();
     let two_channels = Tensor::zeros((1, 2, 16, 16), DType::F32, &device).expect("zeros");
     assert!(matches!(
         vae.encode(&two_channels),
@@ -299,7 +299,8 @@ fn wrong_input_shapes_are_errors_not_panics() {
 
 #[test]
 fn force_upcast_runs_f16_requests_in_f32() {
-    let vae = AutoencoderKl::from_dir(&model_dir("vae"), &Device::Cpu, DType::F16).expect("loads");
+    let vae =
+        AutoencoderKl::from_dir(&model_dir("vae"), &test_device(), DType::F16).expect("loads");
     assert_eq!(vae.dtype(), DType::F32);
     let case = Case::load("vae_decode");
     let image = vae.decode(&case.input("in.latents")).expect("decode");
@@ -315,7 +316,7 @@ fn f16_without_force_upcast_stays_near_f32() {
         |config| config["force_upcast"] = false.into(),
         |_| {},
     );
-    let vae = AutoencoderKl::from_dir(edited.path(), &Device::Cpu, DType::F16).expect("loads");
+    let vae = AutoencoderKl::from_dir(edited.path(), &test_device(), DType::F16).expect("loads");
     assert_eq!(vae.dtype(), DType::F16);
     let case = Case::load("vae_decode");
     let image = vae.decode(&case.input("in.latents")).expect("decode");
@@ -327,7 +328,7 @@ fn f16_without_force_upcast_stays_near_f32() {
 #[test]
 fn scaling_round_trips_with_and_without_shift() {
     let mut config: VaeConfig = fixture_vae().config().clone();
-    let raw = Tensor::new(&[[-1.5f32, 0.0, 2.25]], &Device::Cpu).expect("tensor");
+    let raw = Tensor::new(&[[-1.5f32, 0.0, 2.25]], &test_device()).expect("tensor");
     for shift in [None, Some(0.1159)] {
         config.shift_factor = shift;
         let scaled = config.scale_latents(&raw).expect("scale");
@@ -344,7 +345,7 @@ fn sampling_uses_mean_plus_std_times_noise() {
     let distribution = fixture_vae()
         .encode(&case.input("in.image"))
         .expect("encode");
-    let noise = Tensor::ones(distribution.mean.dims(), DType::F32, &Device::Cpu).expect("ones");
+    let noise = Tensor::ones(distribution.mean.dims(), DType::F32, &test_device()).expect("ones");
     let sample = distribution.sample(&noise).expect("sample");
     let expected = (&case.expected("out.mean") + &case.expected("out.std")).expect("sum");
     assert_close("sample", &sample, &expected, 1e-4, 1e-3);

@@ -1,7 +1,7 @@
 //! Face-chip alignment as `dlib.get_face_chip(img, shape, size, padding)` does it
 //! (FORMAT.md section 8).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use image::{Rgb, RgbImage};
 
 use crate::error::{Result, TensorContext};
@@ -180,7 +180,8 @@ pub fn plan_chip(width: u32, height: u32, details: &ChipDetails) -> Option<ChipP
     })
 }
 
-/// The size `pyramid_down<2>` gives an image of `side` pixels (0 for images too small to halve).
+/// The `(width, height)` `pyramid_down<2>` gives an image of `width x height` pixels (`(0, 0)` for
+/// images too small to halve).
 pub fn pyramid_down2_side(width: usize, height: usize) -> (usize, usize) {
     if width <= 8 || height <= 8 {
         return (0, 0);
@@ -397,7 +398,11 @@ fn sample_rotated_tensor(source: &Tensor, plan: &ChipPlan) -> Result<Tensor> {
             Some(acc) => (acc + term).ctx("chip sum")?,
         });
     }
-    let out = out.unwrap_or(Tensor::zeros((channels, pixels), DType::F32, device).ctx("chip")?);
+    // Four taps are always summed, so `out` is set; the fallback only satisfies the type.
+    let out = match out {
+        Some(out) => out,
+        None => Tensor::zeros((channels, pixels), source.dtype(), device).ctx("chip")?,
+    };
     out.reshape((1, channels, plan.size, plan.size))
         .ctx("chip shape")
 }

@@ -5,7 +5,8 @@ mod common;
 
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
+use common::test_device;
 use image::RgbImage;
 use reverie_faces::chip::{chip_details, extract_chip, extract_chip_tensor, ChipDetails};
 use reverie_faces::models::{ModelStore, DESCRIPTOR_MODEL};
@@ -17,7 +18,7 @@ fn net() -> &'static DescriptorNet {
         let bytes = ModelStore::new(common::models_dir())
             .load(DESCRIPTOR_MODEL.name)
             .expect("load resnet");
-        DescriptorNet::from_bytes(&bytes, &Device::Cpu).expect("parse resnet")
+        DescriptorNet::from_bytes(&bytes, &test_device()).expect("parse resnet")
     })
 }
 
@@ -54,7 +55,7 @@ fn image_tensor(image: &RgbImage, dtype: DType) -> Tensor {
             planes[c * w * h + i] = f32::from(p[c]);
         }
     }
-    Tensor::from_vec(planes, (1, 3, h, w), &Device::Cpu)
+    Tensor::from_vec(planes, (1, 3, h, w), &test_device())
         .and_then(|t| t.to_dtype(dtype))
         .expect("image tensor")
 }
@@ -203,7 +204,7 @@ fn check_gradient(
             for sign in [1.0, -1.0] {
                 let mut values = base.clone();
                 values[c] += sign * step;
-                batch.push(Tensor::from_vec(values, dims.clone(), &Device::Cpu).unwrap());
+                batch.push(Tensor::from_vec(values, dims.clone(), &test_device()).unwrap());
             }
         }
         let batch = Tensor::cat(&batch, 0).unwrap();

@@ -2,7 +2,7 @@
 
 mod common;
 
-use candle_core::Device;
+use common::test_device;
 use reverie_faces::models::{ModelStore, DESCRIPTOR_MODEL};
 use reverie_faces::resnet::DescriptorNet;
 
@@ -10,7 +10,7 @@ use reverie_faces::resnet::DescriptorNet;
 fn descriptors_from_reference_chips_match_dlib() {
     let store = ModelStore::new(common::models_dir());
     let bytes = store.load(DESCRIPTOR_MODEL.name).expect("load resnet");
-    let net = DescriptorNet::from_bytes(&bytes, &Device::Cpu).expect("parse resnet");
+    let net = DescriptorNet::from_bytes(&bytes, &test_device()).expect("parse resnet");
     let mut chips = Vec::new();
     let mut wanted = Vec::new();
     for id in common::reference_ids() {

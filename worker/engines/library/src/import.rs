@@ -13,14 +13,14 @@ use serde::Serialize;
 use crate::archive::{ZipMember, ZipSource};
 use crate::decode::{decode, oriented_size, probe};
 use crate::error::{Damage, LibraryError};
-use crate::exif_read::read_exif;
+use crate::exif_read::{read_exif, ExifFacts};
 use crate::manifest::{load_manifest, save_manifest, PhotoEntry, ShardEntry};
 use crate::metadata::{CaptureTime, PhotoMeta};
 use crate::places::reverse_geocode;
 use crate::shards::{shard_id, write_shard, PendingPhoto};
 use crate::stats::image_stats;
 use crate::sun::{light_tags, sun_position};
-use crate::takeout::{parse_sidecar, sidecar_for, TakeoutFacts};
+use crate::takeout::{edited_original, parse_sidecar, sidecar_for, TakeoutFacts};
 use crate::xmp::{parse_xmp, XmpFacts};
 
 /// Where photos come from.
@@ -73,6 +73,50 @@ pub struct ImportReport {
     pub skipped: Vec<Skipped>,
     /// Metadata that was present but impossible and was ignored; the photo itself was imported.
     pub notes: Vec<Skipped>,
+    /// Byte-identical files of this import that became one photo (each also listed in `skipped` as a
+    /// duplicate of the photo).
+    pub merged: Vec<Merged>,
+    /// Edited copies (`IMG-edited.jpg`) imported as their own photo next to their original.
+    pub edits: Vec<EditedCopy>,
+}
+
+/// Files with the same bytes imported as one photo whose metadata is the union of theirs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Merged {
+    /// The photo's `original`: the copy whose sidecars took precedence.
+    pub photo: String,
+    /// Every file merged into it, the photo's own first, in order of precedence.
+    pub files: Vec<String>,
+}
+
+/// An edited copy and the original it was made from (both are photos of the library).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EditedCopy {
+    pub edited: String,
+    pub original: String,
+}
+
+/// What is known of a photo besides its own bytes.
+struct Known {
+    /// The union of its copies' Takeout sidecars.
+    takeout: Option<TakeoutFacts>,
+    /// The union of its copies' XMP sidecars.
+    xmp: Option<XmpFacts>,
+    /// For an edited copy, its original's EXIF.
+    original_exif: Option<ExifFacts>,
+}
+
+/// One file of a group of byte-identical files, with what its own sidecars said.
+struct FileCopy {
+    relative: String,
+    takeout: Option<TakeoutFacts>,
+    xmp: Option<XmpFacts>,
+}
+
+impl FileCopy {
+    fn has_sidecar(&self) -> bool {
+        self.takeout.is_some() || self.xmp.is_some()
+    }
 }
 
 impl ImportReport {
@@ -250,7 +294,6 @@ struct Importer<'a> {
     manifest: crate::manifest::LibraryManifest,
     pending: Vec<PendingPhoto>,
     pending_bytes: u64,
-    seen: BTreeMap<PhotoId, String>,
     report: ImportReport,
 }
 
@@ -278,19 +321,36 @@ pub async fn import(
         manifest: load_manifest(store, tenant).await?,
         pending: Vec::new(),
         pending_bytes: 0,
-        seen: BTreeMap::new(),
         report: ImportReport {
             skipped: listing.skipped.clone(),
             ..ImportReport::default()
         },
     };
     let sidecars_by_dir = sidecars_by_dir(&listing);
+    // First pass: the content hash of every photo, so that byte-identical files are known as one group
+    // before any of them is described, whatever order they are walked in. This reads each file twice
+    // (the bytes are not kept, so memory stays bounded by one file), the price of a merge that does not
+    // depend on which copy comes first.
+    let mut groups: BTreeMap<PhotoId, Vec<String>> = BTreeMap::new();
+    let mut order = Vec::new();
     for (relative, location) in &listing.files {
         if SIDECAR_EXTENSIONS.contains(&extension(relative).as_str()) {
             continue;
         }
+        let Some(bytes) = importer.read_photo(relative, location, &opened).await else {
+            continue;
+        };
+        let id = PhotoId::of_bytes(&bytes);
+        let members = groups.entry(id.clone()).or_default();
+        if members.is_empty() {
+            order.push(id);
+        }
+        members.push(relative.clone());
+    }
+    for id in order {
+        let members = groups.remove(&id).unwrap_or_default();
         importer
-            .add(relative, location, &opened, &listing, &sidecars_by_dir)
+            .add(id, members, &opened, &listing, &sidecars_by_dir)
             .await?;
     }
     importer.flush().await?;
@@ -329,71 +389,105 @@ impl Importer<'_> {
         });
     }
 
-    async fn add(
+    /// Reads a photo's bytes, or reports it skipped.
+    async fn read_photo(
         &mut self,
         relative: &str,
         location: &Location,
         opened: &Opened<'_>,
+    ) -> Option<Vec<u8>> {
+        match read(location, opened, self.options.max_file_bytes).await {
+            Ok(bytes) if bytes.is_empty() => {
+                self.skip(relative, Damage::Empty);
+                None
+            }
+            Ok(bytes) => Some(bytes),
+            Err(damage) => {
+                self.skip(relative, damage);
+                None
+            }
+        }
+    }
+
+    /// Imports the byte-identical files `members` (walk order) as one photo with the union of their
+    /// metadata. Between copies, a copy with a sidecar (Takeout JSON or XMP) comes before one without,
+    /// then paths in lexicographic order; the first copy that knows a value gives it.
+    async fn add(
+        &mut self,
+        id: PhotoId,
+        members: Vec<String>,
+        opened: &Opened<'_>,
         listing: &Listing,
         sidecars: &BTreeMap<String, Vec<String>>,
     ) -> Result<(), LibraryError> {
-        let bytes = match read(location, opened, self.options.max_file_bytes).await {
-            Ok(bytes) if bytes.is_empty() => {
-                self.skip(relative, Damage::Empty);
-                return Ok(());
-            }
-            Ok(bytes) => bytes,
-            Err(damage) => {
-                self.skip(relative, damage);
-                return Ok(());
-            }
-        };
-        let id = PhotoId::of_bytes(&bytes);
-        let album = album_of(relative);
-        if let Some(first) = self.seen.get(&id) {
-            let first = first.clone();
-            self.add_album(&id, album);
-            self.skip(relative, Damage::Duplicate(first));
-            return Ok(());
-        }
+        let albums: BTreeSet<String> = members.iter().filter_map(|m| album_of(m)).collect();
         if self.manifest.contains(&id) {
             self.report.already_present += 1;
-            self.add_album(&id, album);
+            for album in albums {
+                self.add_album(&id, Some(album));
+            }
             return Ok(());
         }
-        let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
-        let takeout = match sidecars.get(dir).and_then(|names| sidecar_for(name, names)) {
-            Some(sidecar) => {
-                let key = if dir.is_empty() {
-                    sidecar.to_string()
-                } else {
-                    format!("{dir}/{sidecar}")
-                };
-                match self.read_sidecar(&key, listing, opened).await {
-                    Ok(bytes) => match parse_sidecar(&bytes) {
-                        Ok(facts) => Some(facts),
-                        Err(detail) => {
-                            self.note(relative, Damage::BadSidecar(format!("{key}: {detail}")));
-                            None
-                        }
-                    },
-                    Err(damage) => {
-                        self.note(relative, damage);
-                        None
-                    }
-                }
-            }
-            None => None,
+        let mut copies = Vec::with_capacity(members.len());
+        for relative in members {
+            let takeout = self.takeout_for(&relative, opened, listing, sidecars).await;
+            let xmp = self.xmp_for(&relative, listing, opened).await;
+            copies.push(FileCopy {
+                relative,
+                takeout,
+                xmp,
+            });
+        }
+        copies
+            .sort_by(|a, b| (!a.has_sidecar(), &a.relative).cmp(&(!b.has_sidecar(), &b.relative)));
+        let primary = copies[0].relative.clone();
+        let Some(bytes) = self
+            .read_photo(&primary, &listing.files[&primary], opened)
+            .await
+        else {
+            return Ok(());
         };
-        let xmp = self.xmp_for(relative, listing, opened).await;
-        let meta = match self.describe(relative, &bytes, id.clone(), album, takeout, xmp) {
+        if PhotoId::of_bytes(&bytes) != id {
+            self.skip(
+                &primary,
+                Damage::Unreadable("the file changed while it was imported".into()),
+            );
+            return Ok(());
+        }
+        let takeout = merge_takeout(copies.iter().filter_map(|c| c.takeout.clone()));
+        let xmp = merge_xmp(copies.iter().filter_map(|c| c.xmp.clone()));
+        let (original, original_exif) = self
+            .original_of_edit(&primary, opened, listing)
+            .await
+            .unzip();
+        let known = Known {
+            takeout,
+            xmp,
+            original_exif,
+        };
+        let meta = match self.describe(&primary, &bytes, id, albums, known) {
             Ok(meta) => meta,
             Err(damage) => {
-                self.skip(relative, damage);
+                self.skip(&primary, damage);
                 return Ok(());
             }
         };
-        self.seen.insert(id, relative.to_string());
+        if let Some(original) = original {
+            self.report.edits.push(EditedCopy {
+                edited: primary.clone(),
+                original,
+            });
+        }
+        if copies.len() > 1 {
+            for copy in &copies[1..] {
+                self.skip(&copy.relative, Damage::Duplicate(primary.clone()));
+            }
+            tracing::info!(photo = %primary, copies = copies.len(), "merged byte-identical copies");
+            self.report.merged.push(Merged {
+                photo: primary,
+                files: copies.into_iter().map(|c| c.relative).collect(),
+            });
+        }
         self.pending_bytes += bytes.len() as u64;
         self.pending.push(PendingPhoto { meta, bytes });
         self.report.imported += 1;
@@ -403,6 +497,61 @@ impl Importer<'_> {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// The Takeout sidecar of one file, noted (and ignored) when it does not parse.
+    async fn takeout_for(
+        &mut self,
+        relative: &str,
+        opened: &Opened<'_>,
+        listing: &Listing,
+        sidecars: &BTreeMap<String, Vec<String>>,
+    ) -> Option<TakeoutFacts> {
+        let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let sidecar = sidecars
+            .get(dir)
+            .and_then(|names| sidecar_for(name, names))?;
+        let key = if dir.is_empty() {
+            sidecar.to_string()
+        } else {
+            format!("{dir}/{sidecar}")
+        };
+        match self.read_sidecar(&key, listing, opened).await {
+            Ok(bytes) => match parse_sidecar(&bytes) {
+                Ok(facts) => Some(facts),
+                Err(detail) => {
+                    self.note(relative, Damage::BadSidecar(format!("{key}: {detail}")));
+                    None
+                }
+            },
+            Err(damage) => {
+                self.note(relative, damage);
+                None
+            }
+        }
+    }
+
+    /// For an edited copy (`IMG-edited.jpg`) whose original is in the same folder: the original's path
+    /// and EXIF, which fill in what the editor dropped from the edit's own EXIF.
+    async fn original_of_edit(
+        &mut self,
+        relative: &str,
+        opened: &Opened<'_>,
+        listing: &Listing,
+    ) -> Option<(String, ExifFacts)> {
+        let (dir, name) = relative.rsplit_once('/').unwrap_or(("", relative));
+        let original = edited_original(name)?;
+        let key = if dir.is_empty() {
+            original
+        } else {
+            format!("{dir}/{original}")
+        };
+        let location = listing.files.get(&key)?;
+        // Damage to the original is reported when the original itself is imported.
+        let bytes = read(location, opened, self.options.max_file_bytes)
+            .await
+            .ok()?;
+        Some((key, read_exif(&bytes)))
     }
 
     fn note(&mut self, file: &str, reason: Damage) {
@@ -472,10 +621,15 @@ impl Importer<'_> {
         relative: &str,
         bytes: &[u8],
         id: PhotoId,
-        album: Option<String>,
-        takeout: Option<TakeoutFacts>,
-        xmp: Option<XmpFacts>,
+        albums: BTreeSet<String>,
+        known: Known,
     ) -> Result<PhotoMeta, Damage> {
+        let Known {
+            takeout,
+            xmp,
+            original_exif,
+        } = known;
+        let original_exif = original_exif.as_ref();
         let (format, stored_width, stored_height) = probe(bytes)?;
         let exif = read_exif(bytes);
         for rejected in &exif.rejected {
@@ -491,8 +645,20 @@ impl Importer<'_> {
         let (width, height) = oriented_size(stored_width, stored_height, orientation);
         let takeout = takeout.unwrap_or_default();
         let xmp = xmp.unwrap_or_default();
-        let captured = capture_time(exif.captured.clone(), takeout.taken);
-        let gps = exif.gps.or(takeout.gps);
+        // An edit's EXIF may have lost what its original's still has.
+        let exif_captured = exif
+            .captured
+            .clone()
+            .or_else(|| original_exif.and_then(|o| o.captured.clone()));
+        let exif_gps = exif.gps.or_else(|| original_exif.and_then(|o| o.gps));
+        let camera = exif
+            .camera
+            .clone()
+            .or_else(|| original_exif.and_then(|o| o.camera.clone()));
+        // Sidecars win over EXIF: Takeout's instant is the UTC time (EXIF keeps the local wall clock
+        // and so gives the offset), and its position is the one the person corrected in Google Photos.
+        let captured = capture_time(exif_captured, takeout.taken);
+        let gps = takeout.gps.or(exif_gps);
         let sun = match (&captured, &gps) {
             (Some(CaptureTime { utc: Some(utc), .. }), Some(point)) => {
                 DateTime::parse_from_rfc3339(utc)
@@ -513,13 +679,13 @@ impl Importer<'_> {
             captured,
             place: gps.as_ref().and_then(reverse_geocode),
             gps,
-            camera: exif.camera,
+            camera,
             title: takeout.title,
             description: takeout.description.or(xmp.description),
             keywords: xmp.keywords.into_iter().collect::<BTreeSet<_>>(),
             rating: xmp.rating,
             favourite: takeout.favourite,
-            albums: album.into_iter().collect(),
+            albums,
             people,
             light: sun.as_ref().map(light_tags).unwrap_or_default(),
             sun_elevation: sun.map(|s| s.elevation),
@@ -571,6 +737,47 @@ impl Importer<'_> {
         });
         self.report.shards_written += 1;
         Ok(())
+    }
+}
+
+/// The union of the Takeout sidecars of byte-identical copies, given in order of precedence: the first
+/// copy that knows a value gives it; people and favourites add up.
+fn merge_takeout(copies: impl Iterator<Item = TakeoutFacts>) -> Option<TakeoutFacts> {
+    copies.reduce(|mut merged, next| {
+        merged.title = merged.title.or(next.title);
+        merged.description = merged.description.or(next.description);
+        merged.taken = merged.taken.or(next.taken);
+        merged.gps = merged.gps.or(next.gps);
+        merged.favourite |= next.favourite;
+        add_people(&mut merged.people, next.people);
+        merged
+    })
+}
+
+/// [`merge_takeout`] for XMP sidecars; keywords add up.
+fn merge_xmp(copies: impl Iterator<Item = XmpFacts>) -> Option<XmpFacts> {
+    copies.reduce(|mut merged, next| {
+        merged.description = merged.description.or(next.description);
+        merged.rating = merged.rating.or(next.rating);
+        for keyword in next.keywords {
+            if !merged.keywords.contains(&keyword) {
+                merged.keywords.push(keyword);
+            }
+        }
+        add_people(&mut merged.people, next.people);
+        merged
+    })
+}
+
+/// Adds the people of a later copy that the earlier ones did not name.
+fn add_people(
+    people: &mut Vec<crate::metadata::NamedRegion>,
+    more: Vec<crate::metadata::NamedRegion>,
+) {
+    for person in more {
+        if !people.iter().any(|p| p.name == person.name) {
+            people.push(person);
+        }
     }
 }
 

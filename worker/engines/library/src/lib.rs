@@ -23,7 +23,7 @@ pub mod xmp;
 
 pub use decode::decode;
 pub use error::{Damage, LibraryError};
-pub use import::{import, ImportOptions, ImportReport, ImportSource};
+pub use import::{import, EditedCopy, ImportOptions, ImportReport, ImportSource, Merged};
 pub use manifest::{load_manifest, save_manifest, LibraryManifest, PhotoEntry};
 pub use metadata::PhotoMeta;
 pub use shards::read_samples;

@@ -294,9 +294,10 @@ fn draw_subject(
     let source = ColourImage::from_dynamic(&subject.image, "composition subject")?;
     let own = lab_stats(&source.data);
     let person = matches!(subject.kind, SubjectKind::Person { .. });
-    // A subject with an alpha channel comes cut out by person segmentation: its alpha is the
+    // A subject with real transparency comes cut out by person segmentation: its alpha is the
     // outline, so the ellipse (the fallback without a segmenter) would only cut the shoulders off.
-    let segmented = subject.image.color().has_alpha();
+    // An opaque alpha channel (a PNG export) is no outline: the ellipse applies.
+    let segmented = subject.image.color().has_alpha() && rgba.pixels().any(|p| p[3] < 255);
     let (cw, ch) = (canvas.width as i64, canvas.height as i64);
     let x0 = target.x.floor().max(0.0) as i64;
     let y0 = target.y.floor().max(0.0) as i64;

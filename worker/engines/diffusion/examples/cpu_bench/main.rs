@@ -25,19 +25,16 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use reverie_diffusion::pipeline::{GenerationRequest, SampleSpec, StableDiffusion};
-use reverie_diffusion::unet::UNetConfig;
 use reverie_diffusion::UNet2DConditionModel;
 use serde::{Deserialize, Serialize};
 
-use random_weights::RandomWeights;
+use random_weights::{MID_UNET_CHANNELS, MID_VAE_CHANNELS};
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const PROMPT: &str = "a lighthouse on a cliff at sunset";
 const TEXT_TOKENS: usize = 77;
 const GUIDANCE: f64 = 7.5;
-const MID_UNET_CHANNELS: [usize; 3] = [128, 256, 256];
-const MID_VAE_CHANNELS: [usize; 4] = [64, 128, 256, 256];
 
 fn manifest_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
@@ -121,43 +118,6 @@ fn measure_ours(dir: &Path, size: usize, options: &Options) -> Result<Measuremen
         image_s,
         peak_rss_mb: peak_rss_mb(),
     })
-}
-
-/// The mid-size folder: sd-tiny's text side and scheduler, a wider UNet and VAE.
-fn write_mid_model(dir: &Path, size: usize) -> Result<()> {
-    let tiny = tiny_model_dir();
-    for sub in ["text_encoder", "tokenizer", "scheduler", "unet", "vae"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    for file in [
-        "model_index.json",
-        "text_encoder/config.json",
-        "text_encoder/model.safetensors",
-        "tokenizer/tokenizer.json",
-        "tokenizer/tokenizer_config.json",
-        "scheduler/scheduler_config.json",
-    ] {
-        std::fs::copy(tiny.join(file), dir.join(file))?;
-    }
-    let mut unet: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny.join("unet/config.json"))?)?;
-    unet["block_out_channels"] = serde_json::json!(MID_UNET_CHANNELS);
-    unet["norm_num_groups"] = serde_json::json!(32);
-    unet["sample_size"] = serde_json::json!(size / 8);
-    std::fs::write(dir.join("unet/config.json"), unet.to_string())?;
-    let config: UNetConfig = serde_json::from_value(unet)?;
-    RandomWeights::unet(&config)?.save(&dir.join("unet/diffusion_pytorch_model.safetensors"))?;
-
-    let mut vae: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny.join("vae/config.json"))?)?;
-    vae["block_out_channels"] = serde_json::json!(MID_VAE_CHANNELS);
-    vae["layers_per_block"] = serde_json::json!(2);
-    vae["norm_num_groups"] = serde_json::json!(32);
-    vae["sample_size"] = serde_json::json!(size);
-    std::fs::write(dir.join("vae/config.json"), vae.to_string())?;
-    RandomWeights::vae(&MID_VAE_CHANNELS, 2)?
-        .save(&dir.join("vae/diffusion_pytorch_model.safetensors"))?;
-    Ok(())
 }
 
 fn bench_venv() -> PathBuf {
@@ -288,7 +248,7 @@ fn compare(options: &Options) -> Result<()> {
     }
     let python = find_python(options);
     let mid_dir = std::env::temp_dir().join(format!("reverie-cpu-bench-{}", std::process::id()));
-    write_mid_model(&mid_dir, options.mid_size)?;
+    random_weights::write_mid_model(&tiny_model_dir(), &mid_dir, options.mid_size)?;
     let mid_label = format!(
         "mid UNet {:?}, VAE {:?}, {}px",
         MID_UNET_CHANNELS, MID_VAE_CHANNELS, options.mid_size

@@ -239,3 +239,44 @@ impl RandomWeights {
         Ok(w)
     }
 }
+
+/// UNet and VAE widths of the mid-size benchmark model.
+pub const MID_UNET_CHANNELS: [usize; 3] = [128, 256, 256];
+pub const MID_VAE_CHANNELS: [usize; 4] = [64, 128, 256, 256];
+
+/// Writes the mid-size folder into `dir`: the text side and scheduler of the tiny model at `tiny`,
+/// a wider UNet and VAE with random weights, for `size`-pixel pictures.
+pub fn write_mid_model(tiny: &Path, dir: &Path, size: usize) -> Result<()> {
+    for sub in ["text_encoder", "tokenizer", "scheduler", "unet", "vae"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    for file in [
+        "model_index.json",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+        "scheduler/scheduler_config.json",
+    ] {
+        std::fs::copy(tiny.join(file), dir.join(file))?;
+    }
+    let mut unet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("unet/config.json"))?)?;
+    unet["block_out_channels"] = serde_json::json!(MID_UNET_CHANNELS);
+    unet["norm_num_groups"] = serde_json::json!(32);
+    unet["sample_size"] = serde_json::json!(size / 8);
+    std::fs::write(dir.join("unet/config.json"), unet.to_string())?;
+    let config: UNetConfig = serde_json::from_value(unet)?;
+    RandomWeights::unet(&config)?.save(&dir.join("unet/diffusion_pytorch_model.safetensors"))?;
+
+    let mut vae: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tiny.join("vae/config.json"))?)?;
+    vae["block_out_channels"] = serde_json::json!(MID_VAE_CHANNELS);
+    vae["layers_per_block"] = serde_json::json!(2);
+    vae["norm_num_groups"] = serde_json::json!(32);
+    vae["sample_size"] = serde_json::json!(size);
+    std::fs::write(dir.join("vae/config.json"), vae.to_string())?;
+    RandomWeights::vae(&MID_VAE_CHANNELS, 2)?
+        .save(&dir.join("vae/diffusion_pytorch_model.safetensors"))?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::ops::ControlFlow;
 use candle_core::{DType, Tensor};
 use image::RgbImage;
 
-use super::guidance::GuidedStep;
+use super::guidance::{GuidanceSchedule, GuidedStep};
 use super::images::{latent_mask, preview};
 use super::request::{GenerationRequest, SampleSpec};
 use super::StableDiffusion;
@@ -92,6 +92,7 @@ impl StableDiffusion {
         let mut latents =
             self.starting_latents(request, scheduler.as_ref(), first, init.as_ref())?;
         let timesteps = scheduler.timesteps().to_vec();
+        let schedule = GuidanceSchedule::new(&config);
         for index in first..timesteps.len() {
             let guided = self.predict_noise(
                 &plan,
@@ -101,7 +102,8 @@ impl StableDiffusion {
                 index,
                 timesteps[index],
             )?;
-            let guided = self.guide(request, scheduler.as_ref(), &latents, index, first, guided)?;
+            let step = (&schedule, scheduler.as_ref(), index, first);
+            let guided = self.guide(request, step, &latents, guided)?;
             let noise = self.step_noise(request, scheduler.as_ref(), index, first)?;
             latents = scheduler.step(&guided, index, &latents, noise.as_ref())?;
             if let Some(init) = &init {
@@ -125,10 +127,8 @@ impl StableDiffusion {
     fn guide(
         &self,
         request: &GenerationRequest,
-        scheduler: &dyn Scheduler,
+        (schedule, scheduler, index, first): (&GuidanceSchedule, &dyn Scheduler, usize, usize),
         latents: &Tensor,
-        index: usize,
-        first: usize,
         model_output: Tensor,
     ) -> Result<Tensor> {
         let Some(identity) = &request.identity else {
@@ -145,6 +145,7 @@ impl StableDiffusion {
             return Ok(model_output);
         }
         let step = GuidedStep {
+            schedule,
             scheduler,
             latents,
             index,

@@ -22,7 +22,7 @@ use candle_core::{DType, Tensor, Var};
 
 use super::StableDiffusion;
 use crate::error::{DiffusionError, Result};
-use crate::schedulers::{PredictionType, Scheduler};
+use crate::schedulers::{PredictionType, Scheduler, SchedulerConfig};
 
 /// RMS latent movement of one guided update per unit of `identity_strength` (scaled latents have
 /// unit variance, so 0.1 is a tenth of their spread).
@@ -147,8 +147,35 @@ impl NoiseLevel {
     }
 }
 
+/// The schedule facts guidance needs, fixed for a run: the effective prediction type (the
+/// request's overrides applied) and the train schedule's alpha products.
+pub(super) struct GuidanceSchedule {
+    pub prediction: PredictionType,
+    pub alpha_products: Vec<f64>,
+}
+
+impl GuidanceSchedule {
+    pub fn new(config: &SchedulerConfig) -> Self {
+        Self {
+            prediction: config.prediction_type,
+            alpha_products: crate::schedulers::alpha_products(config),
+        }
+    }
+}
+
+/// Gradient updates per guided step when the caller does not choose: a one-step run (SD-Turbo)
+/// has a single chance to steer, so it takes three.
+pub fn default_repeats(run_steps: usize) -> usize {
+    if run_steps <= 1 {
+        3
+    } else {
+        1
+    }
+}
+
 /// One guided step's inputs, borrowed from the sampling loop.
 pub(super) struct GuidedStep<'a> {
+    pub schedule: &'a GuidanceSchedule,
     pub scheduler: &'a dyn Scheduler,
     pub latents: &'a Tensor,
     pub index: usize,
@@ -166,8 +193,8 @@ impl StableDiffusion {
         step: GuidedStep<'_>,
         model_output: Tensor,
     ) -> Result<Tensor> {
-        let level = self.noise_level(step.scheduler, step.index, step.timestep);
-        let prediction = self.scheduler_config.prediction_type;
+        let level = noise_level(step.schedule, step.scheduler, step.index, step.timestep);
+        let prediction = step.schedule.prediction;
         let model_input = step
             .scheduler
             .scale_model_input(step.latents, step.index)?
@@ -193,23 +220,6 @@ impl StableDiffusion {
             rows.push(model_output_for(prediction, level, &input, &steered)?);
         }
         Ok(Tensor::cat(&rows, 0)?)
-    }
-
-    /// The alpha product of step `index`: from the scheduler's sigma when it has sigmas
-    /// (`a = 1 / (1 + sigma^2)`), else from the train schedule at the (rounded) timestep.
-    fn noise_level(&self, scheduler: &dyn Scheduler, index: usize, timestep: f64) -> NoiseLevel {
-        if let Some(sigmas) = scheduler.sigmas() {
-            if let Some(sigma) = sigmas.get(index) {
-                return NoiseLevel {
-                    alpha_product: 1.0 / (1.0 + sigma * sigma),
-                };
-            }
-        }
-        let table = crate::schedulers::alpha_products(&self.scheduler_config);
-        let t = (timestep.round().max(0.0) as usize).min(table.len() - 1);
-        NoiseLevel {
-            alpha_product: table[t],
-        }
     }
 
     /// The unit-RMS descent direction of the energy with respect to `clean` (`(1, 4, h, w)`
@@ -258,6 +268,26 @@ impl StableDiffusion {
             .pad_with_zeros(2, window.top, rows - window.top - window.rows)?
             .pad_with_zeros(3, window.left, cols - window.left - window.cols)?;
         Ok(Some(direction))
+    }
+}
+
+/// The alpha product of step `index`: from the scheduler's sigma when it has sigmas
+/// (`a = 1 / (1 + sigma^2)`), else from the train schedule at the (rounded) timestep.
+fn noise_level(
+    schedule: &GuidanceSchedule,
+    scheduler: &dyn Scheduler,
+    index: usize,
+    timestep: f64,
+) -> NoiseLevel {
+    if let Some(sigma) = scheduler.sigmas().and_then(|s| s.get(index)) {
+        return NoiseLevel {
+            alpha_product: 1.0 / (1.0 + sigma * sigma),
+        };
+    }
+    let table = &schedule.alpha_products;
+    let t = (timestep.round().max(0.0) as usize).min(table.len().saturating_sub(1));
+    NoiseLevel {
+        alpha_product: table.get(t).copied().unwrap_or(1.0),
     }
 }
 
@@ -352,7 +382,10 @@ mod tests {
     #[test]
     fn windows_cover_the_region_with_a_margin_inside_the_latents() {
         let w = latent_window([100, 40, 164, 120], 64, 64);
-        assert_eq!((w.left, w.top), (100 / 8 - WINDOW_MARGIN, 0));
+        assert_eq!(
+            (w.left, w.top),
+            (100 / 8 - WINDOW_MARGIN, 40 / 8 - WINDOW_MARGIN)
+        );
         assert_eq!(w.left + w.cols, 164usize.div_ceil(8) + WINDOW_MARGIN);
         assert_eq!(w.top + w.rows, 120 / 8 + WINDOW_MARGIN);
         // A region past the edge is clamped, never empty.

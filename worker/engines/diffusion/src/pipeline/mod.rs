@@ -169,6 +169,17 @@ impl StableDiffusion {
         &self.tokenizer
     }
 
+    /// The dtype the VAE decodes in (f32 when the model's config forces the upcast). Identity
+    /// guidance differentiates the decoder and needs f32.
+    pub fn vae_dtype(&self) -> DType {
+        self.vae.dtype()
+    }
+
+    /// Whether identity guidance can run on this model (its VAE decodes in f32).
+    pub fn supports_identity_guidance(&self) -> bool {
+        self.vae.dtype() == DType::F32
+    }
+
     /// The VAE's latent scaling factor (0.18215 for SD 1.x).
     pub fn scaling_factor(&self) -> f64 {
         self.vae.config().scaling_factor

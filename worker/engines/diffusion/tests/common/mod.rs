@@ -8,12 +8,38 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+/// The device these tests run on: the CPU, or the one `REVERIE_TEST_DEVICE` names (`cuda`,
+/// `cuda:N`: scripts/gpu/run-all, with test executables built with the cuda feature). CUDA that
+/// cannot be opened fails the test instead of passing on the CPU.
+pub fn test_device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = std::env::var("REVERIE_TEST_DEVICE").unwrap_or_default();
+            let ordinal = match name.as_str() {
+                "" | "cpu" => return Device::Cpu,
+                "cuda" => 0,
+                other => other
+                    .strip_prefix("cuda:")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("REVERIE_TEST_DEVICE={other}: cpu, cuda or cuda:N")),
+            };
+            Device::new_cuda(ordinal).unwrap_or_else(|e| panic!("REVERIE_TEST_DEVICE={name}: {e}"))
+        })
+        .clone()
+}
+
+/// The repository root: `REVERIE_TEST_REPO` when set (test executables carried to another machine
+/// by scripts/gpu), else the checkout they were built in.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("REVERIE_TEST_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../..")))
+}
+
 /// The sd-tiny fixture folder.
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../tests/fixtures/sd-tiny"
-    ))
+    repo_root().join("tests/fixtures/sd-tiny")
 }
 
 /// A component folder of the fixture model: `model_dir("vae")`, `model_dir("unet")`, ...
@@ -31,7 +57,7 @@ pub fn all_cases() -> Value {
     serde_json::from_str(&text).expect("cases.json parses")
 }
 
-/// One case: its JSON entry, its tensors (on the CPU, f32) and its tolerance.
+/// One case: its JSON entry, its tensors (on [`test_device`]) and its tolerance.
 pub struct Case {
     pub name: String,
     pub params: Value,
@@ -51,7 +77,7 @@ impl Case {
             .unwrap_or_else(|| panic!("no case `{name}` in cases.json"))
             .clone();
         let file = entry["file"].as_str().expect("case has a file");
-        let tensors = candle_core::safetensors::load(fixture_dir().join(file), &Device::Cpu)
+        let tensors = candle_core::safetensors::load(fixture_dir().join(file), &test_device())
             .unwrap_or_else(|e| panic!("case `{name}`: cannot load {file}: {e}"));
         Self {
             name: name.to_string(),

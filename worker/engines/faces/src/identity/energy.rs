@@ -66,7 +66,7 @@ impl IdentityEnergy {
         init: Option<&RgbImage>,
         (width, height): (usize, usize),
     ) -> Option<GuidedFace> {
-        let rect = local_rect(target.place, (0, 0), width, height)?;
+        let rect = local_rect(clamped(target.place, width, height), (0, 0), width, height)?;
         let landmarks = match init {
             Some(picture) => self
                 .shape_predictor
@@ -129,7 +129,11 @@ impl IdentityEnergy {
     /// detection: the landmarks are predicted inside the planned place, as guidance sees it).
     pub fn distance_at(&self, picture: &RgbImage, target: &IdentityTarget) -> Result<f32> {
         let rect = local_rect(
-            target.place,
+            clamped(
+                target.place,
+                picture.width() as usize,
+                picture.height() as usize,
+            ),
             (0, 0),
             picture.width() as usize,
             picture.height() as usize,
@@ -173,6 +177,13 @@ fn local_rect(
     let inside =
         rect.left >= 0 && rect.top >= 0 && rect.right < width as i64 && rect.bottom < height as i64;
     inside.then_some(rect)
+}
+
+/// A place cut to the picture: a face planned partly past the edge is guided and measured on the
+/// part that is in the picture.
+fn clamped([l, t, r, b]: [f32; 4], width: usize, height: usize) -> [f32; 4] {
+    let (w, h) = (width as f32, height as f32);
+    [l.max(0.0), t.max(0.0), r.min(w), b.min(h)]
 }
 
 /// Chip geometry in output pixels moved into a window whose top-left is `origin`.

@@ -56,6 +56,46 @@ impl Verdict {
     }
 }
 
+/// How a candidate picture ranks by identity; lower is better, compared field by field: people
+/// missing first, then the total distance of the faces found at their places, then the total
+/// distance measured at the planned places themselves (where the caller measured it; it only
+/// separates candidates equal on the first two, e.g. pictures with no detectable face).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct CandidateRank {
+    pub missing: usize,
+    pub found_distance: f32,
+    pub place_distance: f32,
+}
+
+impl CandidateRank {
+    /// The rank of a picture from each person's `(distance of the face found, distance at the
+    /// planned place)`; a person without a found face counts as missing.
+    pub fn of(people: impl IntoIterator<Item = (Option<f32>, Option<f32>)>) -> Self {
+        people
+            .into_iter()
+            .fold(CandidateRank::default(), |mut rank, (found, place)| {
+                match found {
+                    Some(distance) => rank.found_distance += distance,
+                    None => rank.missing += 1,
+                }
+                rank.place_distance += place.unwrap_or(0.0);
+                rank
+            })
+    }
+}
+
+/// The index of the best-ranked candidate; the first of equals (the lowest seed), so a retry keeps
+/// the same picture.
+pub fn best_candidate(ranks: &[CandidateRank]) -> usize {
+    let mut best = 0;
+    for (index, rank) in ranks.iter().enumerate().skip(1) {
+        if rank < &ranks[best] {
+            best = index;
+        }
+    }
+    best
+}
+
 /// Euclidean distance between two descriptors.
 pub fn descriptor_distance(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -84,4 +124,30 @@ pub fn mean_descriptor<'a>(
         return None;
     }
     Some(sum.map(|s| s / count as f32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_rank_by_missing_then_found_then_place_distance() {
+        let rank =
+            |people: &[(Option<f32>, Option<f32>)]| CandidateRank::of(people.iter().copied());
+        let ranks = [
+            rank(&[(None, Some(0.1))]),
+            rank(&[(Some(0.7), None)]),
+            rank(&[(Some(0.5), None)]),
+            rank(&[(Some(0.5), None)]),
+        ];
+        assert_eq!(
+            best_candidate(&ranks),
+            2,
+            "first of equals, fewest missing, nearest"
+        );
+        // Among pictures without a detectable face, the distance at the place decides.
+        let faceless = [rank(&[(None, Some(0.8))]), rank(&[(None, Some(0.6))])];
+        assert_eq!(best_candidate(&faceless), 1);
+        assert_eq!(best_candidate(&[]), 0);
+    }
 }

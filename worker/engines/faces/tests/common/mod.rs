@@ -3,10 +3,40 @@
 
 use std::path::PathBuf;
 
+use candle_core::Device;
 use serde_json::Value;
 
+/// The device these tests run on: the CPU, or the one `REVERIE_TEST_DEVICE` names (`cuda`,
+/// `cuda:N`: scripts/gpu/run-all, with test executables built with the cuda feature). CUDA that
+/// cannot be opened fails the test instead of passing on the CPU.
+pub fn test_device() -> Device {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let name = std::env::var("REVERIE_TEST_DEVICE").unwrap_or_default();
+            let ordinal = match name.as_str() {
+                "" | "cpu" => return Device::Cpu,
+                "cuda" => 0,
+                other => other
+                    .strip_prefix("cuda:")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("REVERIE_TEST_DEVICE={other}: cpu, cuda or cuda:N")),
+            };
+            Device::new_cuda(ordinal).unwrap_or_else(|e| panic!("REVERIE_TEST_DEVICE={name}: {e}"))
+        })
+        .clone()
+}
+
+/// The repository root: `REVERIE_TEST_REPO` when set (test executables carried to another machine
+/// by scripts/gpu), else the checkout they were built in.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("REVERIE_TEST_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../..")))
+}
+
 pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/fixtures/faces")
+    repo_root().join("tests/fixtures/faces")
 }
 
 /// The models directory from `REVERIE_MODELS_DIR`; a missing setting or missing
