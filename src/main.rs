@@ -3,6 +3,7 @@
 
 mod app;
 mod commands;
+mod library_api;
 
 use clap::Parser;
 

@@ -127,7 +127,10 @@ pub fn render_alone(args: &Args) -> anyhow::Result<(Histogram<u64>, usize)> {
     let mut output_bytes = 0;
     for _ in 0..200 {
         let started = Instant::now();
-        let result = renderer.render_batch(std::slice::from_ref(&request), &|_, _, _| {});
+        let result = renderer.render_batch(
+            std::slice::from_ref(&request),
+            &reverie_worker::render::NoProgress,
+        );
         match result.into_iter().next() {
             Some(Ok(rendered)) if output_bytes == 0 => {
                 output_bytes =

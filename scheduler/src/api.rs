@@ -21,7 +21,7 @@ use utoipa::OpenApi;
 use crate::ingress::{self, Credentials, Ingress, IntakeContext};
 use crate::records::{JobState, ProvenanceEntry, RequestRecord};
 use crate::replies::{self, JobResult, Reason, Reply, ReplyBody};
-use crate::service::Core;
+use crate::service::{Core, StreamedReply};
 use crate::tenants::{self, AuthError, ForgetReport};
 
 /// The header carrying the idempotency key of a POST.
@@ -31,10 +31,13 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 pub struct ApiState {
     pub core: Core,
     pub intake: IntakeContext,
+    /// Components that keep tenant data beside the scheduler, told when a tenant is forgotten.
+    pub holders: Vec<std::sync::Arc<dyn tenants::TenantDataHolder>>,
 }
 
 /// An error answer: the same `Reply` shape as everything else, with an HTTP status.
-pub struct ApiError(StatusCode, Box<Reply>);
+#[derive(Debug)]
+pub struct ApiError(pub StatusCode, pub Box<Reply>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -42,7 +45,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn error(
+/// An error answer with one reason.
+pub fn error(
     status: StatusCode,
     request: Option<String>,
     code: &str,
@@ -54,7 +58,8 @@ fn error(
     )
 }
 
-fn internal(err: impl std::fmt::Display) -> ApiError {
+/// A backend failure: 503 with the reason (logged), so clients retry.
+pub fn internal(err: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %err, "HTTP request failed");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -81,14 +86,19 @@ fn auth_status(error: &AuthError) -> StatusCode {
 }
 
 async fn authenticate(state: &ApiState, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    authenticated_tenant(&state.core, headers).await
+}
+
+/// The tenant whose bearer token the request carries, or the 401/403/503 to answer.
+pub async fn authenticated_tenant(core: &Core, headers: &HeaderMap) -> Result<TenantId, ApiError> {
     let token = bearer(headers).unwrap_or_default();
-    match state.core.tenants().authenticate(&token).await {
+    match core.tenants().authenticate(&token).await {
         Ok(tenant) => Ok(tenant.id),
         Err(e) => Err(error(auth_status(&e), None, e.code(), e.to_string())),
     }
 }
 
-fn request_id(text: &str) -> Result<RequestId, ApiError> {
+pub(crate) fn request_id(text: &str) -> Result<RequestId, ApiError> {
     RequestId::new(text).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -299,7 +309,7 @@ pub async fn get_generation(
     }
 }
 
-fn not_found(request: &RequestId) -> ApiError {
+pub(crate) fn not_found(request: &RequestId) -> ApiError {
     error(
         StatusCode::NOT_FOUND,
         Some(request.to_string()),
@@ -380,13 +390,13 @@ pub async fn generation_events(
         if let Some(reply) = first {
             let done = reply.is_final();
             let next = if done { None } else { receiver };
-            return Some((Ok(sse_event(&reply)), (None, next)));
+            return Some((Ok(sse_event(&StreamedReply::of(&reply))), (None, next)));
         }
         let mut receiver = receiver?;
         loop {
             match receiver.recv().await {
                 Ok(reply) => {
-                    let next = if reply.is_final() {
+                    let next = if reply.reply.is_final() {
                         None
                     } else {
                         Some(receiver)
@@ -401,10 +411,8 @@ pub async fn generation_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-fn sse_event(reply: &Reply) -> Event {
-    Event::default()
-        .event(reply.kind())
-        .data(serde_json::to_string(reply).unwrap_or_default())
+fn sse_event(reply: &StreamedReply) -> Event {
+    Event::default().event(reply.reply.kind()).data(&reply.json)
 }
 
 /// Outputs made from one of the tenant's photos (provenance).
@@ -525,8 +533,17 @@ pub async fn forget_tenant(
     headers: HeaderMap,
 ) -> Result<Json<ForgetReport>, ApiError> {
     let tenant = authenticate(&state, &headers).await?;
+    // Imports and thumbnails in flight stop first, so nothing is written back after the delete.
+    let mut guards = Vec::new();
+    for holder in &state.holders {
+        guards.push(holder.hold(&tenant).await);
+    }
     let report = state.core.forget(&tenant).await.map_err(internal)?;
     state.intake.library.invalidate(&tenant);
+    for holder in &state.holders {
+        holder.forgotten(&tenant);
+    }
+    drop(guards);
     Ok(Json(report))
 }
 
@@ -552,9 +569,14 @@ impl utoipa::Modify for BearerAuth {
 #[openapi(
     info(title = "Reverie scheduler API", description = "Personalised image generation: submit, follow, cancel and refine generations."),
     paths(create_generation, get_generation, cancel_generation, refine_generation, generation_events,
-          photo_outputs, show_consent, grant_consent, revoke_consent, forget_tenant),
+          photo_outputs, show_consent, grant_consent, revoke_consent, forget_tenant,
+          crate::views::list_generations, crate::views::get_output, crate::views::resolve_prompt,
+          crate::views::list_styles),
     components(schemas(Reply, ReplyBody, Reason, JobResult, JobState, GenerationStatus, JobStatus,
-                       ProvenanceEntry, ConsentView, ForgetReport)),
+                       ProvenanceEntry, ConsentView, ForgetReport, crate::views::ResolveBody,
+                       crate::views::PromptResolution, crate::views::ResolvedReference,
+                       crate::views::UnresolvedReference, crate::views::StyleView,
+                       crate::views::FaceSample)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -571,7 +593,13 @@ async fn serve_openapi() -> impl IntoResponse {
 /// The API routes (without the operations endpoints, which the caller merges).
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/v1/generations", post(create_generation))
+        .route(
+            "/v1/generations",
+            post(create_generation).get(crate::views::list_generations),
+        )
+        .route("/v1/outputs/{*key}", get(crate::views::get_output))
+        .route("/v1/resolve", post(crate::views::resolve_prompt))
+        .route("/v1/styles", get(crate::views::list_styles))
         .route(
             "/v1/generations/{id}",
             get(get_generation).delete(cancel_generation),

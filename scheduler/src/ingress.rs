@@ -192,6 +192,10 @@ pub async fn submit(
             return Ok(reject(ingress, id_text, vec![reason]));
         }
     }
+    let replacements = match source_replacements(&request, parent_plan.as_ref(), &library) {
+        Ok(replacements) => replacements,
+        Err(reason) => return Ok(reject(ingress, id_text, vec![reason])),
+    };
     let offered = library::candidates(&library, &resolution);
     let input = plan_input(&request, &parsed, offered);
     let intake = Intake {
@@ -205,8 +209,94 @@ pub async fn submit(
         input,
         parent: parent_plan,
         album_run,
+        replacements,
     };
     core.accept(intake).await
+}
+
+/// A refinement's source swaps checked against its parent's sources and the tenant's library: the
+/// swapped photo must be a source of the parent, its replacement a photo of this tenant, and every
+/// person the old photo stood for must show in the new one (their face there is their new reference).
+fn source_replacements(
+    request: &GenerationRequest,
+    parent: Option<&(RequestId, crate::plan::Plan)>,
+    library: &TenantLibrary,
+) -> std::result::Result<Vec<crate::plan::SourceReplacement>, Reason> {
+    if request.replace_sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some((_, parent)) = parent else {
+        return Err(Reason::new(
+            "invalid_field",
+            "replace_sources is only for refinements: name the request being refined",
+        )
+        .on_field("replace_sources"));
+    };
+    let mut replacements = Vec::new();
+    for (i, swap) in request.replace_sources.iter().enumerate() {
+        let olds: Vec<&reverie_shared::jobs::PhotoRef> = parent
+            .references
+            .iter()
+            .filter(|r| r.photo.as_str() == swap.photo)
+            .collect();
+        let Some(first) = olds.first() else {
+            return Err(Reason::new(
+                "invalid_field",
+                format!(
+                    "photo {} is not a source of the request being refined",
+                    swap.photo
+                ),
+            )
+            .on_field(format!("replace_sources[{i}].photo")));
+        };
+        let Some(photo) = library
+            .photos
+            .iter()
+            .find(|p| p.photo.as_str() == swap.with)
+        else {
+            return Err(Reason::new(
+                "not_found",
+                format!("no photo {} in this tenant's library", swap.with),
+            )
+            .on_field(format!("replace_sources[{i}].with")));
+        };
+        let mut faces = std::collections::BTreeMap::new();
+        for old in olds.iter().filter(|r| r.face_box.is_some()) {
+            let label = old.label.clone().unwrap_or_default();
+            let Some(face) = face_of(library, photo, &label) else {
+                return Err(Reason::new(
+                    "invalid_field",
+                    format!(
+                        "photo {} does not show {label:?}, whom the replaced photo stood for",
+                        swap.with
+                    ),
+                )
+                .on_field(format!("replace_sources[{i}].with")));
+            };
+            faces.insert(label, face);
+        }
+        replacements.push(crate::plan::SourceReplacement {
+            photo: first.photo.clone(),
+            with: library::photo_ref(photo, first.role, None, None),
+            faces,
+            albums: photo.albums.clone(),
+        });
+    }
+    Ok(replacements)
+}
+
+/// The box of the face of the person named `name` (a catalog person's name or alias) in `photo`.
+fn face_of(library: &TenantLibrary, photo: &library::CatalogPhoto, name: &str) -> Option<[u32; 4]> {
+    let wanted = name.trim().to_lowercase();
+    let person = library.catalog.people.iter().find(|p| {
+        p.name.trim().to_lowercase() == wanted
+            || p.aliases.iter().any(|a| a.trim().to_lowercase() == wanted)
+    })?;
+    photo
+        .faces
+        .iter()
+        .find(|f| f.person == person.id)
+        .map(|f| f.face_box)
 }
 
 type Resolved = (

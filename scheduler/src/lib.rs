@@ -25,6 +25,8 @@ pub mod runtime;
 pub mod scheduler;
 pub mod service;
 pub mod tenants;
+pub mod views;
+pub mod web;
 
 pub use error::SchedulerError;
 pub use options::SchedulerOptions;

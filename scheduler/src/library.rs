@@ -236,7 +236,8 @@ impl CachedLibrary {
     }
 }
 
-fn photo_ref(
+/// A reference to a catalog photo in a role.
+pub fn photo_ref(
     photo: &CatalogPhoto,
     role: ReferenceRole,
     face_box: Option<[u32; 4]>,

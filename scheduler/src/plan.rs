@@ -606,6 +606,60 @@ pub fn refine_plan(parent: &Plan, child: Plan) -> Plan {
     }
 }
 
+/// A parent's source replaced by another photo of the library (ingress checked both belong to the
+/// tenant): `with` is the new photo (its role and face are taken per reference), `faces` the box of each
+/// person's face in it, by the label the references carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceReplacement {
+    pub photo: PhotoId,
+    pub with: PhotoRef,
+    pub faces: BTreeMap<String, [u32; 4]>,
+    /// The albums the new photo is in (consent is checked against them).
+    pub albums: Vec<String>,
+}
+
+/// Applies a refinement's source swaps: every reference to a replaced photo now points at its
+/// replacement in the same role and with the same label, a person's reference at that person's face in
+/// it. Returns the swapped photos the plan no longer used (the new prompt replaced them itself).
+pub fn replace_sources(plan: &mut Plan, replacements: &[SourceReplacement]) -> Vec<PhotoId> {
+    let mut unused = Vec::new();
+    for replacement in replacements {
+        let mut replaced = 0;
+        for reference in plan
+            .references
+            .iter_mut()
+            .filter(|r| r.photo == replacement.photo)
+        {
+            let face_box = reference.face_box.and_then(|_| {
+                let label = reference.label.as_deref().unwrap_or_default();
+                replacement.faces.get(label).copied()
+            });
+            *reference = PhotoRef {
+                role: reference.role,
+                label: reference.label.clone(),
+                face_box,
+                ..replacement.with.clone()
+            };
+            replaced += 1;
+        }
+        if replaced == 0 {
+            unused.push(replacement.photo.clone());
+            continue;
+        }
+        plan.reference_albums.remove(replacement.photo.as_str());
+        plan.reference_albums.insert(
+            replacement.with.photo.to_string(),
+            replacement.albums.clone(),
+        );
+        plan.explanation.push(format!(
+            "replaced source {} with {}",
+            replacement.photo.short(),
+            replacement.with.photo.short()
+        ));
+    }
+    unused
+}
+
 /// The photos a plan uses.
 pub fn photos_of(plan: &Plan) -> Vec<PhotoId> {
     let mut photos: Vec<PhotoId> = plan.references.iter().map(|r| r.photo.clone()).collect();
@@ -699,6 +753,58 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].job.as_str(), "r1.0");
         assert_eq!(jobs[0].references.len(), 2);
+    }
+
+    #[test]
+    fn swapped_sources_take_the_old_ones_role_and_label_and_consent_albums() {
+        let settings = PlannerSettings::default();
+        let input = PlanInput {
+            variants: 1,
+            subjects: vec![candidate(1, "person:Anna", 0.9)],
+            backgrounds: vec![candidate(5, "place:Lisbon", 0.9)],
+            ..PlanInput::default()
+        };
+        let mut plan = make_plan(&input, &RequestId::new("p").unwrap(), &settings);
+        let old = plan
+            .references
+            .iter()
+            .find(|r| r.role == ReferenceRole::Background)
+            .unwrap()
+            .clone();
+        let new = candidate(9, "place:Porto", 0.1).reference;
+        let unused = replace_sources(
+            &mut plan,
+            &[
+                SourceReplacement {
+                    photo: old.photo.clone(),
+                    with: new.clone(),
+                    faces: BTreeMap::new(),
+                    albums: vec!["Holiday".into()],
+                },
+                SourceReplacement {
+                    photo: PhotoId::of_bytes(b"not in the plan"),
+                    with: new.clone(),
+                    faces: BTreeMap::new(),
+                    albums: vec![],
+                },
+            ],
+        );
+        assert_eq!(unused, [PhotoId::of_bytes(b"not in the plan")]);
+        let swapped = plan
+            .references
+            .iter()
+            .find(|r| r.photo == new.photo)
+            .unwrap();
+        assert_eq!(swapped.role, ReferenceRole::Background);
+        assert_eq!(swapped.label, old.label);
+        assert!(!plan.references.iter().any(|r| r.photo == old.photo));
+        assert_eq!(plan.reference_albums[new.photo.as_str()], ["Holiday"]);
+        assert!(!plan.reference_albums.contains_key(old.photo.as_str()));
+        assert!(plan
+            .explanation
+            .last()
+            .unwrap()
+            .starts_with("replaced source"));
     }
 
     #[test]

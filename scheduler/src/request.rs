@@ -139,7 +139,22 @@ pub struct GenerationRequest {
     pub identity_strength: Option<f32>,
     /// Candidates per image, 1 to [`MAX_BEST_OF`]; `None` = 1.
     pub best_of: Option<u32>,
+    /// For refinements: parent sources to replace with other photos of the library.
+    pub replace_sources: Vec<SourceSwap>,
 }
+
+/// One source of a refined request's parent replaced by another photo ("use this photo instead").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSwap {
+    /// A photo the parent used (its id).
+    pub photo: String,
+    /// The tenant's photo to use in its place, in the same role.
+    pub with: String,
+}
+
+/// At most this many swaps per refinement (a plan has only a handful of sources).
+pub const MAX_SOURCE_SWAPS: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestKind {
@@ -178,6 +193,8 @@ pub struct RequestV1 {
     pub identity_strength: Option<f32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_of: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replace_sources: Vec<SourceSwap>,
 }
 
 impl GenerationRequest {
@@ -249,6 +266,7 @@ impl GenerationRequest {
             refine_of: self.refine_of.as_ref().map(ToString::to_string),
             identity_strength: self.identity_strength,
             best_of: self.best_of,
+            replace_sources: self.replace_sources.clone(),
         }
     }
 
@@ -427,6 +445,27 @@ impl RequestV1 {
                 })
                 .ok(),
         };
+        // Whether there is a parent to swap sources of is ingress's check: the HTTP refine route
+        // names the parent in its path, not in `refine_of`.
+        if self.replace_sources.len() > MAX_SOURCE_SWAPS {
+            violation(
+                "replace_sources",
+                format!(
+                    "has {} swaps; at most {MAX_SOURCE_SWAPS} are allowed",
+                    self.replace_sources.len()
+                ),
+            );
+        }
+        for (i, swap) in self.replace_sources.iter().enumerate() {
+            for (name, id) in [("photo", &swap.photo), ("with", &swap.with)] {
+                if let Err(e) = reverie_shared::ids::PhotoId::parse(id) {
+                    violation(
+                        &format!("replace_sources[{i}].{name}"),
+                        format!("is not a photo id: {e}"),
+                    );
+                }
+            }
+        }
         let kind = match (self.kind, self.album_to_art) {
             (KindName::Generate, None) => Some(RequestKind::Generate),
             (KindName::Generate, Some(_)) => {
@@ -491,6 +530,7 @@ impl RequestV1 {
                 refine_of,
                 identity_strength: self.identity_strength,
                 best_of: self.best_of,
+                replace_sources: self.replace_sources,
             }),
             _ => Err(RequestError::Invalid { violations }),
         }

@@ -24,6 +24,12 @@ use crate::service::Core;
 pub struct Scheduler {
     core: Core,
     intake: IntakeContext,
+    /// Routes served beside the API (the library API of `reverie serve`), behind the same standby gate.
+    extra_routes: Option<axum::Router>,
+    /// Told when a tenant is forgotten over HTTP (see [`crate::tenants::TenantDataHolder`]).
+    holders: Vec<Arc<dyn crate::tenants::TenantDataHolder>>,
+    /// Whether `/` serves the web app.
+    web_app: bool,
 }
 
 impl Scheduler {
@@ -49,7 +55,37 @@ impl Scheduler {
         Scheduler {
             core: Core::new(backends, options),
             intake: IntakeContext { library },
+            extra_routes: None,
+            holders: Vec::new(),
+            web_app: false,
         }
+    }
+
+    /// Serves `routes` beside the API (they answer 503 on a standby like the API does).
+    pub fn with_routes(mut self, routes: axum::Router) -> Scheduler {
+        self.extra_routes = Some(routes);
+        self
+    }
+
+    /// Adds a component that keeps tenant data beside the scheduler (forgetting a tenant stops it first).
+    pub fn with_tenant_data(
+        mut self,
+        holder: Arc<dyn crate::tenants::TenantDataHolder>,
+    ) -> Scheduler {
+        self.holders.push(holder);
+        self
+    }
+
+    /// Whether `/` serves the embedded web app (`reverie serve` turns it on together with the library
+    /// API it needs; a farm's `reverie scheduler` serves the API only).
+    pub fn with_web_app(mut self, enabled: bool) -> Scheduler {
+        self.web_app = enabled;
+        self
+    }
+
+    /// The library the scheduler plans with; writers call `invalidate` after a change.
+    pub fn library(&self) -> &Arc<crate::library::CachedLibrary> {
+        &self.intake.library
     }
 
     pub fn core(&self) -> &Core {
@@ -76,15 +112,23 @@ impl Scheduler {
                 core.ready().await
             })
         });
-        api::router(ApiState {
+        let mut routes = api::router(ApiState {
             core: self.core.clone(),
             intake: self.intake.clone(),
-        })
-        .layer(axum::middleware::from_fn(move |request, next| {
-            let active = active.clone();
-            refuse_while_standby(active, request, next)
-        }))
-        .merge(ops_router(readiness))
+            holders: self.holders.clone(),
+        });
+        if let Some(extra) = &self.extra_routes {
+            routes = routes.merge(extra.clone());
+        }
+        if self.web_app {
+            routes = routes.merge(crate::web::router());
+        }
+        routes
+            .layer(axum::middleware::from_fn(move |request, next| {
+                let active = active.clone();
+                refuse_while_standby(active, request, next)
+            }))
+            .merge(ops_router(readiness))
     }
 
     /// Declares the queues, serves HTTP, waits until it holds the farm's scheduler claim (a standby

@@ -47,6 +47,24 @@ pub struct Intake {
     pub parent: Option<(RequestId, Plan)>,
     /// For album-to-art requests: the album's photos.
     pub album_run: Option<crate::plan::AlbumRun>,
+    /// For refinements: parent sources the person swapped for other photos.
+    pub replacements: Vec<crate::plan::SourceReplacement>,
+}
+
+/// A reply as event streams send it: the reply and its JSON, made once and shared by every watcher.
+#[derive(Debug)]
+pub struct StreamedReply {
+    pub reply: Reply,
+    pub json: String,
+}
+
+impl StreamedReply {
+    pub fn of(reply: &Reply) -> StreamedReply {
+        StreamedReply {
+            reply: reply.clone(),
+            json: serde_json::to_string(reply).unwrap_or_default(),
+        }
+    }
 }
 
 /// A record while the scheduler follows it. `retired` is set when it leaves the open set (finished or
@@ -74,7 +92,7 @@ pub(crate) struct Inner {
     tenant_jobs: SyncMutex<HashMap<TenantId, usize>>,
     feeder: SyncMutex<Feeder>,
     pub feeder_wake: Notify,
-    streams: SyncMutex<HashMap<OpenKey, broadcast::Sender<Reply>>>,
+    streams: SyncMutex<HashMap<OpenKey, broadcast::Sender<Arc<StreamedReply>>>>,
 }
 
 /// The scheduler's core, cheap to clone.
@@ -153,7 +171,11 @@ impl Core {
     }
 
     /// Subscribes to the replies of one request (server-sent events).
-    pub fn subscribe(&self, tenant: &TenantId, request: &RequestId) -> broadcast::Receiver<Reply> {
+    pub fn subscribe(
+        &self,
+        tenant: &TenantId,
+        request: &RequestId,
+    ) -> broadcast::Receiver<Arc<StreamedReply>> {
         let mut streams = lock(&self.inner.streams);
         streams
             .entry((tenant.clone(), request.clone()))
@@ -182,7 +204,8 @@ impl Core {
         {
             let mut streams = lock(&self.inner.streams);
             if let Some(sender) = streams.get(&key) {
-                let _ = sender.send(reply.clone());
+                // Serialised once for every watcher (a preview makes a reply ~8 KB).
+                let _ = sender.send(Arc::new(StreamedReply::of(reply)));
                 if reply.is_final() {
                     streams.remove(&key);
                 }
@@ -366,7 +389,25 @@ impl Core {
                     .iter()
                     .any(|r| r.role == reverie_shared::jobs::ReferenceRole::Subject);
                 let child = plan::make_plan(&input, &intake.request, &self.inner.options.planner);
-                plan::refine_plan(parent, child)
+                let mut refined = plan::refine_plan(parent, child);
+                let unused = plan::replace_sources(&mut refined, &intake.replacements);
+                if !unused.is_empty() {
+                    Self::count_request(intake.ingress, "rejected");
+                    let reasons = unused
+                        .iter()
+                        .map(|photo| {
+                            Reason::new(
+                                "invalid_field",
+                                format!(
+                                    "photo {photo} is no longer a source: the new prompt chose its own photo in that role"
+                                ),
+                            )
+                            .on_field("replace_sources")
+                        })
+                        .collect();
+                    return Ok(Reply::rejected(request_id, reasons));
+                }
+                refined
             }
             None => plan::make_plan(&intake.input, &intake.request, &self.inner.options.planner),
         };

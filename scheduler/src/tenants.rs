@@ -360,6 +360,18 @@ impl Tenants {
     }
 }
 
+/// Something beside the scheduler that keeps a tenant's data (the library API of `reverie serve`:
+/// imports in flight, thumbnails). Forgetting a tenant over HTTP first asks each holder to stop the
+/// tenant's work and hold off new writes (until the returned guard is dropped), then clears the store
+/// and the cache, then tells the holders to drop what they keep in memory.
+#[async_trait::async_trait]
+pub trait TenantDataHolder: Send + Sync {
+    /// Stops the tenant's work; no write of the tenant's lands until the guard is dropped.
+    async fn hold(&self, tenant: &TenantId) -> Box<dyn std::any::Any + Send>;
+    /// The tenant is gone: forget everything kept about it.
+    fn forgotten(&self, tenant: &TenantId);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,17 @@ ensure_python_client() {
   python3 -m pip install --quiet "pika>=1.3,<2"
 }
 
+# The web app's browser test: Debian's chromium and its driver, and selenium from PyPI to drive them.
+ensure_browser() {
+  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    step "installing chromium and chromium-driver for the web app's browser test"
+    apt_install chromium chromium-driver
+  fi
+  python3 -c 'import selenium' 2>/dev/null && return 0
+  step "installing selenium for the web app's browser test"
+  python3 -m pip install --quiet "selenium>=4.20,<5"
+}
+
 # `reverie models fetch` gets the person segmentation model with `npm pack` (@mediapipe/selfie_segmentation).
 ensure_npm() {
   command -v npm >/dev/null && return 0

@@ -58,6 +58,7 @@ pub struct Config {
     pub cache: CacheSettings,
     pub scheduler: SchedulerSettings,
     pub worker: WorkerSettings,
+    pub serve: ServeSettings,
     pub diffusion: DiffusionSettings,
 }
 
@@ -158,6 +159,37 @@ pub struct SchedulerSettings {
     pub tenant_queue_quota: u32,
 }
 
+/// `reverie serve`: the whole farm and the web app in one process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeSettings {
+    /// Folders the web app may import from, separated like PATH (`:` on Unix).
+    pub import_roots: String,
+    pub max_upload_mb: u64,
+    pub workers: usize,
+    pub tenant: String,
+}
+
+impl Default for ServeSettings {
+    fn default() -> ServeSettings {
+        ServeSettings {
+            import_roots: String::new(),
+            max_upload_mb: 25,
+            workers: 1,
+            tenant: "me".to_string(),
+        }
+    }
+}
+
+impl ServeSettings {
+    /// The import roots as paths.
+    pub fn import_roots(&self) -> Vec<PathBuf> {
+        std::env::split_paths(&self.import_roots)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerSettings {
@@ -171,6 +203,7 @@ pub struct WorkerSettings {
     pub drain_grace_s: u64,
     pub heartbeat_s: u64,
     pub shard_cache_mb: u64,
+    pub preview_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -188,6 +221,7 @@ impl Default for Config {
             cache: CacheSettings::default(),
             scheduler: SchedulerSettings::default(),
             worker: WorkerSettings::default(),
+            serve: ServeSettings::default(),
             diffusion: DiffusionSettings::default(),
         }
     }
@@ -260,6 +294,7 @@ impl Default for WorkerSettings {
             drain_grace_s: 60,
             heartbeat_s: 5,
             shard_cache_mb: 2048,
+            preview_interval_ms: 500,
         }
     }
 }
@@ -306,6 +341,10 @@ pub const KEYS: &[Key] = &[
     Key { name: "cache.embedding_ttl_s", default: "2592000", doc: "Time to live of cached embeddings (30 days); the persisted analysis refills them." },
     Key { name: "scheduler.http_addr", default: "127.0.0.1:8080", doc: "Scheduler HTTP API, /metrics, /healthz and /readyz." },
     Key { name: "scheduler.tenant_queue_quota", default: "10000", doc: "Most jobs one tenant may have queued; more are rejected with a reason." },
+    Key { name: "serve.import_roots", default: "", doc: "`reverie serve`: folders on the server the web app may import from, separated like PATH (`:`); `--photos DIR` adds one. Nothing outside them is read." },
+    Key { name: "serve.max_upload_mb", default: "25", doc: "`reverie serve`: the largest photo the web app may upload." },
+    Key { name: "serve.workers", default: "1", doc: "`reverie serve`: workers started in the process when the queue is the embedded one (with RabbitMQ configured, farm workers do the work and this is ignored unless `--workers` says otherwise)." },
+    Key { name: "serve.tenant", default: "me", doc: "`reverie serve`: the tenant created on first start, whose token is printed." },
     Key { name: "worker.http_addr", default: "127.0.0.1:9464", doc: "Worker /metrics, /healthz and /readyz." },
     Key { name: "worker.batch_max", default: "8", doc: "Most compatible jobs rendered in one pass." },
     Key { name: "worker.batch_wait_ms", default: "0", doc: "Longest wait for a batch to fill before rendering what is there. 0 renders what is already delivered: under load the next batch fills while the previous one renders (continuous batching), and a lone job is not held back." },
@@ -322,6 +361,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "diffusion.steps", default: "20", doc: "Denoising steps of planned diffusion jobs when the request names none." },
     Key { name: "diffusion.size", default: "512", doc: "Side in pixels of planned images when the request names no size (a multiple of 8; 512 for SD 1.x, 768 for SD 2.x)." },
     Key { name: "worker.shard_cache_mb", default: "2048", doc: "Local disk cache of photo shards (LRU by bytes)." },
+    Key { name: "worker.preview_interval_ms", default: "500", doc: "Shortest time between two live previews of one job (a small PNG of the latents in its progress events, for apps that show the picture forming). 0 sends none." },
 ];
 
 /// Where a value came from, for error messages.

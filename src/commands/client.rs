@@ -83,6 +83,7 @@ pub async fn submit(global: &GlobalArgs, args: SubmitArgs) -> anyhow::Result<()>
         "prompt": args.prompt,
         "n": args.n,
         "priority": if args.batch { "batch" } else { "interactive" },
+        "kind": "generate",
     });
     let answer = api.submit(&request, args.id.as_deref()).await?;
     print_json(&answer.body)?;
@@ -125,9 +126,18 @@ pub async fn cancel(global: &GlobalArgs, args: IdArgs) -> anyhow::Result<()> {
 
 pub async fn refine(global: &GlobalArgs, args: RefineArgs) -> anyhow::Result<()> {
     let api = client(global, &args.connection)?;
-    let answer = api
-        .refine(&args.id, &json!({ "prompt": args.prompt }), None)
-        .await?;
+    // A refinement is a whole request of schema v1 whose parent is named by the URL; the token names
+    // the tenant (`TENANT:SECRET`).
+    let tenant = args.connection.token.split(':').next().unwrap_or_default();
+    let request = json!({
+        "schema_version": 1,
+        "tenant": tenant,
+        "prompt": args.prompt,
+        "n": 1,
+        "priority": "interactive",
+        "kind": "generate",
+    });
+    let answer = api.refine(&args.id, &request, None).await?;
     print_json(&answer.body)?;
     if !answer.status.is_success() {
         bail!(

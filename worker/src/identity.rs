@@ -327,12 +327,12 @@ pub fn render_with_identity(
     let chunk = requests.len().max(1);
     let mut results = Vec::with_capacity(expanded.len());
     for (start, candidates) in (0..).step_by(chunk).zip(expanded.chunks(chunk)) {
-        results.extend(renderer.render_batch(candidates, &|index, step, total| {
-            // One candidate's progress stands for its job's.
-            if let Some(&(job, 0)) = owners.get(start + index) {
-                progress(job, step, total);
-            }
-        }));
+        let chunk_progress = CandidateProgress {
+            owners: &owners,
+            start,
+            jobs: progress,
+        };
+        results.extend(renderer.render_batch(candidates, &chunk_progress));
     }
     let mut per_job: Vec<Vec<(u64, Result<crate::render::RenderedImage, RenderError>)>> =
         requests.iter().map(|_| Vec::new()).collect();
@@ -374,6 +374,44 @@ pub fn render_with_identity(
             })
         })
         .collect()
+}
+
+/// Progress of a chunk of candidates reported as their jobs' progress: a job's first candidate stands
+/// for it (its steps and previews); the others are silent.
+struct CandidateProgress<'a> {
+    /// For each candidate of the whole expansion: (job index, candidate index).
+    owners: &'a [(usize, u32)],
+    /// The chunk's first candidate in `owners`.
+    start: usize,
+    jobs: crate::render::Progress<'a>,
+}
+
+impl CandidateProgress<'_> {
+    fn job(&self, index: usize) -> Option<usize> {
+        match self.owners.get(self.start + index) {
+            Some(&(job, 0)) => Some(job),
+            _ => None,
+        }
+    }
+}
+
+impl crate::render::ProgressSink for CandidateProgress<'_> {
+    fn step(&self, index: usize, step: u32, total: u32) {
+        if let Some(job) = self.job(index) {
+            self.jobs.step(job, step, total);
+        }
+    }
+
+    fn wants_preview(&self, index: usize) -> bool {
+        self.job(index)
+            .is_some_and(|job| self.jobs.wants_preview(job))
+    }
+
+    fn step_with_preview(&self, index: usize, step: u32, total: u32, preview: image::RgbImage) {
+        if let Some(job) = self.job(index) {
+            self.jobs.step_with_preview(job, step, total, preview);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ use crate::context::WorkerContext;
 use crate::identity::{render_with_identity, Outcome};
 use crate::inputs::{fetch_photo, InputError};
 use crate::outputs::write_outputs;
+use crate::previews::StepReport;
 use crate::render::{RenderError, RenderRequest};
 
 /// A decoded job with the delivery that must be settled for it.
@@ -397,38 +398,36 @@ async fn render(
         Err(error) => return ready.iter().map(|_| Err(error.clone())).collect(),
     };
     let requests: Vec<RenderRequest> = ready.iter().map(|(_, request)| request.clone()).collect();
-    let (progress_tx, mut progress_rx) =
-        tokio::sync::mpsc::unbounded_channel::<(usize, u32, u32)>();
+    let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<StepReport>();
     let jobs: Vec<(reverie_shared::ids::JobId, reverie_shared::ids::TenantId)> = ready
         .iter()
         .map(|(held, _)| (held.spec.job.clone(), held.spec.tenant.clone()))
         .collect();
     let relay_ctx = ctx.clone();
     let relay = tokio::spawn(async move {
-        while let Some((index, step, total)) = progress_rx.recv().await {
+        while let Some(report) = progress_rx.recv().await {
             // The last step's progress is followed at once by the result: not worth two messages.
-            if step >= total {
+            if report.step >= report.total {
                 continue;
             }
-            if let Some((job, tenant)) = jobs.get(index) {
+            if let Some((job, tenant)) = jobs.get(report.index) {
                 relay_ctx
                     .publish_event(&JobEvent::Progress {
                         job: job.clone(),
                         tenant: tenant.clone(),
-                        step,
-                        total,
-                        preview_png: None,
+                        step: report.step,
+                        total: report.total,
+                        preview_png: report.preview_png,
                     })
                     .await;
             }
         }
     });
     let count = requests.len();
+    let preview_interval = std::time::Duration::from_millis(ctx.settings.preview_interval_ms);
     let analyser = ctx.analyser.clone();
     let rendered = tokio::task::spawn_blocking(move || {
-        let progress = move |index: usize, step: u32, total: u32| {
-            let _ = progress_tx.send((index, step, total));
-        };
+        let progress = crate::previews::RelaySink::new(progress_tx, count, preview_interval);
         let faces = match analyser.as_deref() {
             Some(analyser) => analyser
                 .faces

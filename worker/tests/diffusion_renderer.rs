@@ -80,8 +80,34 @@ fn mean_abs_difference(a: &RgbImage, b: &RgbImage) -> f64 {
 }
 
 fn render_one(renderer: &DiffusionRenderer, request: RenderRequest) -> RgbImage {
-    let mut results = renderer.render_batch(&[request], &|_, _, _| {});
+    let mut results = renderer.render_batch(&[request], &reverie_worker::render::NoProgress);
     results.remove(0).unwrap().image
+}
+
+/// Records every step and asks for a preview at each one.
+#[derive(Default)]
+struct Recorder {
+    steps: std::sync::Mutex<Vec<(usize, u32, u32)>>,
+    /// (job index, preview size).
+    previews: std::sync::Mutex<Vec<(usize, (u32, u32))>>,
+}
+
+impl reverie_worker::render::ProgressSink for Recorder {
+    fn step(&self, index: usize, step: u32, total: u32) {
+        self.steps.lock().unwrap().push((index, step, total));
+    }
+
+    fn wants_preview(&self, _index: usize) -> bool {
+        true
+    }
+
+    fn step_with_preview(&self, index: usize, step: u32, total: u32, preview: RgbImage) {
+        self.previews
+            .lock()
+            .unwrap()
+            .push((index, preview.dimensions()));
+        self.step(index, step, total);
+    }
 }
 
 #[test]
@@ -100,10 +126,9 @@ fn a_job_renders_the_same_alone_and_inside_a_mixed_batch() {
         },
         text_job("a lighthouse at dusk", 10, 7.5),
     ];
-    let steps = std::sync::Mutex::new(Vec::new());
-    let batch = renderer.render_batch(&jobs, &|index, step, total| {
-        steps.lock().unwrap().push((index, step, total));
-    });
+    let recorder = Recorder::default();
+    let batch = renderer.render_batch(&jobs, &recorder);
+    let steps = recorder.steps;
     assert_eq!(batch.len(), jobs.len());
     for (job, together) in jobs.iter().zip(&batch) {
         let together = together.as_ref().unwrap();
@@ -128,6 +153,22 @@ fn a_job_renders_the_same_alone_and_inside_a_mixed_batch() {
     assert!(mean_abs_difference(first, last) > 1.0);
     // Every job saw its steps: 4 for text-to-image, fewer for img2img at strength 0.6.
     let steps = steps.into_inner().unwrap();
+    // Each job had a preview of the picture forming at every step but the last (this sink wants them
+    // all), at latent resolution, and the batch above rendered the same as each job alone with them.
+    let previews = recorder.previews.into_inner().unwrap();
+    for index in 0..jobs.len() {
+        let steps_of_job = steps.iter().filter(|s| s.0 == index).count();
+        let previews_of_job: Vec<_> = previews.iter().filter(|p| p.0 == index).collect();
+        assert_eq!(
+            previews_of_job.len(),
+            steps_of_job - 1,
+            "job {index}: {previews:?}"
+        );
+        assert!(
+            previews_of_job.iter().all(|p| p.1 == (8, 8)),
+            "{previews:?}"
+        );
+    }
     assert!(steps.contains(&(0, 4, 4)), "{steps:?}");
     assert!(
         steps.iter().any(|&(i, s, t)| i == 2 && s == t && t < 4),
@@ -168,7 +209,7 @@ fn a_job_for_another_model_is_refused_with_the_reason() {
     let renderer = renderer();
     let mut job = text_job("x", 1, 1.0);
     job.spec.model = Some("sdxl-base".to_string());
-    let result = renderer.render_batch(&[job], &|_, _, _| {});
+    let result = renderer.render_batch(&[job], &reverie_worker::render::NoProgress);
     match &result[0] {
         Err(RenderError::ModelUnavailable(reason)) => {
             assert!(reason.contains("sdxl-base"), "{reason}")
@@ -177,7 +218,7 @@ fn a_job_for_another_model_is_refused_with_the_reason() {
     }
     let mut job = text_job("x", 1, 1.0);
     job.spec.width = 60;
-    let result = renderer.render_batch(&[job], &|_, _, _| {});
+    let result = renderer.render_batch(&[job], &reverie_worker::render::NoProgress);
     assert!(
         matches!(&result[0], Err(RenderError::Invalid(reason)) if reason.contains("multiple of 8")),
         "{:?}",
@@ -240,7 +281,7 @@ fn a_guided_job_renders_the_same_alone_and_inside_a_mixed_batch() {
         text_job("a lighthouse at dusk", 22, 1.0),
         guided_job(23),
     ];
-    let batch = renderer.render_batch(&jobs, &|_, _, _| {});
+    let batch = renderer.render_batch(&jobs, &reverie_worker::render::NoProgress);
     for (job, together) in jobs.iter().zip(&batch) {
         let together = together.as_ref().unwrap();
         if job.spec.identity_strength > 0.0 {

@@ -74,8 +74,12 @@ fn jesper_job(best_of: u32) -> RenderRequest {
 fn painted_people_are_checked_and_best_of_keeps_the_closest() {
     let analyzer = analyzer();
     let renderer = PainterlyRenderer;
-    let results =
-        render_with_identity(&renderer, vec![jesper_job(1)], Ok(&analyzer), &|_, _, _| {});
+    let results = render_with_identity(
+        &renderer,
+        vec![jesper_job(1)],
+        Ok(&analyzer),
+        &reverie_worker::render::NoProgress,
+    );
     let outcome = results.into_iter().next().unwrap().expect("rendered");
     assert_eq!(
         (
@@ -99,8 +103,12 @@ fn painted_people_are_checked_and_best_of_keeps_the_closest() {
     assert_eq!(report.seed, 11);
     assert!(report.candidates.is_empty());
 
-    let results =
-        render_with_identity(&renderer, vec![jesper_job(3)], Ok(&analyzer), &|_, _, _| {});
+    let results = render_with_identity(
+        &renderer,
+        vec![jesper_job(3)],
+        Ok(&analyzer),
+        &reverie_worker::render::NoProgress,
+    );
     let outcome = results.into_iter().next().unwrap().expect("rendered");
     let report = outcome.identity.expect("checked");
     let seeds: Vec<u64> = report.candidates.iter().map(|c| c.seed).collect();
@@ -123,7 +131,7 @@ fn without_face_models_the_check_says_it_could_not_run() {
         &renderer,
         vec![jesper_job(4)],
         Err("no models here"),
-        &|_, _, _| {},
+        &reverie_worker::render::NoProgress,
     );
     let outcome = results.into_iter().next().unwrap().expect("rendered");
     let report = outcome

@@ -111,7 +111,8 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
             photos: photos.clone(),
             identity: Vec::new(),
         };
-        let mut out = PainterlyRenderer.render_batch(&[request], &|_, _, _| {});
+        let mut out =
+            PainterlyRenderer.render_batch(&[request], &reverie_worker::render::NoProgress);
         out.remove(0).unwrap()
     };
     let distance_to_album = |image: &image::RgbImage| {

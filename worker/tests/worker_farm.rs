@@ -47,7 +47,7 @@ impl Renderer for ScriptedRenderer {
             .iter()
             .enumerate()
             .map(|(index, request)| {
-                progress(index, 1, 1);
+                progress.step(index, 1, 1);
                 match request.spec.prompt.as_str() {
                     "fail-once" if self.failures.fetch_add(1, Ordering::SeqCst) == 0 => {
                         return Err(RenderError::Failed("transient device error".into()))
@@ -84,6 +84,7 @@ fn settings() -> WorkerSettings {
         drain_grace_s: 10,
         heartbeat_s: 1,
         shard_cache_mb: 16,
+        preview_interval_ms: 0,
     }
 }
 

@@ -5,7 +5,7 @@
 //! The grammar, vocabularies and examples are documented in `docs/prompts.md`.
 
 mod fuzzy;
-mod lexicon;
+pub(crate) mod lexicon;
 mod parse;
 mod resolve;
 mod text;

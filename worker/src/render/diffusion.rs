@@ -331,8 +331,16 @@ impl DiffusionRenderer {
                 .with_label_values::<&str>(&[])
                 .observe(step_started.elapsed().as_secs_f64());
             step_started = std::time::Instant::now();
-            for &index in indices {
-                progress(index, step.step as u32, step.total as u32);
+            for (sample, &index) in indices.iter().enumerate() {
+                let (at, total) = (step.step as u32, step.total as u32);
+                // The last step's result follows at once: no preview of it.
+                let preview = (at < total && progress.wants_preview(index))
+                    .then(|| step.preview(sample).ok())
+                    .flatten();
+                match preview {
+                    Some(picture) => progress.step_with_preview(index, at, total, picture),
+                    None => progress.step(index, at, total),
+                }
             }
             ControlFlow::Continue(())
         });

@@ -76,8 +76,40 @@ impl RenderError {
     }
 }
 
-/// Reports a job's progress: (index in the batch, step, total steps).
-pub type Progress<'a> = &'a (dyn Fn(usize, u32, u32) + Sync);
+/// Where a renderer reports progress while it works: steps of each job of the batch (by index) and, when
+/// asked, a live preview of the picture forming.
+pub trait ProgressSink: Sync {
+    /// Job `index` of the batch finished `step` of `total`.
+    fn step(&self, index: usize, step: u32, total: u32);
+
+    /// Whether a preview of job `index` is wanted with its next step (the sink throttles; drawing one
+    /// costs the renderer a little, so it asks first).
+    fn wants_preview(&self, _index: usize) -> bool {
+        false
+    }
+
+    /// A step with a preview of the picture at that step (for diffusion, the latents mapped to colour).
+    fn step_with_preview(&self, index: usize, step: u32, total: u32, _preview: image::RgbImage) {
+        self.step(index, step, total);
+    }
+}
+
+/// Any `Fn(index, step, total)` is a sink that never wants previews.
+impl<F: Fn(usize, u32, u32) + Sync> ProgressSink for F {
+    fn step(&self, index: usize, step: u32, total: u32) {
+        self(index, step, total)
+    }
+}
+
+/// A sink that ignores everything.
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn step(&self, _index: usize, _step: u32, _total: u32) {}
+}
+
+/// How a renderer reports progress.
+pub type Progress<'a> = &'a dyn ProgressSink;
 
 pub trait Renderer: Send + Sync {
     fn kind(&self) -> RendererKind;

@@ -35,7 +35,7 @@ impl Renderer for PainterlyRenderer {
             .enumerate()
             .map(|(index, request)| {
                 let result = render_one(request);
-                progress(index, 1, 1);
+                progress.step(index, 1, 1);
                 result
             })
             .collect()

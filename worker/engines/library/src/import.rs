@@ -64,7 +64,7 @@ pub struct Skipped {
     pub reason: Damage,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ImportReport {
     pub imported: usize,
     /// Photos whose bytes were already in the library (re-imports, copies under another name).
