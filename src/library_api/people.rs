@@ -104,6 +104,19 @@ fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8], shape: &str) -> Result<
     })
 }
 
+/// What every person edit starts with: the caller's tenant, the person's id and the parsed body.
+async fn person_request<T: for<'de> Deserialize<'de>>(
+    api: &LibraryApi,
+    headers: &HeaderMap,
+    id: &str,
+    body: &[u8],
+    shape: &str,
+) -> Result<(TenantId, u64, T), ApiError> {
+    let tenant = api.tenant(headers).await?;
+    let id = super::person_id(id)?;
+    Ok((tenant, id, parse_json(body, shape)?))
+}
+
 fn find(cards: Vec<PersonCard>, id: u64) -> Result<PersonCard, ApiError> {
     cards.into_iter().find(|c| c.id == id).ok_or_else(|| {
         bad(
@@ -148,9 +161,8 @@ pub(super) async fn rename(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<PersonCard>, ApiError> {
-    let tenant = api.tenant(&headers).await?;
-    let id = super::person_id(&id)?;
-    let body: NameBody = parse_json(&body, r#"{"name": "..."}"#)?;
+    let (tenant, id, body): (_, _, NameBody) =
+        person_request(&api, &headers, &id, &body, r#"{"name": "..."}"#).await?;
     let name = check_name(&body.name)?.to_string();
     let ((), cards) = edit(&api, &tenant, |people| people.name(id, &name)).await?;
     Ok(Json(find(cards, id)?))
@@ -168,9 +180,8 @@ pub(super) async fn merge(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<PersonCard>, ApiError> {
-    let tenant = api.tenant(&headers).await?;
-    let id = super::person_id(&id)?;
-    let body: MergeBody = parse_json(&body, r#"{"from": PERSON_ID}"#)?;
+    let (tenant, id, body): (_, _, MergeBody) =
+        person_request(&api, &headers, &id, &body, r#"{"from": PERSON_ID}"#).await?;
     let ((), cards) = edit(&api, &tenant, |people| people.merge(id, body.from)).await?;
     Ok(Json(find(cards, id)?))
 }
@@ -192,12 +203,9 @@ pub(super) async fn split(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<SplitAnswer>, ApiError> {
-    let tenant = api.tenant(&headers).await?;
-    let id = super::person_id(&id)?;
-    let body: SplitBody = parse_json(
-        &body,
-        r#"{"faces": [{"photo_id": "...", "box": [l, t, r, b]}]}"#,
-    )?;
+    let shape = r#"{"faces": [{"photo_id": "...", "box": [l, t, r, b]}]}"#;
+    let (tenant, id, body): (_, _, SplitBody) =
+        person_request(&api, &headers, &id, &body, shape).await?;
     if body.faces.is_empty() {
         return Err(bad(
             StatusCode::UNPROCESSABLE_ENTITY,

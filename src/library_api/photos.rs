@@ -234,6 +234,18 @@ fn encode_jpeg(image: &DynamicImage) -> Result<Vec<u8>, image::ImageError> {
     Ok(out.into_inner())
 }
 
+/// What the thumbnail and face routes start with: the caller's tenant, the photo id and the query.
+async fn photo_request(
+    api: &LibraryApi,
+    headers: &HeaderMap,
+    id: &str,
+    query: Result<Query<SizeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<(TenantId, PhotoId, SizeQuery), ApiError> {
+    let tenant = api.tenant(headers).await?;
+    let query = super::query(query)?;
+    Ok((tenant, photo_id(id)?, query))
+}
+
 fn thumbnail_key(tenant: &TenantId, name: &str) -> String {
     format!("{}thumbnails/{name}.jpg", keys::tenant_prefix(tenant))
 }
@@ -245,9 +257,7 @@ pub(super) async fn thumbnail(
     headers: HeaderMap,
     query: Result<Query<SizeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = api.tenant(&headers).await?;
-    let query = super::query(query)?;
-    let id = photo_id(&id)?;
+    let (tenant, id, query) = photo_request(&api, &headers, &id, query).await?;
     let side = side_of(query.size, 256);
     let key = thumbnail_key(&tenant, &format!("{id}-{side}"));
     cached_jpeg(&api, &tenant, &id, key, move |photo| {
@@ -285,9 +295,7 @@ pub(super) async fn face(
     headers: HeaderMap,
     query: Result<Query<SizeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let tenant = api.tenant(&headers).await?;
-    let query = super::query(query)?;
-    let id = photo_id(&id)?;
+    let (tenant, id, query) = photo_request(&api, &headers, &id, query).await?;
     let face = query
         .face_box
         .as_deref()
