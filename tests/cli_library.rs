@@ -23,6 +23,12 @@ fn reverie(data: &Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// Creates the tenant and grants consent for its library: what the library's analysis needs.
+fn consent(data: &Path, tenant: &str) {
+    reverie(data, &["tenant", "create", tenant]);
+    reverie(data, &["consent", "grant", "--tenant", tenant, "library"]);
+}
+
 fn fixtures(part: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -35,6 +41,7 @@ fn fixtures(part: &str) -> String {
 fn import_show_analyse_and_find_similar_photos() {
     let data = tempfile::tempdir().unwrap();
     let d = data.path();
+    consent(d, "ann");
     let out = reverie(
         d,
         &[
@@ -99,6 +106,8 @@ fn people_are_named_merged_and_split_and_survive_a_reimport() {
             std::fs::copy(&path, photos.path().join(&name)).unwrap();
         }
     }
+    consent(d, "bo");
+    // The import analyses the library (consent given): people are there without another command.
     reverie(
         d,
         &[
@@ -109,7 +118,6 @@ fn people_are_named_merged_and_split_and_survive_a_reimport() {
             &photos.path().display().to_string(),
         ],
     );
-    reverie(d, &["analyse", "--tenant", "bo"]);
     let people: serde_json::Value =
         serde_json::from_str(&reverie(d, &["people", "list", "--tenant", "bo", "--json"])).unwrap();
     let people = people.as_array().unwrap().clone();
@@ -185,6 +193,73 @@ fn people_are_named_merged_and_split_and_survive_a_reimport() {
     );
 }
 
+/// `reverie` expected to fail: its stderr.
+fn reverie_fails(data: &Path, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_reverie"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "reverie {args:?} should have failed"
+    );
+    String::from_utf8_lossy(&output.stderr).to_string()
+}
+
+#[test]
+fn without_consent_nothing_is_analysed_and_the_people_list_says_why() {
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    reverie(d, &["tenant", "create", "cy"]);
+    let report: serde_json::Value = serde_json::from_str(&reverie(
+        d,
+        &[
+            "library",
+            "import",
+            "--tenant",
+            "cy",
+            "--json",
+            &fixtures("library/folder"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(report["imported"], 11);
+    assert_eq!(report["analysis"]["ran"], "not_run");
+    assert_eq!(report["analysis"]["analysis"], "no_consent");
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&reverie(d, &["people", "list", "--tenant", "cy", "--json"])).unwrap();
+    assert_eq!(listed["analysis"], "no_consent", "{listed}");
+    assert_eq!(listed["people"], serde_json::json!([]));
+    assert_eq!(listed["shards_analysed"], 0);
+    let message = listed["message"].as_str().unwrap();
+    assert!(
+        message.contains("reverie consent grant --tenant cy library"),
+        "says how to grant consent: {message}"
+    );
+    let text = reverie(d, &["people", "list", "--tenant", "cy"]);
+    assert!(text.contains("has not consented"), "{text}");
+    let refused = reverie_fails(d, &["analyse", "--tenant", "cy"]);
+    assert!(refused.contains("has not consented"), "{refused}");
+    assert!(
+        reverie(d, &["library", "show", "--tenant", "cy"]).contains("not computed yet"),
+        "no palettes either: nothing was analysed"
+    );
+
+    // Granting consent runs the analysis that was waiting for it.
+    let granted = reverie(d, &["consent", "grant", "--tenant", "cy", "library"]);
+    assert!(granted.contains("analysed"), "{granted}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&reverie(d, &["people", "list", "--tenant", "cy", "--json"])).unwrap();
+    assert!(
+        listed.is_array(),
+        "a finished analysis lists people as before: {listed}"
+    );
+}
+
 #[test]
 fn a_takeout_zip_imports_as_downloaded_and_unsafe_entries_are_listed() {
     let data = tempfile::tempdir().unwrap();
@@ -218,4 +293,55 @@ fn a_takeout_zip_imports_as_downloaded_and_unsafe_entries_are_listed() {
     ] {
         assert!(out.contains(line), "{line} missing from:\n{out}");
     }
+}
+
+/// On a farm (a broker configured) the import publishes one analysis job per shard for the workers,
+/// and `people list` says the analysis is pending until they are done.
+#[test]
+fn on_a_farm_the_import_queues_the_analysis_for_the_workers() {
+    let Ok(amqp) = std::env::var("REVERIE_TEST_AMQP_URL") else {
+        panic!("REVERIE_TEST_AMQP_URL is not set: run scripts/test (it starts RabbitMQ)");
+    };
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let prefix = "cli-analysis-test";
+    let farm = |args: &[&str]| {
+        let mut all = vec!["--amqp-url", amqp.as_str(), "--set"];
+        let queues = format!("queues.prefix={prefix}");
+        all.push(&queues);
+        all.extend_from_slice(args);
+        reverie(d, &all)
+    };
+    farm(&["tenant", "create", "dee"]);
+    farm(&["consent", "grant", "--tenant", "dee", "library"]);
+    let report: serde_json::Value = serde_json::from_str(&farm(&[
+        "library",
+        "import",
+        "--tenant",
+        "dee",
+        "--json",
+        &fixtures("library/folder"),
+    ]))
+    .unwrap();
+    assert_eq!(report["analysis"]["ran"], "queued", "{report}");
+    assert_eq!(report["analysis"]["jobs"], 1);
+    let listed: serde_json::Value =
+        serde_json::from_str(&farm(&["people", "list", "--tenant", "dee", "--json"])).unwrap();
+    assert_eq!(listed["analysis"], "pending", "{listed}");
+    assert!(listed["message"].as_str().unwrap().contains("workers"));
+    // The job is on the analysis queue, as a worker would take it.
+    let again: serde_json::Value = serde_json::from_str(&farm(&[
+        "library",
+        "import",
+        "--tenant",
+        "dee",
+        "--json",
+        &fixtures("library/folder"),
+    ]))
+    .unwrap();
+    assert_eq!(again["imported"], 0);
+    assert_eq!(
+        again["analysis"]["jobs"], 1,
+        "a shard without an analysis is queued again (the job id is the shard's)"
+    );
 }

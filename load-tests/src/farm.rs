@@ -81,7 +81,21 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
         }
     };
     let (before, cpu_before) = (crate::hops::Snapshot::take(), CpuSnapshot::take());
-    let result = drive(args, &backends, &queues, &token, &request_body, &run_id).await;
+    // Replies come back on the tenant's own reply queue (docs/api.md, "Reply queues").
+    let reply_queue = format!(
+        "{}:{run_id}",
+        reverie_scheduler::reply_to::tenant_reply_queue(&config.queues.prefix, &tenant)
+    );
+    let result = drive(
+        args,
+        &backends,
+        &queues,
+        &token,
+        &request_body,
+        &reply_queue,
+        &run_id,
+    )
+    .await;
     let (hops, cpu_after) = (
         crate::hops::Snapshot::take().since(&before),
         CpuSnapshot::take(),
@@ -257,6 +271,7 @@ async fn publish_malformed(
     backends: &Backends,
     queues: &QueueNames,
     reply_queue: &str,
+    token: &str,
     run_id: &str,
 ) -> anyhow::Result<()> {
     let id = format!("malformed-{run_id}");
@@ -265,6 +280,8 @@ async fn publish_malformed(
         correlation_id: Some(id),
         reply_to: Some(reply_queue.to_string()),
         content_type: Some("application/json".into()),
+        // The token names the tenant whose reply queue may carry the rejection (docs/api.md).
+        headers: [("x-reverie-token".to_string(), token.to_string())].into(),
         ..MessageProps::default()
     };
     let not_json = Message::new(b"{ this is not json".to_vec()).with_props(props);
@@ -286,9 +303,10 @@ async fn drive(
     queues: &QueueNames,
     token: &str,
     body: &[u8],
+    reply_queue: &str,
     run_id: &str,
 ) -> anyhow::Result<Outcome> {
-    let reply_queue = format!("{}.replies.{run_id}", queues.requests);
+    let reply_queue = reply_queue.to_string();
     backends
         .queue
         .declare(&QueueSpec::new(&reply_queue))
@@ -297,7 +315,7 @@ async fn drive(
     let events = EventLog::default();
     let publish_failed = Arc::new(AtomicU64::new(0));
     if args.malformed {
-        publish_malformed(backends, queues, &reply_queue, run_id).await?;
+        publish_malformed(backends, queues, &reply_queue, token, run_id).await?;
     }
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));

@@ -58,14 +58,19 @@ pub fn error(
     )
 }
 
-/// A backend failure: 503 with the reason (logged), so clients retry.
+/// What a caller is told of a backend failure: never the backend's own error text (store paths and
+/// keys, addresses, broker details), which goes to the log.
+pub const UNAVAILABLE_MESSAGE: &str =
+    "the service could not complete this request right now; retry later";
+
+/// A backend failure: 503 with a fixed message (the error itself is logged), so clients retry.
 pub fn internal(err: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %err, "HTTP request failed");
     error(
         StatusCode::SERVICE_UNAVAILABLE,
         None,
         "unavailable",
-        err.to_string(),
+        UNAVAILABLE_MESSAGE,
     )
 }
 
@@ -94,6 +99,7 @@ pub async fn authenticated_tenant(core: &Core, headers: &HeaderMap) -> Result<Te
     let token = bearer(headers).unwrap_or_default();
     match core.tenants().authenticate(&token).await {
         Ok(tenant) => Ok(tenant.id),
+        Err(AuthError::Unavailable(detail)) => Err(internal(detail)),
         Err(e) => Err(error(auth_status(&e), None, e.code(), e.to_string())),
     }
 }
@@ -245,7 +251,8 @@ async fn submit_http(
         parent,
     )
     .await
-    .map_err(internal)?;
+    .map_err(internal)?
+    .reply;
     Ok(reply_response(reply))
 }
 
@@ -355,14 +362,20 @@ pub async fn generation_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let tenant = authenticate(&state, &headers).await?;
     let request = request_id(&id)?;
-    // Subscribe before reading the record, so nothing that happens in between is missed.
+    // Subscribe before reading the record, so nothing that happens in between is missed; a request
+    // that does not exist (or is another tenant's) keeps no stream behind.
     let receiver = state.core.subscribe(&tenant, &request);
-    let record = state
-        .core
-        .record(&tenant, &request)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| not_found(&request))?;
+    let record = match state.core.record(&tenant, &request).await {
+        Ok(Some(record)) => record,
+        found => {
+            drop(receiver);
+            state.core.unsubscribe_idle(&tenant, &request);
+            return Err(match found {
+                Err(error) => internal(error),
+                _ => not_found(&request),
+            });
+        }
+    };
     let finished = record.is_finished();
     let receiver = if finished {
         // Nothing more will happen: answer the final reply and end, without a live subscription.

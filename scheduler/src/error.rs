@@ -45,6 +45,20 @@ pub enum SchedulerError {
 
 pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
 
+impl SchedulerError {
+    /// A failure no retry can change: the store refuses (access denied, a missing bucket). Work that
+    /// failed this way is given up with the reason instead of being requeued forever.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SchedulerError::Store(error)
+            | SchedulerError::Destination(reverie_shared::destinations::DestinationError::Store(
+                error,
+            )) => error.is_permanent(),
+            _ => false,
+        }
+    }
+}
+
 /// Serialises a record as compact JSON (records are written on every request's hot path; `jq` makes
 /// them readable), naming it on failure.
 pub(crate) fn to_json<T: serde::Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {

@@ -31,6 +31,71 @@ pub struct Credentials {
     pub broker_user: Option<String>,
 }
 
+/// The answer to a request and the AMQP reply route its replies may use (`None`: none was given, or
+/// the one given was refused: docs/api.md, "Reply queues").
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub reply: Reply,
+    pub route: Option<ReplyRoute>,
+}
+
+/// The tenants a request claims to act for before it is authenticated: the token's tenant, the body's
+/// `tenant`, the broker user. Used only to decide where a rejection may be answered: any of them (the
+/// sender could have claimed any one alone).
+fn claimed_tenants(credentials: &Credentials, body_tenant: Option<&str>) -> Vec<TenantId> {
+    let token_tenant = credentials
+        .token
+        .as_deref()
+        .and_then(|t| t.trim().split_once(':'))
+        .map(|(tenant, _)| tenant.to_string());
+    [
+        token_tenant,
+        body_tenant.map(str::to_string),
+        credentials.broker_user.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|name| TenantId::new(&name).ok())
+    .collect()
+}
+
+/// `route` if a request acting for one of `tenants` may be answered there; otherwise `None`, logged
+/// and counted.
+fn screen_route(
+    core: &Core,
+    route: Option<&ReplyRoute>,
+    tenants: &[TenantId],
+) -> Option<ReplyRoute> {
+    let route = route?;
+    let prefix = &core.options().queue_prefix;
+    let verdict = if tenants.is_empty() {
+        crate::reply_to::check(prefix, &route.reply_to, None)
+    } else {
+        tenants
+            .iter()
+            .map(|tenant| crate::reply_to::check(prefix, &route.reply_to, Some(tenant)))
+            .find(Result::is_ok)
+            .unwrap_or_else(|| crate::reply_to::check(prefix, &route.reply_to, tenants.first()))
+    };
+    let tenant = tenants.first();
+    match verdict {
+        Ok(()) => Some(route.clone()),
+        Err(refusal) => {
+            reverie_shared::metrics::global()
+                .replies_undelivered
+                .with_label_values(&[refusal.label()])
+                .inc();
+            tracing::warn!(
+                reply_to = %route.reply_to,
+                tenant = tenant.map(|t| t.as_str()).unwrap_or("-"),
+                reason = refusal.label(),
+                "reply_to refused: the request is handled but answered nowhere"
+            );
+            None
+        }
+    }
+}
+
 /// What intake needs besides the core.
 #[derive(Clone, Debug)]
 pub struct IntakeContext {
@@ -52,13 +117,14 @@ async fn bind_tenant(
         core.tenants().authenticate(token).await?
     } else if let Some(user) = credentials.broker_user.as_deref() {
         let name = claimed.unwrap_or(user);
-        let id = TenantId::new(name).map_err(|_| AuthError::UnknownTenant(name.to_string()))?;
+        // An unknown tenant and one the user is not bound to are the same answer (no enumeration).
+        let id = TenantId::new(name).map_err(|_| AuthError::UnboundUser(user.to_string()))?;
         let tenant = core
             .tenants()
             .get(&id)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?
-            .ok_or_else(|| AuthError::UnknownTenant(name.to_string()))?;
+            .ok_or_else(|| AuthError::UnboundUser(user.to_string()))?;
         if !tenant.amqp_users.iter().any(|u| u == user) {
             return Err(AuthError::UnboundUser(user.to_string()));
         }
@@ -83,6 +149,7 @@ fn auth_reason(error: &AuthError) -> Reason {
 
 /// Validates, authenticates, resolves and accepts one request. `idempotency_key` is the AMQP
 /// message_id or the HTTP Idempotency-Key; without one a fresh id is generated (no idempotency).
+/// `reply` (AMQP) is checked against the sender: the answer says where replies may go.
 #[allow(clippy::too_many_arguments)]
 pub async fn submit(
     core: &Core,
@@ -93,7 +160,44 @@ pub async fn submit(
     body: &[u8],
     reply: Option<ReplyRoute>,
     parent: Option<RequestId>,
+) -> Result<Answer> {
+    let mut route = None;
+    let reply = submit_checked(
+        core,
+        context,
+        ingress,
+        credentials,
+        idempotency_key,
+        body,
+        reply.as_ref(),
+        &mut route,
+        parent,
+    )
+    .await?;
+    Ok(Answer { reply, route })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn submit_checked(
+    core: &Core,
+    context: &IntakeContext,
+    ingress: Ingress,
+    credentials: &Credentials,
+    idempotency_key: Option<&str>,
+    body: &[u8],
+    given_route: Option<&ReplyRoute>,
+    route: &mut Option<ReplyRoute>,
+    parent: Option<RequestId>,
 ) -> Result<Reply> {
+    let tenant_changes = core.tenant_changes();
+    // Until the sender is authenticated, a rejection may go only where the tenant it claims to be may
+    // be answered (or to a private queue).
+    let body_tenant = (body.len() <= MAX_REQUEST_BYTES)
+        .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+        .flatten()
+        .and_then(|v| v.get("tenant").and_then(|t| t.as_str()).map(str::to_string));
+    let claimed_ids = claimed_tenants(credentials, body_tenant.as_deref());
+    *route = screen_route(core, given_route, &claimed_ids);
     let request_id = match idempotency_key {
         Some(key) => match RequestId::new(key) {
             Ok(id) => id,
@@ -119,11 +223,15 @@ pub async fn submit(
         return Ok(reject(ingress, id_text, vec![reason]));
     }
     // The tenant is bound before the body is judged, so strangers learn nothing from validation.
-    let claimed = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v.get("tenant").and_then(|t| t.as_str()).map(str::to_string));
+    let claimed = body_tenant.clone();
     let tenant = match bind_tenant(core, credentials, claimed.as_deref()).await {
-        Ok(tenant) => tenant,
+        Ok(tenant) => {
+            // Authenticated: only the tenant's own reply queues (or private ones) from here on.
+            if claimed_ids != [tenant.id.clone()] {
+                *route = screen_route(core, given_route, std::slice::from_ref(&tenant.id));
+            }
+            tenant
+        }
         Err(AuthError::Unavailable(detail)) => {
             return Err(crate::error::SchedulerError::Unavailable(format!(
                 "credentials could not be checked: {detail}"
@@ -203,13 +311,14 @@ pub async fn submit(
         tenant: tenant.id.clone(),
         tenant_record: tenant.clone(),
         ingress,
-        reply,
+        reply: route.clone(),
         prompt: request.prompt.clone(),
         body: serde_json::from_slice(body).unwrap_or_default(),
         input,
         parent: parent_plan,
         album_run,
         replacements,
+        tenant_changes,
     };
     core.accept(intake).await
 }

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod prompt;
 pub mod records;
 pub mod replies;
+pub mod reply_to;
 pub mod request;
 pub mod runtime;
 pub mod scheduler;

@@ -11,7 +11,7 @@ pub const REPLY_SCHEMA: &str = "reverie.reply.v1";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reason {
     /// A stable machine-readable code (`invalid_json`, `unknown_schema_version`, `missing_field`,
-    /// `unknown_tenant`, `token_expired`, `no_consent`, `quota_exceeded`, `unresolved_reference`, ...).
+    /// `token_expired`, `no_consent`, `quota_exceeded`, `unresolved_reference`, ...).
     pub code: String,
     /// The request field it concerns, as a JSON pointer-like path (`prompt`, `n`), when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,26 +182,11 @@ pub fn final_reply(record: &RequestRecord) -> Reply {
     Reply::new(Some(record.request.to_string()), body)
 }
 
-/// Standard base64 (RFC 4648, padded) for previews; small enough not to need a crate.
+/// Standard base64 (RFC 4648 section 4: the `+/` alphabet, padded with `=`) for previews
+/// (`preview_png_base64` in replies and SSE events, docs/api.md).
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use ::base64::Engine as _;
+    ::base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -220,6 +205,42 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
         ] {
             assert_eq!(base64(input.as_bytes()), expected);
+        }
+        // Both ends of the alphabet, which the URL-safe alphabet would write as `-` and `_`.
+        assert_eq!(base64(&[0xFB, 0xFF, 0xBF]), "+/+/");
+    }
+
+    /// The hand-written encoder the crate replaced, kept as the reference the output must match.
+    fn hand_written_base64(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+                if i <= chunk.len() {
+                    out.push(ALPHABET[((n >> shift) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn base64_is_byte_identical_to_the_hand_written_encoder(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            proptest::prop_assert_eq!(base64(&bytes), hand_written_base64(&bytes));
         }
     }
 

@@ -152,9 +152,9 @@ async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: 
     )
     .await;
     match outcome {
-        Ok(reply) => {
+        Ok(ingress::Answer { reply, route }) => {
             if let Some(route) = &route {
-                core.send_amqp_reply(route, &reply).await;
+                core.send_amqp_reply(route, &reply);
             } else {
                 tracing::info!(
                     kind = reply.kind(),
@@ -200,6 +200,17 @@ pub async fn run_events(core: Core, shutdown: watch::Receiver<bool>) {
             None => {
                 if let Err(error) = delivery.ack().await {
                     tracing::warn!(%error, "could not ack an event");
+                }
+            }
+            Some(error) if error.is_permanent() => {
+                // Requeued it would fail the same way every REQUEUE_PAUSE, forever: kept in the dead
+                // letters with the reason instead, to be replayed once the store is fixed.
+                tracing::error!(%error, "event refused for good by the store; dead-lettered");
+                if let Err(error) = delivery
+                    .dead_letter("store_refused", &error.to_string())
+                    .await
+                {
+                    tracing::warn!(%error, "could not dead-letter an event");
                 }
             }
             Some(error) => {

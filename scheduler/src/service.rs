@@ -17,7 +17,7 @@ use reverie_shared::keys;
 use reverie_shared::metrics;
 use reverie_shared::ports::queue::{Message, MessageProps};
 use reverie_shared::queues::QueueNames;
-use tokio::sync::{broadcast, Mutex, Notify};
+use tokio::sync::{broadcast, mpsc, Mutex, Notify};
 use tracing::Instrument;
 
 use crate::error::Result;
@@ -49,6 +49,9 @@ pub struct Intake {
     pub album_run: Option<crate::plan::AlbumRun>,
     /// For refinements: parent sources the person swapped for other photos.
     pub replacements: Vec<crate::plan::SourceReplacement>,
+    /// [`Core::tenant_changes`] before the tenant record was read: acceptance reads the record again
+    /// if a tenant was forgotten or had consent revoked since.
+    pub tenant_changes: u64,
 }
 
 /// A reply as event streams send it: the reply and its JSON, made once and shared by every watcher.
@@ -93,6 +96,84 @@ pub(crate) struct Inner {
     feeder: SyncMutex<Feeder>,
     pub feeder_wake: Notify,
     streams: SyncMutex<HashMap<OpenKey, broadcast::Sender<Arc<StreamedReply>>>>,
+    /// Per tenant: acceptances hold it shared, `forget` and consent revocation exclusively, so neither
+    /// runs while a request of the tenant is half accepted (it would miss it) and no request is
+    /// accepted on the tenant record as it was before them.
+    tenant_gates: SyncMutex<HashMap<TenantId, Arc<tokio::sync::RwLock<()>>>>,
+    /// Counts the starts and ends of forgets and revocations (any tenant): see [`Intake::tenant_changes`].
+    tenant_changes: std::sync::atomic::AtomicU64,
+    /// AMQP replies on their way out, drained by their own tasks (started with the first reply).
+    reply_lanes: std::sync::OnceLock<Vec<mpsc::Sender<OutgoingReply>>>,
+}
+
+/// Lanes of AMQP replies: a request's replies always take the same lane (so they arrive in order), and
+/// each lane publishes one reply at a time. Publishing never holds up intake or event handling: a reply
+/// is handed to its lane, and dropped (counted, `backlog`) when the lane is full.
+const REPLY_LANES: usize = 8;
+/// Replies a lane holds before it drops new ones.
+const REPLY_LANE_DEPTH: usize = 512;
+
+/// One reply for one AMQP reply queue.
+struct OutgoingReply {
+    queue: String,
+    message: Message,
+    kind: &'static str,
+}
+
+fn spawn_reply_lanes(
+    queue: reverie_shared::ports::queue::SharedQueue,
+) -> Vec<mpsc::Sender<OutgoingReply>> {
+    (0..REPLY_LANES)
+        .map(|_| {
+            let (sender, mut receiver) = mpsc::channel::<OutgoingReply>(REPLY_LANE_DEPTH);
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                while let Some(reply) = receiver.recv().await {
+                    deliver_reply(&queue, reply).await;
+                }
+            });
+            sender
+        })
+        .collect()
+}
+
+/// Publishes one reply. Only a lost broker connection is retried (a broker restart must not swallow a
+/// final reply); a reply queue that does not exist, or a broker that refuses the message, costs one
+/// attempt, one log line and one count.
+async fn deliver_reply(queue: &reverie_shared::ports::queue::SharedQueue, reply: OutgoingReply) {
+    use reverie_shared::ports::queue::QueueError;
+    let backoff = reverie_shared::retry::Backoff {
+        initial: std::time::Duration::from_millis(200),
+        max: std::time::Duration::from_secs(5),
+        max_attempts: 20,
+    };
+    let result = reverie_shared::retry::with_backoff(
+        "reply queue",
+        backoff,
+        |error: &QueueError| matches!(error, QueueError::Unreachable { .. }),
+        || queue.publish_reply(&reply.queue, reply.message.clone()),
+    )
+    .await;
+    if let Err(error) = result {
+        let reason = match error {
+            QueueError::NoSuchQueue { .. } => "no_such_queue",
+            QueueError::NotConfirmed { .. } => "not_confirmed",
+            QueueError::Unreachable { .. } => "unreachable",
+            _ => "failed",
+        };
+        metrics::global()
+            .replies_undelivered
+            .with_label_values(&[reason])
+            .inc();
+        tracing::warn!(%error, reply_to = %reply.queue, kind = reply.kind, reason, "reply not delivered");
+    }
+}
+
+fn lane_of(key: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % REPLY_LANES as u64) as usize
 }
 
 /// The scheduler's core, cheap to clone.
@@ -138,6 +219,9 @@ impl Core {
                 feeder: SyncMutex::new(feeder),
                 feeder_wake: Notify::new(),
                 streams: SyncMutex::new(HashMap::new()),
+                reply_lanes: std::sync::OnceLock::new(),
+                tenant_gates: SyncMutex::new(HashMap::new()),
+                tenant_changes: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -183,6 +267,11 @@ impl Core {
             .subscribe()
     }
 
+    /// Event streams kept (requests someone subscribed to that have not finished).
+    pub fn event_streams(&self) -> usize {
+        lock(&self.inner.streams).len()
+    }
+
     /// Drops the event stream of a request when nobody listens to it any more.
     pub fn unsubscribe_idle(&self, tenant: &TenantId, request: &RequestId) {
         let key = (tenant.clone(), request.clone());
@@ -212,12 +301,13 @@ impl Core {
             }
         }
         if let Some(route) = route {
-            self.send_amqp_reply(route, reply).await;
+            self.send_amqp_reply(route, reply);
         }
     }
 
-    /// Publishes a reply to an AMQP reply_to queue. A requester that went away is logged, not an error.
-    pub async fn send_amqp_reply(&self, route: &ReplyRoute, reply: &Reply) {
+    /// Hands a reply to its AMQP reply lane (see [`REPLY_LANES`]); returns at once. The route was
+    /// checked at intake (`crate::reply_to`). A requester that went away is logged and counted.
+    pub fn send_amqp_reply(&self, route: &ReplyRoute, reply: &Reply) {
         let body = match serde_json::to_vec(reply) {
             Ok(body) => body,
             Err(error) => {
@@ -233,23 +323,23 @@ impl Core {
             ..MessageProps::default()
         };
         let message = Message::new(body).with_props(props);
-        // A broker restart must not swallow a final reply: retry with backoff for up to about a minute
-        // (the requester's reply queue is durable, so the reply waits there once published).
-        let backoff = reverie_shared::retry::Backoff {
-            initial: std::time::Duration::from_millis(200),
-            max: std::time::Duration::from_secs(5),
-            max_attempts: 20,
+        let lanes = self
+            .inner
+            .reply_lanes
+            .get_or_init(|| spawn_reply_lanes(self.inner.backends.queue.clone()));
+        // One lane per request, so its replies keep their order.
+        let lane = lane_of(reply.request_id.as_deref().unwrap_or(&route.reply_to));
+        let outgoing = OutgoingReply {
+            queue: route.reply_to.clone(),
+            message,
+            kind: reply.kind(),
         };
-        let queue = self.inner.backends.queue.clone();
-        let result = reverie_shared::retry::with_backoff(
-            "reply queue",
-            backoff,
-            reverie_shared::ports::queue::QueueError::is_transient,
-            || queue.publish(&route.reply_to, message.clone()),
-        )
-        .await;
-        if let Err(error) = result {
-            tracing::warn!(%error, reply_to = %route.reply_to, kind = reply.kind(), "reply not delivered");
+        if let Err(error) = lanes[lane].try_send(outgoing) {
+            metrics::global()
+                .replies_undelivered
+                .with_label_values(&["backlog"])
+                .inc();
+            tracing::warn!(reply_to = %route.reply_to, kind = reply.kind(), %error, "reply dropped: too many replies waiting to be published");
         }
     }
 
@@ -326,8 +416,54 @@ impl Core {
             .unwrap_or(0)
     }
 
+    /// See [`Intake::tenant_changes`]: read before a request's tenant record is.
+    pub fn tenant_changes(&self) -> u64 {
+        self.inner
+            .tenant_changes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn tenant_gate(&self, tenant: &TenantId) -> Arc<tokio::sync::RwLock<()>> {
+        lock(&self.inner.tenant_gates)
+            .entry(tenant.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// Runs a change of a tenant that acceptance must not interleave with (forget, revocation): it
+    /// waits for acceptances under way, and those that come after read the tenant record afresh.
+    async fn changing_tenant<T>(
+        &self,
+        tenant: &TenantId,
+        change: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let gate = self.tenant_gate(tenant);
+        let _exclusive = gate.write().await;
+        let changes = &self.inner.tenant_changes;
+        changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let result = change.await;
+        changes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        result
+    }
+
     /// Accepts a request: idempotent on its id, quota- and consent-checked, persisted, then published.
-    pub async fn accept(&self, intake: Intake) -> Result<Reply> {
+    pub async fn accept(&self, mut intake: Intake) -> Result<Reply> {
+        let gate = self.tenant_gate(&intake.tenant);
+        let _shared = gate.read().await;
+        if self.tenant_changes() != intake.tenant_changes {
+            // A forget or a revocation ran since the tenant was read: judge by the record as it is now.
+            match self.inner.tenants.get(&intake.tenant).await? {
+                Some(fresh) => intake.tenant_record = fresh,
+                None => {
+                    Self::count_request(intake.ingress, "rejected");
+                    let error = crate::tenants::AuthError::Invalid(intake.tenant.to_string());
+                    return Ok(Reply::rejected(
+                        Some(intake.request.to_string()),
+                        vec![Reason::new(error.code(), error.to_string())],
+                    ));
+                }
+            }
+        }
         let key = (intake.tenant.clone(), intake.request.clone());
         let span =
             tracing::info_span!("request", request = %intake.request, tenant = %intake.tenant);
@@ -726,7 +862,13 @@ impl Core {
         tenant: TenantId,
     ) -> Result<()> {
         let Some(request) = crate::records::request_of(&job) else {
-            tracing::warn!("event for a job id that names no request; ignored");
+            // Library analysis jobs (`analyse-{shard}`, published by imports) belong to no request:
+            // their outcome is the stored analysis, which `people list` reads.
+            if job.as_str().starts_with("analyse-") {
+                tracing::debug!("library analysis event");
+            } else {
+                tracing::warn!("event for a job id that names no request; ignored");
+            }
             return Ok(());
         };
         let key = (tenant.clone(), request.clone());
@@ -765,7 +907,16 @@ impl Core {
         if finishing {
             next.final_reply_sent = true;
             if let Some(run) = next.plan.album_run.clone() {
-                crate::album::finish_album(&*self.inner.backends.store, &next, &run).await?;
+                if let Err(error) =
+                    crate::album::finish_album(&*self.inner.backends.store, &next, &run).await
+                {
+                    // An outage is retried (the event is requeued); a refusal would be refused again on
+                    // every redelivery, so the run finishes without its manifest and contact sheet.
+                    if !error.is_permanent() {
+                        return Err(error);
+                    }
+                    tracing::error!(%error, album = %run.to, "the store refuses the album's manifest and contact sheet; the run finishes without them");
+                }
             }
         }
         let succeeded = matches!(event, JobEvent::Succeeded { .. }) && change.finished_job;
@@ -949,6 +1100,11 @@ impl Core {
     /// Revokes consent for a source and cancels unfinished jobs that used its photos without another
     /// consented source covering them. Returns how many jobs were cancelled.
     pub async fn revoke_consent(&self, tenant: &TenantId, source: &str) -> Result<u64> {
+        self.changing_tenant(tenant, self.revoke_consent_now(tenant, source))
+            .await
+    }
+
+    async fn revoke_consent_now(&self, tenant: &TenantId, source: &str) -> Result<u64> {
         let updated = self
             .inner
             .tenants
@@ -982,6 +1138,10 @@ impl Core {
     /// Deletes everything of a tenant: its unfinished work is cancelled first, then every object under
     /// `tenants/{t}/` and every cache key under `reverie:{t}:` is deleted.
     pub async fn forget(&self, tenant: &TenantId) -> Result<ForgetReport> {
+        self.changing_tenant(tenant, self.forget_now(tenant)).await
+    }
+
+    async fn forget_now(&self, tenant: &TenantId) -> Result<ForgetReport> {
         let requests: Vec<RequestId> = lock(&self.inner.open)
             .keys()
             .filter(|(t, _)| t == tenant)
@@ -1005,6 +1165,7 @@ impl Core {
         lock(&self.inner.feeder).forget(tenant);
         lock(&self.inner.tenant_jobs).remove(tenant);
         lock(&self.inner.streams).retain(|(t, _), _| t != tenant);
+        lock(&self.inner.intake_locks).retain(|(t, _), l| t != tenant || Arc::strong_count(l) > 1);
         self.inner.records.open_log().forget(tenant).await?;
         let (store_objects_deleted, cache_keys_deleted) =
             self.inner.tenants.delete_everything(tenant).await?;

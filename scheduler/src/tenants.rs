@@ -294,9 +294,14 @@ impl Tenants {
         let record = self
             .get(&tenant_id)
             .await
-            .map_err(|e| AuthError::Unavailable(e.to_string()))?
-            .ok_or_else(|| AuthError::UnknownTenant(tenant.to_string()))?;
+            .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         let presented = sha256_hex(secret.as_bytes());
+        // An unknown tenant is answered exactly as a wrong secret (same code, message and work), so a
+        // caller cannot learn which tenants exist.
+        let Some(record) = record else {
+            let _ = constant_time_eq(presented.as_bytes(), presented.as_bytes());
+            return Err(AuthError::Invalid(tenant.to_string()));
+        };
         // Every token is compared (no early exit), so timing says nothing about which one nearly matched.
         let matched = record
             .tokens
@@ -447,9 +452,23 @@ mod tests {
             tenants.authenticate(&wrong).await.unwrap_err().code(),
             "invalid_token"
         );
+        // An unknown tenant is answered as a wrong secret (no tenant enumeration).
         assert_eq!(
             tenants.authenticate("bob:xyz").await.unwrap_err().code(),
-            "unknown_tenant"
+            "invalid_token"
+        );
+        assert_eq!(
+            tenants
+                .authenticate("bob:xyz")
+                .await
+                .unwrap_err()
+                .to_string(),
+            tenants
+                .authenticate("alice:xyz")
+                .await
+                .unwrap_err()
+                .to_string()
+                .replace("alice", "bob")
         );
         assert_eq!(
             tenants.authenticate("no-colon").await.unwrap_err().code(),

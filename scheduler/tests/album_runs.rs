@@ -38,7 +38,7 @@ async fn an_album_becomes_art_once_with_a_manifest() {
         "the test library has an album of several photos"
     );
     seed_library(&farm, &tenant, &library).await;
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
     let mut jobs = farm
         .backends
         .queue
@@ -145,6 +145,152 @@ async fn an_album_becomes_art_once_with_a_manifest() {
     );
 
     let _ = farm.core.forget(&tenant).await;
+    drop((replies, jobs));
+    farm.cleanup().await;
+}
+
+/// A store that refuses the album's manifest and contact sheet (403 AccessDenied, as S3 answers a
+/// bucket policy that denies the writes).
+#[derive(Debug)]
+struct AlbumWritesRefused {
+    inner: reverie_shared::ports::store::SharedStore,
+}
+
+impl AlbumWritesRefused {
+    fn check(&self, key: &str) -> Result<(), reverie_shared::ports::store::StoreError> {
+        if key.contains("/albums/")
+            && (key.ends_with("manifest.json") || key.ends_with("contact-sheet.png"))
+        {
+            return Err(reverie_shared::ports::store::StoreError::Backend {
+                backend: "s3",
+                operation: "put",
+                key: key.to_string(),
+                detail: "service error: unhandled error (AccessDenied): Access Denied (status 403)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl reverie_shared::ports::store::ObjectStore for AlbumWritesRefused {
+    fn backend(&self) -> &'static str {
+        "test"
+    }
+    fn other_bucket(
+        &self,
+        bucket: &str,
+    ) -> Result<reverie_shared::ports::store::SharedStore, reverie_shared::ports::store::StoreError>
+    {
+        self.inner.other_bucket(bucket)
+    }
+    async fn put(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<(), reverie_shared::ports::store::StoreError> {
+        self.check(key)?;
+        self.inner.put(key, body).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        body: bytes::Bytes,
+    ) -> Result<bool, reverie_shared::ports::store::StoreError> {
+        self.check(key)?;
+        self.inner.put_if_absent(key, body).await
+    }
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+    ) -> Result<(), reverie_shared::ports::store::StoreError> {
+        self.check(key)?;
+        self.inner.put_file(key, path).await
+    }
+    async fn get(
+        &self,
+        key: &str,
+    ) -> Result<bytes::Bytes, reverie_shared::ports::store::StoreError> {
+        self.inner.get(key).await
+    }
+    async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<bytes::Bytes, reverie_shared::ports::store::StoreError> {
+        self.inner.get_range(key, range).await
+    }
+    async fn reader(
+        &self,
+        key: &str,
+    ) -> Result<reverie_shared::ports::store::ObjectReader, reverie_shared::ports::store::StoreError>
+    {
+        self.inner.reader(key).await
+    }
+    async fn head(
+        &self,
+        key: &str,
+    ) -> Result<
+        Option<reverie_shared::ports::store::ObjectMeta>,
+        reverie_shared::ports::store::StoreError,
+    > {
+        self.inner.head(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<
+        Vec<reverie_shared::ports::store::ObjectMeta>,
+        reverie_shared::ports::store::StoreError,
+    > {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), reverie_shared::ports::store::StoreError> {
+        self.inner.delete(key).await
+    }
+}
+
+/// issue #20 (5.2): a store that refuses the album's manifest for good does not keep the run's final
+/// event in a requeue loop (every 500 ms, forever, with no final reply): the run finishes and is
+/// answered `done`; the refusal is logged.
+#[tokio::test]
+async fn an_album_whose_manifest_the_store_refuses_still_finishes() {
+    let local = common::local_backends().await;
+    let backends = reverie_shared::backends::Backends {
+        store: std::sync::Arc::new(AlbumWritesRefused {
+            inner: local.store.clone(),
+        }),
+        ..local
+    };
+    let farm = Farm::start_on(backends, SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("album-denied"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
+    let mut jobs = farm
+        .backends
+        .queue
+        .consume(&farm.queues().generate, 50)
+        .await
+        .unwrap();
+    farm.publish_request(
+        &album_request(tenant.as_str(), "italy 2023"),
+        Some(&unique("run")),
+        Some(&token),
+        &reply_to,
+    )
+    .await;
+    let accepted = reply_of_kind(&mut replies, "accepted").await;
+    let ReplyBody::Accepted { jobs: job_ids, .. } = accepted.body else {
+        unreachable!()
+    };
+    for _ in 0..job_ids.len() {
+        let (job, delivery) = take_job(&mut jobs).await;
+        common::complete_job(&farm, &job, delivery).await;
+    }
+    let done = reply_of_kind(&mut replies, "done").await;
+    assert!(matches!(done.body, ReplyBody::Done { .. }), "{done:?}");
     drop((replies, jobs));
     farm.cleanup().await;
 }

@@ -14,7 +14,7 @@ async fn amqp_request_is_planned_published_and_answered_to_the_end() {
     let farm = Farm::start(SchedulerOptions::default()).await;
     let (tenant, token) = farm.tenant(&unique("anna"), true).await;
     seed_library(&farm, &tenant, &test_library()).await;
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
     let body = serde_json::to_vec(&request_for(
         &tenant,
         "me at sunset in Lisbon",
@@ -141,7 +141,7 @@ async fn the_same_message_id_twice_makes_one_set_of_jobs() {
     let farm = Farm::start(SchedulerOptions::default()).await;
     let (tenant, token) = farm.tenant(&unique("idem"), true).await;
     seed_library(&farm, &tenant, &test_library()).await;
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
     let body = serde_json::to_vec(&request_for(
         &tenant,
         "a watercolour of Rex",
@@ -198,7 +198,7 @@ async fn bad_requests_are_rejected_on_the_reply_path_and_the_consumer_survives()
         .await
         .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
     let huge = "a ".repeat(50_000);
     let control = "me\u{7} at night";
     let valid = request_for(&tenant, "me", 1, "interactive");
@@ -252,8 +252,8 @@ async fn bad_requests_are_rejected_on_the_reply_path_and_the_consumer_survives()
         (
             good.clone(),
             Some("nobody-here:abc".into()),
-            "unknown tenant",
-            "unknown_tenant",
+            "unknown tenant (answered as a wrong secret: no tenant enumeration)",
+            "invalid_token",
         ),
         (
             good.clone(),
@@ -327,6 +327,152 @@ async fn bad_requests_are_rejected_on_the_reply_path_and_the_consumer_survives()
     assert!(
         matches!(reply.body, ReplyBody::Accepted { .. }),
         "still serving: {reply:?}"
+    );
+    farm.cleanup().await;
+}
+
+/// issue #20 (5.1): requests whose reply queue does not exist cost one publish each, not a minute of
+/// confirmed-publish retries holding an intake slot: a burst of them (more than the consumer handles at
+/// once) does not hold up another tenant's request.
+#[tokio::test]
+async fn a_burst_of_requests_to_a_missing_reply_queue_does_not_hold_up_another_tenant() {
+    let farm = Farm::start_on(local_backends().await, SchedulerOptions::default()).await;
+    let (noisy, noisy_token) = farm.tenant(&unique("noisy"), true).await;
+    let (quiet, quiet_token) = farm.tenant(&unique("quiet"), true).await;
+    seed_library(&farm, &noisy, &test_library()).await;
+    seed_library(&farm, &quiet, &test_library()).await;
+    let missing_before = metric_value("reverie_replies_undelivered_total", "no_such_queue");
+    // A reply queue of the noisy tenant's own that was never declared (or has gone away).
+    let gone = farm.reply_queue_name(&noisy, "gone");
+    let burst = 80;
+    let body = serde_json::to_vec(&request_for(&noisy, "Rex", 1, "interactive")).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..burst {
+        let id = unique("burst");
+        farm.publish_request(&body, Some(&id), Some(&noisy_token), &gone)
+            .await;
+        ids.push(id);
+    }
+    let (reply_to, mut replies) = farm.reply_queue_for(&quiet).await;
+    let quiet_id = unique("quiet");
+    farm.publish_request(
+        &serde_json::to_vec(&request_for(&quiet, "Rex", 1, "interactive")).unwrap(),
+        Some(&quiet_id),
+        Some(&quiet_token),
+        &reply_to,
+    )
+    .await;
+    // next_reply waits at most 20 s; each undeliverable reply used to hold its slot for over a minute.
+    let (reply, _) = next_reply(&mut replies).await;
+    assert_eq!(reply.request_id.as_deref(), Some(quiet_id.as_str()));
+    assert!(
+        matches!(reply.body, ReplyBody::Accepted { .. }),
+        "{reply:?}"
+    );
+    // Every request of the burst was still processed (accepted, its answer undeliverable).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    for id in &ids {
+        loop {
+            let record = farm
+                .core
+                .record(&noisy, &id.parse().unwrap())
+                .await
+                .unwrap();
+            if record.is_some() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "request {id} of the burst was never processed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // Each undeliverable reply is counted (one attempt each, not retried).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while metric_value("reverie_replies_undelivered_total", "no_such_queue") - missing_before
+        < burst as f64
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "undeliverable replies are counted: {}",
+            metric_value("reverie_replies_undelivered_total", "no_such_queue") - missing_before
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    farm.cleanup().await;
+}
+
+/// issue #20 (5.1): a reply_to naming one of the farm's own queues (here the generation jobs queue) is
+/// refused: nothing is published there, the refusal is counted, and the request is still processed.
+#[tokio::test]
+async fn a_reply_to_naming_the_jobs_queue_is_refused_and_nothing_is_published_there() {
+    let farm = Farm::start_on(local_backends().await, SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("sneaky"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let refused_before = metric_value("reverie_replies_undelivered_total", "farm_queue");
+    let jobs_queue = farm.queues().generate.clone();
+    let events_queue = farm.queues().events.clone();
+    let body = serde_json::to_vec(&request_for(&tenant, "Rex", 1, "interactive")).unwrap();
+    let into_jobs = unique("into-jobs");
+    farm.publish_request(&body, Some(&into_jobs), Some(&token), &jobs_queue)
+        .await;
+    let into_events = unique("into-events");
+    farm.publish_request(&body, Some(&into_events), Some(&token), &events_queue)
+        .await;
+    // Both requests are processed (each planned one job)...
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    for id in [&into_jobs, &into_events] {
+        while farm
+            .core
+            .record(&tenant, &id.parse().unwrap())
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{id} processed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    // ...and a later request on a proper reply queue is answered, so the two before it were answered too
+    // (or refused) by now.
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
+    farm.publish_request(&body, Some(&unique("proper")), Some(&token), &reply_to)
+        .await;
+    let (reply, _) = next_reply(&mut replies).await;
+    assert!(
+        matches!(reply.body, ReplyBody::Accepted { .. }),
+        "{reply:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The jobs queue holds exactly the three jobs, each a job (no JSON reply among them).
+    let mut worker = farm.backends.queue.consume(&jobs_queue, 10).await.unwrap();
+    let mut seen = 0;
+    while let Ok(Ok(delivery)) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), worker.next()).await
+    {
+        assert!(
+            reverie_shared::envelope::decode_job(delivery.body()).is_ok(),
+            "a non-job message was published into the jobs queue: {}",
+            String::from_utf8_lossy(delivery.body())
+        );
+        seen += 1;
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(seen, 3, "one job per request and nothing else");
+    // Nothing was published into the events queue either (the scheduler would have dead-lettered it).
+    let dead_events = farm
+        .backends
+        .queue
+        .depth(&reverie_shared::ports::queue::dead_queue_name(
+            &events_queue,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(dead_events, 0, "no reply landed in the events queue");
+    assert!(
+        metric_value("reverie_replies_undelivered_total", "farm_queue") - refused_before >= 2.0,
+        "refused reply_to values are counted"
     );
     farm.cleanup().await;
 }

@@ -108,7 +108,7 @@ async fn a_result_whose_save_failed_applies_in_full_when_redelivered() {
     .await;
     let (tenant, token) = farm.tenant(&unique("saves"), true).await;
     seed_library(&farm, &tenant, &test_library()).await;
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
     let body = serde_json::to_vec(&request_for(&tenant, "me in Lisbon", 1, "interactive")).unwrap();
     let request = unique("req");
     farm.publish_request(&body, Some(&request), Some(&token), &reply_to)
@@ -201,7 +201,7 @@ async fn a_batch_of_results_in_one_message_finishes_each_request() {
     let farm = Farm::start_on(backends().await, SchedulerOptions::default()).await;
     let (tenant, token) = farm.tenant(&unique("batched"), true).await;
     seed_library(&farm, &tenant, &test_library()).await;
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
     let body = serde_json::to_vec(&request_for(&tenant, "me in Lisbon", 1, "interactive")).unwrap();
     let requests = [unique("req-a"), unique("req-b")];
     for request in &requests {

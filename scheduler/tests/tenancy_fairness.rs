@@ -72,7 +72,7 @@ async fn a_tenant_cannot_reach_another_tenants_photos_people_or_results() {
     );
 
     // AMQP: the same attempts through the requests queue.
-    let (reply_to, mut replies) = farm.reply_queue().await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&bob).await;
     let body = serde_json::to_vec(&claim).unwrap();
     farm.publish_request(&body, None, Some(&bob_token), &reply_to)
         .await;
@@ -128,16 +128,19 @@ async fn a_tenant_cannot_reach_another_tenants_photos_people_or_results() {
         "{reply:?}"
     );
     let as_alice = request_for(&alice, "Rex", 1, "interactive");
+    // A request that is not Bob's is not answered on Bob's reply queue (docs/api.md, "Reply queues"):
+    // its rejection goes only to a queue of the tenant it claims.
+    let (alice_reply_to, mut alice_replies) = farm.reply_queue_for(&alice).await;
     farm.publish_request_as(
         &serde_json::to_vec(&as_alice).unwrap(),
         None,
         None,
         Some(&user),
-        &reply_to,
+        &alice_reply_to,
     )
     .await;
     assert_eq!(
-        codes(&next_reply(&mut replies).await.0),
+        codes(&next_reply(&mut alice_replies).await.0),
         vec!["unbound_user".to_string()]
     );
     farm.cleanup().await;
@@ -291,7 +294,8 @@ async fn forget_leaves_nothing_in_s3_or_redis() {
         .submit(&request_for(&tenant, "Rex", 1, "interactive"), None)
         .await
         .unwrap();
-    assert_eq!(codes(&unknown.body), vec!["unknown_tenant".to_string()]);
+    // A forgotten tenant's token is answered like any wrong token (no tenant enumeration).
+    assert_eq!(codes(&unknown.body), vec!["invalid_token".to_string()]);
     farm.cleanup().await;
 }
 

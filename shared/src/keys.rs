@@ -31,9 +31,19 @@ pub fn shard_analysis(tenant: &TenantId, shard: &ShardId, what: &str) -> String 
     format!("tenants/{tenant}/analysis/{shard}/{what}")
 }
 
+/// Every shard analysis of a tenant.
+pub fn shard_analysis_prefix(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/analysis/")
+}
+
 /// The tenant's people: face clusters, names, who is "me".
 pub fn people(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/people/people.json")
+}
+
+/// Which shards the tenant's people were last grouped from (the library analysis's progress record).
+pub fn people_grouped(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/people/grouped.json")
 }
 
 /// The tenant's palettes: favourite palettes and one palette per album and place, aggregated from the
@@ -76,6 +86,32 @@ pub fn job_cache_key(tenant: &TenantId, job: &str) -> String {
     format!("reverie:{tenant}:job:{job}")
 }
 
+/// The farm's own cache keys live under `reverie::`, which no tenant's prefix (`reverie:{tenant}:`, the
+/// tenant id never empty) can be: a tenant named "worker" must neither be counted as a worker nor wipe the
+/// heartbeats when it is forgotten.
+const SYSTEM_CACHE_PREFIX: &str = "reverie::";
+
 pub fn worker_heartbeat_key(worker: &str) -> String {
-    format!("reverie:worker:{worker}")
+    format!("{SYSTEM_CACHE_PREFIX}worker:{worker}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_tenant_shares_a_namespace_with_the_system() {
+        for name in [
+            "worker", "reverie", "models", "tenants", "emb", "job", "_", "-",
+        ] {
+            let tenant = TenantId::new(name).unwrap();
+            let cache = tenant_cache_prefix(&tenant);
+            let heartbeats = worker_heartbeat_key("");
+            assert!(
+                !heartbeats.starts_with(&cache) && !cache.starts_with(&heartbeats),
+                "tenant {name:?}: {cache} overlaps the heartbeats {heartbeats}"
+            );
+            assert!(!model_prefix("m", "0").starts_with(&tenant_prefix(&tenant)));
+        }
+    }
 }

@@ -74,3 +74,56 @@ pub async fn redis() -> RedisCache {
         )
     })
 }
+
+/// Byte-level edits for the fuzz targets (proptest): valid inputs mutated into the near-misses a
+/// hostile or broken peer sends. Each target draws `Edit`s with its own strategy (the bytes worth
+/// inserting differ by format) and adds edits of its own format beside them.
+#[derive(Debug, Clone)]
+pub enum Edit {
+    Flip { at: usize, bit: u8 },
+    Insert { at: usize, byte: u8 },
+    Delete { at: usize, len: usize },
+    Truncate { at: usize },
+    Repeat { at: usize, len: usize, times: usize },
+}
+
+impl Edit {
+    /// Applies the edit; positions wrap around the input, so every drawn edit lands somewhere.
+    pub fn apply(&self, bytes: &mut Vec<u8>) {
+        let n = bytes.len().max(1);
+        match *self {
+            Edit::Flip { at, bit } => {
+                if !bytes.is_empty() {
+                    bytes[at % n] ^= 1 << (bit % 8);
+                }
+            }
+            Edit::Insert { at, byte } => bytes.insert(at % (bytes.len() + 1), byte),
+            Edit::Delete { at, len } => {
+                let start = at % n;
+                let end = (start + len).min(bytes.len());
+                if start < end {
+                    bytes.drain(start..end);
+                }
+            }
+            Edit::Truncate { at } => bytes.truncate(at % n),
+            Edit::Repeat { at, len, times } => {
+                let start = at % n;
+                let end = (start + len).min(bytes.len());
+                if start < end {
+                    let piece = bytes[start..end].to_vec();
+                    for _ in 0..times {
+                        bytes.splice(end..end, piece.iter().copied());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `bytes` with every edit applied in order.
+pub fn edited(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
+    for edit in edits {
+        edit.apply(&mut bytes);
+    }
+    bytes
+}

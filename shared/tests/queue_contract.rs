@@ -47,6 +47,65 @@ async fn contract(queue: &dyn JobQueue) {
     dead_letters_keep_the_reason(queue).await;
     malformed_messages_are_dead_lettered(queue).await;
     properties_round_trip(queue).await;
+    a_missing_queue_is_a_final_answer(queue).await;
+    unroutable_replies_do_not_fail_other_publishes(queue).await;
+}
+
+/// A publish to a queue that does not exist fails at once with `NoSuchQueue`, which is not transient:
+/// no caller retries it (a requester's vanished reply queue costs one attempt, not a minute of them).
+async fn a_missing_queue_is_a_final_answer(queue: &dyn JobQueue) {
+    let name = common::unique("reverie-test.missing");
+    let started = std::time::Instant::now();
+    let error = queue
+        .publish(&name, Message::new("into the void"))
+        .await
+        .expect_err("nothing routes to a missing queue");
+    assert!(
+        matches!(
+            error,
+            reverie_shared::ports::queue::QueueError::NoSuchQueue { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.is_transient(), "{error:?}");
+    // Replies (publish_reply) answer the same, on their own path.
+    let error = queue
+        .publish_reply(&name, Message::new("a reply into the void"))
+        .await
+        .expect_err("nothing routes to a missing queue");
+    assert!(
+        matches!(
+            error,
+            reverie_shared::ports::queue::QueueError::NoSuchQueue { .. }
+        ),
+        "{error:?}"
+    );
+    // ...and a reply to a queue that exists is delivered.
+    let present = fresh_queue(queue, 0).await;
+    queue
+        .publish_reply(&present, Message::new("a reply"))
+        .await
+        .unwrap();
+    assert_eq!(queue.depth(&present).await.unwrap(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Unroutable replies published side by side with other messages never make those others fail: a
+/// broker's return belongs to the reply it was for.
+async fn unroutable_replies_do_not_fail_other_publishes(queue: &dyn JobQueue) {
+    let name = fresh_queue(queue, 0).await;
+    let missing = common::unique("reverie-test.gone");
+    let replies = (0..50).map(|i| queue.publish_reply(&missing, Message::new(format!("r{i}"))));
+    let jobs = (0..50).map(|i| queue.publish(&name, Message::new(format!("j{i}"))));
+    let (replies, jobs) = tokio::join!(
+        futures::future::join_all(replies),
+        futures::future::join_all(jobs)
+    );
+    assert!(replies.iter().all(|r| r.is_err()));
+    for job in jobs {
+        job.expect("a publish to an existing queue is confirmed");
+    }
+    assert_eq!(queue.depth(&name).await.unwrap(), 50);
 }
 
 async fn publishes_and_acks_in_order(queue: &dyn JobQueue) {

@@ -70,7 +70,8 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let analyser = load_analyser_fetching_models(&config).await;
     println!(
         "{}",
-        crate::commands::people::analyse_library(&backends, &tenant, &analyser, &|_, _| {}).await?
+        crate::commands::analyse::analyse_library(&backends, &tenant, &analyser, &|_, _| {})
+            .await?
     );
 
     let (stop, shutdown) = watch::channel(false);

@@ -9,6 +9,7 @@ use reverie_shared::backends::{connect_store, parse_s3_url};
 use reverie_shared::ids::TenantId;
 use reverie_shared::ports::store::{S3Config, S3Store};
 use reverie_shared::retry::Backoff;
+use reverie_shared::Backends;
 
 use crate::app::{self, GlobalArgs};
 
@@ -95,8 +96,27 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                         .with_context(|| format!("importing {source}"))?
                 }
             };
+            // With the tenant's consent the library's analysis follows at once, so people appear
+            // after an import without another command.
+            // An analysis that fails leaves the import as it is: it is retried by the next import or
+            // by `reverie analyse`.
+            let backends = Backends::connect(&config).await?;
+            let analysis = match super::analyse::follow_up(&config, &backends, &tenant).await {
+                Ok(analysis) => Some(analysis),
+                Err(error) => {
+                    eprintln!(
+                        "warning: the import is complete but the library's analysis failed: {error:#}; \
+                         run `reverie analyse --tenant {tenant}` to retry"
+                    );
+                    None
+                }
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("analysis".to_string(), serde_json::to_value(&analysis)?);
+                }
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 println!(
                     "imported {} photos ({} already present), {} shards written, {} files skipped",
@@ -117,6 +137,9 @@ pub async fn run(global: &GlobalArgs, command: LibraryCommand) -> anyhow::Result
                 }
                 for edit in &report.edits {
                     println!("  {}: edited copy of {}", edit.edited, edit.original);
+                }
+                if let Some(analysis) = &analysis {
+                    println!("{analysis}");
                 }
             }
         }

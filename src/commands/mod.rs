@@ -1,5 +1,6 @@
 //! One module per command group; each maps its flags onto a library's plain options and calls it.
 
+pub(crate) mod analyse;
 mod client;
 mod config;
 pub(crate) mod demo;
@@ -91,7 +92,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(command) => faces::models(global, command).await,
         Command::Faces(command) => faces::detect(global, command).await,
         Command::Library(command) => library::run(global, command).await,
-        Command::Analyse { tenant } => people::analyse(global, tenant).await,
+        Command::Analyse { tenant } => analyse::analyse(global, tenant).await,
         Command::People(command) => people::run(global, command).await,
         Command::Generate(args) => generate::run(global, *args).await,
         Command::Paint(args) => paint::run(global, args),

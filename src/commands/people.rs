@@ -1,6 +1,4 @@
-//! `reverie library analyse` and `reverie people list|show|name|merge|split`.
-
-use std::time::{Duration, Instant};
+//! `reverie people list|show|name|merge|split`.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -8,8 +6,8 @@ use reverie_faces::FaceBox;
 use reverie_library::load_manifest;
 use reverie_shared::ids::TenantId;
 use reverie_shared::Backends;
-use reverie_worker::analysis::{analyse_shard, Analyser, Outcome};
-use reverie_worker::people::{load_people, people_view, save_people, update_people};
+use reverie_worker::library_analysis::{analysis_status, AnalysisState};
+use reverie_worker::people::{load_people, people_view, save_people, PersonView};
 
 use crate::app::{self, GlobalArgs};
 
@@ -52,89 +50,6 @@ pub enum PeopleCommand {
     },
 }
 
-/// Analyses every shard of the tenant's library (faces, palettes, fingerprints), then grows its people.
-pub async fn analyse(global: &GlobalArgs, tenant: String) -> anyhow::Result<()> {
-    let config = app::start_quiet(global)?;
-    let backends = Backends::connect(&config).await?;
-    let tenant = TenantId::new(tenant)?;
-    let analyser = Analyser::load(
-        &config.models_dir(),
-        Duration::from_secs(config.cache.embedding_ttl_s),
-    );
-    if let Err(reason) = &analyser.faces {
-        eprintln!("warning: faces are not analysed: {reason}");
-    }
-    let summary = analyse_library(&backends, &tenant, &analyser, &|_, _| {}).await?;
-    println!("{summary}");
-    Ok(())
-}
-
-/// What an in-process analysis of a library did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct AnalysisSummary {
-    pub shards: usize,
-    /// Shards analysed now, and shards whose analysis was already stored.
-    pub computed: usize,
-    pub reused: usize,
-    pub faces: usize,
-    pub new_faces: usize,
-    pub people: usize,
-    pub seconds: f64,
-}
-
-impl std::fmt::Display for AnalysisSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "analysed {} shards ({} computed, {} already analysed) in {:.1}s: {} faces ({} new), {} people",
-            self.shards, self.computed, self.reused, self.seconds, self.faces, self.new_faces, self.people
-        )
-    }
-}
-
-/// The analysis of a whole library, in-process (the demo, `library analyse` and `reverie serve`'s
-/// imports use it; farms publish analyse jobs instead). `progress(done, total)` follows the shards.
-pub async fn analyse_library(
-    backends: &Backends,
-    tenant: &TenantId,
-    analyser: &Analyser,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> anyhow::Result<AnalysisSummary> {
-    let manifest = load_manifest(&*backends.store, tenant).await?;
-    let started = Instant::now();
-    let mut summary = AnalysisSummary {
-        shards: manifest.shards.len(),
-        ..AnalysisSummary::default()
-    };
-    let mut analyses = Vec::new();
-    for (done, shard) in manifest.shards.iter().enumerate() {
-        progress(done, manifest.shards.len());
-        let (analysis, outcome) = analyse_shard(
-            analyser,
-            &*backends.store,
-            &*backends.cache,
-            tenant,
-            &shard.id,
-        )
-        .await?;
-        match outcome {
-            Outcome::Computed => summary.computed += 1,
-            Outcome::Persisted { .. } => summary.reused += 1,
-        }
-        summary.faces += analysis.photos.iter().map(|p| p.faces.len()).sum::<usize>();
-        analyses.push(analysis);
-    }
-    progress(manifest.shards.len(), manifest.shards.len());
-    let mut people = load_people(&*backends.store, tenant).await?;
-    summary.new_faces = update_people(&mut people, &manifest, &analyses);
-    save_people(&*backends.store, tenant, &people).await?;
-    let palettes = reverie_worker::palettes::library_palettes(&manifest, &analyses);
-    reverie_worker::palettes::save_palettes(&*backends.store, tenant, &palettes).await?;
-    summary.people = people.people.len();
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
-}
-
 fn parse_face(text: &str) -> anyhow::Result<(String, FaceBox)> {
     let (photo, coords) = text
         .split_once(':')
@@ -168,9 +83,25 @@ pub async fn run(global: &GlobalArgs, command: PeopleCommand) -> anyhow::Result<
             let people = load_people(&*backends.store, &tenant).await?;
             let manifest = load_manifest(&*backends.store, &tenant).await?;
             let view = people_view(&people, &manifest);
+            let consented = super::analyse::library_consented(&backends, &tenant).await?;
+            let status = analysis_status(&*backends.store, &tenant, &manifest, consented).await?;
+            let unfinished = match status.analysis {
+                AnalysisState::Done => None,
+                AnalysisState::NoConsent => {
+                    Some(super::analyse::no_consent_message(&backends, &tenant).await?)
+                }
+                _ => Some(analysis_message(
+                    &tenant,
+                    &status,
+                    config.amqp_url()?.is_some(),
+                )),
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&view)?);
+                print_people_json(&view, &status, unfinished.as_deref())?;
             } else {
+                if let Some(message) = &unfinished {
+                    println!("{message}");
+                }
                 for person in &view {
                     let name = person.name.clone().unwrap_or_else(|| "(unnamed)".into());
                     let me = if person.is_me { " (me)" } else { "" };
@@ -223,4 +154,59 @@ async fn edit(
     change(&mut people)?;
     save_people(&*backends.store, tenant, &people).await?;
     Ok(())
+}
+
+/// The people as JSON: the documented list (`reverie.people` in docs/faces.md) once the library's
+/// analysis is done; while it is not, an object that says so — `{"analysis": "pending" | "running" |
+/// "no_consent", "shards", "shards_analysed", "message", "people": [...]}` — never a bare empty list.
+fn print_people_json(
+    view: &[PersonView],
+    status: &reverie_worker::library_analysis::AnalysisStatus,
+    unfinished: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(message) = unfinished else {
+        println!("{}", serde_json::to_string_pretty(view)?);
+        return Ok(());
+    };
+    let mut value = serde_json::to_value(status)?;
+    if let Some(object) = value.as_object_mut() {
+        object.insert("message".into(), message.into());
+        object.insert("people".into(), serde_json::to_value(view)?);
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// What a pending or running analysis means for the people list, and what to do about it.
+fn analysis_message(
+    tenant: &TenantId,
+    status: &reverie_worker::library_analysis::AnalysisStatus,
+    farm: bool,
+) -> String {
+    let progress = format!(
+        "{} of {} shards analysed",
+        status.shards_analysed, status.shards
+    );
+    if farm {
+        format!(
+            "the library's analysis is {}: {progress}; the farm's workers group the people when the \
+             last shard is in (or run `reverie analyse --tenant {tenant}`)",
+            state_word(status.analysis)
+        )
+    } else {
+        format!(
+            "the library's analysis is {}: {progress}; people appear when it finishes (it runs after \
+             each import; to run it now: `reverie analyse --tenant {tenant}`)",
+            state_word(status.analysis)
+        )
+    }
+}
+
+fn state_word(state: AnalysisState) -> &'static str {
+    match state {
+        AnalysisState::NoConsent => "not allowed",
+        AnalysisState::Pending => "pending",
+        AnalysisState::Running => "running",
+        AnalysisState::Done => "done",
+    }
 }

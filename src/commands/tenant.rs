@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use clap::Subcommand;
+use reverie_scheduler::tenants::LIBRARY_SOURCE;
 use reverie_scheduler::{Core, SchedulerOptions};
 use reverie_shared::destinations::TenantDestinations;
 use reverie_shared::ids::TenantId;
@@ -66,10 +67,6 @@ async fn connect(global: &GlobalArgs) -> anyhow::Result<(Core, Backends)> {
     Ok((core, backends))
 }
 
-async fn core(global: &GlobalArgs) -> anyhow::Result<Core> {
-    Ok(connect(global).await?.0)
-}
-
 fn lifetime(days: Option<u64>) -> Option<Duration> {
     days.map(|d| Duration::from_secs(d * 24 * 3600))
 }
@@ -130,12 +127,17 @@ pub async fn run(global: &GlobalArgs, command: TenantCommand) -> anyhow::Result<
 }
 
 pub async fn consent(global: &GlobalArgs, command: ConsentCommand) -> anyhow::Result<()> {
-    let core = core(global).await?;
+    let (core, backends) = connect(global).await?;
     match command {
         ConsentCommand::Grant { tenant, source } => {
-            core.tenants()
-                .set_consent(&TenantId::new(tenant)?, &source, true)
-                .await?;
+            let tenant = TenantId::new(tenant)?;
+            core.tenants().set_consent(&tenant, &source, true).await?;
+            if source == LIBRARY_SOURCE {
+                // Consent is what the library's analysis waited for.
+                let config = global.load_config()?;
+                let analysis = super::analyse::follow_up(&config, &backends, &tenant).await?;
+                println!("{analysis}");
+            }
         }
         ConsentCommand::Revoke { tenant, source } => {
             let cancelled = core

@@ -28,7 +28,8 @@ pub const ANALYSIS_VERSION: u32 = 1;
 pub const PALETTE_COLOURS: usize = 6;
 /// Analysis works on copies at most this large: faces keep detail, cost stays bounded.
 const ANALYSIS_MAX_SIDE: u32 = 1600;
-const MAX_PIXELS: u64 = 100_000_000;
+/// The largest photo (in pixels) analysis and generation decode.
+pub(crate) const MAX_PIXELS: u64 = 100_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
@@ -396,6 +397,7 @@ pub async fn run_analysis(
                 if ctx.publish_event(&event).await {
                     m.jobs.with_label_values(&["analyse", "succeeded"]).inc();
                     let _ = delivery.ack().await;
+                    group_if_last(&ctx, &spec.tenant).await;
                 } else {
                     let _ = delivery.requeue().await;
                 }
@@ -407,7 +409,13 @@ pub async fn run_analysis(
                 let _ = delivery.requeue().await;
             }
             Err(error) => {
-                ctx.report_final_failure(&job, &error.to_string()).await;
+                if !ctx.report_final_failure(&job, &error.to_string()).await {
+                    // Unheard, the failure would leave its waiter waiting: settle only once it is
+                    // confirmed; until then the message goes back, after a pause.
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let _ = delivery.requeue().await;
+                    continue;
+                }
                 m.jobs.with_label_values(&["analyse", "failed"]).inc();
                 let reason = if error.retryable() {
                     "retries_exhausted"
@@ -419,4 +427,19 @@ pub async fn run_analysis(
         }
     }
     Ok(())
+}
+
+/// After a shard's analysis: the worker that stored the last missing one groups the library's people. A
+/// failure here is logged, not fatal: the next analysed shard, or `reverie analyse`, groups again.
+async fn group_if_last(ctx: &crate::context::WorkerContext, tenant: &TenantId) {
+    match crate::library_analysis::group_when_complete(&*ctx.backends.store, tenant).await {
+        Ok(Some(grouping)) => tracing::info!(
+            %tenant,
+            people = grouping.people,
+            new_faces = grouping.new_faces,
+            "library analysed: people grouped"
+        ),
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%tenant, %error, "grouping the library's people failed"),
+    }
 }

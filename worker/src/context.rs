@@ -163,8 +163,9 @@ impl WorkerContext {
         }
     }
 
-    /// Tells the scheduler a job failed for good.
-    pub async fn report_final_failure(&self, job: &Job, reason: &str) {
+    /// Tells the scheduler a job failed for good; returns whether the broker confirmed the event. A
+    /// caller settles the job (dead letter, ack) only when it did: otherwise the request never finishes.
+    pub async fn report_final_failure(&self, job: &Job, reason: &str) -> bool {
         self.publish_event(&JobEvent::Failed {
             job: job.spec.id().clone(),
             tenant: job.spec.tenant().clone(),
@@ -172,7 +173,7 @@ impl WorkerContext {
             retryable: false,
             attempt: job.attempt,
         })
-        .await;
+        .await
     }
 }
 

@@ -8,6 +8,7 @@ pub mod context;
 pub mod cutout;
 pub mod identity;
 pub mod inputs;
+pub mod library_analysis;
 pub mod lifecycle;
 pub mod outputs;
 pub mod palettes;

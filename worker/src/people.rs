@@ -1,6 +1,7 @@
-//! A tenant's people, kept in the object store (`tenants/{t}/people/people.json`) and grown
-//! incrementally from shard analyses: new faces join existing people without re-clustering the library,
-//! and names given by the user or by sidecars survive re-imports and re-clustering.
+//! A tenant's people, kept in the object store (`tenants/{t}/people/people.json`) and updated from
+//! shard analyses: new faces are added and the whole library is grouped again (`reverie_faces::people`:
+//! the same people whatever order the faces come in); names given by the user or by sidecars, "me",
+//! and the user's merges and splits survive re-imports and re-grouping.
 
 use std::collections::{BTreeMap, HashSet};
 

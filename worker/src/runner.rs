@@ -43,16 +43,45 @@ struct Held {
 struct JobFailure {
     reason: String,
     retryable: bool,
-    /// A dependency (the object store) is away: retried without spending the job's attempts.
+    /// A dependency (the object store) is away: retried without spending the job's attempts, at most
+    /// `worker.max_outage_retries` times.
     infrastructure: bool,
+    /// The dead-letter reason when it fails for good without retries: `invalid`, or `store_refused`
+    /// for a store that refuses (access denied, a missing bucket) and will refuse again.
+    final_reason: &'static str,
+}
+
+/// Dead-letter reason of a job whose store refuses for good (docs/architecture.md, dead letters).
+pub const STORE_REFUSED: &str = "store_refused";
+
+impl JobFailure {
+    /// A failure of the object store, classified where it happened: an outage is waited out (bounded),
+    /// a refusal fails the job at once.
+    fn of_store(error: &reverie_shared::ports::store::StoreError, reason: String) -> JobFailure {
+        let transient = error.is_transient();
+        JobFailure {
+            reason,
+            retryable: transient,
+            infrastructure: transient,
+            final_reason: if error.is_permanent() {
+                STORE_REFUSED
+            } else {
+                "invalid"
+            },
+        }
+    }
 }
 
 impl From<InputError> for JobFailure {
     fn from(error: InputError) -> JobFailure {
-        JobFailure {
-            retryable: error.retryable(),
-            infrastructure: error.retryable(),
-            reason: error.to_string(),
+        match &error {
+            InputError::Store(store) => JobFailure::of_store(store, error.to_string()),
+            _ => JobFailure {
+                retryable: error.retryable(),
+                infrastructure: error.retryable(),
+                reason: error.to_string(),
+                final_reason: "invalid",
+            },
         }
     }
 }
@@ -63,6 +92,7 @@ impl From<RenderError> for JobFailure {
             retryable: error.retryable(),
             infrastructure: false,
             reason: error.to_string(),
+            final_reason: "invalid",
         }
     }
 }
@@ -216,7 +246,12 @@ async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Held> {
             "delivered {} times without finishing (it crashes or stalls workers)",
             ctx.settings.max_deliveries
         );
-        ctx.report_final_failure(&job, &reason).await;
+        if !ctx.report_final_failure(&job, &reason).await {
+            // The scheduler has not heard of the failure: the request would never finish. Keep the
+            // message (it is counted again on its next delivery) and try again after a pause.
+            requeue_unreported(&spec.job, delivery).await;
+            return None;
+        }
         match delivery.dead_letter("poison", &reason).await {
             Ok(()) => metrics::global()
                 .jobs
@@ -383,9 +418,15 @@ async fn load_request(
     })
 }
 
-/// Decodes a stored photo, applying its EXIF orientation so faces and layouts are upright.
+/// Decodes a stored photo the way analysis does — EXIF orientation applied, the same pixel bound — so the
+/// face boxes the library found land on the same pixels here (a phone photo is stored sideways with
+/// orientation 6; decoded as stored, every face box would point at the wrong place).
 fn decode_photo(bytes: &[u8]) -> Result<DynamicImage, String> {
-    image::load_from_memory(bytes).map_err(|e| e.to_string())
+    let orientation = reverie_library::exif_read::read_exif(bytes)
+        .orientation
+        .unwrap_or(1);
+    reverie_library::decode(bytes, crate::analysis::MAX_PIXELS, orientation)
+        .map_err(|e| e.to_string())
 }
 
 async fn render(
@@ -520,11 +561,17 @@ async fn write_result(
         match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {
             Ok(outputs) => outputs,
             Err(error) => {
-                let retryable = error.is_transient();
-                let failure = JobFailure {
-                    reason: error.to_string(),
-                    retryable,
-                    infrastructure: retryable,
+                let failure = match &error {
+                    crate::outputs::OutputError::Store(store)
+                    | crate::outputs::OutputError::Destination(
+                        reverie_shared::destinations::DestinationError::Store(store),
+                    ) => JobFailure::of_store(store, error.to_string()),
+                    _ => JobFailure {
+                        reason: error.to_string(),
+                        retryable: false,
+                        infrastructure: false,
+                        final_reason: "invalid",
+                    },
                 };
                 fail(ctx, held, failure).await;
                 return None;
@@ -584,7 +631,16 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
     } = held;
     let m = metrics::global();
     if failure.infrastructure {
-        return wait_for_infrastructure(ctx, job, version, delivery, &failure.reason);
+        let retries = outage_retries(&delivery);
+        if retries < ctx.settings.max_outage_retries {
+            return wait_for_infrastructure(ctx, job, version, delivery, retries, &failure.reason);
+        }
+        // The dependency has been away for every retry allowed: give up, say why.
+        let reason = format!(
+            "{} (still failing after {retries} retries while the store was away)",
+            failure.reason
+        );
+        return fail_for_good(ctx, job, delivery, "retries_exhausted", &reason).await;
     }
     if failure.retryable && job.attempt < ctx.settings.max_attempts {
         m.job_retries.with_label_values(&["generate"]).inc();
@@ -616,38 +672,74 @@ async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
     let reason_label = if failure.retryable {
         "retries_exhausted"
     } else {
-        "invalid"
+        failure.final_reason
     };
-    tracing::warn!(job = %spec.job, attempt = job.attempt, reason = %failure.reason, "job failed for good");
-    ctx.report_final_failure(&job, &failure.reason).await;
+    fail_for_good(ctx, job, delivery, reason_label, &failure.reason).await;
+}
+
+/// A job's final failure: the `Failed` event first (confirmed), then the dead letter. Without the
+/// confirm the scheduler never hears of it (the request would never finish), so the job is requeued
+/// instead and its next delivery tries again; repeated deliveries end as `poison`, reported the same way.
+async fn fail_for_good(
+    ctx: &WorkerContext,
+    job: Job,
+    delivery: Delivery,
+    reason_label: &str,
+    reason: &str,
+) {
+    let m = metrics::global();
+    let id = job.spec.id().clone();
+    tracing::warn!(job = %id, attempt = job.attempt, reason, "job failed for good");
+    if !ctx.report_final_failure(&job, reason).await {
+        requeue_unreported(&id, delivery).await;
+        return;
+    }
     m.jobs.with_label_values(&["generate", "failed"]).inc();
-    match delivery.dead_letter(reason_label, &failure.reason).await {
+    match delivery.dead_letter(reason_label, reason).await {
         Ok(()) => m
             .jobs
             .with_label_values(&["generate", "dead_lettered"])
             .inc(),
-        Err(error) => tracing::warn!(job = %spec.job, %error, "could not dead-letter a failed job"),
+        Err(error) => tracing::warn!(job = %id, %error, "could not dead-letter a failed job"),
+    }
+}
+
+/// How long a job whose final event could not be confirmed waits before it goes back to the queue.
+const UNREPORTED_PAUSE: Duration = Duration::from_millis(500);
+
+/// Puts back a job whose final `Failed` event was not confirmed, so it is settled on a later delivery.
+async fn requeue_unreported(job: &reverie_shared::ids::JobId, delivery: Delivery) {
+    tracing::warn!(job = %job, "final failure not confirmed by the events queue; requeueing the job");
+    tokio::time::sleep(UNREPORTED_PAUSE).await;
+    if let Err(error) = delivery.requeue().await {
+        tracing::warn!(job = %job, %error, "could not requeue a job whose failure was not reported");
     }
 }
 
 /// Header counting how often a job was put back because a dependency was away.
 const INFRA_RETRIES_HEADER: &str = "x-reverie-infra-retries";
 
+/// How often a job was already put back because a dependency was away.
+fn outage_retries(delivery: &Delivery) -> u32 {
+    delivery
+        .props()
+        .headers
+        .get(INFRA_RETRIES_HEADER)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Republishes the job unchanged (same attempt) after a backoff that grows with each outage retry, then
-/// acks the original: an outage of the object store delays jobs but does not fail them.
+/// acks the original: an outage of the object store delays jobs but does not fail them, up to
+/// `worker.max_outage_retries` times (the header counts them; see [`fail`]).
 fn wait_for_infrastructure(
     ctx: &WorkerContext,
     job: Job,
     version: u8,
     delivery: Delivery,
+    retries: u32,
     reason: &str,
 ) {
-    let retries: u32 = delivery
-        .props()
-        .headers
-        .get(INFRA_RETRIES_HEADER)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
     let wait = Backoff::from(&ctx.retry).delay(retries + 1, 0.5);
     metrics::global()
         .job_retries
@@ -717,4 +809,27 @@ async fn republish_with(
     queue
         .publish(name, Message::new(body).with_props(props))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_photo;
+
+    #[test]
+    fn photos_are_decoded_upright_as_analysis_sees_them() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/library/folder/Family/sideways.jpg"
+        );
+        let bytes = std::fs::read(path).unwrap();
+        let (stored_w, stored_h) = image::load_from_memory(&bytes)
+            .map(|i| (i.width(), i.height()))
+            .unwrap();
+        let upright = decode_photo(&bytes).unwrap();
+        assert_eq!(
+            (upright.width(), upright.height()),
+            (stored_h, stored_w),
+            "EXIF orientation 6 must turn the stored pixels upright"
+        );
+    }
 }

@@ -13,16 +13,11 @@ use image::RgbImage;
 use reverie_shared::config::{RetrySettings, WorkerSettings};
 use reverie_shared::envelope;
 use reverie_shared::ids::{JobId, RequestId, TenantId};
-use reverie_shared::jobs::{
-    GenerateJob, Job, JobEvent, JobSpec, OutputTarget, Priority, RenderSpec, RendererKind,
-};
+use reverie_shared::jobs::{Job, JobEvent, JobSpec, Priority, RendererKind};
 use reverie_shared::keys;
-use reverie_shared::ports::queue::{
-    dead_queue_name, Consumer, Message, MessageProps, DEAD_REASON_HEADER,
-};
+use reverie_shared::ports::queue::{dead_queue_name, Consumer, Message, DEAD_REASON_HEADER};
 use reverie_worker::render::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
-use reverie_worker::{run_worker, Renderers, WorkerContext};
-use tokio::sync::watch;
+use reverie_worker::{Renderers, WorkerContext};
 
 /// A renderer for exercising the farm: its image is a function of the seed, and prompts steer faults.
 /// `fail-once` fails the first attempt, `slow` takes 600 ms, `stall` takes 3 s.
@@ -85,6 +80,7 @@ fn settings() -> WorkerSettings {
         heartbeat_s: 1,
         shard_cache_mb: 16,
         preview_interval_ms: 0,
+        max_outage_retries: 360,
     }
 }
 
@@ -116,61 +112,14 @@ fn context_with(
 }
 
 fn job(request: &str, index: u32, prompt: &str) -> Job {
-    let request = RequestId::new(request).unwrap();
-    Job {
-        spec: JobSpec::Generate(GenerateJob {
-            job: JobId::for_request(&request, index),
-            request,
-            tenant: TenantId::new("tenant-a").unwrap(),
-            index,
-            render: RenderSpec {
-                renderer: RendererKind::Painterly,
-                prompt: prompt.to_string(),
-                negative_prompt: String::new(),
-                style: "impressionist".into(),
-                model: None,
-                width: 16,
-                height: 8,
-                steps: 1,
-                guidance: 0.0,
-                scheduler: None,
-                seed: 1000 + u64::from(index),
-                strength: 1.0,
-                palette_transfer: false,
-                identity_strength: 0.0,
-                best_of: 1,
-            },
-            references: Vec::new(),
-            output: OutputTarget::default(),
-            batch_run: None,
-        }),
-        attempt: 1,
-        priority: Priority::Interactive,
-        accepted_ms: 0,
-    }
+    common::painterly_job(request, index, prompt, 16, 1000 + u64::from(index))
 }
 
 async fn publish(farm: &RealFarm, job: &Job) {
-    let props = MessageProps {
-        message_id: Some(job.spec.id().to_string()),
-        priority: job.priority.amqp(),
-        ..MessageProps::default()
-    };
-    let body = envelope::encode_job(job).unwrap();
-    farm.backends
-        .queue
-        .publish(&farm.queues.generate, Message::new(body).with_props(props))
-        .await
-        .unwrap();
+    common::publish_job(&farm.backends, &farm.queues, job).await
 }
 
-fn start(ctx: Arc<WorkerContext>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (stop, shutdown) = watch::channel(false);
-    let handle = tokio::spawn(async move {
-        run_worker(ctx, shutdown).await.expect("worker ran");
-    });
-    (stop, handle)
-}
+use common::start_worker as start;
 
 /// Collects events until every job in `jobs` has a final one (or the timeout passes).
 async fn final_events(
@@ -713,6 +662,33 @@ async fn shard_analysis_runs_from_its_queue_persists_and_refills_a_flushed_cache
             .map(|p| p["faces"].as_array().unwrap().len())
             .sum();
         assert!(faces > 0, "the sample library has faces");
+    }
+    // The worker that stored the library's last analysis grouped its people (after its ack).
+    let grouping_deadline = std::time::Instant::now();
+    let status = loop {
+        let status = reverie_worker::library_analysis::analysis_status(
+            &*farm.backends.store,
+            &tenant,
+            &manifest,
+            true,
+        )
+        .await
+        .unwrap();
+        if status.analysis == reverie_worker::library_analysis::AnalysisState::Done {
+            break status;
+        }
+        assert!(
+            grouping_deadline.elapsed() < Duration::from_secs(60),
+            "one shard, one analysis job: the library must end grouped ({status:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.shards_analysed, 1);
+    let people = reverie_worker::people::load_people(&*farm.backends.store, &tenant)
+        .await
+        .unwrap();
+    if analyser.faces.is_ok() {
+        assert!(!people.people.is_empty(), "the sample library has people");
     }
     let cached = farm
         .backends

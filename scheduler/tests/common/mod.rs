@@ -61,6 +61,39 @@ pub async fn backends() -> Backends {
     }
 }
 
+/// RabbitMQ and Redis, with the embedded store in a fresh directory (for tests that need no S3 server).
+pub async fn local_backends() -> Backends {
+    let real_queue: SharedQueue = Arc::new(
+        AmqpQueue::connect(&amqp_url())
+            .await
+            .unwrap_or_else(|e| panic!("RabbitMQ at {} is not reachable: {e}", amqp_url())),
+    );
+    let cache: SharedCache = Arc::new(
+        RedisCache::connect(&redis_url())
+            .await
+            .unwrap_or_else(|e| panic!("Redis at {} is not reachable: {e}", redis_url())),
+    );
+    let root = std::env::temp_dir().join(unique("sched-local-store"));
+    std::fs::create_dir_all(&root).unwrap();
+    let store: SharedStore =
+        Arc::new(reverie_shared::ports::store::LocalStore::open(root).unwrap());
+    Backends {
+        queue: real_queue,
+        cache,
+        store,
+    }
+}
+
+/// The metric text a scheduler in this process exposes (`/metrics`), for counters a test expects to move.
+pub fn metric_value(name: &str, label: &str) -> f64 {
+    reverie_shared::metrics::global()
+        .render()
+        .lines()
+        .filter(|line| line.starts_with(name) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A scheduler running against the real services, with its HTTP address.
 pub struct Farm {
     pub backends: Backends,
@@ -185,6 +218,25 @@ impl Farm {
     /// A fresh reply queue and a consumer on it.
     pub async fn reply_queue(&self) -> (String, Box<dyn Consumer>) {
         let name = unique(&format!("{}.replies", self.options.queue_prefix));
+        self.declared_reply_queue(name).await
+    }
+
+    /// The name of a reply queue of `tenant` (docs/api.md: `{prefix}.reply.{tenant}:{anything}`).
+    pub fn reply_queue_name(&self, tenant: &TenantId, suffix: &str) -> String {
+        format!(
+            "{}.reply.{tenant}:{}",
+            self.options.queue_prefix,
+            unique(suffix)
+        )
+    }
+
+    /// A fresh reply queue of `tenant` and a consumer on it.
+    pub async fn reply_queue_for(&self, tenant: &TenantId) -> (String, Box<dyn Consumer>) {
+        let name = self.reply_queue_name(tenant, "replies");
+        self.declared_reply_queue(name).await
+    }
+
+    async fn declared_reply_queue(&self, name: String) -> (String, Box<dyn Consumer>) {
         self.backends
             .queue
             .declare(&QueueSpec::new(&name))

@@ -5,11 +5,19 @@
 
 use std::sync::Arc;
 
+use reverie_shared::envelope;
+use reverie_shared::ids::{JobId, RequestId, TenantId};
+use reverie_shared::jobs::{
+    GenerateJob, Job, JobSpec, OutputTarget, Priority, RenderSpec, RendererKind,
+};
 use reverie_shared::ports::cache::MeteredCache;
 use reverie_shared::ports::queue::MeteredQueue;
+use reverie_shared::ports::queue::{Message, MessageProps};
 use reverie_shared::ports::store::{MeteredStore, S3Store};
 use reverie_shared::queues::QueueNames;
 use reverie_shared::Backends;
+use reverie_worker::{run_worker, WorkerContext};
+use tokio::sync::watch;
 
 pub use reverie_shared::testing::unique;
 
@@ -51,4 +59,64 @@ impl RealFarm {
         let _ = self.backends.cache.delete_prefix(&self.cache_prefix).await;
         let _ = self.s3.remove_bucket().await;
     }
+}
+
+/// A one-step painterly job of `tenant-a`: the `index`-th of `request`, `width`×8 pixels.
+pub fn painterly_job(request: &str, index: u32, prompt: &str, width: u32, seed: u64) -> Job {
+    let request = RequestId::new(request).unwrap();
+    Job {
+        spec: JobSpec::Generate(GenerateJob {
+            job: JobId::for_request(&request, index),
+            request,
+            tenant: TenantId::new("tenant-a").unwrap(),
+            index,
+            render: RenderSpec {
+                renderer: RendererKind::Painterly,
+                prompt: prompt.to_string(),
+                negative_prompt: String::new(),
+                style: "impressionist".into(),
+                model: None,
+                width,
+                height: 8,
+                steps: 1,
+                guidance: 0.0,
+                scheduler: None,
+                seed,
+                strength: 1.0,
+                palette_transfer: false,
+                identity_strength: 0.0,
+                best_of: 1,
+            },
+            references: Vec::new(),
+            output: OutputTarget::default(),
+            batch_run: None,
+        }),
+        attempt: 1,
+        priority: Priority::Interactive,
+        accepted_ms: 0,
+    }
+}
+
+/// Publishes `job` on the generate queue as the scheduler does (message id, priority).
+pub async fn publish_job(backends: &Backends, queues: &QueueNames, job: &Job) {
+    let props = MessageProps {
+        message_id: Some(job.spec.id().to_string()),
+        priority: job.priority.amqp(),
+        ..MessageProps::default()
+    };
+    let body = envelope::encode_job(job).unwrap();
+    backends
+        .queue
+        .publish(&queues.generate, Message::new(body).with_props(props))
+        .await
+        .unwrap();
+}
+
+/// Runs a worker until the returned sender says stop.
+pub fn start_worker(ctx: Arc<WorkerContext>) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, shutdown) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        run_worker(ctx, shutdown).await.expect("worker ran");
+    });
+    (stop, handle)
 }

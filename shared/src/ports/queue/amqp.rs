@@ -33,7 +33,14 @@ const PERSISTENT: u8 = 2;
 struct Link {
     connection: Connection,
     publisher: Channel,
+    /// Confirm-mode channels for replies (see [`JobQueue::publish_reply`]), each carrying one publish at
+    /// a time: lapin hands a returned (unroutable) message to the next confirm it resolves, so a return
+    /// is only unambiguous on a channel with a single publish outstanding. Made on first use.
+    repliers: Vec<Mutex<Option<Channel>>>,
 }
+
+/// Reply channels per connection: replies to different requesters are published side by side.
+const REPLY_CHANNELS: usize = 4;
 
 struct Inner {
     uri: String,
@@ -164,6 +171,7 @@ impl AmqpQueue {
         let link = Arc::new(Link {
             connection,
             publisher,
+            repliers: (0..REPLY_CHANNELS).map(|_| Mutex::new(None)).collect(),
         });
         *slot = Some(link.clone());
         Ok(link)
@@ -215,6 +223,24 @@ impl AmqpQueue {
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             // A returned message was not routed to any queue: it would be lost, so it is not "published".
+            // Through the default exchange that means the queue does not exist: a final answer (retrying
+            // cannot create the queue), as the in-process queue gives it. lapin pairs a return with the
+            // next confirm it resolves, which on this shared channel may be another publish's: so the
+            // queue is asked (passively) before the answer is taken as final.
+            Confirmation::Ack(Some(_)) if exchange.is_empty() => {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                match self.declare_aside(routing_key, passive).await? {
+                    Err(_) => Err(QueueError::NoSuchQueue {
+                        queue: routing_key.to_string(),
+                    }),
+                    Ok(_) => Err(QueueError::NotConfirmed {
+                        queue: routing_key.to_string(),
+                    }),
+                }
+            }
             Confirmation::Ack(Some(_)) | Confirmation::Nack(_) => Err(QueueError::NotConfirmed {
                 queue: routing_key.to_string(),
             }),
@@ -456,6 +482,66 @@ impl JobQueue for AmqpQueue {
 
     async fn publish(&self, queue: &str, message: Message) -> Result<(), QueueError> {
         self.publish_confirmed("", queue, &message).await
+    }
+
+    /// One attempt on a reply channel of its own (never the channel jobs and events go through), one
+    /// publish outstanding per channel, so a return names this message: a missing queue is
+    /// `NoSuchQueue` at once.
+    async fn publish_reply(&self, queue: &str, message: Message) -> Result<(), QueueError> {
+        let link = self.link().await?;
+        let index = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            queue.hash(&mut hasher);
+            (hasher.finish() % REPLY_CHANNELS as u64) as usize
+        };
+        let mut slot = link.repliers[index].lock().await;
+        let channel = match slot.as_ref().filter(|c| c.status().connected()) {
+            Some(channel) => channel.clone(),
+            None => {
+                let channel = link
+                    .connection
+                    .create_channel()
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                *slot = Some(channel.clone());
+                channel
+            }
+        };
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(queue),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &message.body,
+                to_properties(&message.props),
+            )
+            .await
+            .map_err(|e| self.failed("publish", queue, e))?
+            .await
+            .map_err(|e| self.failed("publish", queue, e))?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(QueueError::NoSuchQueue {
+                queue: queue.to_string(),
+            }),
+            Confirmation::Nack(_) => Err(QueueError::NotConfirmed {
+                queue: queue.to_string(),
+            }),
+            Confirmation::NotRequested => Err(QueueError::Backend {
+                backend: "amqp",
+                operation: "publish",
+                queue: queue.to_string(),
+                detail: "publisher confirms are not enabled on the channel".to_string(),
+            }),
+        }
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {

@@ -214,6 +214,12 @@ impl Inner {
         if message.props.timestamp_ms.is_none() {
             message.props.timestamp_ms = Some(now_ms());
         }
+        // Refused before anything is journalled: a publish to a missing queue leaves no file behind.
+        if !self.lock().contains_key(queue) {
+            return Err(QueueError::NoSuchQueue {
+                queue: queue.to_string(),
+            });
+        }
         self.write_journal(queue, seq, &message)?;
         {
             let mut queues = self.lock();

@@ -78,6 +78,26 @@ impl<Q: JobQueue> JobQueue for MeteredQueue<Q> {
         result
     }
 
+    async fn publish_reply(&self, queue: &str, message: Message) -> Result<(), QueueError> {
+        let timer = CallTimer::start();
+        let result = self.inner.publish_reply(queue, message).await;
+        // A requester's missing queue is its caller's one log line, not a queue failure as well.
+        let counted = match &result {
+            Err(QueueError::NoSuchQueue { .. }) => Ok(()),
+            _ => result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| QueueError::Backend {
+                    backend: "reply",
+                    operation: "publish",
+                    queue: queue.to_string(),
+                    detail: e.to_string(),
+                }),
+        };
+        record_queue_call(self.backend(), "publish_reply", timer, &counted);
+        result
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError> {
         let timer = CallTimer::start();
         let result = self.inner.consume(queue, prefetch).await;

@@ -273,6 +273,13 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
     /// Publishes persistently and returns once the broker has confirmed the message.
     async fn publish(&self, queue: &str, message: Message) -> Result<(), QueueError>;
 
+    /// Publishes a reply to a queue someone else named (a requester's `reply_to`): one attempt,
+    /// confirmed, persistent; a queue that does not exist is [`QueueError::NoSuchQueue`] at once, and a
+    /// reply never disturbs the publishing of jobs and events (RabbitMQ: a channel of its own).
+    async fn publish_reply(&self, queue: &str, message: Message) -> Result<(), QueueError> {
+        self.publish(queue, message).await
+    }
+
     /// Starts a consumer holding at most `prefetch` unacknowledged deliveries.
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn Consumer>, QueueError>;
 

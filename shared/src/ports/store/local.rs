@@ -84,6 +84,15 @@ impl LocalStore {
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    if super::io_is_permanent(&source) {
+        return StoreError::Refused {
+            backend: "local",
+            operation: "io",
+            key: path.display().to_string(),
+            code: format!("{:?}", source.kind()),
+            detail: source.to_string(),
+        };
+    }
     StoreError::Io {
         path: path.display().to_string(),
         source,

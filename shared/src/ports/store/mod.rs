@@ -59,6 +59,49 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The store refused and will refuse again until someone changes its configuration: access denied,
+    /// a missing bucket, unknown or bad credentials, a read-only directory. Never worth a retry.
+    #[error("{backend} refused {operation} of {key:?} ({code}): {detail}")]
+    Refused {
+        backend: &'static str,
+        operation: &'static str,
+        key: String,
+        /// `AccessDenied`, `NoSuchBucket`, `InvalidAccessKeyId`, `PermissionDenied`, ...
+        code: String,
+        detail: String,
+    },
+}
+
+/// S3 error codes no retry can change (the configuration or the credentials must): a 403 or a missing
+/// bucket. Throttling (`SlowDown`), `InternalError`, `ServiceUnavailable` and timeouts are not here.
+pub const PERMANENT_S3_CODES: &[&str] = &[
+    "AccessDenied",
+    "AllAccessDisabled",
+    "AccountProblem",
+    "InvalidAccessKeyId",
+    "InvalidBucketName",
+    "InvalidSecurity",
+    "NoSuchBucket",
+    "NotSignedUp",
+    "SignatureDoesNotMatch",
+    "UnauthorizedAccess",
+    "Forbidden",
+];
+
+/// The permanent S3 error code an error's text names, if any.
+pub fn permanent_code(detail: &str) -> Option<&'static str> {
+    PERMANENT_S3_CODES
+        .iter()
+        .copied()
+        .find(|code| detail.contains(code))
+}
+
+/// Whether a local I/O error is one no retry can change (permissions, a read-only file system).
+pub fn io_is_permanent(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 impl StoreError {
@@ -66,12 +109,27 @@ impl StoreError {
         matches!(self, StoreError::NotFound { .. })
     }
 
-    /// Transient failures are worth a retry; a missing object or a bad key is not.
+    /// Transient failures are worth a retry (the store is away, a 5xx, throttling); a missing object, a
+    /// bad key or a refusal ([`StoreError::is_permanent`]) is not.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unreachable { .. } | StoreError::Backend { .. }
-        )
+        match self {
+            StoreError::Unreachable { .. } => true,
+            // A refusal that reached us as a plain backend error (an adapter or wrapper that did not
+            // classify it) is still a refusal.
+            StoreError::Backend { detail, .. } => permanent_code(detail).is_none(),
+            _ => false,
+        }
+    }
+
+    /// A refusal no retry can change: access denied, a missing bucket, bad credentials, a read-only or
+    /// forbidden directory. Callers give up at once and say why (dead letter reason `store_refused`).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Refused { .. } => true,
+            StoreError::Backend { detail, .. } => permanent_code(detail).is_some(),
+            StoreError::Io { source, .. } => io_is_permanent(source),
+            _ => false,
+        }
     }
 }
 

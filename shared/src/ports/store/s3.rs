@@ -12,6 +12,7 @@ use aws_sdk_s3::Client;
 use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
+use super::permanent_code;
 use super::{validate_key, ObjectMeta, ObjectReader, ObjectStore, StoreError};
 
 /// Everything needed to reach one bucket. Credentials come from the config (or, when absent, the AWS
@@ -170,6 +171,13 @@ impl S3Store {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StoreError::Unreachable {
                 backend: "s3",
                 address: self.config.address(),
+                detail,
+            },
+            _ if permanent_code(&detail).is_some() => StoreError::Refused {
+                backend: "s3",
+                operation,
+                key: key.to_string(),
+                code: permanent_code(&detail).unwrap_or_default().to_string(),
                 detail,
             },
             _ if detail.contains("NoSuchKey") || detail.contains("NotFound") => {

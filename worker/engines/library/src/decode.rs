@@ -33,6 +33,38 @@ pub fn is_heif(bytes: &[u8]) -> bool {
 /// The format name HEIF files get (their shards members are `{photo}.heic`).
 pub const HEIC: &str = "heic";
 
+/// What reading an image's headers may allocate: chunks that come before the pixels (a PNG's ICC
+/// profile and text, a TIFF's tag values) are compressed and could otherwise inflate to hundreds of
+/// megabytes before the pixel size is known. Real profiles and metadata are far smaller; what is over
+/// is dropped by the decoders (PNG) or refused (TIFF).
+pub const HEADER_MAX_ALLOC: u64 = 8 * 1024 * 1024;
+
+/// Archive signatures: an archive inside an import is reported as such, never unpacked.
+fn archive_kind(bytes: &[u8]) -> Option<&'static str> {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    Some(
+        if starts(b"PK\x03\x04") || starts(b"PK\x05\x06") || starts(b"PK\x07\x08") {
+            "zip"
+        } else if starts(&[0x1F, 0x8B]) {
+            "gzip"
+        } else if starts(b"7z\xBC\xAF\x27\x1C") {
+            "7z"
+        } else if starts(b"Rar!\x1A\x07") {
+            "rar"
+        } else if starts(&[0xFD, b'7', b'z', b'X', b'Z', 0]) {
+            "xz"
+        } else if starts(&[0x28, 0xB5, 0x2F, 0xFD]) {
+            "zstd"
+        } else if starts(b"BZh") {
+            "bzip2"
+        } else if bytes.get(257..262) == Some(&b"ustar"[..]) {
+            "tar"
+        } else {
+            return None;
+        },
+    )
+}
+
 /// The format and stored pixel size, read from headers only. For HEIC the size is that of the primary
 /// image after the container's own rotation and mirroring, which decoding applies.
 pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
@@ -40,12 +72,19 @@ pub fn probe(bytes: &[u8]) -> Result<(&'static str, u32, u32), Damage> {
         let (width, height) = heif::probe(bytes)?;
         return Ok((HEIC, width, height));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Damage::Unreadable(e.to_string()))?;
-    let format = reader
-        .format()
-        .ok_or_else(|| Damage::NotAnImage("no known image signature".into()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(HEADER_MAX_ALLOC);
+    reader.limits(limits);
+    let format = reader.format().ok_or_else(|| match archive_kind(bytes) {
+        Some(kind) => Damage::Unsupported(format!(
+            "a {kind} archive inside the import: archives are not unpacked inside another source; \
+             import it on its own"
+        )),
+        None => Damage::NotAnImage("no known image signature".into()),
+    })?;
     let name = format_name(format).ok_or_else(|| Damage::Unsupported(format!("{format:?}")))?;
     let (width, height) = reader
         .into_dimensions()
@@ -79,6 +118,8 @@ pub fn decode(bytes: &[u8], max_pixels: u64, orientation: u8) -> Result<DynamicI
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Damage::Unreadable(e.to_string()))?;
+    // The decoders' own buffers and the chunks before the pixels stay within 16 bytes a pixel (or
+    // 1 MiB for tiny images): memory follows the pixel limit, never the file's compressed contents.
     let mut limits = image::Limits::default();
     limits.max_image_width = Some(width);
     limits.max_image_height = Some(height);

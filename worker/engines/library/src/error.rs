@@ -18,6 +18,13 @@ pub enum Damage {
     FileTooLarge { bytes: u64, limit: u64 },
     #[error("unsafe path: {0}")]
     UnsafePath(String),
+    /// A zip entry built to make the reader do far more work than its size suggests: an extreme
+    /// compression ratio, data overlapping another entry's, or more bytes than its header declares.
+    #[error("suspicious archive entry: {0}")]
+    SuspiciousArchive(String),
+    /// An import-wide limit (file count, total bytes) was reached; the file was not read.
+    #[error("import limit reached: {0}")]
+    LimitReached(String),
     #[error("sidecar does not parse: {0}")]
     BadSidecar(String),
     #[error("duplicate of {0} (same bytes)")]

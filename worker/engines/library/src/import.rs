@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use reverie_shared::ids::{PhotoId, TenantId};
@@ -36,12 +37,27 @@ pub enum ImportSource<'a> {
     },
 }
 
+/// The limits of one import. Whatever a limit refuses is reported by name (`skipped`) and the import
+/// goes on; nothing imported before is touched.
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
-    /// Images with more pixels are refused before decoding (decompression bombs).
+    /// Images with more pixels are refused before decoding (decompression bombs); decoders may use
+    /// at most 16 bytes a pixel.
     pub max_pixels: u64,
-    /// Files (and zip entries, by what they decompress to) larger than this are refused unread.
+    /// Files, zip entries and objects larger than this are refused unread: by their listed or declared
+    /// size first, and never read past it (nor past a zip entry's declared size).
     pub max_file_bytes: u64,
+    /// Sidecars (Takeout JSON, XMP) larger than this are ignored (and noted); real ones are kilobytes.
+    pub max_sidecar_bytes: u64,
+    /// At most this many photo files (sidecars aside) are read from one source, in name order; the rest
+    /// are reported as one `limit_reached` entry naming the first file left out.
+    pub max_files: usize,
+    /// The photo files one import reads add up to at most this many bytes by their listed or declared
+    /// sizes, in name order; the rest are reported like `max_files`.
+    pub max_total_bytes: u64,
+    /// A zip entry over 1 MiB whose declared size is more than this many times its compressed size is
+    /// refused unread (photos barely compress; a zip bomb's zeros compress about 1000:1).
+    pub max_zip_ratio: u64,
     pub shard_max_bytes: u64,
     pub shard_max_photos: usize,
 }
@@ -51,6 +67,10 @@ impl Default for ImportOptions {
         ImportOptions {
             max_pixels: 100_000_000,
             max_file_bytes: 512 * 1024 * 1024,
+            max_sidecar_bytes: 16 * 1024 * 1024,
+            max_files: 500_000,
+            max_total_bytes: 1024 * 1024 * 1024 * 1024,
+            max_zip_ratio: 100,
             shard_max_bytes: 64 * 1024 * 1024,
             shard_max_photos: 256,
         }
@@ -136,16 +156,37 @@ impl ImportReport {
 /// A file of the source: its path relative to the source root, and how to read it.
 #[derive(Debug, Clone)]
 enum Location {
-    Local(PathBuf),
-    Object(String),
+    /// A file and its size when the folder was listed.
+    Local {
+        path: PathBuf,
+        size: u64,
+    },
+    /// An object and its size in the store's listing.
+    Object {
+        key: String,
+        size: u64,
+    },
     Zipped(ZipMember),
 }
+
+impl Location {
+    /// The size the listing gave: what the limits are applied to before anything is read.
+    fn listed_size(&self) -> u64 {
+        match self {
+            Location::Local { size, .. } | Location::Object { size, .. } => *size,
+            Location::Zipped(member) => member.size,
+        }
+    }
+}
+
+/// Memory reserved up front for one file at most; larger files grow as they are actually read.
+const PREALLOCATE_MAX: u64 = 16 * 1024 * 1024;
 
 /// The opened source that locations are read from.
 enum Opened<'a> {
     Folder,
     Objects(&'a dyn ObjectStore),
-    Zip(ZipSource),
+    Zip(Arc<ZipSource>),
 }
 
 struct Listing {
@@ -160,6 +201,66 @@ fn extension(name: &str) -> String {
     name.rsplit_once('.')
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+fn is_sidecar(name: &str) -> bool {
+    SIDECAR_EXTENSIONS.contains(&extension(name).as_str())
+}
+
+/// Applies `max_files` and `max_total_bytes` to a listing, in name order. Files over the per-file
+/// limit are left for [`read`] to refuse (they will not be read, so they count towards neither);
+/// sidecars are read only for the photos kept, so they count neither. Everything from the first photo
+/// over a limit on is dropped and reported as one entry naming that photo, so a later import (with
+/// higher limits, or of what is left) knows where to go on.
+fn apply_limits(listing: &mut Listing, options: &ImportOptions) {
+    let mut kept = 0usize;
+    let mut total = 0u64;
+    let mut cut: Option<(String, String)> = None;
+    let mut dropped = Vec::new();
+    for (relative, location) in &listing.files {
+        if is_sidecar(relative) {
+            continue;
+        }
+        let size = location.listed_size();
+        if cut.is_none() && size <= options.max_file_bytes {
+            if kept >= options.max_files {
+                cut = Some((
+                    relative.clone(),
+                    format!(
+                        "an import reads at most {} photo files (max_files)",
+                        options.max_files
+                    ),
+                ));
+            } else if total.saturating_add(size) > options.max_total_bytes {
+                cut = Some((
+                    relative.clone(),
+                    format!(
+                        "the files before it add up to {total} bytes and an import reads at most {} \
+                         (max_total_bytes)",
+                        options.max_total_bytes
+                    ),
+                ));
+            } else {
+                kept += 1;
+                total += size;
+            }
+        }
+        if cut.is_some() {
+            dropped.push(relative.clone());
+        }
+    }
+    let Some((first, why)) = cut else { return };
+    for relative in &dropped {
+        listing.files.remove(relative);
+    }
+    let after = dropped.len() - 1;
+    tracing::warn!(first = %first, after, %why, "import limit reached");
+    listing.skipped.push(Skipped {
+        file: first,
+        reason: Damage::LimitReached(format!(
+            "this file and the {after} after it (in name order) were not read: {why}"
+        )),
+    });
 }
 
 fn list_folder(root: &Path) -> Result<Listing, LibraryError> {
@@ -197,7 +298,10 @@ fn list_folder(root: &Path) -> Result<Listing, LibraryError> {
             } else if kind.is_dir() {
                 pending.push(path);
             } else if kind.is_file() && !relative.split('/').any(|part| part.starts_with('.')) {
-                listing.files.insert(relative, Location::Local(path));
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                listing
+                    .files
+                    .insert(relative, Location::Local { path, size });
             }
         }
     }
@@ -212,8 +316,17 @@ async fn list_objects(store: &dyn ObjectStore, prefix: &str) -> Result<Listing, 
     };
     let mut files = BTreeMap::new();
     for object in store.list(&prefix).await? {
-        let relative = object.key[prefix.len()..].to_string();
-        files.insert(relative, Location::Object(object.key));
+        // A store returns keys under the prefix; one that does not is not part of this import.
+        let Some(relative) = object.key.strip_prefix(&prefix).filter(|r| !r.is_empty()) else {
+            continue;
+        };
+        files.insert(
+            relative.to_string(),
+            Location::Object {
+                size: object.size,
+                key: object.key,
+            },
+        );
     }
     Ok(Listing {
         files,
@@ -250,30 +363,79 @@ fn list_zip(path: &Path) -> Result<(Listing, ZipSource), LibraryError> {
     Ok((listing, zip))
 }
 
-async fn read(location: &Location, source: &Opened<'_>, limit: u64) -> Result<Vec<u8>, Damage> {
+/// Reads a file whole, refusing it unread when its size is over `limit`, and never reading more than
+/// `limit` bytes (nor, for objects and zip entries, more than their listed or declared size).
+async fn read(
+    location: &Location,
+    source: &Opened<'_>,
+    limit: u64,
+    max_zip_ratio: u64,
+) -> Result<Vec<u8>, Damage> {
+    let unreadable = |e: &dyn std::fmt::Display| Damage::Unreadable(e.to_string());
     match (location, source) {
-        (Location::Local(path), _) => {
-            let size = tokio::fs::metadata(path)
+        (Location::Local { path, .. }, _) => {
+            let file = tokio::fs::File::open(path)
                 .await
-                .map_err(|e| Damage::Unreadable(e.to_string()))?
-                .len();
+                .map_err(|e| unreadable(&e))?;
+            let size = file.metadata().await.map_err(|e| unreadable(&e))?.len();
             if size > limit {
                 return Err(Damage::FileTooLarge { bytes: size, limit });
             }
-            tokio::fs::read(path)
+            // A file that grew since its size was read is still cut at the limit.
+            let bytes = read_at_most(file, size, limit)
                 .await
-                .map_err(|e| Damage::Unreadable(e.to_string()))
+                .map_err(|e| unreadable(&e))?;
+            if bytes.len() as u64 > limit {
+                return Err(Damage::FileTooLarge {
+                    bytes: bytes.len() as u64,
+                    limit,
+                });
+            }
+            Ok(bytes)
         }
-        (Location::Object(key), Opened::Objects(store)) => store
-            .get(key)
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|e| Damage::Unreadable(e.to_string())),
-        (Location::Zipped(member), Opened::Zip(zip)) => zip.read(member, limit),
+        (Location::Object { key, size }, Opened::Objects(store)) => {
+            if *size > limit {
+                return Err(Damage::FileTooLarge {
+                    bytes: *size,
+                    limit,
+                });
+            }
+            // Streamed, never more than the listed size (plus one byte to notice more).
+            let reader = store.reader(key).await.map_err(|e| unreadable(&e))?;
+            let bytes = read_at_most(reader, *size, *size)
+                .await
+                .map_err(|e| unreadable(&e))?;
+            if bytes.len() as u64 > *size {
+                return Err(Damage::Unreadable(format!(
+                    "the object holds more than the {size} bytes it was listed with (it changed \
+                     after the listing); it was not read further"
+                )));
+            }
+            Ok(bytes)
+        }
+        (Location::Zipped(member), Opened::Zip(zip)) => {
+            let (zip, member) = (zip.clone(), member.clone());
+            blocking(move || zip.read(&member, limit, max_zip_ratio)).await
+        }
         _ => Err(Damage::Unreadable(
             "the file's source is not the one opened".into(),
         )),
     }
+}
+
+/// Reads at most `most + 1` bytes (so a longer stream shows), reserving memory for `expected`.
+async fn read_at_most(
+    reader: impl tokio::io::AsyncRead + Unpin,
+    expected: u64,
+    most: u64,
+) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::with_capacity(expected.min(most).min(PREALLOCATE_MAX) as usize);
+    reader
+        .take(most.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .await?;
+    Ok(bytes)
 }
 
 /// "Photos from 2023" folders in Takeout are years, not albums.
@@ -304,16 +466,21 @@ pub async fn import(
     source: ImportSource<'_>,
     options: &ImportOptions,
 ) -> Result<ImportReport, LibraryError> {
-    let (listing, opened) = match &source {
-        ImportSource::Folder(root) => (list_folder(root)?, Opened::Folder),
+    let (mut listing, opened) = match &source {
+        ImportSource::Folder(root) => {
+            let root = root.clone();
+            (blocking(move || list_folder(&root)).await?, Opened::Folder)
+        }
         ImportSource::Zip(path) => {
-            let (listing, zip) = list_zip(path)?;
-            (listing, Opened::Zip(zip))
+            let path = path.clone();
+            let (listing, zip) = blocking(move || list_zip(&path)).await?;
+            (listing, Opened::Zip(Arc::new(zip)))
         }
         ImportSource::Objects { store, prefix } => {
             (list_objects(*store, prefix).await?, Opened::Objects(*store))
         }
     };
+    apply_limits(&mut listing, options);
     let mut importer = Importer {
         store,
         tenant,
@@ -334,13 +501,13 @@ pub async fn import(
     let mut groups: BTreeMap<PhotoId, Vec<String>> = BTreeMap::new();
     let mut order = Vec::new();
     for (relative, location) in &listing.files {
-        if SIDECAR_EXTENSIONS.contains(&extension(relative).as_str()) {
+        if is_sidecar(relative) {
             continue;
         }
         let Some(bytes) = importer.read_photo(relative, location, &opened).await else {
             continue;
         };
-        let id = PhotoId::of_bytes(&bytes);
+        let id = blocking(move || PhotoId::of_bytes(&bytes)).await;
         let members = groups.entry(id.clone()).or_default();
         if members.is_empty() {
             order.push(id);
@@ -380,6 +547,50 @@ fn sidecars_by_dir(listing: &Listing) -> BTreeMap<String, Vec<String>> {
     by_dir
 }
 
+/// What decoding a photo tells: its format, stored size, EXIF, orientation and image statistics.
+struct Inspected {
+    format: &'static str,
+    stored_width: u32,
+    stored_height: u32,
+    exif: crate::exif_read::ExifFacts,
+    orientation: u8,
+    stats: crate::metadata::ImageStats,
+}
+
+/// Decodes a photo and measures it: CPU work, run on a blocking thread.
+fn inspect(bytes: &[u8], max_pixels: u64) -> Result<Inspected, Damage> {
+    let (format, stored_width, stored_height) = probe(bytes)?;
+    let exif = read_exif(bytes);
+    // HEIF carries its rotation in the container and decoding applies it; EXIF's would turn it twice.
+    let orientation = if format == crate::decode::HEIC {
+        1
+    } else {
+        exif.orientation.unwrap_or(1)
+    };
+    let image = decode(bytes, max_pixels, orientation)?;
+    Ok(Inspected {
+        format,
+        stored_width,
+        stored_height,
+        exif,
+        orientation,
+        stats: image_stats(&image),
+    })
+}
+
+/// Runs CPU or blocking file work on tokio's blocking threads, so an import never stalls the runtime
+/// it shares with a server (`reverie serve` imports while it answers the web app). A panic there is
+/// the import's panic.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("blocking import work did not finish: {error}"),
+        },
+    }
+}
+
 impl Importer<'_> {
     fn skip(&mut self, file: &str, reason: Damage) {
         tracing::warn!(file, %reason, "skipped");
@@ -396,7 +607,14 @@ impl Importer<'_> {
         location: &Location,
         opened: &Opened<'_>,
     ) -> Option<Vec<u8>> {
-        match read(location, opened, self.options.max_file_bytes).await {
+        match read(
+            location,
+            opened,
+            self.options.max_file_bytes,
+            self.options.max_zip_ratio,
+        )
+        .await
+        {
             Ok(bytes) if bytes.is_empty() => {
                 self.skip(relative, Damage::Empty);
                 None
@@ -447,13 +665,22 @@ impl Importer<'_> {
         else {
             return Ok(());
         };
-        if PhotoId::of_bytes(&bytes) != id {
+        // Hashing again and decoding are CPU work: off the async runtime, which may be serving others.
+        let max_pixels = self.options.max_pixels;
+        let expected = id.clone();
+        let (bytes, inspected) = blocking(move || {
+            let same = PhotoId::of_bytes(&bytes) == expected;
+            let inspected = same.then(|| inspect(&bytes, max_pixels));
+            (bytes, inspected)
+        })
+        .await;
+        let Some(inspected) = inspected else {
             self.skip(
                 &primary,
                 Damage::Unreadable("the file changed while it was imported".into()),
             );
             return Ok(());
-        }
+        };
         let takeout = merge_takeout(copies.iter().filter_map(|c| c.takeout.clone()));
         let xmp = merge_xmp(copies.iter().filter_map(|c| c.xmp.clone()));
         let (original, original_exif) = self
@@ -465,7 +692,7 @@ impl Importer<'_> {
             xmp,
             original_exif,
         };
-        let meta = match self.describe(&primary, &bytes, id, albums, known) {
+        let meta = match inspected.and_then(|i| self.describe(&primary, i, id, albums, known)) {
             Ok(meta) => meta,
             Err(damage) => {
                 self.skip(&primary, damage);
@@ -548,9 +775,14 @@ impl Importer<'_> {
         };
         let location = listing.files.get(&key)?;
         // Damage to the original is reported when the original itself is imported.
-        let bytes = read(location, opened, self.options.max_file_bytes)
-            .await
-            .ok()?;
+        let bytes = read(
+            location,
+            opened,
+            self.options.max_file_bytes,
+            self.options.max_zip_ratio,
+        )
+        .await
+        .ok()?;
         Some((key, read_exif(&bytes)))
     }
 
@@ -569,7 +801,15 @@ impl Importer<'_> {
         opened: &Opened<'_>,
     ) -> Result<Vec<u8>, Damage> {
         match listing.files.get(key) {
-            Some(location) => read(location, opened, self.options.max_file_bytes).await,
+            Some(location) => {
+                read(
+                    location,
+                    opened,
+                    self.options.max_sidecar_bytes,
+                    self.options.max_zip_ratio,
+                )
+                .await
+            }
             None => Err(Damage::BadSidecar(format!("{key} vanished"))),
         }
     }
@@ -591,7 +831,14 @@ impl Importer<'_> {
             format!("{stem}.XMP"),
         ];
         let key = candidates.iter().find(|c| listing.files.contains_key(*c))?;
-        let bytes = match read(&listing.files[key], opened, self.options.max_file_bytes).await {
+        let bytes = match read(
+            &listing.files[key],
+            opened,
+            self.options.max_sidecar_bytes,
+            self.options.max_zip_ratio,
+        )
+        .await
+        {
             Ok(bytes) => bytes,
             Err(damage) => {
                 self.note(relative, damage);
@@ -619,7 +866,7 @@ impl Importer<'_> {
     fn describe(
         &mut self,
         relative: &str,
-        bytes: &[u8],
+        inspected: Inspected,
         id: PhotoId,
         albums: BTreeSet<String>,
         known: Known,
@@ -630,18 +877,17 @@ impl Importer<'_> {
             original_exif,
         } = known;
         let original_exif = original_exif.as_ref();
-        let (format, stored_width, stored_height) = probe(bytes)?;
-        let exif = read_exif(bytes);
+        let Inspected {
+            format,
+            stored_width,
+            stored_height,
+            exif,
+            orientation,
+            stats,
+        } = inspected;
         for rejected in &exif.rejected {
             self.note(relative, Damage::ImpossibleMetadata(rejected.clone()));
         }
-        // HEIF carries its rotation in the container and decoding applies it; EXIF's would turn it twice.
-        let orientation = if format == crate::decode::HEIC {
-            1
-        } else {
-            exif.orientation.unwrap_or(1)
-        };
-        let image = decode(bytes, self.options.max_pixels, orientation)?;
         let (width, height) = oriented_size(stored_width, stored_height, orientation);
         let takeout = takeout.unwrap_or_default();
         let xmp = xmp.unwrap_or_default();
@@ -689,7 +935,7 @@ impl Importer<'_> {
             people,
             light: sun.as_ref().map(light_tags).unwrap_or_default(),
             sun_elevation: sun.map(|s| s.elevation),
-            stats: image_stats(&image),
+            stats,
         })
     }
 

@@ -17,6 +17,10 @@ pub struct XmpFacts {
 /// Element names whose `rdf:li` children are keywords.
 const KEYWORD_PARENTS: &[&str] = &["subject", "TagsList", "hierarchicalSubject"];
 
+/// Real sidecars nest a dozen elements deep; deeper documents are refused before the element stack
+/// (a string a level) grows with them.
+pub const MAX_DEPTH: usize = 256;
+
 fn local(name: &[u8]) -> String {
     let name = String::from_utf8_lossy(name);
     name.rsplit(':').next().unwrap_or_default().to_string()
@@ -76,6 +80,12 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
                     }
                 }
                 if matches!(event, Event::Start(_)) {
+                    if stack.len() >= MAX_DEPTH {
+                        return Err(format!(
+                            "at byte {}: elements nested more than {MAX_DEPTH} deep",
+                            reader.buffer_position()
+                        ));
+                    }
                     stack.push(name);
                     text_buffer.clear();
                 } else if name == "Description" {
@@ -84,6 +94,12 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
             }
             Event::Text(t) => text_buffer.push_str(&t.decode().map_err(|e| e.to_string())?),
             Event::GeneralRef(r) => {
+                // Character references (`&#233;`, `&#xE9;`) are characters; of named entities only
+                // XML's own five are known. Entities a DOCTYPE declares are never expanded.
+                if let Ok(Some(c)) = r.resolve_char_ref() {
+                    text_buffer.push(c);
+                    continue;
+                }
                 let entity = String::from_utf8_lossy(r.as_ref()).into_owned();
                 text_buffer.push_str(match entity.as_str() {
                     "amp" => "&",

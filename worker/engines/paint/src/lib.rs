@@ -11,6 +11,7 @@
 
 pub mod colour;
 pub mod compose;
+pub mod effect;
 pub mod error;
 pub mod fingerprint;
 pub mod oil;
@@ -26,6 +27,7 @@ pub mod watercolour;
 use image::{DynamicImage, RgbImage};
 
 pub use compose::{compose, layout, Composite, Placement, Rect, Subject, SubjectKind};
+pub use effect::StyleEffect;
 pub use error::{PaintError, Result};
 pub use fingerprint::{nearest, Fingerprint, Neighbour};
 pub use oil::OilParams;

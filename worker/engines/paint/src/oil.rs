@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::raster::{blur, size_scale, sobel, ColourImage, Plane};
+use crate::raster::{blur, size_scale, sobel, ColourImage, FlatFlow, Plane, FLAT_GRADIENT};
 use crate::rng::SeededRng;
 
 /// Oil paint parameters.
@@ -41,10 +41,12 @@ impl Default for OilParams {
     }
 }
 
-/// Per-pixel orientation (unit vector along the edge) and anisotropy in [0,1].
+/// Per-pixel orientation (unit vector along the edge), anisotropy in [0,1] and structure
+/// strength (the larger eigenvalue: squared gradient summed over the channels).
 pub struct Orientation {
     pub tangent: Vec<[f32; 2]>,
     pub anisotropy: Vec<f32>,
+    pub strength: Vec<f32>,
 }
 
 /// Orientation from the smoothed structure tensor of all three channels.
@@ -69,6 +71,7 @@ pub fn orientation_field(image: &ColourImage, tensor_sigma: f32) -> Orientation 
     );
     let mut tangent = Vec::with_capacity(w * h);
     let mut anisotropy = Vec::with_capacity(w * h);
+    let mut strength = Vec::with_capacity(w * h);
     for i in 0..w * h {
         let (ee, ff, gg) = (e.data[i], f.data[i], g.data[i]);
         let root = ((ee - gg) * (ee - gg) + 4.0 * ff * ff).sqrt();
@@ -84,10 +87,12 @@ pub fn orientation_field(image: &ColourImage, tensor_sigma: f32) -> Orientation 
         });
         let sum = l1 + l2;
         anisotropy.push(if sum > 1e-12 { (l1 - l2) / sum } else { 0.0 });
+        strength.push(l1.max(0.0));
     }
     Orientation {
         tangent,
         anisotropy,
+        strength,
     }
 }
 
@@ -344,17 +349,42 @@ pub fn render(image: &ColourImage, params: &OilParams, seed: u64) -> ColourImage
 
 /// Relief shading: a height field made of paint-streak noise smeared along the stroke
 /// orientation (line integral convolution) plus the paint's own luminance, lit from the top left.
+/// Where the painting has no structure to follow (flat or gray areas, below the noise level) the
+/// streaks follow a seeded flow field instead of the noise's random orientation. Slopes facing
+/// the light also catch a gloss highlight, which is white whatever the pigment, so the relief
+/// shows on dark paint as well as on light.
 fn impasto(image: &mut ColourImage, params: &OilParams, seed: u64) {
     let (w, h) = (image.width, image.height);
+    let scale = size_scale(w, h);
     let orientation = orientation_field(image, params.tensor_sigma * 2.0);
+    let flow = FlatFlow::new(scale, seed ^ 0x0117);
+    // Structure weaker than a quarter level per pixel (summed over three channels) is noise.
+    let flat_strength = 3.0 * FLAT_GRADIENT * FLAT_GRADIENT;
     let mut rng = SeededRng::new(seed ^ 0x1A9A_5700);
     let noise: Vec<f32> = (0..w * h).map(|_| rng.next_f32()).collect();
-    let streak_length = (4.0 * size_scale(w, h)).round().max(2.0) as i32;
+    let streak_length = (4.0 * scale).round().max(2.0) as i32;
     let luminance = image.luma();
     let mut height = Plane::new(w, h, 0.0);
     for y in 0..h {
         for x in 0..w {
-            let t = orientation.tangent[y * w + x];
+            let i = y * w + x;
+            let mut t = orientation.tangent[i];
+            let structure = orientation.strength[i];
+            if structure < 4.0 * flat_strength {
+                let f = flow.direction(x as f32, y as f32);
+                let trust = (structure / (4.0 * flat_strength)).clamp(0.0, 1.0);
+                let sign = if f.0 * t[0] + f.1 * t[1] < 0.0 {
+                    -1.0
+                } else {
+                    1.0
+                };
+                let (tx, ty) = (
+                    trust * t[0] + (1.0 - trust) * sign * f.0,
+                    trust * t[1] + (1.0 - trust) * sign * f.1,
+                );
+                let norm = (tx * tx + ty * ty).sqrt().max(1e-6);
+                t = [tx / norm, ty / norm];
+            }
             let mut sum = 0.0;
             for s in -streak_length..=streak_length {
                 let sx = (x as f32 + t[0] * s as f32)
@@ -365,8 +395,7 @@ fn impasto(image: &mut ColourImage, params: &OilParams, seed: u64) {
                     .clamp(0.0, (h - 1) as f32) as usize;
                 sum += noise[sy * w + sx];
             }
-            height.data[y * w + x] =
-                sum / (2 * streak_length + 1) as f32 + 0.5 * luminance.data[y * w + x];
+            height.data[i] = sum / (2 * streak_length + 1) as f32 + 0.5 * luminance.data[i];
         }
     }
     let (gx, gy) = sobel(&height);
@@ -377,9 +406,15 @@ fn impasto(image: &mut ColourImage, params: &OilParams, seed: u64) {
         let norm = (nx * nx + ny * ny + nz * nz).sqrt();
         let lit = (nx * light[0] + ny * light[1] + nz * light[2]) / norm;
         // Flat paint (normal straight up) keeps its colour; slopes brighten or darken.
-        let shade = 1.0 + params.impasto * (lit - light[2]) * 1.5;
+        let slope = lit - light[2];
+        let shade = 1.0 + params.impasto * slope * 1.5;
+        let gloss = params.impasto * GLOSS * slope.max(0.0);
         for v in image.data[i].iter_mut() {
-            *v = (*v * shade).clamp(0.0, 1.0);
+            let shaded = *v * shade;
+            *v = (shaded + gloss * (1.0 - shaded)).clamp(0.0, 1.0);
         }
     }
 }
+
+/// Strength of the specular highlight on relief slopes facing the light.
+const GLOSS: f32 = 1.2;

@@ -8,11 +8,21 @@
 //! `max_stroke_length` control points, when the gradient vanishes, or (after `min_stroke_length`)
 //! when the canvas already matches the reference better than the stroke colour would. Each layer's
 //! strokes are painted in a seeded random order with the layer's `opacity`.
+//!
+//! Hertzmann's strokes only reproduce the blurred photo, so on flat areas, grayscale and line art
+//! they leave the photo almost as it was. Here every stroke also carries paint texture (bristle
+//! streaks, its own tone, drying along it) on a canvas weave, strokes carry on through flat
+//! stretches (along a seeded flow where they start in one) instead of ending as dabs, and T, the
+//! flat-gradient level and the colour jitter scale with the photo's tonal range
+//! ([`crate::raster::contrast_factor`]); docs/styles.md has the details.
 
 use serde::{Deserialize, Serialize};
 
 use crate::colour::{hsv_to_rgb, rgb_to_hsv};
-use crate::raster::{size_scale, sobel, ColourImage, Plane};
+use crate::raster::{
+    contrast_factor, reflect_unit, size_scale, sobel, textured, ColourImage, FlatFlow, Plane,
+    TextureBounds, FLAT_GRADIENT,
+};
 use crate::rng::SeededRng;
 
 /// Hertzmann's style parameters (names follow the paper; colour errors use the 0..255 scale).
@@ -42,6 +52,23 @@ pub struct PainterlyParams {
     pub jitter_value: f32,
     /// Random per-channel RGB jitter (jr = jg = jb in the paper's colourist wash).
     pub jitter_rgb: f32,
+    /// Brush texture in [0,1]: the amplitude (sRGB units) of the bristle streaks along each
+    /// stroke and of the small tone difference between strokes (no two loads of paint mix the
+    /// same). It is a change of value, so brushwork shows on gray, white, black and flat areas,
+    /// where Hertzmann's strokes alone reproduce the photo exactly.
+    #[serde(default = "default_bristle")]
+    pub bristle: f32,
+    /// Canvas weave relief in [0,1] (sRGB units of the weave's light/dark amplitude).
+    #[serde(default = "default_canvas")]
+    pub canvas: f32,
+}
+
+fn default_bristle() -> f32 {
+    0.16
+}
+
+fn default_canvas() -> f32 {
+    0.03
 }
 
 impl PainterlyParams {
@@ -60,6 +87,8 @@ impl PainterlyParams {
             jitter_saturation: 0.0,
             jitter_value: 0.0,
             jitter_rgb: 0.0,
+            bristle: default_bristle(),
+            canvas: default_canvas(),
         }
     }
 
@@ -71,6 +100,8 @@ impl PainterlyParams {
             opacity: 0.7,
             min_stroke_length: 10,
             jitter_value: 0.5,
+            // Semi-transparent strokes show less of their texture: load them with more.
+            bristle: 0.2,
             ..Self::impressionist()
         }
     }
@@ -81,6 +112,7 @@ impl PainterlyParams {
             threshold: 200.0,
             opacity: 0.5,
             jitter_rgb: 0.3,
+            bristle: 0.2,
             ..Self::impressionist()
         }
     }
@@ -94,6 +126,7 @@ impl PainterlyParams {
             max_stroke_length: 0,
             jitter_value: 1.0,
             jitter_hue: 0.3,
+            bristle: 0.14,
             ..Self::impressionist()
         }
     }
@@ -136,6 +169,12 @@ impl PainterlyParams {
         if !(self.blur_factor.is_finite() && self.blur_factor >= 0.0) {
             return bad("blur_factor", self.blur_factor, "must be >= 0");
         }
+        if !(0.0..=1.0).contains(&self.bristle) {
+            return bad("bristle", self.bristle, "must be in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.canvas) {
+            return bad("canvas", self.canvas, "must be in [0, 1]");
+        }
         if self.max_stroke_length > 1000 {
             return bad(
                 "max_stroke_length",
@@ -170,7 +209,15 @@ pub fn plan_strokes(source: &ColourImage, params: &PainterlyParams, seed: u64) -
 }
 
 struct Canvas {
-    image: ColourImage,
+    width: usize,
+    height: usize,
+    /// Per pixel the strokes' plain colour (RGB) and, as a fourth value, the brush texture laid
+    /// with the same strokes: a value offset blended exactly like the paint, so plain + texture is
+    /// the textured painting. Hertzmann's approximation tests (which cells to repaint, when a
+    /// stroke ends) compare the plain colour with the reference, so the texture, which is meant
+    /// to differ from the photo, never reads as error to be painted over. Kept in one array so a
+    /// stroke touches one stream of memory.
+    paint: Vec<[f32; 4]>,
     painted: Vec<bool>,
     /// Id of the last stroke that touched each pixel, so overlapping segments of one stroke
     /// blend only once (a stroke is one layer of paint, not many).
@@ -186,7 +233,9 @@ fn paint_layers(
     let (w, h) = (source.width, source.height);
     let scale = size_scale(w, h);
     let mut canvas = Canvas {
-        image: ColourImage::new(w, h, [1.0, 1.0, 1.0]),
+        width: w,
+        height: h,
+        paint: vec![[1.0, 1.0, 1.0, 0.0]; w * h],
         painted: vec![false; w * h],
         stamp: vec![0; w * h],
     };
@@ -198,20 +247,44 @@ fn paint_layers(
         .map(|r| (r * scale).max(1.0))
         .collect();
     radii.sort_by(|a, b| b.total_cmp(a));
+    // T is a colour error on the 0..255 scale; on a dim or low-contrast photo every error is
+    // small, so an absolute T would stop after the coarsest layer. Scale it with the photo's
+    // tonal range so exposure does not decide how much detail is painted.
+    // Jitter and the tone differences between strokes are variations at the scale of strokes;
+    // on a low-contrast photo they would drown its composition, so they shrink with it too.
+    let contrast = contrast_factor(source);
+    let params = &PainterlyParams {
+        threshold: params.threshold * contrast,
+        jitter_hue: params.jitter_hue * contrast,
+        jitter_saturation: params.jitter_saturation * contrast,
+        jitter_value: params.jitter_value * contrast,
+        jitter_rgb: params.jitter_rgb * contrast,
+        ..params.clone()
+    };
+    let flow = FlatFlow::new(scale, seed);
     let mut finest_reference = None;
     for radius in radii {
         let reference = source.blur(params.blur_factor * radius);
         let luminance = reference.luma();
         let (gx, gy) = sobel(&luminance);
         let field = GradientField { gx, gy };
-        let strokes = start_strokes(&canvas, &reference, &field, radius, params);
+        let strokes = start_strokes(
+            &canvas,
+            &reference,
+            &field,
+            &flow,
+            radius,
+            params,
+            FLAT_GRADIENT * contrast,
+        );
         let mut strokes = random_local_order(strokes, w, &mut rng);
         for stroke in &mut strokes {
             jitter_colour(&mut stroke.colour, params, &mut rng);
         }
         for stroke in &strokes {
             stroke_id += 1;
-            draw_stroke(&mut canvas, stroke, params.opacity, stroke_id);
+            let texture = StrokeTexture::new(stroke, params.bristle, contrast, seed, stroke_id);
+            draw_stroke(&mut canvas, stroke, &texture, params.opacity, stroke_id);
         }
         on_layer(&strokes);
         finest_reference = Some(reference);
@@ -221,11 +294,162 @@ fn paint_layers(
     if let Some(reference) = finest_reference {
         for (i, done) in canvas.painted.iter().enumerate() {
             if !done {
-                canvas.image.data[i] = reference.data[i];
+                let c = reference.data[i];
+                canvas.paint[i] = [c[0], c[1], c[2], 0.0];
             }
         }
     }
-    canvas.image
+    let mut image = ColourImage {
+        width: w,
+        height: h,
+        data: canvas
+            .paint
+            .iter()
+            .map(|p| [p[0] + p[3], p[1] + p[3], p[2] + p[3]].map(|c| c.clamp(0.0, 1.0)))
+            .collect(),
+    };
+    if params.canvas > 0.0 {
+        let weave = canvas_weave(w, h, 3.0 * scale, seed);
+        for (pixel, &relief) in image.data.iter_mut().zip(&weave.data) {
+            *pixel = textured(*pixel, crate::colour::luma(*pixel), params.canvas * relief);
+        }
+    }
+    image
+}
+
+/// A stroke's paint: a bristle profile across its width (streaks that run along the stroke), a
+/// slow variation along it (the brush running dry) and a tone offset for the whole stroke.
+struct StrokeTexture {
+    /// The bristle profile across the stroke: `groups + 1` knots from one edge to the other
+    /// (plus one padding knot), already scaled by their share of the amplitude.
+    knots: [f32; MAX_BRISTLE_GROUPS + 2],
+    /// Half the number of bristle groups: maps -1..1 across the stroke onto the knots.
+    half: f32,
+    /// Weight of the stroke-sized variations (tone offset, drying along the stroke): amplitude
+    /// times the photo's contrast factor, so they never drown a dim photo's composition. The
+    /// bristle streaks are finer than any composition and keep their full strength.
+    slow: f32,
+    /// The stroke's own tone offset in [-1,1].
+    offset: f32,
+    /// The bristles' share of the amplitude.
+    knots_scale: f32,
+    along_period: f32,
+    along_seed: u64,
+}
+
+const MAX_BRISTLE_GROUPS: usize = 24;
+
+impl StrokeTexture {
+    fn new(stroke: &Stroke, bristle: f32, contrast: f32, seed: u64, id: u32) -> Self {
+        let mut rng = SeededRng::new(crate::rng::mix64(seed ^ (id as u64).wrapping_mul(0xB215)));
+        let mut knots = [0.0f32; MAX_BRISTLE_GROUPS + 2];
+        // About one bristle group per 1.5 px of brush width.
+        let groups = ((stroke.radius * 2.0 / 1.5).round() as usize).clamp(2, MAX_BRISTLE_GROUPS);
+        if bristle > 0.0 {
+            let used = &mut knots[..=groups];
+            for k in used.iter_mut() {
+                *k = rng.next_signed();
+            }
+            // Every stroke gets the same mean and mean deviation: on white or black paint the
+            // texture can only go one way, and unequal profiles would then shift whole strokes.
+            let n = used.len() as f32;
+            let mean = used.iter().sum::<f32>() / n;
+            let spread = used.iter().map(|k| (k - mean).abs()).sum::<f32>() / n;
+            let gain = 0.6 / spread.max(1e-3);
+            for k in used.iter_mut() {
+                *k = BRISTLE_WEIGHT * bristle * ((*k - mean) * gain).clamp(-1.0, 1.0);
+            }
+            knots[groups + 1] = knots[groups];
+        }
+        Self {
+            knots,
+            half: groups as f32 * 0.5,
+            slow: SLOW_WEIGHT * bristle * contrast,
+            offset: rng.next_signed(),
+            knots_scale: BRISTLE_WEIGHT * bristle,
+            along_period: 4.0 * stroke.radius.max(1.0),
+            along_seed: rng.next_u64(),
+        }
+    }
+
+    /// The whole shift of a dab (a single-point stroke): a dab has no direction for bristle
+    /// streaks to run along, and is as small as a bristle group of a stroke, so it gets one tone
+    /// offset at the bristles' strength (not scaled down by contrast: it is no larger than the
+    /// streaks).
+    fn dab_shift(&self) -> f32 {
+        self.knots_scale * self.offset
+    }
+
+    /// The stroke-sized part of the shift `along` pixels from the stroke's start: its tone
+    /// offset plus the brush running dry.
+    fn slow_shift(&self, along: f32) -> f32 {
+        if self.slow == 0.0 {
+            return 0.0;
+        }
+        let s = along / self.along_period;
+        let (s0, fs) = (s.floor(), s - s.floor());
+        let a0 = crate::rng::lattice_value(self.along_seed, s0 as i64, 0);
+        let a1 = crate::rng::lattice_value(self.along_seed, s0 as i64 + 1, 0);
+        let dry = (a0 + (a1 - a0) * fs) * 2.0 - 1.0;
+        self.slow * (dry + self.offset)
+    }
+
+    /// The bristle streak at knot position `t` (0 at one edge of the stroke, `2·half` at the
+    /// other; [`StrokeTexture::knot_position`]), clamped to the stroke.
+    #[inline]
+    fn bristle(&self, t: f32) -> f32 {
+        let t = t.max(0.0).min(2.0 * self.half);
+        let k = t as usize;
+        let f = t - k as f32;
+        self.knots[k] + (self.knots[k + 1] - self.knots[k]) * f
+    }
+
+    /// Knot position of a signed distance across the spine in radii (-1..1); linear, so callers
+    /// can step it along a row.
+    #[inline]
+    fn knot_position(&self, across: f32) -> f32 {
+        across * self.half + self.half
+    }
+}
+
+/// Shares of the bristle amplitude: the streaks across the stroke and the stroke-sized
+/// variations (tone offset and drying, each in [-1,1]).
+const BRISTLE_WEIGHT: f32 = 0.8;
+const SLOW_WEIGHT: f32 = 0.25;
+
+/// Canvas weave in [-1,1]: threads `period` px apart, alternately over and under, with slightly
+/// uneven thread thickness.
+fn canvas_weave(w: usize, h: usize, period: f32, seed: u64) -> Plane {
+    let period = period.max(2.0);
+    let seed = crate::rng::mix64(seed ^ 0xCA_4FA5);
+    // (thread index, bump across the thread, thread thickness) of every column and row.
+    let threads = |n: usize, offset: i64| -> Vec<(i64, f32, f32)> {
+        (0..n)
+            .map(|i| {
+                let u = i as f32 / period;
+                let thread = u.floor() as i64;
+                let bump = (std::f32::consts::PI * (u - u.floor())).sin();
+                let thickness = 0.75 + 0.5 * crate::rng::lattice_value(seed, thread + offset, 0);
+                (thread, bump, thickness)
+            })
+            .collect()
+    };
+    let columns = threads(w, 0);
+    let rows = threads(h, 0x10000);
+    let mut out = Plane::new(w, h, 0.0);
+    for (y, &(row, bump_y, thick_y)) in rows.iter().enumerate() {
+        let line = &mut out.data[y * w..(y + 1) * w];
+        for (o, &(column, bump_x, thick_x)) in line.iter_mut().zip(&columns) {
+            // Which thread lies on top alternates like a checkerboard.
+            let (bump, thickness) = if (row + column) % 2 == 0 {
+                (bump_x, thick_x)
+            } else {
+                (bump_y, thick_y)
+            };
+            *o = (bump * thickness - 0.6).clamp(-1.0, 1.0);
+        }
+    }
+    out
 }
 
 /// Side of the tiles used to order strokes, in pixels.
@@ -262,15 +486,17 @@ fn start_strokes(
     canvas: &Canvas,
     reference: &ColourImage,
     field: &GradientField,
+    flow: &FlatFlow,
     radius: f32,
     params: &PainterlyParams,
+    flat_gradient: f32,
 ) -> Vec<Stroke> {
     let (w, h) = (reference.width, reference.height);
     // Unpainted pixels count as infinitely wrong so the first layer covers the whole canvas.
     let difference: Vec<f32> = (0..w * h)
         .map(|i| {
             if canvas.painted[i] {
-                colour_distance_255(canvas.image.data[i], reference.data[i])
+                colour_distance_255(plain(&canvas.paint[i]), reference.data[i])
             } else {
                 f32::INFINITY
             }
@@ -290,8 +516,19 @@ fn start_strokes(
                 y1: (y + step).min(h),
             };
             if let Some((bx, by)) = worst_pixel(&difference, w, &cell, params.threshold) {
+                let start = Start {
+                    x: bx,
+                    y: by,
+                    radius,
+                };
                 strokes.push(trace_stroke(
-                    canvas, reference, field, bx, by, radius, params,
+                    canvas,
+                    reference,
+                    field,
+                    flow,
+                    start,
+                    params,
+                    flat_gradient,
                 ));
             }
             x += step;
@@ -339,19 +576,29 @@ fn colour_distance_255(a: [f32; 3], b: [f32; 3]) -> f32 {
     (d0 * d0 + d1 * d1 + d2 * d2).sqrt() * 255.0
 }
 
-/// Below this gradient magnitude (luma units per pixel) the direction is noise: stop the stroke.
-const VANISHING_GRADIENT: f32 = 1e-4;
+/// Where a stroke starts and how wide it is.
+#[derive(Clone, Copy)]
+struct Start {
+    x: usize,
+    y: usize,
+    radius: f32,
+}
 
 fn trace_stroke(
     canvas: &Canvas,
     reference: &ColourImage,
     field: &GradientField,
-    x0: usize,
-    y0: usize,
-    radius: f32,
+    flow: &FlatFlow,
+    start: Start,
     params: &PainterlyParams,
+    flat_gradient: f32,
 ) -> Stroke {
     let (w, h) = (reference.width, reference.height);
+    let Start {
+        x: x0,
+        y: y0,
+        radius,
+    } = start;
     let colour = reference.get(x0, y0);
     let mut points = vec![[x0 as f32, y0 as f32]];
     let (mut x, mut y) = (x0 as f32, y0 as f32);
@@ -365,18 +612,31 @@ fn trace_stroke(
         let here = reference.data[idx];
         if i > params.min_stroke_length
             && canvas.painted[idx]
-            && colour_distance_255(here, canvas.image.data[idx]) < colour_distance_255(here, colour)
+            && colour_distance_255(here, plain(&canvas.paint[idx]))
+                < colour_distance_255(here, colour)
+        {
+            break;
+        }
+        // Paint is not carried into an area that differs from it by more than T/2 (the canvas
+        // test above cannot stop first-layer strokes, which start on a bare canvas).
+        if i > params.min_stroke_length
+            && colour_distance_255(here, colour) > 0.5 * params.threshold
         {
             break;
         }
         let gx = field.gx.data[idx];
         let gy = field.gy.data[idx];
         let magnitude = (gx * gx + gy * gy).sqrt();
-        if magnitude < VANISHING_GRADIENT {
-            break;
-        }
-        // Perpendicular to the gradient: strokes follow iso-luminance contours.
-        let (mut dx, mut dy) = (-gy / magnitude, gx / magnitude);
+        let (mut dx, mut dy) = if magnitude >= flat_gradient {
+            // Perpendicular to the gradient: strokes follow iso-luminance contours.
+            (-gy / magnitude, gx / magnitude)
+        } else if last_dx != 0.0 || last_dy != 0.0 {
+            // A flat stretch: Hertzmann stops here, which leaves flat areas as dabs of the
+            // exact photo colour; a painter carries the stroke on in its direction.
+            (last_dx, last_dy)
+        } else {
+            flow.direction(x, y)
+        };
         if last_dx * dx + last_dy * dy < 0.0 {
             dx = -dx;
             dy = -dy;
@@ -433,23 +693,35 @@ fn jitter_colour(colour: &mut [f32; 3], params: &PainterlyParams, rng: &mut Seed
         // A jitter j moves the component uniformly within ±j/4 of its range: the paper's jv = 1
         // then gives lively dots without drowning the picture in noise.
         hsv[0] += params.jitter_hue * JITTER_SPAN * rng.next_signed();
-        hsv[1] =
-            (hsv[1] + params.jitter_saturation * JITTER_SPAN * rng.next_signed()).clamp(0.0, 1.0);
-        hsv[2] = (hsv[2] + params.jitter_value * JITTER_SPAN * rng.next_signed()).clamp(0.0, 1.0);
+        // Hue has no effect on a gray: give hue jitter a little colour to turn, so gray and
+        // white areas also get the tinted dots of a pointillist (at most j/4 saturation).
+        let tint = params.jitter_hue * JITTER_SPAN * rng.next_f32();
+        hsv[1] = hsv[1].max(tint);
+        hsv[1] = reflect_unit(hsv[1] + params.jitter_saturation * JITTER_SPAN * rng.next_signed());
+        // Mirrored at 0 and 1: clamping would leave white and black strokes unjittered.
+        hsv[2] = reflect_unit(hsv[2] + params.jitter_value * JITTER_SPAN * rng.next_signed());
         *colour = hsv_to_rgb(hsv);
     }
     if params.jitter_rgb > 0.0 {
         for c in colour.iter_mut() {
-            *c = (*c + params.jitter_rgb * JITTER_SPAN * rng.next_signed()).clamp(0.0, 1.0);
+            *c = reflect_unit(*c + params.jitter_rgb * JITTER_SPAN * rng.next_signed());
         }
     }
 }
 
-/// Rasterises a round brush swept along the polyline with a one-pixel anti-aliased rim.
-fn draw_stroke(canvas: &mut Canvas, stroke: &Stroke, opacity: f32, id: u32) {
-    let (w, h) = (canvas.image.width as i64, canvas.image.height as i64);
+/// Rasterises a round brush swept along the polyline with a one-pixel anti-aliased rim, its
+/// paint textured by `texture`.
+fn draw_stroke(
+    canvas: &mut Canvas,
+    stroke: &Stroke,
+    texture: &StrokeTexture,
+    opacity: f32,
+    id: u32,
+) {
+    let (w, h) = (canvas.width as i64, canvas.height as i64);
     let r = stroke.radius;
     let outer = r + 0.5;
+    let inv_r = 1.0 / r.max(0.5);
     let segments: Vec<([f32; 2], [f32; 2])> = if stroke.points.len() == 1 {
         vec![(stroke.points[0], stroke.points[0])]
     } else {
@@ -457,11 +729,28 @@ fn draw_stroke(canvas: &mut Canvas, stroke: &Stroke, opacity: f32, id: u32) {
     };
     let inner2 = (r - 0.5).max(0.0).powi(2);
     let outer2 = outer * outer;
+    let bounds = TextureBounds::new(crate::colour::luma(stroke.colour));
+    let dab = (segments.len() == 1 && segments[0].0 == segments[0].1)
+        .then(|| bounds.effective(texture.dab_shift()));
+    let mut walked = 0.0f32;
     for (a, b) in segments {
         let min_y = ((a[1].min(b[1]) - outer).floor() as i64).max(0);
         let max_y = ((a[1].max(b[1]) + outer).ceil() as i64).min(h - 1);
         let (sx, sy) = (b[0] - a[0], b[1] - a[1]);
         let len2 = sx * sx + sy * sy;
+        let len = len2.sqrt();
+        // Offset and dryness change over several radii: one value per (sub-radius) segment.
+        let slow = if dab.is_some() {
+            0.0
+        } else {
+            texture.slow_shift(walked + 0.5 * len)
+        };
+        // Knot position across the spine, linear along a row: px·step + row term.
+        let step = if len > 1e-6 {
+            sy / len * inv_r * texture.half
+        } else {
+            0.0
+        };
         for py in min_y..=max_y {
             // Only the row's span inside the capsule is visited, not the segment's bounding box.
             let Some((lo, hi)) = capsule_span(a, b, outer, py as f32) else {
@@ -469,12 +758,18 @@ fn draw_stroke(canvas: &mut Canvas, stroke: &Stroke, opacity: f32, id: u32) {
             };
             let x0 = (lo.floor() as i64).max(0);
             let x1 = (hi.ceil() as i64).min(w - 1);
+            let qy = py as f32 - a[1];
+            let row_term = texture.knot_position(if len > 1e-6 {
+                (-a[0] * sy - qy * sx) / len * inv_r
+            } else {
+                qy * inv_r
+            });
             for px in x0..=x1 {
                 let idx = (py * w + px) as usize;
                 if canvas.stamp[idx] == id {
                     continue;
                 }
-                let (qx, qy) = (px as f32 - a[0], py as f32 - a[1]);
+                let qx = px as f32 - a[0];
                 let t = if len2 > 0.0 {
                     ((qx * sx + qy * sy) / len2).clamp(0.0, 1.0)
                 } else {
@@ -492,9 +787,14 @@ fn draw_stroke(canvas: &mut Canvas, stroke: &Stroke, opacity: f32, id: u32) {
                     (outer - d2.sqrt()).clamp(0.0, 1.0)
                 };
                 canvas.stamp[idx] = id;
-                blend(canvas, idx, stroke.colour, coverage, opacity);
+                let shift = match dab {
+                    Some(shift) => shift,
+                    None => bounds.effective(texture.bristle(px as f32 * step + row_term) + slow),
+                };
+                blend(canvas, idx, stroke.colour, shift, coverage, opacity);
             }
         }
+        walked += len;
     }
 }
 
@@ -541,17 +841,30 @@ fn linear_range(c0: f32, c1: f32, min: f32, max: f32) -> Option<(f32, f32)> {
 }
 
 #[inline]
-fn blend(canvas: &mut Canvas, idx: usize, colour: [f32; 3], coverage: f32, opacity: f32) {
-    let pixel = &mut canvas.image.data[idx];
+fn plain(paint: &[f32; 4]) -> [f32; 3] {
+    [paint[0], paint[1], paint[2]]
+}
+
+#[inline]
+fn blend(
+    canvas: &mut Canvas,
+    idx: usize,
+    colour: [f32; 3],
+    shift: f32,
+    coverage: f32,
+    opacity: f32,
+) {
+    let pixel = &mut canvas.paint[idx];
     if !canvas.painted[idx] {
         // First paint on the bare canvas lays full colour: Hertzmann's canvas starts empty.
-        *pixel = colour;
+        *pixel = [colour[0], colour[1], colour[2], shift];
         canvas.painted[idx] = coverage >= 0.5;
         return;
     }
     let alpha = coverage * opacity;
-    for c in 0..3 {
-        pixel[c] += (colour[c] - pixel[c]) * alpha;
+    let target = [colour[0], colour[1], colour[2], shift];
+    for c in 0..4 {
+        pixel[c] += (target[c] - pixel[c]) * alpha;
     }
 }
 

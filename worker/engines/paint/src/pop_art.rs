@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::colour::{hsv_to_rgb, rgb_to_hsv};
+use crate::colour::{hsv_to_rgb, lab_dist2, lab_to_rgbf, luma, rgb_to_hsv, rgbf_to_lab};
 use crate::palette::assign_clusters;
 use crate::raster::{size_scale, ColourImage};
 
@@ -81,9 +81,13 @@ const SCREEN_PALETTES: [[[f32; 3]; 6]; 4] = [
 pub fn render(image: &ColourImage, params: &PopArtParams, seed: u64) -> ColourImage {
     let (w, h) = (image.width, image.height);
     let scale = size_scale(w, h);
-    let smooth = image.blur(1.5 * scale);
+    let blurred = image.blur(1.5 * scale);
+    let smooth = levels(&blurred);
     let (labels, centres) = assign_clusters(&smooth, params.levels.clamp(2, 12), seed);
-    let fields = field_colours(&centres, params, seed);
+    let (labels, centres) = merge_close_fields(labels, &centres);
+    // Fields are ranked by (and a lone field keeps) the photo's own lightness, before levels.
+    let lightness = mean_per_label(&labels, &blurred.luma().data, centres.len());
+    let fields = field_colours(&centres, &lightness, params, seed);
     let luminance = smooth.luma();
     let field_luma = mean_per_label(&labels, &luminance.data, centres.len());
     let spacing = (params.dot_spacing * scale).max(2.0);
@@ -119,7 +123,97 @@ pub fn render(image: &ColourImage, params: &PopArtParams, seed: u64) -> ColourIm
     out
 }
 
-fn field_colours(centres: &[[f32; 3]], params: &PopArtParams, seed: u64) -> Vec<[f32; 3]> {
+/// Fields whose colours differ by less than this CIE76 ΔE (about two just-noticeable
+/// differences) are one colour in the photo: k-means always returns k clusters, and on a flat
+/// or faintly graded photo they would split grain and vignetting into bands of loud ink that
+/// the photo never had.
+const MERGE_DELTA_E: f32 = 4.0;
+
+/// Merges clusters closer than [`MERGE_DELTA_E`], largest first; returns relabelled pixels and
+/// the surviving centres (pixel-weighted means in Lab).
+fn merge_close_fields(labels: Vec<u8>, centres: &[[f32; 3]]) -> (Vec<u8>, Vec<[f32; 3]>) {
+    let lab: Vec<[f32; 3]> = centres.iter().map(|&c| rgbf_to_lab(c)).collect();
+    let mut counts = vec![0usize; centres.len()];
+    for &l in &labels {
+        if let Some(c) = counts.get_mut(l as usize) {
+            *c += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..centres.len()).collect();
+    order.sort_by(|&a, &b| counts[b].cmp(&counts[a]).then(a.cmp(&b)));
+    let mut target = vec![0usize; centres.len()];
+    let mut kept: Vec<usize> = Vec::new();
+    for &i in &order {
+        match kept
+            .iter()
+            .position(|&k| lab_dist2(lab[k], lab[i]) < MERGE_DELTA_E * MERGE_DELTA_E)
+        {
+            Some(slot) => target[i] = slot,
+            None => {
+                target[i] = kept.len();
+                kept.push(i);
+            }
+        }
+    }
+    if kept.len() == centres.len() {
+        return (labels, centres.to_vec());
+    }
+    let mut sums = vec![([0.0f64; 3], 0usize); kept.len()];
+    for (i, &slot) in target.iter().enumerate() {
+        let s = &mut sums[slot];
+        for (sum, &v) in s.0.iter_mut().zip(&lab[i]) {
+            *sum += v as f64 * counts[i] as f64;
+        }
+        s.1 += counts[i];
+    }
+    let merged = sums
+        .iter()
+        .zip(&kept)
+        .map(|((sum, n), &k)| {
+            if *n == 0 {
+                centres[k]
+            } else {
+                lab_to_rgbf(sum.map(|v| (v / *n as f64) as f32))
+            }
+        })
+        .collect();
+    let labels = labels
+        .into_iter()
+        .map(|l| target.get(l as usize).copied().unwrap_or(0) as u8)
+        .collect();
+    (labels, merged)
+}
+
+/// A screen printer prepares the photo with levels first: its luma range (1st..99th percentile)
+/// is stretched over the full range, with one gain for all channels, so a dim photo separates
+/// into fields like a well exposed one. The gain is at most 1/[`MIN_LEVELS_SPAN`], so the grain of
+/// a flat photo stays below [`MERGE_DELTA_E`].
+fn levels(image: &ColourImage) -> ColourImage {
+    let step = (image.data.len() / 20_000).max(1);
+    let mut values: Vec<f32> = image.data.iter().step_by(step).map(|&c| luma(c)).collect();
+    values.sort_by(f32::total_cmp);
+    let at = |q: f32| values[((values.len() - 1) as f32 * q).round() as usize];
+    let (lo, hi) = (at(0.01), at(0.99));
+    let span = (hi - lo).max(MIN_LEVELS_SPAN);
+    let low = ((lo + hi - span) / 2.0).clamp(0.0, 1.0 - span);
+    let mut out = image.clone();
+    for c in &mut out.data {
+        for v in c.iter_mut() {
+            *v = ((*v - low) / span).clamp(0.0, 1.0);
+        }
+    }
+    out
+}
+
+/// The narrowest luma range [`levels`] stretches to the full range.
+const MIN_LEVELS_SPAN: f32 = 0.35;
+
+fn field_colours(
+    centres: &[[f32; 3]],
+    lightness: &[f32],
+    params: &PopArtParams,
+    seed: u64,
+) -> Vec<[f32; 3]> {
     if !params.recolour {
         return centres
             .iter()
@@ -128,15 +222,13 @@ fn field_colours(centres: &[[f32; 3]], params: &PopArtParams, seed: u64) -> Vec<
     }
     let palette = &SCREEN_PALETTES[(seed % SCREEN_PALETTES.len() as u64) as usize];
     let mut order: Vec<usize> = (0..centres.len()).collect();
-    order.sort_by(|&a, &b| {
-        crate::colour::luma(centres[a]).total_cmp(&crate::colour::luma(centres[b]))
-    });
+    order.sort_by(|&a, &b| lightness[a].total_cmp(&lightness[b]));
     let mut fields = vec![[0.0; 3]; centres.len()];
     let last = centres.len().saturating_sub(1).max(1) as f32;
     for (rank, &index) in order.iter().enumerate() {
         // A single field (a flat image) keeps its own lightness instead of rank 0 = darkest ink.
         let position = if centres.len() == 1 {
-            crate::colour::luma(centres[index]).clamp(0.0, 1.0)
+            lightness[index].clamp(0.0, 1.0)
         } else {
             rank as f32 / last
         };

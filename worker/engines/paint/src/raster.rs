@@ -343,22 +343,39 @@ pub fn value_noise(width: usize, height: usize, period: f32, octaves: u32, seed:
 
 fn add_noise_octave(out: &mut Plane, period: f32, amplitude: f32, seed: u64) {
     let inv = 1.0 / period;
+    // Lattice column and blend weight of every x, and the lattice values of the two lattice rows
+    // around the current y (recomputed only when y crosses a lattice row): the same values as
+    // hashing four corners per pixel, at a fraction of the cost.
+    let columns: Vec<(usize, f32)> = (0..out.width)
+        .map(|x| {
+            let fx = x as f32 * inv;
+            let x0 = fx.floor();
+            (x0 as usize, smooth(fx - x0))
+        })
+        .collect();
+    let lattice_width = columns.last().map_or(0, |c| c.0) + 2;
+    let mut top_row = vec![0.0f32; lattice_width];
+    let mut bottom_row = vec![0.0f32; lattice_width];
+    let mut row_of: Option<i64> = None;
     for y in 0..out.height {
         let fy = y as f32 * inv;
         let y0 = fy.floor();
         let ty = smooth(fy - y0);
-        for x in 0..out.width {
-            let fx = x as f32 * inv;
-            let x0 = fx.floor();
-            let tx = smooth(fx - x0);
-            let (xi, yi) = (x0 as i64, y0 as i64);
-            let v00 = crate::rng::lattice_value(seed, xi, yi);
-            let v10 = crate::rng::lattice_value(seed, xi + 1, yi);
-            let v01 = crate::rng::lattice_value(seed, xi, yi + 1);
-            let v11 = crate::rng::lattice_value(seed, xi + 1, yi + 1);
+        let yi = y0 as i64;
+        if row_of != Some(yi) {
+            for (xi, (t, b)) in top_row.iter_mut().zip(bottom_row.iter_mut()).enumerate() {
+                *t = crate::rng::lattice_value(seed, xi as i64, yi);
+                *b = crate::rng::lattice_value(seed, xi as i64, yi + 1);
+            }
+            row_of = Some(yi);
+        }
+        let row = &mut out.data[y * out.width..(y + 1) * out.width];
+        for (o, &(xi, tx)) in row.iter_mut().zip(&columns) {
+            let (v00, v10) = (top_row[xi], top_row[xi + 1]);
+            let (v01, v11) = (bottom_row[xi], bottom_row[xi + 1]);
             let top = v00 + (v10 - v00) * tx;
             let bottom = v01 + (v11 - v01) * tx;
-            out.data[y * out.width + x] += amplitude * (top + (bottom - top) * ty);
+            *o += amplitude * (top + (bottom - top) * ty);
         }
     }
 }
@@ -368,9 +385,129 @@ fn smooth(t: f32) -> f32 {
 }
 
 /// Brush and kernel sizes are tuned for a ~0.8 megapixel photo; this scales them with the
-/// image's linear size so a thumbnail and a poster look alike.
+/// image's linear size so a thumbnail and a poster look alike. The scale never drops below 0.75
+/// (small photos keep legible brush work) unless the short side is under 120 px: there it follows
+/// the short side (side / 160, so the largest 8 px reference brush stays within a twentieth of
+/// the picture), and a thumbnail or icon is painted with marks a few pixels wide instead of
+/// strokes as large as its subjects.
 pub fn size_scale(width: usize, height: usize) -> f32 {
-    ((width as f32 * height as f32).sqrt() / 887.0).clamp(0.75, 4.0)
+    let by_area = ((width as f32 * height as f32).sqrt() / 887.0).clamp(0.75, 4.0);
+    by_area.min(width.min(height) as f32 / 160.0).max(0.01)
+}
+
+/// The photo's tonal range (1st to 99th percentile of luma) relative to a normally exposed
+/// photo's 0.8, clamped to [0.25, 1]. Styles scale their contrast-dependent thresholds and their
+/// large-scale random variation by it, so a dim or hazy photo is painted with the same detail as a
+/// well exposed one and its composition is not drowned by the style's own variation.
+pub fn contrast_factor(source: &ColourImage) -> f32 {
+    let step = (source.data.len() / 20_000).max(1);
+    let mut luma: Vec<f32> = source
+        .data
+        .iter()
+        .step_by(step)
+        .map(|&c| crate::colour::luma(c))
+        .collect();
+    if luma.is_empty() {
+        return 1.0;
+    }
+    luma.sort_by(f32::total_cmp);
+    let at = |q: f32| luma[((luma.len() - 1) as f32 * q).round() as usize];
+    ((at(0.99) - at(0.01)) / 0.8).clamp(0.25, 1.0)
+}
+
+/// Mirrors a value back into [0,1] (1.1 -> 0.9, -0.1 -> 0.1): a random offset on white or black
+/// (colour jitter, paper relief) shows as a darker or lighter value instead of being clipped away.
+#[inline]
+pub fn reflect_unit(v: f32) -> f32 {
+    let v = v.abs();
+    if v > 1.0 {
+        (2.0 - v).max(0.0)
+    } else {
+        v
+    }
+}
+
+/// Applies a texture offset `shift` to a colour whose luma is `luma`, without clipping and
+/// without flattening tones: in the shadows (luma below 0.15) the texture only lightens, in the
+/// highlights (above 0.85) it only darkens, and in between it fades from one-sided to symmetric.
+/// Reflecting at 0 and 1 instead would make every dark colour come out about equally light
+/// (|shift| dominates), erasing the tonal differences of a dim photo.
+#[inline]
+pub fn textured(colour: [f32; 3], luma: f32, shift: f32) -> [f32; 3] {
+    TextureBounds::new(luma).apply(colour, shift)
+}
+
+/// [`textured`] with the luma-dependent weights worked out once (per stroke, say).
+#[derive(Debug, Clone, Copy)]
+pub struct TextureBounds {
+    shadow: f32,
+    highlight: f32,
+}
+
+impl TextureBounds {
+    pub fn new(luma: f32) -> Self {
+        let smooth = |t: f32| {
+            let t = t.clamp(0.0, 1.0);
+            t * t * (3.0 - 2.0 * t)
+        };
+        Self {
+            shadow: smooth((0.45 - luma) / 0.3),
+            highlight: smooth((luma - 0.55) / 0.3),
+        }
+    }
+
+    /// The offset actually applied for a texture offset `shift`.
+    #[inline]
+    pub fn effective(&self, shift: f32) -> f32 {
+        if self.shadow == 0.0 && self.highlight == 0.0 {
+            shift
+        } else {
+            let magnitude = shift.abs();
+            shift + self.shadow * (magnitude - shift) - self.highlight * (magnitude + shift)
+        }
+    }
+
+    #[inline]
+    pub fn apply(&self, colour: [f32; 3], shift: f32) -> [f32; 3] {
+        let effective = self.effective(shift);
+        colour.map(|c| (c + effective).clamp(0.0, 1.0))
+    }
+}
+
+/// Stroke directions where the photo has none (flat areas, gradients below the noise level):
+/// a slowly turning field around a painter's diagonal, fixed by the seed, so flat areas get long
+/// directional strokes like a painted sky or wall instead of round dabs of the exact colour.
+pub struct FlatFlow {
+    period: f32,
+    seed: u64,
+}
+
+/// Gradient magnitude (luma per pixel) below which the reference counts as flat: a quarter of an
+/// 8-bit level per pixel, above what the blurred grain of a photo produces.
+pub const FLAT_GRADIENT: f32 = 1e-3;
+
+impl FlatFlow {
+    pub fn new(scale: f32, seed: u64) -> Self {
+        Self {
+            period: 60.0 * scale,
+            seed: crate::rng::mix64(seed ^ 0xF1A7_F10E),
+        }
+    }
+
+    pub fn direction(&self, x: f32, y: f32) -> (f32, f32) {
+        let (fx, fy) = (x / self.period, y / self.period);
+        let (x0, y0) = (fx.floor(), fy.floor());
+        let (tx, ty) = (fx - x0, fy - y0);
+        let (xi, yi) = (x0 as i64, y0 as i64);
+        let v = |dx: i64, dy: i64| crate::rng::lattice_value(self.seed, xi + dx, yi + dy);
+        let top = v(0, 0) + (v(1, 0) - v(0, 0)) * tx;
+        let bottom = v(0, 1) + (v(1, 1) - v(0, 1)) * tx;
+        let noise = top + (bottom - top) * ty;
+        // Around -35 degrees (lower left to upper right), turning by up to +-50 degrees.
+        let angle = -0.61 + 1.75 * (noise - 0.5);
+        let (sin, cos) = angle.sin_cos();
+        (cos, sin)
+    }
 }
 
 #[cfg(test)]
@@ -396,6 +533,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn texture_shows_on_black_and_white_and_keeps_dark_tones_apart() {
+        let shifts: Vec<f32> = (-10..=10).map(|i| i as f32 * 0.015).collect();
+        let mean = |c: f32| {
+            shifts
+                .iter()
+                .map(|&s| textured([c; 3], c, s)[0])
+                .sum::<f32>()
+                / shifts.len() as f32
+        };
+        let spread = |c: f32| {
+            let v: Vec<f32> = shifts.iter().map(|&s| textured([c; 3], c, s)[0]).collect();
+            v.iter().cloned().fold(f32::MIN, f32::max) - v.iter().cloned().fold(f32::MAX, f32::min)
+        };
+        // Visible on pure black and pure white, inside the range.
+        assert!(spread(0.0) > 0.1 && spread(1.0) > 0.1);
+        // Dark tones stay ordered and apart (reflection would map them all to ~mean |shift|).
+        let (a, b) = (mean(0.02), mean(0.08));
+        assert!(b - a > 0.05, "{a} vs {b}");
+        // Mid tones get a symmetric texture: no shift of the mean.
+        assert!((mean(0.5) - 0.5).abs() < 1e-4);
+    }
+
+    #[test]
+    fn contrast_factor_follows_the_tonal_range() {
+        let ramp = |lo: f32, hi: f32| ColourImage {
+            width: 100,
+            height: 1,
+            data: (0..100)
+                .map(|i| [lo + (hi - lo) * i as f32 / 99.0; 3])
+                .collect(),
+        };
+        assert_eq!(contrast_factor(&ramp(0.0, 1.0)), 1.0);
+        assert!((contrast_factor(&ramp(0.0, 0.4)) - 0.49).abs() < 0.02);
+        assert_eq!(contrast_factor(&ramp(0.5, 0.51)), 0.25);
+    }
+
+    #[test]
+    fn thumbnails_get_smaller_marks() {
+        assert!((size_scale(1024, 768) - 1.0).abs() < 0.01);
+        assert_eq!(size_scale(400, 300), 0.75);
+        assert_eq!(size_scale(40, 30), 30.0 / 160.0);
+        assert!(size_scale(1, 1) > 0.0);
     }
 
     #[test]

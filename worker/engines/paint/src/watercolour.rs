@@ -5,13 +5,21 @@
 //! 2. hand tremor: the abstract image is resampled through low-frequency noise so edges wobble;
 //! 3. wet-in-wet: a blurred copy bleeds into the washes where turbulence noise says the paper was wet;
 //! 4. pigment density d modulates colour as C' = C·(1 − (1 − C)(d − 1)) (d > 1 darker), with d
-//!    raised by paper texture, granulation, turbulence and the gradient of the washes (edge darkening).
+//!    raised by paper texture, granulation, turbulence and the gradient of the washes (edge darkening);
+//! 5. the paper: pigment is laid on a warm white sheet whose relief catches the light everywhere,
+//!    painted or not, so blank paper reads as watercolour paper and not as an empty screen.
+//!
+//! Pigment also spreads a little into the damp paper everywhere (about a pixel at the reference
+//! size), so no wash keeps a pixel-sharp border: a line drawing becomes brushed lines of pigment
+//! with pooled edges rather than the same black lines.
 
 use serde::{Deserialize, Serialize};
 
 use crate::oil::{anisotropic_kuwahara, OilParams};
 use crate::palette::quantise;
-use crate::raster::{gradient_magnitude, size_scale, value_noise, ColourImage};
+use crate::raster::{
+    contrast_factor, gradient_magnitude, reflect_unit, size_scale, sobel, value_noise, ColourImage,
+};
 
 /// Watercolour parameters. Strengths are in [0,1] unless noted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,8 +72,54 @@ pub fn render(image: &ColourImage, params: &WatercolourParams, seed: u64) -> Col
     let smooth = anisotropic_kuwahara(image, &smoothing);
     let washes = quantise(&smooth, params.wash_colours.clamp(3, 32), seed);
     let trembled = tremble(&washes, params.tremor * scale, seed);
-    let bled = bleed(&trembled, params.bleeding, scale, seed);
-    apply_pigment_density(&bled, params, scale, seed)
+    let spread = mix(&trembled, &trembled.blur(SPREAD * scale), SPREAD_MIX);
+    let bled = bleed(&spread, params.bleeding, scale, seed);
+    // Turbulence is blotchiness at the scale of the composition: keep it below the photo's own
+    // contrast so a dim photo's subject does not disappear under it.
+    let params = &WatercolourParams {
+        turbulence: params.turbulence * contrast_factor(image),
+        ..params.clone()
+    };
+    let pigmented = apply_pigment_density(&bled, params, scale, seed);
+    on_paper(&pigmented, params.paper_texture, scale, seed)
+}
+
+/// Sigma (px at the reference size) of the spread of wet pigment into damp paper, and how much
+/// of the spread pigment is mixed in (a wash keeps a firm but not pixel-sharp border).
+const SPREAD: f32 = 1.0;
+const SPREAD_MIX: f32 = 0.5;
+
+fn mix(a: &ColourImage, b: &ColourImage, t: f32) -> ColourImage {
+    let mut out = a.clone();
+    for (o, q) in out.data.iter_mut().zip(&b.data) {
+        for (v, w) in o.iter_mut().zip(q) {
+            *v += (w - *v) * t;
+        }
+    }
+    out
+}
+/// The colour of blank watercolour paper (a warm white).
+const PAPER: [f32; 3] = [0.99, 0.978, 0.95];
+/// Relief shading amplitude of the paper per unit of `paper_texture`.
+const PAPER_RELIEF: f32 = 0.9;
+
+/// Lays the pigment layer (a transmittance, 1 = no pigment) on textured paper: the paper's
+/// relief (bumps about 4 px across at the reference size) is lit from the top left, so it shows
+/// as small highlights and shadows on blank paper and under every wash alike.
+fn on_paper(pigment: &ColourImage, texture: f32, scale: f32, seed: u64) -> ColourImage {
+    let (w, h) = (pigment.width, pigment.height);
+    let height = value_noise(w, h, 4.0 * scale.max(0.5), 2, seed ^ 0x9A9E_7E47);
+    let (gx, gy) = sobel(&height);
+    let mut out = pigment.clone();
+    for (i, pixel) in out.data.iter_mut().enumerate() {
+        // Light from the top left: slopes facing it (negative gradients) are lit.
+        let slope = -(gx.data[i] + gy.data[i]) * std::f32::consts::FRAC_1_SQRT_2;
+        let light = 1.0 + texture * PAPER_RELIEF * (slope * 4.0 * scale.max(0.5)).clamp(-1.0, 1.0);
+        for (v, paper) in pixel.iter_mut().zip(PAPER) {
+            *v = reflect_unit(*v * paper * light);
+        }
+    }
+    out
 }
 
 fn tremble(image: &ColourImage, amount: f32, seed: u64) -> ColourImage {
