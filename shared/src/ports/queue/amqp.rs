@@ -524,9 +524,11 @@ impl JobQueue for AmqpQueue {
                 to_properties(&message.props),
             )
             .await
-            .map_err(|e| self.failed("publish", queue, e))?
+            // A reply whose publish or confirm fails lost its channel or connection (a missing queue
+            // comes back as a return, below): that is an outage to wait out, so the lane retries it.
+            .map_err(|e| self.unreachable(e))?
             .await
-            .map_err(|e| self.failed("publish", queue, e))?;
+            .map_err(|e| self.unreachable(e))?;
         match confirm {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(QueueError::NoSuchQueue {
