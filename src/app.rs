@@ -1,27 +1,12 @@
-//! The command line's global options and the start-up every command shares: configuration layers,
+//! The global options every command takes and the start-up every command shares: configuration layers,
 //! logging, and the shutdown signal.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, Parser};
+use clap::Args;
 use reverie_shared::config::{Config, LogFormat};
 use tokio::sync::watch;
-
-use crate::commands::Command;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "reverie",
-    version,
-    about = "Personalised images from your own photo library."
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub global: GlobalArgs,
-    #[command(subcommand)]
-    pub command: Command,
-}
 
 /// Flags every command takes. They override the TOML file and REVERIE_* variables; `--set` reaches any key.
 #[derive(Debug, Args)]

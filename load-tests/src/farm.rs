@@ -76,6 +76,7 @@ pub async fn run(args: &Args, mut config: Config) -> anyhow::Result<Report> {
                 output_bytes,
             )
             .await?,
+            store_concurrency: crate::baselines::STORE_CONCURRENCY,
             output_bytes,
             render,
         }

@@ -34,6 +34,8 @@ pub struct Report {
 pub struct Baselines {
     pub broker_messages_per_second: f64,
     pub store_writes_per_second: f64,
+    /// Writes in flight while measuring `store_writes_per_second`.
+    pub store_concurrency: usize,
     /// Size of one job's PNG, the size the raw store baseline writes.
     pub output_bytes: usize,
     pub render: Histogram<u64>,
@@ -44,6 +46,7 @@ impl Default for Baselines {
         Baselines {
             broker_messages_per_second: 0.0,
             store_writes_per_second: 0.0,
+            store_concurrency: 0,
             output_bytes: 0,
             render: histogram(),
         }
@@ -107,9 +110,7 @@ impl Report {
         );
         println!(
             "| raw store writes, {} B objects, {} in flight (writes/s) | {:.1} |",
-            base.output_bytes,
-            crate::baselines::STORE_CONCURRENCY,
-            base.store_writes_per_second
+            base.output_bytes, base.store_concurrency, base.store_writes_per_second
         );
         if let Some(ceiling) = base.ceiling(&self.hops, self.done) {
             println!(

@@ -1,6 +1,7 @@
 //! The HTTP API (axum): generations, their events, cancellation and refinement, provenance by photo,
-//! the tenant's own consent, and `/openapi.json` generated from these handlers. Every route but the
-//! operations endpoints needs `Authorization: Bearer TENANT:SECRET`.
+//! the tenant's own consent (routed, with the views, in `routes.rs`, which also makes `/openapi.json`
+//! from these handlers). Every route but the operations endpoints needs
+//! `Authorization: Bearer TENANT:SECRET`.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -9,18 +10,16 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use reverie_shared::ids::{PhotoId, RequestId, TenantId};
 use serde::{Deserialize, Serialize};
-use utoipa::OpenApi;
 
 use crate::ingress::{self, Credentials, Ingress, IntakeContext};
 use crate::records::{JobState, ProvenanceEntry, RequestRecord};
-use crate::replies::{self, JobResult, Reason, Reply, ReplyBody};
+use crate::replies::{self, Reason, Reply, ReplyBody};
 use crate::service::{Core, StreamedReply};
 use crate::tenants::{self, AuthError, ForgetReport};
 
@@ -388,16 +387,7 @@ pub async fn generation_events(
     let first = if finished {
         replies::final_reply(&record)
     } else {
-        Reply::new(
-            Some(request.to_string()),
-            ReplyBody::Progress {
-                job: String::new(),
-                state: record.state(),
-                step: None,
-                total: None,
-                preview_png_base64: None,
-            },
-        )
+        replies::standing(&record)
     };
     let stream = futures::stream::unfold((Some(first), receiver), |(first, receiver)| async move {
         if let Some(reply) = first {
@@ -558,77 +548,4 @@ pub async fn forget_tenant(
     }
     drop(guards);
     Ok(Json(report))
-}
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("TENANT:SECRET")
-                    .build(),
-            ),
-        );
-    }
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Reverie scheduler API", description = "Personalised image generation: submit, follow, cancel and refine generations."),
-    paths(create_generation, get_generation, cancel_generation, refine_generation, generation_events,
-          photo_outputs, show_consent, grant_consent, revoke_consent, forget_tenant,
-          crate::views::list_generations, crate::views::get_output, crate::views::resolve_prompt,
-          crate::views::list_styles),
-    components(schemas(Reply, ReplyBody, Reason, JobResult, JobState, GenerationStatus, JobStatus,
-                       ProvenanceEntry, ConsentView, ForgetReport, crate::views::ResolveBody,
-                       crate::views::PromptResolution, crate::views::ResolvedReference,
-                       crate::views::UnresolvedReference, crate::views::StyleView,
-                       crate::views::FaceSample)),
-    modifiers(&BearerAuth)
-)]
-pub struct ApiDoc;
-
-/// The OpenAPI document of this API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
-}
-
-async fn serve_openapi() -> impl IntoResponse {
-    Json(openapi())
-}
-
-/// The API routes (without the operations endpoints, which the caller merges).
-pub fn router(state: ApiState) -> Router {
-    Router::new()
-        .route(
-            "/v1/generations",
-            post(create_generation).get(crate::views::list_generations),
-        )
-        .route("/v1/outputs/{*key}", get(crate::views::get_output))
-        .route("/v1/resolve", post(crate::views::resolve_prompt))
-        .route("/v1/styles", get(crate::views::list_styles))
-        .route(
-            "/v1/generations/{id}",
-            get(get_generation).delete(cancel_generation),
-        )
-        .route("/v1/generations/{id}/refine", post(refine_generation))
-        .route("/v1/generations/{id}/events", get(generation_events))
-        .route("/v1/photos/{photo}/outputs", get(photo_outputs))
-        .route("/v1/consents", get(show_consent))
-        .route(
-            "/v1/consents/{source}",
-            put(grant_consent).delete(revoke_consent),
-        )
-        .route("/v1/tenant", axum::routing::delete(forget_tenant))
-        .route("/openapi.json", get(serve_openapi))
-        .layer(axum::extract::DefaultBodyLimit::max(
-            ingress::MAX_REQUEST_BYTES,
-        ))
-        .with_state(state)
 }

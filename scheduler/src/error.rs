@@ -1,5 +1,5 @@
 //! The scheduler's one error type. Rejections of a request (bad input, no consent, quota) are not errors
-//! of the scheduler: they are [`crate::replies::Reason`]s sent back to the requester.
+//! of the scheduler: they are reasons (`replies::Reason`) sent back to the requester.
 
 use reverie_shared::envelope::EnvelopeError;
 use reverie_shared::ids::InvalidId;

@@ -1,9 +1,10 @@
 //! What the scheduler tells requesters: the reply schema v1 (docs/schemas/reply.v1.json), sent as JSON to
 //! an AMQP request's `reply_to` with its `correlation_id`, and as server-sent events over HTTP.
 
+use reverie_shared::ids::JobId;
 use serde::{Deserialize, Serialize};
 
-use crate::records::{JobState, RequestRecord};
+use crate::records::{request_of, JobState, RequestRecord};
 
 pub const REPLY_SCHEMA: &str = "reverie.reply.v1";
 
@@ -180,6 +181,46 @@ pub fn final_reply(record: &RequestRecord) -> Reply {
         }
     };
     Reply::new(Some(record.request.to_string()), body)
+}
+
+/// The answer to an accepted request (`duplicate`: accepted before, so no new jobs were made).
+pub fn accepted(record: &RequestRecord, duplicate: bool) -> Reply {
+    Reply::new(
+        Some(record.request.to_string()),
+        ReplyBody::Accepted {
+            jobs: record.jobs.iter().map(|j| j.job.to_string()).collect(),
+            duplicate,
+            plan: record.plan.explanation.clone(),
+        },
+    )
+}
+
+/// A job's progress while it runs: started, or at `step` of `total` steps with the renderer's preview.
+pub fn progress(job: &JobId, step: Option<(u32, u32)>, preview: Option<&[u8]>) -> Reply {
+    Reply::new(
+        request_of(job).map(|r| r.to_string()),
+        ReplyBody::Progress {
+            job: job.to_string(),
+            state: JobState::Running,
+            step: step.map(|(step, _)| step),
+            total: step.map(|(_, total)| total),
+            preview_png_base64: preview.map(base64),
+        },
+    )
+}
+
+/// Where an unfinished request stands, for the first event of its event stream.
+pub fn standing(record: &RequestRecord) -> Reply {
+    Reply::new(
+        Some(record.request.to_string()),
+        ReplyBody::Progress {
+            job: String::new(),
+            state: record.state(),
+            step: None,
+            total: None,
+            preview_png_base64: None,
+        },
+    )
 }
 
 /// Standard base64 (RFC 4648 section 4: the `+/` alphabet, padded with `=`) for previews

@@ -233,7 +233,7 @@ pub async fn run_feeder(core: Core, mut shutdown: watch::Receiver<bool>) {
             Ok(true) => continue,
             Ok(false) => {
                 tokio::select! {
-                    _ = core.inner.feeder_wake.notified() => {}
+                    _ = core.feeder_woken() => {}
                     // A safety net: a wake-up lost to a race costs at most this long.
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return,

@@ -12,7 +12,7 @@ use reverie_shared::http::{ops_router, serve, ReadinessCheck};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::{self, ApiState};
+use crate::api::ApiState;
 use crate::error::{Result, SchedulerError};
 use crate::ingress::IntakeContext;
 use crate::library::LibrarySource;
@@ -112,7 +112,7 @@ impl Scheduler {
                 core.ready().await
             })
         });
-        let mut routes = api::router(ApiState {
+        let mut routes = crate::routes::router(ApiState {
             core: self.core.clone(),
             intake: self.intake.clone(),
             holders: self.holders.clone(),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{authenticated_tenant, error, internal, ApiError, ApiState, GenerationStatus};
 use crate::library::TenantLibrary;
-use crate::prompt::{self, lexicon::STYLE_PHRASES, Resolution};
+use crate::prompt::{self, Resolution, STYLE_PHRASES};
 
 /// Most generations one list answers.
 pub const MAX_LISTED_GENERATIONS: usize = 100;
@@ -361,15 +361,18 @@ pub struct StyleView {
 #[utoipa::path(get, path = "/v1/styles", tag = "generations",
     responses((status = 200, body = [StyleView])))]
 pub async fn list_styles() -> Json<Vec<StyleView>> {
-    let mut painterly: BTreeMap<String, BTreeSet<&str>> = reverie_paint::PRESET_NAMES
+    let mut painterly: BTreeMap<String, BTreeSet<&str>> = reverie_styles::PRESET_NAMES
         .iter()
         .map(|name| (name.to_string(), BTreeSet::new()))
         .collect();
     let mut diffusion: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for (phrase, style) in STYLE_PHRASES {
-        match reverie_paint::StyleSpec::from_name(style) {
-            Ok(spec) => painterly.entry(spec.name).or_default().insert(phrase),
-            Err(_) => diffusion.entry(style).or_default().insert(phrase),
+        match reverie_styles::preset_name(style) {
+            Some(preset) => painterly
+                .entry(preset.to_string())
+                .or_default()
+                .insert(phrase),
+            None => diffusion.entry(style).or_default().insert(phrase),
         };
     }
     let view = |name: String, phrases: BTreeSet<&str>, painterly: bool| StyleView {

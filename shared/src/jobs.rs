@@ -1,6 +1,6 @@
 //! What the scheduler sends workers and what workers send back: the domain of one job.
 //!
-//! These types travel inside the versioned binary [`crate::envelope`]; they are `V1`. A change that old
+//! These types travel inside the versioned binary envelope (`envelope`); they are `V1`. A change that old
 //! workers could not read is a new version with its own types and a conversion, never an edit here.
 
 use std::collections::BTreeMap;

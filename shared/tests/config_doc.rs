@@ -3,7 +3,7 @@
 
 use reverie_shared::config::Config;
 
-const HEADER: &str = "# Configuration\n\nEvery key, from `shared/src/config.rs` (`reverie config keys` prints the same table).\nLayers, later ones winning: defaults < TOML file (`--config FILE` / `REVERIE_CONFIG`) < `REVERIE_*`\nenvironment variables < flags (`--data-dir`, `--amqp-url`, `--redis-url`, `--s3-bucket`, `--s3-endpoint`,\n`--log-format`, and `--set key=value` for any key). Secrets take a value or a `*_file` path, never both.\nWith no service addresses, every command uses the embedded adapters under `data_dir`.\n\n";
+const HEADER: &str = "# Configuration\n\nEvery key, from `shared/src/config/keys.rs` (`reverie config keys` prints the same table).\nLayers, later ones winning: defaults < TOML file (`--config FILE` / `REVERIE_CONFIG`) < `REVERIE_*`\nenvironment variables < flags (`--data-dir`, `--amqp-url`, `--redis-url`, `--s3-bucket`, `--s3-endpoint`,\n`--log-format`, and `--set key=value` for any key). Secrets take a value or a `*_file` path, never both.\nWith no service addresses, every command uses the embedded adapters under `data_dir`.\n\n";
 
 #[test]
 fn configuration_doc_is_current() {

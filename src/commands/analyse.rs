@@ -3,7 +3,7 @@
 //! configured) it is published as one analysis job per shard, and the worker that finishes the last one
 //! groups the people (`reverie_worker::library_analysis`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::bail;
 use reverie_library::{load_manifest, LibraryManifest};
@@ -15,10 +15,9 @@ use reverie_shared::jobs::{AnalyseJob, Analysis, Job, JobSpec, Priority};
 use reverie_shared::ports::queue::{Message, MessageProps};
 use reverie_shared::queues::QueueNames;
 use reverie_shared::Backends;
-use reverie_worker::analysis::{analyse_shard, Analyser, Outcome};
-use reverie_worker::library_analysis::{
-    analysis_status, group_library, group_when_complete, AnalysisStatus,
-};
+use reverie_worker::analysis::Analyser;
+use reverie_worker::library_analysis::{analyse_library, AnalysisSummary};
+use reverie_worker::library_analysis::{analysis_status, group_when_complete, AnalysisStatus};
 use serde::Serialize;
 
 use crate::app::{self, GlobalArgs};
@@ -76,69 +75,6 @@ fn print_progress(done: usize, total: usize) {
     if total > 0 {
         eprintln!("analysing the library: {done} of {total} shards");
     }
-}
-
-/// What an in-process analysis of a library did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct AnalysisSummary {
-    pub shards: usize,
-    /// Shards analysed now, and shards whose analysis was already stored.
-    pub computed: usize,
-    pub reused: usize,
-    pub faces: usize,
-    pub new_faces: usize,
-    pub people: usize,
-    pub seconds: f64,
-}
-
-impl std::fmt::Display for AnalysisSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "analysed {} shards ({} computed, {} already analysed) in {:.1}s: {} faces ({} new), {} people",
-            self.shards, self.computed, self.reused, self.seconds, self.faces, self.new_faces, self.people
-        )
-    }
-}
-
-/// The analysis of a whole library, in-process (the demo, `reverie analyse`, imports on the embedded
-/// default and `reverie serve` use it). `progress(done, total)` follows the shards.
-pub async fn analyse_library(
-    backends: &Backends,
-    tenant: &TenantId,
-    analyser: &Analyser,
-    progress: &(dyn Fn(usize, usize) + Sync),
-) -> anyhow::Result<AnalysisSummary> {
-    let manifest = load_manifest(&*backends.store, tenant).await?;
-    let started = Instant::now();
-    let mut summary = AnalysisSummary {
-        shards: manifest.shards.len(),
-        ..AnalysisSummary::default()
-    };
-    let mut analyses = Vec::new();
-    for (done, shard) in manifest.shards.iter().enumerate() {
-        progress(done, manifest.shards.len());
-        let (analysis, outcome) = analyse_shard(
-            analyser,
-            &*backends.store,
-            &*backends.cache,
-            tenant,
-            &shard.id,
-        )
-        .await?;
-        match outcome {
-            Outcome::Computed => summary.computed += 1,
-            Outcome::Persisted { .. } => summary.reused += 1,
-        }
-        summary.faces += analysis.photos.iter().map(|p| p.faces.len()).sum::<usize>();
-        analyses.push(analysis);
-    }
-    progress(manifest.shards.len(), manifest.shards.len());
-    let grouping = group_library(&*backends.store, tenant, &manifest, &analyses).await?;
-    summary.new_faces = grouping.new_faces;
-    summary.people = grouping.people;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
 }
 
 /// What happened to the analysis after an import or a grant of consent.

@@ -70,8 +70,13 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     let analyser = load_analyser_fetching_models(&config).await;
     println!(
         "{}",
-        crate::commands::analyse::analyse_library(&backends, &tenant, &analyser, &|_, _| {})
-            .await?
+        reverie_worker::library_analysis::analyse_library(
+            &backends,
+            &tenant,
+            &analyser,
+            &|_, _| {}
+        )
+        .await?
     );
 
     let (stop, shutdown) = watch::channel(false);

@@ -21,7 +21,7 @@ use reverie_worker::render::diffusion::{parse_device, parse_dtype};
 use reverie_worker::render::{DiffusionRenderer, ModelSource, PainterlyRenderer};
 use reverie_worker::Renderers;
 
-use crate::app::Cli;
+use crate::app::GlobalArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -75,9 +75,8 @@ pub enum Command {
     Config(config::ConfigCommand),
 }
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let global = &cli.global;
-    match cli.command {
+pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Demo(args) => demo::run(global, args).await,
         Command::Serve(args) => serve::run(global, args).await,
         Command::Scheduler => scheduler::run(global).await,

@@ -309,7 +309,7 @@ impl LibraryApi {
                 s.total = total;
             })
         };
-        let summary = crate::commands::analyse::analyse_library(
+        let summary = reverie_worker::library_analysis::analyse_library(
             &self.inner.backends,
             tenant,
             &analyser,

@@ -3,6 +3,7 @@
 //! reports to the scheduler, and acknowledges only after all of that is durable.
 
 pub mod analysis;
+pub mod analysis_jobs;
 pub mod batcher;
 pub mod context;
 pub mod cutout;

@@ -8,15 +8,19 @@
 //! continues from.
 
 use std::collections::BTreeSet;
+use std::time::Instant;
 
 use bytes::Bytes;
 use reverie_library::{load_manifest, LibraryManifest};
 use reverie_shared::ids::{ShardId, TenantId};
 use reverie_shared::keys;
 use reverie_shared::ports::store::{ObjectStore, StoreError};
+use reverie_shared::Backends;
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::{analysis_key, AnalysisError, ShardAnalysis};
+use crate::analysis::{
+    analyse_shard, analysis_key, Analyser, AnalysisError, Outcome, ShardAnalysis,
+};
 use crate::people::{load_people, save_people, update_people};
 
 /// Where a library's analysis stands.
@@ -190,4 +194,67 @@ pub async fn group_when_complete(
     Ok(Some(
         group_library(store, tenant, &manifest, &analyses).await?,
     ))
+}
+
+/// What an in-process analysis of a library did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AnalysisSummary {
+    pub shards: usize,
+    /// Shards analysed now, and shards whose analysis was already stored.
+    pub computed: usize,
+    pub reused: usize,
+    pub faces: usize,
+    pub new_faces: usize,
+    pub people: usize,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for AnalysisSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "analysed {} shards ({} computed, {} already analysed) in {:.1}s: {} faces ({} new), {} people",
+            self.shards, self.computed, self.reused, self.seconds, self.faces, self.new_faces, self.people
+        )
+    }
+}
+
+/// The analysis of a whole library in one process, shard after shard, then the grouping (the demo,
+/// `reverie analyse`, imports on the embedded default and `reverie serve` use it). `progress(done, total)` follows the shards.
+pub async fn analyse_library(
+    backends: &Backends,
+    tenant: &TenantId,
+    analyser: &Analyser,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Result<AnalysisSummary, AnalysisError> {
+    let manifest = load_manifest(&*backends.store, tenant).await?;
+    let started = Instant::now();
+    let mut summary = AnalysisSummary {
+        shards: manifest.shards.len(),
+        ..AnalysisSummary::default()
+    };
+    let mut analyses = Vec::new();
+    for (done, shard) in manifest.shards.iter().enumerate() {
+        progress(done, manifest.shards.len());
+        let (analysis, outcome) = analyse_shard(
+            analyser,
+            &*backends.store,
+            &*backends.cache,
+            tenant,
+            &shard.id,
+        )
+        .await?;
+        match outcome {
+            Outcome::Computed => summary.computed += 1,
+            Outcome::Persisted { .. } => summary.reused += 1,
+        }
+        summary.faces += analysis.photos.iter().map(|p| p.faces.len()).sum::<usize>();
+        analyses.push(analysis);
+    }
+    progress(manifest.shards.len(), manifest.shards.len());
+    let grouping = group_library(&*backends.store, tenant, &manifest, &analyses).await?;
+    summary.new_faces = grouping.new_faces;
+    summary.people = grouping.people;
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
 }

@@ -68,7 +68,7 @@ pub async fn run_worker(
 
     let heartbeat = tokio::spawn(heartbeat_loop(ctx.clone(), shutdown.clone()));
     let analysis = ctx.analyser.clone().map(|analyser| {
-        tokio::spawn(crate::analysis::run_analysis(
+        tokio::spawn(crate::analysis_jobs::run_analysis(
             ctx.clone(),
             analyser,
             shutdown.clone(),

@@ -20,9 +20,9 @@ pub struct RenderRequest {
     pub spec: RenderSpec,
     pub photos: Vec<(PhotoRef, DynamicImage)>,
     /// The people the picture must show: each person's planned face box in output pixels and their
-    /// reference descriptor (`crate::identity`), filled by the runner before rendering; empty for
-    /// pictures without people or when this worker has no face models. What identity guidance
-    /// (`spec.identity_strength`) steers toward.
+    /// reference descriptor (the worker's `identity` module), filled by the runner before
+    /// rendering; empty for pictures without people or when this worker has no face models. What
+    /// identity guidance (`spec.identity_strength`) steers toward.
     pub identity: Vec<reverie_faces::identity::IdentityTarget>,
 }
 

@@ -98,7 +98,7 @@ fn pyramid_down2(img: &RgbImage) -> RgbImage {
 }
 
 /// Where a chip's pixels come from, decided once for both executors (the 8-bit one that
-/// matches dlib and the differentiable one in [`crate::identity::energy`]): the image crop that
+/// matches dlib and the differentiable one in `identity::energy`): the image crop that
 /// covers the rotated rectangle, how many `pyramid_down<2>` levels to build from it, which level
 /// to sample, and the rectangle in that level's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,7 +2,7 @@
 //!
 //! The topology was read once from the `.tflite` graph (see
 //! `examples/tflite_graph.rs`) and is fixed here in code; the converter
-//! ([`super::convert`]) checks a model file against [`LAYERS`] before any of its
+//! (the `convert` module) checks a model file against [`LAYERS`] before any of its
 //! weights are used. The network is a MobileNetV3-like encoder (hard-swish stem,
 //! inverted-residual blocks, squeeze-and-excitation) down to 1/16 of the input,
 //! and a decoder that upsamples x2 three times, each time gating the skip
@@ -540,7 +540,7 @@ impl Weights<'_> {
 }
 
 impl SelfieNet {
-    /// Builds the network from the converted weights (see [`super::convert`]),
+    /// Builds the network from the converted weights (see the `convert` module),
     /// checking every tensor's name and shape.
     pub fn from_tensors(tensors: &HashMap<String, Tensor>, file: &str) -> Result<Self> {
         let w = Weights { tensors, file };

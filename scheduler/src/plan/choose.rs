@@ -1,0 +1,312 @@
+//! Choosing what a plan renders: the renderer, the best photo for each subject, the identity faces
+//! behind each person, a background that does not show the people placed in front of it, the
+//! palette photos, the parameters and the seeds.
+
+use std::collections::BTreeMap;
+
+use reverie_shared::ids::RequestId;
+use reverie_shared::jobs::{PhotoRef, ReferenceRole, RendererKind};
+
+use super::{variant_seed, Candidate, Plan, PlanInput, PlannerSettings, FALLBACK_ANSWER};
+
+/// Further photos of each person sent as `Identity` references: their mean descriptor is the
+/// person's reference for the identity check (and guidance). A few good faces are steadier than one;
+/// more add fetch and detection time to every job for little gain.
+pub const IDENTITY_PHOTOS: usize = 3;
+
+/// Most palette photos per job: enough to pin down an album's colours, few enough to load quickly.
+pub const PALETTE_PHOTOS: usize = 8;
+
+/// Chooses references, renderer and parameters.
+pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSettings) -> Plan {
+    let mut explanation = Vec::new();
+    let renderer = match (input.renderer, &settings.diffusion_model) {
+        (Some(RendererKind::Diffusion), None) => {
+            explanation
+                .push("diffusion asked for but no weights are configured: painterly".to_string());
+            RendererKind::Painterly
+        }
+        (Some(kind), _) => kind,
+        (None, Some(_)) => RendererKind::Diffusion,
+        (None, None) => RendererKind::Painterly,
+    };
+    explanation.push(format!("renderer {}", renderer.label()));
+    let mut references = Vec::new();
+    let mut reference_albums = BTreeMap::new();
+    for candidate in best_per_answer(&input.subjects, settings.max_subjects) {
+        take(
+            &mut references,
+            &mut reference_albums,
+            candidate,
+            ReferenceRole::Subject,
+            "subject",
+            &mut explanation,
+        );
+    }
+    identity_references(
+        &input.subjects,
+        &mut references,
+        &mut reference_albums,
+        &mut explanation,
+    );
+    let chosen_subjects = best_per_answer(&input.subjects, settings.max_subjects);
+    // Who the picture places: a setting photo showing any of them would put them in twice (the
+    // person's own portrait as the garden they stand in).
+    let placed: Vec<&str> = chosen_subjects
+        .iter()
+        .flat_map(|c| c.shows.iter().map(String::as_str))
+        .collect();
+    // Diffusion renders from text when no setting was named; only a painter needs a photo regardless.
+    let named_setting = input
+        .backgrounds
+        .iter()
+        .any(|c| c.answers != FALLBACK_ANSWER);
+    let backgrounds: Vec<Candidate> = input
+        .backgrounds
+        .iter()
+        .filter(|c| renderer == RendererKind::Painterly || c.answers != FALLBACK_ANSWER)
+        .filter(|c| !c.shows.iter().any(|who| placed.contains(&who.as_str())))
+        // A close-up is someone's portrait: as a setting for placed people it would put a second
+        // face behind them, whoever it shows (the grouping may not have joined them yet).
+        .filter(|c| (chosen_subjects.is_empty() && !input.places_parent_subjects) || !c.close_up)
+        .cloned()
+        .collect();
+    if let Some(candidate) = best_per_answer(&backgrounds, 1).first() {
+        take(
+            &mut references,
+            &mut reference_albums,
+            candidate,
+            ReferenceRole::Background,
+            "background",
+            &mut explanation,
+        );
+    } else if named_setting && !chosen_subjects.is_empty() {
+        explanation.push(
+            "warning: no photo of the setting without the people of the picture in it; they are \
+             placed on a neutral canvas and the setting comes from the words alone"
+                .to_string(),
+        );
+    }
+    // The renderer blends the palettes of all palette photos: several photos stand for an album's or the
+    // tenant's favourite colours better than the single most colourful one.
+    let mut palette_photos: Vec<&Candidate> = input.palettes.iter().collect();
+    palette_photos.sort_by(|a, b| b.score.total_cmp(&a.score));
+    for candidate in palette_photos.into_iter().take(PALETTE_PHOTOS) {
+        take(
+            &mut references,
+            &mut reference_albums,
+            candidate,
+            ReferenceRole::Palette,
+            "palette",
+            &mut explanation,
+        );
+    }
+    let size = settings.default_size;
+    let (steps, scheduler, model, guidance) = match renderer {
+        RendererKind::Diffusion => (
+            input.steps.unwrap_or(settings.diffusion_steps),
+            Some(
+                input
+                    .scheduler
+                    .clone()
+                    .unwrap_or_else(|| settings.diffusion_scheduler.clone()),
+            ),
+            settings.diffusion_model.clone(),
+            input.guidance.unwrap_or(settings.diffusion_guidance),
+        ),
+        // The painterly renderer has no denoising loop: one pass.
+        RendererKind::Painterly => (1, None, None, 0.0),
+    };
+    let variants = input.variants.max(1);
+    let seeds = (0..variants)
+        .map(|i| variant_seed(request, i, input.seed))
+        .collect();
+    Plan {
+        renderer,
+        model,
+        width: input.width.unwrap_or(size),
+        height: input.height.unwrap_or(size),
+        steps,
+        scheduler,
+        guidance,
+        style: input
+            .style
+            .clone()
+            .unwrap_or_else(|| settings.painterly_style.clone()),
+        model_prompt: input.model_prompt.clone(),
+        negative_prompt: input.negative_prompt.clone(),
+        seeds,
+        references,
+        reference_albums,
+        priority: input.priority,
+        explanation,
+        album_run: None,
+        identity_strength: input.identity_strength,
+        best_of: input.best_of.max(1),
+    }
+}
+
+/// The best candidate for each distinct thing asked for, best first, at most `limit`.
+fn best_per_answer(candidates: &[Candidate], limit: usize) -> Vec<&Candidate> {
+    let mut best: BTreeMap<&str, &Candidate> = BTreeMap::new();
+    for candidate in candidates {
+        let slot = best.entry(candidate.answers.as_str()).or_insert(candidate);
+        if candidate.score > slot.score {
+            *slot = candidate;
+        }
+    }
+    let mut chosen: Vec<&Candidate> = best.into_values().collect();
+    chosen.sort_by(|a, b| b.score.total_cmp(&a.score));
+    chosen.truncate(limit);
+    chosen
+}
+
+fn with_role(candidate: &Candidate, role: ReferenceRole) -> PhotoRef {
+    PhotoRef {
+        role,
+        ..candidate.reference.clone()
+    }
+}
+
+/// Adds `candidate` in `role` unless the photo already serves that role.
+fn take(
+    references: &mut Vec<PhotoRef>,
+    reference_albums: &mut BTreeMap<String, Vec<String>>,
+    candidate: &Candidate,
+    role: ReferenceRole,
+    why: &str,
+    explanation: &mut Vec<String>,
+) {
+    if references
+        .iter()
+        .any(|r: &PhotoRef| r.photo == candidate.reference.photo && r.role == role)
+    {
+        return;
+    }
+    explanation.push(format!(
+        "{why} for {}: photo {} (score {:.2})",
+        candidate.answers,
+        candidate.reference.photo.short(),
+        candidate.score
+    ));
+    reference_albums.insert(
+        candidate.reference.photo.to_string(),
+        candidate.albums.clone(),
+    );
+    references.push(with_role(candidate, role));
+}
+
+/// For every person among the chosen subjects, up to [`IDENTITY_PHOTOS`] more of their best faces as
+/// `Identity` references (never drawn; the worker takes the mean of these faces' descriptors and the
+/// subject's own as the person's reference). People are told apart by their face box, so a group photo
+/// can serve two people.
+fn identity_references(
+    subjects: &[Candidate],
+    references: &mut Vec<PhotoRef>,
+    reference_albums: &mut BTreeMap<String, Vec<String>>,
+    explanation: &mut Vec<String>,
+) {
+    let people: Vec<(String, PhotoRef)> = references
+        .iter()
+        .filter(|r| r.role == ReferenceRole::Subject && r.face_box.is_some())
+        .filter_map(|r| {
+            subjects
+                .iter()
+                .find(|c| c.reference.photo == r.photo && c.reference.face_box == r.face_box)
+                .map(|c| (c.answers.clone(), r.clone()))
+        })
+        .collect();
+    for (answers, subject) in people {
+        let mut others: Vec<&Candidate> = subjects
+            .iter()
+            .filter(|c| c.answers == answers && c.reference.face_box.is_some())
+            .filter(|c| c.reference.photo != subject.photo)
+            .collect();
+        others.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut taken = 0;
+        for candidate in others {
+            if taken == IDENTITY_PHOTOS {
+                break;
+            }
+            let duplicate = references.iter().any(|r| {
+                r.role == ReferenceRole::Identity
+                    && r.photo == candidate.reference.photo
+                    && r.face_box == candidate.reference.face_box
+            });
+            if duplicate {
+                continue;
+            }
+            reference_albums.insert(
+                candidate.reference.photo.to_string(),
+                candidate.albums.clone(),
+            );
+            references.push(PhotoRef {
+                label: subject.label.clone(),
+                ..with_role(candidate, ReferenceRole::Identity)
+            });
+            taken += 1;
+        }
+        if taken > 0 {
+            explanation.push(format!(
+                "identity for {answers}: {taken} more of their best faces for the identity check"
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::candidate;
+    use super::*;
+    use crate::plan::jobs_for;
+    use reverie_shared::ids::{PhotoId, TenantId};
+
+    #[test]
+    fn renderer_follows_configured_weights() {
+        let request = RequestId::new("r1").unwrap();
+        let input = PlanInput {
+            variants: 2,
+            ..PlanInput::default()
+        };
+        let plan = make_plan(&input, &request, &PlannerSettings::default());
+        assert_eq!(plan.renderer, RendererKind::Painterly);
+        assert_eq!(plan.seeds.len(), 2);
+        let settings = PlannerSettings {
+            diffusion_model: Some("sd-tiny".into()),
+            ..PlannerSettings::default()
+        };
+        let plan = make_plan(&input, &request, &settings);
+        assert_eq!(plan.renderer, RendererKind::Diffusion);
+        assert_eq!(plan.steps, 20);
+        assert_eq!(plan.model.as_deref(), Some("sd-tiny"));
+    }
+
+    #[test]
+    fn picks_the_best_photo_per_subject() {
+        let request = RequestId::new("r1").unwrap();
+        let input = PlanInput {
+            variants: 1,
+            subjects: vec![
+                candidate(1, "person:Anna", 0.2),
+                candidate(2, "person:Anna", 0.9),
+                candidate(3, "pet:Rex", 0.5),
+            ],
+            ..PlanInput::default()
+        };
+        let plan = make_plan(&input, &request, &PlannerSettings::default());
+        let photos: Vec<_> = plan.references.iter().map(|r| r.photo.clone()).collect();
+        assert_eq!(
+            photos,
+            vec![PhotoId::of_bytes(&[2]), PhotoId::of_bytes(&[3])]
+        );
+        let jobs = jobs_for(
+            &plan,
+            &TenantId::new("t").unwrap(),
+            &request,
+            &PlannerSettings::default(),
+        );
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].job.as_str(), "r1.0");
+        assert_eq!(jobs[0].references.len(), 2);
+    }
+}

@@ -1,0 +1,49 @@
+//! Checks across keys that no single key's type can make: secrets given twice, impossible values.
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Checks combinations no single key can: secrets given twice, impossible values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let pairs = [
+            (
+                "amqp.url",
+                self.amqp.url.is_some(),
+                self.amqp.url_file.is_some(),
+            ),
+            (
+                "redis.url",
+                self.redis.url.is_some(),
+                self.redis.url_file.is_some(),
+            ),
+            (
+                "s3.access_key",
+                self.s3.access_key.is_some(),
+                self.s3.access_key_file.is_some(),
+            ),
+            (
+                "s3.secret_key",
+                self.s3.secret_key.is_some(),
+                self.s3.secret_key_file.is_some(),
+            ),
+        ];
+        for (key, value, file) in pairs {
+            if value && file {
+                return Err(ConfigError::Invalid(format!(
+                    "give {key} or {key}_file, not both"
+                )));
+            }
+        }
+        if self.worker.batch_max == 0 {
+            return Err(ConfigError::Invalid(
+                "worker.batch_max must be at least 1".into(),
+            ));
+        }
+        if self.worker.max_attempts == 0 || self.worker.max_deliveries == 0 {
+            return Err(ConfigError::Invalid(
+                "worker.max_attempts and worker.max_deliveries must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

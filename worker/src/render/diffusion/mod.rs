@@ -1,0 +1,345 @@
+//! The diffusion renderer: a Stable Diffusion checkpoint (SD 1.x / 2.x / Turbo in the diffusers
+//! layout), resolved through the model registry and loaded once per worker; every batch shares it.
+//!
+//! How a job becomes a generation:
+//! - the text is the job's prompt followed by its style words ("me at the beach" + "watercolour");
+//! - with a background photo (settings, album-to-art runs) the photo, fitted to the output size, is
+//!   the img2img init image at the job's strength;
+//! - with subject photos (people, pets) they are composed onto the background (or a neutral canvas),
+//!   the same composite the painterly renderer paints, and then:
+//!   - with identity guidance (`identity_strength > 0`, the job's people known and this worker's face
+//!     models loaded) the whole composite is restyled by img2img at the job's strength — subjects
+//!     and scene alike, so the picture is generated rather than pasted — while guidance holds each
+//!     planned face toward its person's descriptor;
+//!   - without it (`identity_strength = 0`, the option that keeps subjects' photographic pixels) a
+//!     masked img2img keeps the subjects and repaints the rest;
+//! - otherwise text-to-image.
+//!
+//! A batch shares model, size, steps and scheduler (the batch key); jobs that differ in init image
+//! use or strength run as sub-batches. Each sample's noise comes from its own seed, so a job renders
+//! the same image alone or in any batch.
+//!
+//! Here: the renderer (loading, sub-batches, the pipeline run, what each image reports). Beside it:
+//! `source` (where model files come from), `device` (`cpu` / `cuda`, with the CPU fallback, and the
+//! dtype) and `init` (what a job gives the pipeline: its text, its init picture and mask).
+
+mod device;
+mod init;
+mod source;
+
+pub use device::{
+    choose_device, open_cuda, parse_device, parse_dtype, ChosenDevice, DeviceRequest,
+};
+pub use source::ModelSource;
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+use candle_core::{DType, Device};
+use image::RgbImage;
+use reverie_diffusion::pipeline::guidance::default_repeats;
+use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
+use reverie_diffusion::pipeline::{
+    GenerationRequest, IdentityGuidance, SampleSpec, StableDiffusion,
+};
+use reverie_diffusion::registry::ResolvedModel;
+use reverie_diffusion::SchedulerKind;
+use reverie_shared::jobs::RendererKind;
+
+use reverie_faces::FaceModels;
+
+use super::identity::IdentityGuide;
+use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
+use init::{group_key, init_picture, init_picture_strength, prompt_text};
+
+/// One loaded checkpoint serving every batch of this worker.
+pub struct DiffusionRenderer {
+    model: ResolvedModel,
+    /// The name jobs use for it (the registry name or the folder given in the configuration).
+    name: String,
+    pipeline: StableDiffusion,
+    /// The face models identity guidance differentiates; `None` renders without guidance.
+    faces: Option<FaceModels>,
+}
+
+impl std::fmt::Debug for DiffusionRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffusionRenderer")
+            .field("model", &self.name)
+            .field("identity", &self.model.identity)
+            .finish()
+    }
+}
+
+impl DiffusionRenderer {
+    /// Resolves and loads `model` (blocking: weights are memory-mapped and checked here, once).
+    pub fn load(
+        source: &ModelSource,
+        model: &str,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<DiffusionRenderer, RenderError> {
+        let resolved = source.resolve(model)?;
+        let pipeline = StableDiffusion::from_dir(&resolved.dir, device, dtype).map_err(|e| {
+            RenderError::ModelUnavailable(format!(
+                "loading {model} from {}: {e}",
+                resolved.dir.display()
+            ))
+        })?;
+        tracing::info!(model, identity = %resolved.identity, dir = %resolved.dir.display(), "diffusion model loaded");
+        Ok(DiffusionRenderer {
+            model: resolved,
+            name: model.to_string(),
+            pipeline,
+            faces: None,
+        })
+    }
+
+    /// Enables identity guidance with these face models, when the model can be guided (its VAE
+    /// decodes in f32; otherwise jobs render unguided, keeping their subjects, and this says so
+    /// once here rather than failing batches).
+    pub fn with_face_models(mut self, faces: Option<FaceModels>) -> Self {
+        if faces.is_some() && !self.pipeline.supports_identity_guidance() {
+            tracing::warn!(
+                model = %self.name,
+                vae_dtype = ?self.pipeline.vae_dtype(),
+                "identity guidance disabled: it differentiates the VAE in f32 (set diffusion.dtype = \"f32\")"
+            );
+            self.faces = None;
+            return self;
+        }
+        self.faces = faces;
+        self
+    }
+
+    /// Whether `request` is restyled whole under identity guidance (else subjects are kept).
+    fn guides(&self, request: &RenderRequest) -> bool {
+        self.faces.is_some() && request.spec.identity_strength > 0.0 && !request.identity.is_empty()
+    }
+
+    pub fn model_identity(&self) -> &str {
+        &self.model.identity
+    }
+
+    fn check_model(&self, request: &RenderRequest) -> Result<(), RenderError> {
+        match request.spec.model.as_deref() {
+            None => Ok(()),
+            Some(name) if name == self.name || name == self.model.name => Ok(()),
+            Some(other) => Err(RenderError::ModelUnavailable(format!(
+                "this worker serves model {:?}, the job asks for {other:?}",
+                self.name
+            ))),
+        }
+    }
+
+    /// Renders requests that share size, steps, scheduler, init-image use and strength in one pass.
+    fn render_group(
+        &self,
+        requests: &[&RenderRequest],
+        indices: &[usize],
+        progress: Progress<'_>,
+    ) -> Result<Vec<RgbImage>, RenderError> {
+        let first = &requests[0].spec;
+        let prepared = requests
+            .iter()
+            .map(|r| self.sample(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let strength = prepared.first().and_then(|p| p.strength).unwrap_or(1.0);
+        let size = (first.width as usize, first.height as usize);
+        let guidance = self.guidance(requests, &prepared, size);
+        let mut generation =
+            GenerationRequest::new(prepared.into_iter().map(|p| p.sample).collect());
+        generation.width = first.width as usize;
+        generation.height = first.height as usize;
+        generation.steps = first.steps as usize;
+        generation.strength = strength;
+        generation.scheduler = first
+            .scheduler
+            .as_deref()
+            .map(SchedulerKind::from_name)
+            .transpose()
+            .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        generation.identity = guidance.map(|mut guidance| {
+            let run_steps = generation.steps - generation.first_step().unwrap_or(0);
+            guidance.repeats = default_repeats(run_steps);
+            guidance
+        });
+        generation
+            .validate()
+            .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        let step_time = &reverie_shared::metrics::global().diffusion_step;
+        let mut step_started = std::time::Instant::now();
+        let result = self.pipeline.generate(&generation, &mut |step| {
+            step_time
+                .with_label_values::<&str>(&[])
+                .observe(step_started.elapsed().as_secs_f64());
+            step_started = std::time::Instant::now();
+            for (sample, &index) in indices.iter().enumerate() {
+                let (at, total) = (step.step as u32, step.total as u32);
+                // The last step's result follows at once: no preview of it.
+                let preview = (at < total && progress.wants_preview(index))
+                    .then(|| step.preview(sample).ok())
+                    .flatten();
+                match preview {
+                    Some(picture) => progress.step_with_preview(index, at, total, picture),
+                    None => progress.step(index, at, total),
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        let generation = result.map_err(|e| RenderError::Failed(e.to_string()))?;
+        for warning in &generation.warnings {
+            tracing::warn!(%warning, "diffusion");
+        }
+        let decoded = self
+            .pipeline
+            .decode(&generation.latents)
+            .and_then(|images| tensor_to_rgb(&images))
+            .map_err(|e| RenderError::Failed(e.to_string()))?;
+        Ok(decoded)
+    }
+
+    /// The job as one sample, with the init picture it starts from and that picture's strength.
+    fn sample(&self, request: &RenderRequest) -> Result<PreparedSample, RenderError> {
+        let spec = &request.spec;
+        let mut sample = SampleSpec::new(prompt_text(request), spec.seed, f64::from(spec.guidance));
+        if !spec.negative_prompt.is_empty() {
+            sample.negative_prompt = Some(spec.negative_prompt.clone());
+        }
+        let guided = self.guides(request);
+        if guided {
+            sample.identity_strength = f64::from(spec.identity_strength);
+        }
+        let Some((picture, mask, strength)) = init_picture(request, guided)? else {
+            return Ok(PreparedSample {
+                sample,
+                strength: None,
+                init: None,
+            });
+        };
+        let device = self.pipeline.device();
+        sample.init_image =
+            Some(rgb_to_tensor(&picture, device).map_err(|e| RenderError::Failed(e.to_string()))?);
+        if let Some(mask) = mask {
+            sample.mask = Some(
+                mask_to_tensor(&mask, device).map_err(|e| RenderError::Failed(e.to_string()))?,
+            );
+        }
+        Ok(PreparedSample {
+            sample,
+            strength: Some(strength),
+            init: Some(picture),
+        })
+    }
+
+    /// Identity guidance for a sub-batch: each guided sample's people, anchored on its init
+    /// picture (the composite, where each planned face is a real face); `None` when no sample is
+    /// guided.
+    fn guidance(
+        &self,
+        requests: &[&RenderRequest],
+        prepared: &[PreparedSample],
+        size: (usize, usize),
+    ) -> Option<IdentityGuidance> {
+        let faces = self.faces.as_ref()?;
+        if !requests.iter().any(|r| self.guides(r)) {
+            return None;
+        }
+        let targets = requests
+            .iter()
+            .map(|r| match self.guides(r) {
+                true => r.identity.clone(),
+                false => Vec::new(),
+            })
+            .collect();
+        let inits: Vec<Option<&RgbImage>> = prepared.iter().map(|p| p.init.as_ref()).collect();
+        Some(IdentityGuide::anchored(faces, targets, &inits, size).into_guidance())
+    }
+}
+
+/// One job ready for the pipeline.
+struct PreparedSample {
+    sample: SampleSpec,
+    /// The img2img strength (`None` for text-to-image).
+    strength: Option<f64>,
+    init: Option<RgbImage>,
+}
+
+impl Renderer for DiffusionRenderer {
+    fn kind(&self) -> RendererKind {
+        RendererKind::Diffusion
+    }
+
+    fn render_batch(
+        &self,
+        requests: &[RenderRequest],
+        progress: Progress<'_>,
+    ) -> Vec<Result<RenderedImage, RenderError>> {
+        let mut results: Vec<Option<Result<RenderedImage, RenderError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
+        for (index, request) in requests.iter().enumerate() {
+            match self.check_model(request) {
+                Ok(()) => groups
+                    .entry(group_key(request, self.guides(request)))
+                    .or_default()
+                    .push(index),
+                Err(error) => results[index] = Some(Err(error)),
+            }
+        }
+        for indices in groups.values() {
+            let members: Vec<&RenderRequest> = indices.iter().map(|&i| &requests[i]).collect();
+            match self.render_group(&members, indices, progress) {
+                Ok(images) => {
+                    for (&index, image) in indices.iter().zip(images) {
+                        results[index] = Some(Ok(self.rendered(&requests[index], image)));
+                    }
+                }
+                Err(error) => {
+                    for &index in indices {
+                        results[index] = Some(Err(error.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(RenderError::Failed("not rendered".into()))))
+            .collect()
+    }
+}
+
+impl DiffusionRenderer {
+    fn rendered(&self, request: &RenderRequest, image: RgbImage) -> RenderedImage {
+        let scheduler = request
+            .spec
+            .scheduler
+            .clone()
+            .unwrap_or_else(|| self.pipeline.default_scheduler().name().to_string());
+        let mut details = BTreeMap::from([
+            ("model".to_string(), self.name.clone()),
+            ("scheduler".to_string(), scheduler),
+            ("text".to_string(), prompt_text(request)),
+        ]);
+        let guided = self.guides(request);
+        if let Some(strength) = init_picture_strength(request, guided) {
+            details.insert("strength".to_string(), strength.to_string());
+        }
+        if !request.identity.is_empty() {
+            let (how, strength) = match guided {
+                true => (
+                    "restyled whole, faces held by identity guidance",
+                    request.spec.identity_strength,
+                ),
+                false => ("subjects' pixels kept, the rest repainted", 0.0),
+            };
+            details.insert("subjects".to_string(), how.to_string());
+            details.insert("identity_strength".to_string(), strength.to_string());
+        }
+        RenderedImage {
+            image,
+            model_hash: Some(self.model.identity.clone()),
+            details,
+        }
+    }
+}
