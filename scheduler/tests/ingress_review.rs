@@ -13,9 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use common::*;
-use reverie_scheduler::client::ApiClient;
+use reverie_scheduler::client::{ApiAnswer, ApiClient};
 use reverie_scheduler::records::JobState;
-use reverie_scheduler::replies::ReplyBody;
+use reverie_scheduler::replies::{Reply, ReplyBody};
 use reverie_scheduler::SchedulerOptions;
 use reverie_shared::backends::Backends;
 use reverie_shared::ports::store::{
@@ -211,25 +211,54 @@ async fn event_streams_of_unknown_requests_hold_nothing() {
     farm.cleanup().await;
 }
 
+/// A farm whose record writes park, a tenant with a library, and one submission of theirs that has
+/// passed authentication and consent and is parked at its first record write: the moment a forget or
+/// a revocation races the acceptance.
+struct Race {
+    farm: Farm,
+    troubled: Arc<Troubled>,
+    tenant: reverie_shared::ids::TenantId,
+    key: String,
+    submit: tokio::task::JoinHandle<Result<ApiAnswer<Reply>, reverie_scheduler::SchedulerError>>,
+}
+
+impl Race {
+    async fn parked_at_the_first_record_write(name: &str) -> Race {
+        let (farm, troubled) = troubled_farm().await;
+        let (tenant, token) = farm.tenant(&unique(name), true).await;
+        seed_library(&farm, &tenant, &test_library()).await;
+        let client = ApiClient::new(&farm.base_url(), &token);
+        let key = unique("racing");
+        troubled.park_records.store(true, Ordering::SeqCst);
+        let submit = {
+            let body = request_for(&tenant, "Rex", 1, "interactive");
+            let key = key.clone();
+            tokio::spawn(async move { client.submit(&body, Some(&key)).await })
+        };
+        tokio::time::timeout(Duration::from_secs(20), troubled.parked.notified())
+            .await
+            .expect("the request reached its first record write");
+        Race {
+            farm,
+            troubled,
+            tenant,
+            key,
+            submit,
+        }
+    }
+}
+
 /// A request whose acceptance is under way while its tenant is forgotten does not survive the forget:
 /// afterwards there is no record, no open request and nothing of the tenant in the store.
 #[tokio::test]
 async fn a_request_accepted_while_its_tenant_is_forgotten_does_not_survive() {
-    let (farm, troubled) = troubled_farm().await;
-    let (tenant, token) = farm.tenant(&unique("forget-race"), true).await;
-    seed_library(&farm, &tenant, &test_library()).await;
-    let client = ApiClient::new(&farm.base_url(), &token);
-    let key = unique("racing");
-    troubled.park_records.store(true, Ordering::SeqCst);
-    let submit = {
-        let body = request_for(&tenant, "Rex", 1, "interactive");
-        let key = key.clone();
-        tokio::spawn(async move { client.submit(&body, Some(&key)).await })
-    };
-    // The acceptance has passed authentication and consent and is writing its record.
-    tokio::time::timeout(Duration::from_secs(20), troubled.parked.notified())
-        .await
-        .expect("the request reached its first record write");
+    let Race {
+        farm,
+        troubled,
+        tenant,
+        key,
+        submit,
+    } = Race::parked_at_the_first_record_write("forget-race").await;
     let forget = {
         let core = farm.core.clone();
         let tenant = tenant.clone();
@@ -265,20 +294,13 @@ async fn a_request_accepted_while_its_tenant_is_forgotten_does_not_survive() {
 /// jobs that use them: it is refused, or its jobs are cancelled like every other request's.
 #[tokio::test]
 async fn a_request_accepted_while_consent_is_revoked_keeps_no_jobs() {
-    let (farm, troubled) = troubled_farm().await;
-    let (tenant, token) = farm.tenant(&unique("revoke-race"), true).await;
-    seed_library(&farm, &tenant, &test_library()).await;
-    let client = ApiClient::new(&farm.base_url(), &token);
-    let key = unique("racing");
-    troubled.park_records.store(true, Ordering::SeqCst);
-    let submit = {
-        let body = request_for(&tenant, "Rex", 1, "interactive");
-        let key = key.clone();
-        tokio::spawn(async move { client.submit(&body, Some(&key)).await })
-    };
-    tokio::time::timeout(Duration::from_secs(20), troubled.parked.notified())
-        .await
-        .expect("the request reached its first record write");
+    let Race {
+        farm,
+        troubled,
+        tenant,
+        key,
+        submit,
+    } = Race::parked_at_the_first_record_write("revoke-race").await;
     let revoke = {
         let core = farm.core.clone();
         let tenant = tenant.clone();
