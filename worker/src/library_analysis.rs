@@ -163,12 +163,7 @@ pub async fn group_when_complete(
     store: &dyn ObjectStore,
     tenant: &TenantId,
 ) -> Result<Option<Grouping>, AnalysisError> {
-    let manifest = load_manifest(store, tenant)
-        .await
-        .map_err(|e| AnalysisError::Shard {
-            shard: "(manifest)".into(),
-            detail: e.to_string(),
-        })?;
+    let manifest = load_manifest(store, tenant).await?;
     let grouped = load_grouped(store, tenant).await?;
     if manifest
         .shards
