@@ -14,6 +14,9 @@ const SERVICES: [(&str, &str); 4] = [
     ("minio", "S3 server (MinIO)"),
 ];
 
+/// The label of this process: the load generator and, unless `--external`, the farm it started.
+pub const FARM_PROCESS: &str = "load generator + in-process farm";
+
 /// The kernel's clock ticks per second for `/proc/<pid>/stat` (USER_HZ, 100 on every Linux port the
 /// project runs on).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -36,7 +39,7 @@ impl CpuSnapshot {
     pub fn take() -> CpuSnapshot {
         let mut per_process = BTreeMap::new();
         if let Some(ticks) = process_ticks("self") {
-            per_process.insert("load generator + in-process farm", ticks);
+            per_process.insert(FARM_PROCESS, ticks);
         }
         for pid in pids() {
             let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {

@@ -265,6 +265,22 @@ impl EventLog {
     }
 }
 
+/// The headers of every request: the tenant's token, and the reply choice.
+fn request_headers(
+    token: &str,
+    final_replies_only: bool,
+) -> std::collections::BTreeMap<String, String> {
+    let mut headers: std::collections::BTreeMap<String, String> =
+        [("x-reverie-token".to_string(), token.to_string())].into();
+    if final_replies_only {
+        headers.insert(
+            reverie_scheduler::ingress::REPLIES_HEADER.to_string(),
+            "final".to_string(),
+        );
+    }
+    headers
+}
+
 /// Publishes what a broken client or a bug would: a request that is not JSON and a job body that is not
 /// an envelope. Both must be dead-lettered (or rejected), never crash or stall the farm. The job queue is
 /// the farm's (declared by its workers with their priority arguments), so it is not declared here.
@@ -425,7 +441,7 @@ async fn drive(
             correlation_id: Some(id.clone()),
             reply_to: Some(reply_queue.clone()),
             content_type: Some("application/json".into()),
-            headers: [("x-reverie-token".to_string(), token.to_string())].into(),
+            headers: request_headers(token, args.final_replies_only),
             ..MessageProps::default()
         };
         sent_at

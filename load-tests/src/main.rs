@@ -14,6 +14,7 @@ mod baselines;
 mod cpu;
 mod farm;
 mod hops;
+mod scale;
 mod seed;
 mod stats;
 
@@ -85,6 +86,26 @@ pub struct Args {
     /// rejected, ...), so a test can check that every accepted request finished exactly once.
     #[arg(long)]
     pub replies_out: Option<std::path::PathBuf>,
+    /// Ask the farm for final replies only (`x-reverie-replies: final`): no `accepted` acknowledgement per
+    /// request, one confirmed publish fewer per job. Off by default: the fault checks count acceptances.
+    #[arg(long)]
+    pub final_replies_only: bool,
+    /// Also write the report as JSON to this file (read by `load-tests/peer/compare` and `--scale-model`).
+    #[arg(long)]
+    pub report_json: Option<std::path::PathBuf>,
+    /// Print the farm-at-scale model fed by this `--report-json` file (Markdown), then exit without
+    /// connecting anywhere.
+    #[arg(long, value_name = "REPORT_JSON")]
+    pub scale_model: Option<std::path::PathBuf>,
+    /// Target rates of the scale model, jobs/s.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    pub scale_rates: Vec<f64>,
+    /// GPU milliseconds per diffusion job in the scale model (a 4-step turbo 512x512 render in a batch).
+    #[arg(long, default_value_t = 1000.0)]
+    pub scale_render_ms_gpu: f64,
+    /// Any other assumption of the scale model, by the name its inputs table shows.
+    #[arg(long = "scale-set", value_name = "NAME=VALUE")]
+    pub scale_set: Vec<String>,
     /// Any configuration key, as for `reverie --set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -93,6 +114,9 @@ pub struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(report) = &args.scale_model {
+        return scale::run(report, &args);
+    }
     let mut config = Config::load(None).context("configuration")?;
     for assignment in &args.overrides {
         config.set(assignment)?;
@@ -114,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let report = farm::run(&args, config).await?;
     report.print(&args);
+    if let Some(path) = &args.report_json {
+        let json = serde_json::to_string_pretty(&report.to_json(&args))?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
     // Let connection tear-down finish before the runtime stops.
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())

@@ -81,8 +81,86 @@ impl Baselines {
 }
 
 impl Report {
+    pub fn throughput(&self) -> f64 {
+        self.done as f64 / self.seconds.max(1e-9)
+    }
+
+    /// The farm's own CPU per job: the farm process's CPU per job less the render alone (p50), i.e. what
+    /// scheduling, messaging, storing and bookkeeping cost around the cheapest render. Includes the load
+    /// generator's own share (it shares the process).
+    pub fn own_cpu_ms_per_job(&self) -> Option<f64> {
+        let farm = self
+            .cpu
+            .iter()
+            .find(|share| share.label == crate::cpu::FARM_PROCESS)?;
+        if self.baselines.render.is_empty() {
+            return None;
+        }
+        let render_ms = ms(self.baselines.render.value_at_quantile(0.5));
+        Some(farm.ms_per_job - render_ms)
+    }
+
+    /// The run as JSON (`--report-json`): what the peer comparison and the scale model read. Latencies in
+    /// milliseconds; calls and CPU per finished job.
+    pub fn to_json(&self, args: &crate::Args) -> serde_json::Value {
+        let quantiles = |histogram: &Histogram<u64>| {
+            serde_json::json!({
+                "p50": ms(histogram.value_at_quantile(0.50)),
+                "p95": ms(histogram.value_at_quantile(0.95)),
+                "p99": ms(histogram.value_at_quantile(0.99)),
+                "max": ms(histogram.max()),
+            })
+        };
+        let jobs = self.done.max(1) as f64;
+        let calls: Vec<serde_json::Value> = self
+            .hops
+            .iter()
+            .map(|hop| {
+                serde_json::json!({
+                    "service": hop.service,
+                    "backend": hop.backend,
+                    "op": hop.op,
+                    "calls_per_job": hop.calls as f64 / jobs,
+                    "mean_ms": hop.seconds * 1000.0 / hop.calls.max(1) as f64,
+                })
+            })
+            .collect();
+        let cpu: serde_json::Map<String, serde_json::Value> = self
+            .cpu
+            .iter()
+            .map(|share| (share.label.clone(), serde_json::json!(share.ms_per_job)))
+            .collect();
+        let base = &self.baselines;
+        serde_json::json!({
+            "system": "reverie",
+            "workers": args.workers,
+            "batch_max": args.batch_max,
+            "size": args.size,
+            "style": args.style,
+            "sent": self.sent,
+            "done": self.done,
+            "failed": self.failed,
+            "rejected": self.rejected,
+            "publish_failed": self.publish_failed,
+            "seconds": self.seconds,
+            "jobs_per_second": self.throughput(),
+            "latency_ms": quantiles(&self.end_to_end),
+            "render_ms": quantiles(&base.render),
+            "baselines": {
+                "broker_messages_per_second": base.broker_messages_per_second,
+                "broker_message_bytes": self.message_bytes,
+                "store_writes_per_second": base.store_writes_per_second,
+                "store_object_bytes": base.output_bytes,
+                "ceiling_jobs_per_second": base.ceiling(&self.hops, self.done),
+            },
+            "calls": calls,
+            "cpu_ms_per_job": cpu,
+            "own_cpu_ms_per_job": self.own_cpu_ms_per_job(),
+        })
+    }
+
     pub fn print(&self, args: &crate::Args) {
-        let throughput = self.done as f64 / self.seconds.max(1e-9);
+        let throughput = self.throughput();
         println!(
             "Reverie load test: {} requests, {} workers, batch_max {}, {}x{} {}",
             self.sent, args.workers, args.batch_max, args.size, args.size, args.style
@@ -136,6 +214,11 @@ impl Report {
             println!("|---|---|");
             for share in &self.cpu {
                 println!("| {} | {:.2} |", share.label, share.ms_per_job);
+            }
+            if let Some(own) = self.own_cpu_ms_per_job() {
+                println!(
+                    "| the farm's own cost (farm process less the render alone, p50) | {own:.2} |"
+                );
             }
             println!();
         }

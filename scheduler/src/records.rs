@@ -76,6 +76,10 @@ impl Ingress {
 pub struct ReplyRoute {
     pub reply_to: String,
     pub correlation_id: Option<String>,
+    /// The requester asked for the final reply only (`x-reverie-replies: final`): no `accepted`, no
+    /// `progress`. Absent in records of earlier versions: every reply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub final_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

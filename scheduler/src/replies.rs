@@ -138,6 +138,12 @@ impl Reply {
             ReplyBody::Accepted { .. } | ReplyBody::Progress { .. }
         )
     }
+
+    /// Whether this reply goes out on `route`: every reply, or only the final one when the requester
+    /// asked for that (`x-reverie-replies: final`).
+    pub fn wanted_on(&self, route: &crate::records::ReplyRoute) -> bool {
+        !route.final_only || self.is_final()
+    }
 }
 
 pub fn job_results(record: &RequestRecord) -> Vec<JobResult> {

@@ -132,9 +132,16 @@ pub async fn run_requests(
 
 async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: Delivery) {
     let props = delivery.props().clone();
+    let final_only = ingress::asks_final_only(
+        props
+            .headers
+            .get(ingress::REPLIES_HEADER)
+            .map(String::as_str),
+    );
     let route = props.reply_to.clone().map(|reply_to| ReplyRoute {
         reply_to,
         correlation_id: props.correlation_id.clone(),
+        final_only,
     });
     let credentials = ingress::Credentials {
         token: props.headers.get(ingress::TOKEN_HEADER).cloned(),

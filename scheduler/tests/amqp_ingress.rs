@@ -8,6 +8,7 @@ use reverie_scheduler::records::JobState;
 use reverie_scheduler::replies::ReplyBody;
 use reverie_scheduler::SchedulerOptions;
 use reverie_shared::jobs::{JobSpec, ReferenceRole};
+use reverie_shared::ports::queue::MessageProps;
 
 #[tokio::test]
 async fn amqp_request_is_planned_published_and_answered_to_the_end() {
@@ -133,6 +134,65 @@ async fn amqp_request_is_planned_published_and_answered_to_the_end() {
         .jobs
         .iter()
         .all(|j| j.started_at.is_some() && j.finished_at.is_some()));
+    farm.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_requester_that_asks_for_final_replies_gets_no_acknowledgement_but_its_result() {
+    let farm = Farm::start(SchedulerOptions::default()).await;
+    let (tenant, token) = farm.tenant(&unique("final"), true).await;
+    seed_library(&farm, &tenant, &test_library()).await;
+    let (reply_to, mut replies) = farm.reply_queue_for(&tenant).await;
+    let body = serde_json::to_vec(&request_for(
+        &tenant,
+        "a watercolour of Rex",
+        1,
+        "interactive",
+    ))
+    .unwrap();
+    let request_id = unique("req");
+    let props = MessageProps {
+        message_id: Some(request_id.clone()),
+        correlation_id: Some(unique("corr")),
+        reply_to: Some(reply_to.clone()),
+        headers: [
+            ("x-reverie-token".to_string(), token.clone()),
+            (
+                reverie_scheduler::ingress::REPLIES_HEADER.to_string(),
+                "final".to_string(),
+            ),
+        ]
+        .into(),
+        ..MessageProps::default()
+    };
+    farm.publish_request_with(&body, props.clone()).await;
+    let mut worker = farm
+        .backends
+        .queue
+        .consume(&farm.queues().generate, 4)
+        .await
+        .unwrap();
+    let (job, delivery) = take_job(&mut worker).await;
+    complete_job(&farm, &job, delivery).await;
+    let (first, _) = next_reply(&mut replies).await;
+    assert_eq!(
+        first.kind(),
+        "done",
+        "the first reply is the result: {first:?}"
+    );
+    assert_eq!(first.request_id.as_deref(), Some(request_id.as_str()));
+
+    // A rejection is final: it still comes.
+    let mut bad = request_for(&tenant, "a watercolour of Rex", 1, "interactive");
+    bad["n"] = serde_json::json!(0);
+    let bad_props = MessageProps {
+        message_id: Some(unique("bad")),
+        ..props
+    };
+    farm.publish_request_with(&serde_json::to_vec(&bad).unwrap(), bad_props)
+        .await;
+    let (rejected, _) = next_reply(&mut replies).await;
+    assert_eq!(rejected.kind(), "rejected", "{rejected:?}");
     farm.cleanup().await;
 }
 

@@ -21,8 +21,17 @@ use resolve::{plan_input, resolve_against, source_replacements};
 
 /// The AMQP header carrying a tenant token.
 pub const TOKEN_HEADER: &str = "x-reverie-token";
+/// The AMQP header by which a requester chooses its replies: `final` leaves out the `accepted`
+/// acknowledgement and `progress` (the final reply, or the rejection, still comes): one confirmed publish
+/// fewer per request for services that only wait for the result. Absent or any other value: every reply.
+pub const REPLIES_HEADER: &str = "x-reverie-replies";
 /// Request bodies above this are refused unread.
 pub const MAX_REQUEST_BYTES: usize = crate::request::MAX_REQUEST_BYTES;
+
+/// Whether a `REPLIES_HEADER` value asks for the final reply only.
+pub fn asks_final_only(replies_header: Option<&str>) -> bool {
+    replies_header.is_some_and(|value| value.trim().eq_ignore_ascii_case("final"))
+}
 
 /// What the ingress knows about who sent a request.
 #[derive(Debug, Clone, Default)]

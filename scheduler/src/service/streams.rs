@@ -122,6 +122,9 @@ impl ReplyRouter {
     /// Hands a reply to its AMQP reply lane (see [`REPLY_LANES`]); returns at once. The route was
     /// checked at intake (`crate::reply_to`). A requester that went away is logged and counted.
     pub fn send_amqp_reply(&self, route: &ReplyRoute, reply: &Reply) {
+        if !reply.wanted_on(route) {
+            return;
+        }
         let body = match serde_json::to_vec(reply) {
             Ok(body) => body,
             Err(error) => {
@@ -281,6 +284,7 @@ mod tests {
         let route = ReplyRoute {
             reply_to: "replies-r1".into(),
             correlation_id: Some("c1".into()),
+            final_only: false,
         };
         let done = Reply::new(
             Some(request.to_string()),

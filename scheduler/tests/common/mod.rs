@@ -205,6 +205,11 @@ impl Farm {
         if let Some(token) = token {
             props.headers.insert("x-reverie-token".into(), token.into());
         }
+        self.publish_request_with(body, props).await;
+    }
+
+    /// Publishes a request with exactly these properties (headers included).
+    pub async fn publish_request_with(&self, body: &[u8], props: MessageProps) {
         self.backends
             .queue
             .publish(
