@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -45,7 +45,12 @@ class Browser:
         screenshots.mkdir(parents=True, exist_ok=True)
 
     def wait(self, condition, timeout=60, message=""):
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(condition, message)
+        # The app re-renders a page's content as its data arrives: an element found a moment ago may be
+        # replaced before it is read. That is "not yet", so the wait polls again, as for a missing one.
+        wait = WebDriverWait(
+            self.driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        return wait.until(condition, message)
 
     def visible(self, css, timeout=60):
         return self.wait(EC.visibility_of_element_located((By.CSS_SELECTOR, css)), timeout, f"visible {css}")
