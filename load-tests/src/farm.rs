@@ -1,6 +1,6 @@
 //! One load run: optional in-process farm, the raw broker baseline, render-alone timings, then the load.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -266,12 +266,8 @@ impl EventLog {
 }
 
 /// The headers of every request: the tenant's token, and the reply choice.
-fn request_headers(
-    token: &str,
-    final_replies_only: bool,
-) -> std::collections::BTreeMap<String, String> {
-    let mut headers: std::collections::BTreeMap<String, String> =
-        [("x-reverie-token".to_string(), token.to_string())].into();
+fn request_headers(token: &str, final_replies_only: bool) -> BTreeMap<String, String> {
+    let mut headers = request_headers_with_token(token);
     if final_replies_only {
         headers.insert(
             reverie_scheduler::ingress::REPLIES_HEADER.to_string(),
@@ -279,6 +275,15 @@ fn request_headers(
         );
     }
     headers
+}
+
+/// The tenant's token header (docs/api.md), which every request carries.
+fn request_headers_with_token(token: &str) -> BTreeMap<String, String> {
+    [(
+        reverie_scheduler::ingress::TOKEN_HEADER.to_string(),
+        token.to_string(),
+    )]
+    .into()
 }
 
 /// Publishes what a broken client or a bug would: a request that is not JSON and a job body that is not
@@ -298,7 +303,7 @@ async fn publish_malformed(
         reply_to: Some(reply_queue.to_string()),
         content_type: Some("application/json".into()),
         // The token names the tenant whose reply queue may carry the rejection (docs/api.md).
-        headers: [("x-reverie-token".to_string(), token.to_string())].into(),
+        headers: request_headers_with_token(token),
         ..MessageProps::default()
     };
     let not_json = Message::new(b"{ this is not json".to_vec()).with_props(props);
