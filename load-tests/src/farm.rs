@@ -196,6 +196,7 @@ async fn start_farm(
             renderers: Renderers::default().with(Arc::new(PainterlyRenderer)),
             photo_cache: Some(Arc::new(photo_cache)),
             analyser: None,
+            event_routes: Default::default(),
         });
         let worker_shutdown = shutdown.clone();
         roles.push(tokio::spawn(async move {

@@ -99,11 +99,13 @@ impl<T: Send + 'static, W: Commit<T>> GroupCommit<T, W> {
 }
 
 /// A name for this process's commits, unique per run and ordered by start time: the start time in
-/// milliseconds (11 hex digits, fixed width until the year 2527), then 6 hex digits mixing the
-/// sub-millisecond time with the process id. Short on purpose: object names built from it must stay well
+/// milliseconds (11 hex digits, fixed width until the year 2527), then 6 random hex digits. Short on
+/// purpose: object names built from it must stay well
 /// inside file-system limits of stores that map keys to files (s3s-fs encodes whole keys into names).
 pub fn process_epoch() -> String {
     let now = chrono::Utc::now();
-    let salt = (now.timestamp_subsec_nanos() ^ std::process::id().rotate_left(12)) & 0xff_ffff;
+    // Random, not derived from the clock or the pid: every scheduler pod is pid 1, and one whose clock
+    // is wrong must not name a segment like one another holder of the same shard wrote.
+    let salt = (uuid::Uuid::new_v4().as_u128() as u32) & 0xff_ffff;
     format!("{:011x}{salt:06x}", now.timestamp_millis().max(0))
 }

@@ -27,6 +27,7 @@ pub mod routes;
 pub mod runtime;
 pub mod scheduler;
 pub mod service;
+pub mod shards;
 pub mod tenants;
 pub mod views;
 pub mod web;

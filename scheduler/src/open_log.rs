@@ -33,7 +33,9 @@ const LEGACY_MARKERS_PREFIX: &str = "tenants/";
 
 pub type OpenKey = (TenantId, RequestId);
 
-/// One segment as stored.
+/// One segment as stored. On a sharded farm each shard keeps its segments under a prefix of its own
+/// (`scheduler/open/shard-{k}/`), so the scheduler that takes a shard over recovers that shard's
+/// requests and no other.
 #[derive(Debug, Serialize, Deserialize)]
 struct Segment {
     requests: Vec<SegmentEntry>,
@@ -63,6 +65,8 @@ pub struct OpenLog {
 /// The segments in the store and which open requests each holds; writes a group commit as a segment.
 struct Segments {
     store: SharedStore,
+    /// Where this log's segments live (`SEGMENT_PREFIX`, or a shard's prefix below it).
+    prefix: String,
     /// Distinguishes this process's segments from those of earlier runs (sequence numbers restart).
     epoch: String,
     state: SyncMutex<State>,
@@ -78,8 +82,14 @@ impl std::fmt::Debug for OpenLog {
 
 impl OpenLog {
     pub fn new(store: SharedStore) -> OpenLog {
+        OpenLog::at(store, SEGMENT_PREFIX)
+    }
+
+    /// An open log keeping its segments under `prefix`.
+    pub fn at(store: SharedStore, prefix: &str) -> OpenLog {
         let segments = Segments {
             store,
+            prefix: prefix.to_string(),
             epoch: crate::group_commit::process_epoch(),
             state: SyncMutex::new(State::default()),
         };
@@ -159,7 +169,10 @@ impl OpenLog {
     pub async fn recover(&self) -> Result<Vec<OpenKey>> {
         let segments = self.segments();
         let mut found = Vec::new();
-        for object in segments.store.list(SEGMENT_PREFIX).await? {
+        for object in segments.store.list(&segments.prefix).await? {
+            if self.is_other_shards(&object.key) {
+                continue;
+            }
             let bytes = match segments.store.get(&object.key).await {
                 Ok(bytes) => bytes,
                 // Deleted between the listing and the read: nothing in it is open any more.
@@ -174,7 +187,13 @@ impl OpenLog {
                 .collect();
             found.push((object.key, members));
         }
-        for object in segments.store.list(LEGACY_MARKERS_PREFIX).await? {
+        // Markers of versions before the open log: only a farm that does not shard had them.
+        let legacy = if segments.prefix == SEGMENT_PREFIX {
+            segments.store.list(LEGACY_MARKERS_PREFIX).await?
+        } else {
+            Vec::new()
+        };
+        for object in legacy {
             if let Some(key) = legacy_marker(&object.key) {
                 found.push((object.key, BTreeSet::from([key])));
             }
@@ -187,6 +206,14 @@ impl OpenLog {
         open.sort();
         open.dedup();
         Ok(open)
+    }
+
+    /// Whether `key`, listed under this log's prefix, is a segment of a shard's log below it: the log
+    /// of a farm that does not shard (`scheduler/open/`) leaves `scheduler/open/shard-{k}/` to the
+    /// shards' owners.
+    fn is_other_shards(&self, key: &str) -> bool {
+        let rest = key.strip_prefix(&self.segments().prefix).unwrap_or(key);
+        rest.contains('/')
     }
 
     /// Whether a request is durably open here (tests and diagnostics).
@@ -205,8 +232,8 @@ impl Commit<OpenKey> for Segments {
             let mut state = lock(&self.state);
             state.next_sequence += 1;
             format!(
-                "{SEGMENT_PREFIX}{}-{:x}.json",
-                self.epoch, state.next_sequence
+                "{}{}-{:x}.json",
+                self.prefix, self.epoch, state.next_sequence
             )
         };
         let members: BTreeSet<OpenKey> = batch.into_iter().collect();

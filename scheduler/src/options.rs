@@ -23,6 +23,12 @@ pub struct SchedulerOptions {
     /// [`crate::library::CachedLibrary`]).
     pub library_fresh_for: Duration,
     pub planner: PlannerSettings,
+    /// Tenant shares of the farm (`scheduler.shards`): 1, one active scheduler with standbys; more,
+    /// every scheduler active for the shares it holds (see [`crate::shards`]).
+    pub shards: u16,
+    /// The base URL other schedulers forward this one's tenants' HTTP requests to; `None`:
+    /// `http://{the address it listens on}`.
+    pub advertise_url: Option<String>,
 }
 
 impl SchedulerOptions {
@@ -31,6 +37,9 @@ impl SchedulerOptions {
             queue_prefix: config.queues.prefix.clone(),
             http_addr: config.scheduler.http_addr,
             tenant_queue_quota: config.scheduler.tenant_queue_quota as usize,
+            shards: config.scheduler.shards,
+            advertise_url: Some(config.scheduler.advertise_url.trim().to_string())
+                .filter(|url| !url.is_empty()),
             planner: PlannerSettings {
                 // Workers load this model; without one, every job is planned painterly.
                 diffusion_model: config.diffusion.model.clone(),
@@ -56,6 +65,8 @@ impl Default for SchedulerOptions {
             metrics_interval: Duration::from_secs(5),
             library_fresh_for: Duration::from_secs(2),
             planner: PlannerSettings::default(),
+            shards: 1,
+            advertise_url: None,
         }
     }
 }

@@ -232,7 +232,12 @@ pub struct Records {
 
 impl Records {
     pub fn new(store: SharedStore, cache: SharedCache) -> Records {
-        let open_log = OpenLog::new(store.clone());
+        Records::with_open_log(store, cache, crate::open_log::SEGMENT_PREFIX)
+    }
+
+    /// Records whose open log keeps its segments under `open_log_prefix` (one shard's).
+    pub fn with_open_log(store: SharedStore, cache: SharedCache, open_log_prefix: &str) -> Records {
+        let open_log = OpenLog::at(store.clone(), open_log_prefix);
         let provenance = ProvenanceIndex::new(store.clone());
         Records {
             store,

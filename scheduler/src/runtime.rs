@@ -18,9 +18,11 @@ use crate::service::Core;
 /// How long a message that failed for an infrastructure reason waits before it goes back to the queue.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
 
+/// A consumer of `queue`; with `claim`, only while this scheduler holds it.
 async fn connect(
     core: &Core,
     queue: &str,
+    claim: Option<&str>,
     prefetch: u16,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Box<dyn Consumer>> {
@@ -30,8 +32,35 @@ async fn connect(
         max_attempts: 0,
     };
     let queue_port = core.backends().queue.clone();
+    let claim = claim.map(str::to_string);
     let attempt = with_backoff(queue, backoff, QueueError::is_transient, || {
-        queue_port.consume(queue, prefetch)
+        let (queue_port, claim) = (queue_port.clone(), claim.clone());
+        let on_its_connection = core.on_its_connection();
+        async move {
+            if !on_its_connection {
+                return Err(QueueError::Backend {
+                    backend: queue_port.backend(),
+                    operation: "consume",
+                    queue: queue.to_string(),
+                    detail: "the connection this shard was claimed on is gone".to_string(),
+                });
+            }
+            // Only the holder of the shard's claim consumes its queues. After a lost connection the
+            // claim may have gone to another scheduler: then this one must not consume again (its
+            // claim check stops the shard within a second).
+            let Some(claim) = claim else {
+                return queue_port.consume(queue, prefetch).await;
+            };
+            if !queue_port.claim(&claim).await? {
+                return Err(QueueError::Backend {
+                    backend: queue_port.backend(),
+                    operation: "consume",
+                    queue: queue.to_string(),
+                    detail: format!("{claim} is held by another scheduler"),
+                });
+            }
+            queue_port.consume(queue, prefetch).await
+        }
     });
     tokio::select! {
         consumer = attempt => match consumer {
@@ -56,9 +85,10 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// Runs `handle` on every delivery of `queue` until shutdown, up to [`IN_FLIGHT`] at once, reconnecting
 /// when the consumer is lost. Each delivery is acked (or requeued) by its handler, so a handler still
 /// running when the consumer is lost only fails its ack and the broker redelivers the message.
-async fn consume_loop<F, Fut>(
+pub(crate) async fn consume_loop<F, Fut>(
     core: Core,
     queue: String,
+    claim: Option<String>,
     mut shutdown: watch::Receiver<bool>,
     handle: F,
 ) where
@@ -67,15 +97,22 @@ async fn consume_loop<F, Fut>(
 {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut running = JoinSet::new();
+    // Kept until the handlers are drained: dropping a consumer closes its channel, and the acks of
+    // deliveries still being handled would fail and hand them to another consumer to do again.
+    let mut current: Option<Box<dyn Consumer>> = None;
     'connect: while !*shutdown.borrow() {
         let prefetch = u16::try_from(IN_FLIGHT).unwrap_or(u16::MAX);
-        let Some(mut consumer) = connect(&core, &queue, prefetch, &mut shutdown).await else {
+        current = None;
+        let Some(connected) =
+            connect(&core, &queue, claim.as_deref(), prefetch, &mut shutdown).await
+        else {
             if *shutdown.borrow() {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         };
+        let consumer = current.insert(connected);
         loop {
             while running.try_join_next().is_some() {}
             let permit = tokio::select! {
@@ -114,23 +151,38 @@ async fn consume_loop<F, Fut>(
             "deliveries still being handled at shutdown; they will be redelivered"
         );
     }
+    // Deliveries prefetched but not taken go back to the queue with the consumer.
+    drop(current);
 }
 
-/// AMQP ingress: JSON requests from other services; every outcome is answered on `reply_to`.
+/// AMQP ingress: JSON requests from other services; every outcome is answered on `reply_to`. Reads
+/// the core's shard's requests queue (with one shard: the farm's shared requests queue).
 pub async fn run_requests(
     core: Core,
     intake: ingress::IntakeContext,
     shutdown: watch::Receiver<bool>,
 ) {
-    let queue = core.queues().requests.clone();
-    consume_loop(core, queue, shutdown, move |core, delivery| {
+    let queue = core.shard().requests.clone();
+    let claim = Some(core.shard().claim.clone());
+    // A shard's own requests queue is where schedulers forward to (docs/api.md: only schedulers may
+    // write to it); the shared queue is where clients write.
+    let forwarded_here = core.shard().count > 1;
+    consume_loop(core, queue, claim, shutdown, move |core, delivery| {
         let intake = intake.clone();
-        async move { handle_request(&core, &intake, delivery).await }
+        async move { handle_request(&core, &intake, delivery, forwarded_here).await }
     })
     .await;
 }
 
-async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: Delivery) {
+/// Accepts one AMQP request on `core` and answers it on its `reply_to`; the delivery is acked once
+/// answered, requeued when a backend failed. `forwarded_here`: it came from a shard's requests queue,
+/// where a forwarding scheduler may have named the sender's broker user.
+pub(crate) async fn handle_request(
+    core: &Core,
+    intake: &ingress::IntakeContext,
+    delivery: Delivery,
+    forwarded_here: bool,
+) {
     let props = delivery.props().clone();
     let final_only = ingress::asks_final_only(
         props
@@ -145,7 +197,11 @@ async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: 
     });
     let credentials = ingress::Credentials {
         token: props.headers.get(ingress::TOKEN_HEADER).cloned(),
-        broker_user: props.user_id.clone(),
+        broker_user: if forwarded_here {
+            ingress::broker_user_of(&props, core.backends().queue.broker_user())
+        } else {
+            props.user_id.clone()
+        },
     };
     let outcome = ingress::submit(
         core,
@@ -189,8 +245,9 @@ async fn handle_request(core: &Core, intake: &ingress::IntakeContext, delivery: 
 /// and the message is acked once all are applied. If one fails the whole message is requeued; the
 /// events already applied are duplicates on redelivery, which change nothing.
 pub async fn run_events(core: Core, shutdown: watch::Receiver<bool>) {
-    let queue = core.queues().events.clone();
-    consume_loop(core, queue, shutdown, |core, delivery| async move {
+    let queue = core.shard().events.clone();
+    let claim = Some(core.shard().claim.clone());
+    consume_loop(core, queue, claim, shutdown, |core, delivery| async move {
         let decoded = match decode_or_dead_letter(delivery, envelope::decode_events).await {
             Ok(Some(decoded)) => decoded,
             Ok(None) => return,
@@ -203,31 +260,41 @@ pub async fn run_events(core: Core, shutdown: watch::Receiver<bool>) {
         let applied =
             futures::future::join_all(events.into_iter().map(|event| core.handle_event(event)))
                 .await;
-        match applied.into_iter().find_map(Result::err) {
-            None => {
-                if let Err(error) = delivery.ack().await {
-                    tracing::warn!(%error, "could not ack an event");
-                }
-            }
-            Some(error) if error.is_permanent() => {
-                // Requeued it would fail the same way every REQUEUE_PAUSE, forever: kept in the dead
-                // letters with the reason instead, to be replayed once the store is fixed.
-                tracing::error!(%error, "event refused for good by the store; dead-lettered");
-                if let Err(error) = delivery
-                    .dead_letter("store_refused", &error.to_string())
-                    .await
-                {
-                    tracing::warn!(%error, "could not dead-letter an event");
-                }
-            }
-            Some(error) => {
-                tracing::warn!(%error, "event not applied; requeued");
-                tokio::time::sleep(REQUEUE_PAUSE).await;
-                let _ = delivery.requeue().await;
-            }
-        }
+        settle_events_delivery(delivery, applied.into_iter().find_map(Result::err)).await;
     })
     .await;
+}
+
+/// Acks an events message whose events were all applied; otherwise dead-letters it (the store refused
+/// for good) or requeues it after a pause (the events already applied are duplicates on redelivery,
+/// which change nothing).
+pub(crate) async fn settle_events_delivery(
+    delivery: Delivery,
+    failed: Option<crate::error::SchedulerError>,
+) {
+    match failed {
+        None => {
+            if let Err(error) = delivery.ack().await {
+                tracing::warn!(%error, "could not ack an event");
+            }
+        }
+        Some(error) if error.is_permanent() => {
+            // Requeued it would fail the same way every REQUEUE_PAUSE, forever: kept in the dead
+            // letters with the reason instead, to be replayed once the store is fixed.
+            tracing::error!(%error, "event refused for good by the store; dead-lettered");
+            if let Err(error) = delivery
+                .dead_letter("store_refused", &error.to_string())
+                .await
+            {
+                tracing::warn!(%error, "could not dead-letter an event");
+            }
+        }
+        Some(error) => {
+            tracing::warn!(%error, "event not applied; requeued");
+            tokio::time::sleep(REQUEUE_PAUSE).await;
+            let _ = delivery.requeue().await;
+        }
+    }
 }
 
 /// Publishes held batch jobs as their tenants get room on the broker.

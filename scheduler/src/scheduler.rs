@@ -19,6 +19,7 @@ use crate::library::LibrarySource;
 use crate::options::SchedulerOptions;
 use crate::runtime;
 use crate::service::Core;
+use crate::shards::{RouterFor, Shards};
 
 /// A running scheduler.
 pub struct Scheduler {
@@ -102,6 +103,7 @@ impl Scheduler {
     /// and `/metrics` answer as usual.
     fn gated_router(&self, active: Arc<AtomicBool>) -> axum::Router {
         let core = self.core.clone();
+        let routes = (self.router_for())(self.core.clone());
         let ready_active = active.clone();
         let readiness: ReadinessCheck = Arc::new(move || {
             let (core, active) = (core.clone(), ready_active.clone());
@@ -112,23 +114,35 @@ impl Scheduler {
                 core.ready().await
             })
         });
-        let mut routes = crate::routes::router(ApiState {
-            core: self.core.clone(),
-            intake: self.intake.clone(),
-            holders: self.holders.clone(),
-        });
-        if let Some(extra) = &self.extra_routes {
-            routes = routes.merge(extra.clone());
-        }
-        if self.web_app {
-            routes = routes.merge(crate::web::router());
-        }
         routes
             .layer(axum::middleware::from_fn(move |request, next| {
                 let active = active.clone();
                 refuse_while_standby(active, request, next)
             }))
             .merge(ops_router(readiness))
+    }
+
+    /// Builds the API routes (with the library API and web app where turned on) over a core: the
+    /// one core of a farm with one scheduler, or each shard's core.
+    fn router_for(&self) -> RouterFor {
+        let intake = self.intake.clone();
+        let holders = self.holders.clone();
+        let extra_routes = self.extra_routes.clone();
+        let web_app = self.web_app;
+        Arc::new(move |core: Core| {
+            let mut routes = crate::routes::router(ApiState {
+                core,
+                intake: intake.clone(),
+                holders: holders.clone(),
+            });
+            if let Some(extra) = &extra_routes {
+                routes = routes.merge(extra.clone());
+            }
+            if web_app {
+                routes = routes.merge(crate::web::router());
+            }
+            routes
+        })
     }
 
     /// Declares the queues, serves HTTP, waits until it holds the farm's scheduler claim (a standby
@@ -143,6 +157,9 @@ impl Scheduler {
         shutdown: watch::Receiver<bool>,
         bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
     ) -> Result<()> {
+        if self.core.options().shards > 1 {
+            return self.run_sharded(shutdown, bound).await;
+        }
         self.core.declare_queues().await?;
         let (stop_tx, stop) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
@@ -214,6 +231,66 @@ impl Scheduler {
         if let Err(error) = self.core.backends().queue.release_claim(claim).await {
             tracing::warn!(%error, "could not release the scheduler claim; it goes with the connection");
         }
+        Ok(())
+    }
+
+    /// A scheduler of a sharded farm (`scheduler.shards` > 1, see [`crate::shards`]): serves HTTP at
+    /// once, joins the membership, takes the shards that belong with it and serves until `shutdown`,
+    /// then gives its shards up. `bound` is told the address once it joined. Ready (`/readyz`) while it
+    /// is in the membership and the backends answer: it answers every tenant, its own or by forwarding.
+    async fn run_sharded(
+        self,
+        shutdown: watch::Receiver<bool>,
+        bound: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    ) -> Result<()> {
+        self.core.declare_queues().await?;
+        let options = self.core.options().clone();
+        let shards = Shards::new(
+            self.core.backends().clone(),
+            options.clone(),
+            self.intake.clone(),
+            self.core.clone(),
+            self.router_for(),
+        );
+        let readiness: ReadinessCheck = {
+            let (core, shards) = (self.core.clone(), shards.clone());
+            Arc::new(move || {
+                let (core, shards) = (core.clone(), shards.clone());
+                Box::pin(async move {
+                    if !shards.joined() {
+                        return Err("not in the farm's membership yet".to_string());
+                    }
+                    core.ready().await
+                })
+            })
+        };
+        let routing = shards.clone();
+        let router = axum::Router::new()
+            .fallback(move |request: axum::extract::Request| {
+                let shards = routing.clone();
+                async move { shards.route(request).await }
+            })
+            .merge(ops_router(readiness));
+        let mut http_stop = shutdown.clone();
+        let (address, http) = serve(options.http_addr, router, async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        })
+        .await
+        .map_err(|e| SchedulerError::Http(e.to_string()))?;
+        let url = options
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        tracing::info!(%address, %url, shards = options.shards, "scheduler HTTP API listening (sharded farm)");
+        let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
+        let running = tokio::spawn(shards.run(url, shutdown, joined_tx));
+        if joined_rx.await.is_ok() {
+            if let Some(bound) = bound {
+                let _ = bound.send(address);
+            }
+        }
+        let _ = running.await;
+        let _ = http.await;
         Ok(())
     }
 

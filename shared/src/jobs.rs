@@ -319,6 +319,11 @@ pub enum JobEvent {
 }
 
 impl JobEvent {
+    /// Whether this is the last event of this attempt (a result or a failure).
+    pub fn is_final(&self) -> bool {
+        matches!(self, JobEvent::Succeeded { .. } | JobEvent::Failed { .. })
+    }
+
     pub fn job(&self) -> &JobId {
         match self {
             JobEvent::Started { job, .. }

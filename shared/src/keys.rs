@@ -95,6 +95,12 @@ pub fn worker_heartbeat_key(worker: &str) -> String {
     format!("{SYSTEM_CACHE_PREFIX}worker:{worker}")
 }
 
+/// A scheduler's membership heartbeat on a sharded farm (`scheduler.shards` > 1): which scheduler it
+/// is, where it answers, which shards it holds. It expires unless renewed.
+pub fn scheduler_member_key(queue_prefix: &str, member: &str) -> String {
+    format!("{SYSTEM_CACHE_PREFIX}scheduler:{queue_prefix}:{member}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,9 @@ pub struct Metrics {
     pub job_retries: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub replies_undelivered: IntCounterVec,
+    pub scheduler_forwarded: IntCounterVec,
+    pub scheduler_shards_held: IntGauge,
+    pub scheduler_shard_moves: IntCounterVec,
     pub workers_alive: IntGauge,
     pub worker_busy_seconds: prometheus::Counter,
     pub worker_slots: IntGauge,
@@ -279,6 +282,27 @@ impl Metrics {
                 "reverie_replies_undelivered_total",
                 "AMQP replies not delivered: reply_to refused (malformed, farm_queue, other_tenant, foreign) or the publish failed (no_such_queue, not_confirmed, unreachable, backlog).",
                 &["reason"],
+            ),
+            scheduler_forwarded: counter(
+                &r,
+                "reverie_scheduler_forwarded_total",
+                "Requests and events a scheduler passed on to the owner of their tenant's shard: ingress = http (proxied), amqp (to the shard's requests queue), events (to the shard's events queue); outcome = ok | failed.",
+                &["ingress", "outcome"],
+            ),
+            scheduler_shards_held: {
+                let gauge = IntGauge::new(
+                    "reverie_scheduler_shards_held",
+                    "Tenant shards this scheduler holds (scheduler.shards > 1).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(gauge.clone())).expect("metric registered once");
+                gauge
+            },
+            scheduler_shard_moves: counter(
+                &r,
+                "reverie_scheduler_shard_moves_total",
+                "Shards this scheduler took or gave: change = taken | released | lost (its claim went with its broker connection).",
+                &["change"],
             ),
             workers_alive,
             worker_busy_seconds,

@@ -96,6 +96,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
         photo_cache: None,
         // The demo's worker checks every output's people (and cuts them out by segmentation).
         analyser: Some(Arc::new(analyser)),
+        event_routes: Default::default(),
     });
     let worker_task = tokio::spawn(run_worker(worker, shutdown.clone()));
 

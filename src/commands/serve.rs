@@ -54,7 +54,12 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let analyser = Arc::new(crate::commands::demo::load_analyser_fetching_models(&config).await);
-    let scheduler = Scheduler::new(backends.clone(), SchedulerOptions::from_config(&config));
+    // One process is the whole farm here: its tenants are never shared with another scheduler.
+    let options = SchedulerOptions {
+        shards: 1,
+        ..SchedulerOptions::from_config(&config)
+    };
+    let scheduler = Scheduler::new(backends.clone(), options);
     let core = scheduler.core().clone();
     let tenant = TenantId::new(config.serve.tenant.clone())
         .with_context(|| format!("serve.tenant {:?}", config.serve.tenant))?;
@@ -101,6 +106,7 @@ pub async fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<()> {
                 renderers: renderers.clone(),
                 photo_cache: None,
                 analyser: Some(analyser.clone()),
+                event_routes: Default::default(),
             });
             worker_tasks.push(tokio::spawn(run_worker(ctx, shutdown.clone())));
         }

@@ -42,6 +42,7 @@ pub async fn run(global: &GlobalArgs, args: WorkerArgs) -> anyhow::Result<()> {
             &config.models_dir(),
             std::time::Duration::from_secs(config.cache.embedding_ttl_s),
         ))),
+        event_routes: Default::default(),
     });
     run_worker(ctx, app::shutdown_signal()).await?;
     Ok(())

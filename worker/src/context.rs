@@ -53,6 +53,8 @@ pub struct WorkerContext {
     pub photo_cache: Option<Arc<PhotoCache>>,
     /// Analyses shards from the analysis queue; `None` for workers that only render.
     pub analyser: Option<Arc<crate::analysis::Analyser>>,
+    /// Where each held job's events go (the shard of the scheduler that follows it).
+    pub event_routes: crate::event_routes::EventRoutes,
 }
 
 impl WorkerContext {
@@ -119,6 +121,32 @@ impl WorkerContext {
     /// [`Self::publish_events`] in the current layout (`current`: envelope version 4, with the
     /// identity check) or the version-1 layout every scheduler reads.
     pub async fn publish_events_in(&self, events: &[JobEvent], current: bool) -> bool {
+        // A render batch may hold jobs of tenants that different schedulers follow: one message per
+        // events queue, in the batch's order within each.
+        let mut by_queue: Vec<(String, Vec<JobEvent>)> = Vec::new();
+        for event in events {
+            let queue = self.event_routes.queue_for(event.job(), &self.queues);
+            match by_queue.iter_mut().find(|(q, _)| *q == queue) {
+                Some((_, list)) => list.push(event.clone()),
+                None => by_queue.push((queue, vec![event.clone()])),
+            }
+        }
+        let sent = futures::future::join_all(
+            by_queue
+                .iter()
+                .map(|(queue, list)| self.publish_events_to(queue, list, current)),
+        )
+        .await;
+        let confirmed = sent.iter().all(|ok| *ok);
+        if confirmed {
+            for event in events.iter().filter(|e| e.is_final()) {
+                self.event_routes.forget(event.job());
+            }
+        }
+        confirmed
+    }
+
+    async fn publish_events_to(&self, queue: &str, events: &[JobEvent], current: bool) -> bool {
         let Some(first) = events.first() else {
             return true;
         };
@@ -148,16 +176,15 @@ impl WorkerContext {
             ..Backoff::from(&self.retry)
         };
         let result = with_backoff("event queue", backoff, QueueError::is_transient, || {
-            self.backends.queue.publish(
-                &self.queues.events,
-                Message::new(body.clone()).with_props(props.clone()),
-            )
+            self.backends
+                .queue
+                .publish(queue, Message::new(body.clone()).with_props(props.clone()))
         })
         .await;
         match result {
             Ok(()) => true,
             Err(error) => {
-                tracing::warn!(job = %first.job(), events = events.len(), %error, "could not publish job events");
+                tracing::warn!(job = %first.job(), events = events.len(), queue, %error, "could not publish job events");
                 false
             }
         }

@@ -7,6 +7,7 @@ pub mod analysis_jobs;
 pub mod batcher;
 pub mod context;
 pub mod cutout;
+pub mod event_routes;
 pub mod identity;
 pub mod inputs;
 pub mod library_analysis;

@@ -257,6 +257,7 @@ fn context(farm: &Embedded, settings: WorkerSettings) -> Arc<WorkerContext> {
         renderers: Renderers::default().with(farm.renderer.clone()),
         photo_cache: None,
         analyser: None,
+        event_routes: Default::default(),
     })
 }
 

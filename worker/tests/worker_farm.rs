@@ -108,6 +108,7 @@ fn context_with(
         renderers: Renderers::default().with(renderer),
         photo_cache: None,
         analyser: None,
+        event_routes: Default::default(),
     })
 }
 

@@ -33,6 +33,25 @@ pub fn asks_final_only(replies_header: Option<&str>) -> bool {
     replies_header.is_some_and(|value| value.trim().eq_ignore_ascii_case("final"))
 }
 
+/// The header a scheduler that forwards an AMQP request to its tenant's shard puts the sender's
+/// broker-validated `user_id` in (the broker lets a publisher set `user_id` to its own user only).
+pub const FORWARDED_USER_HEADER: &str = "x-reverie-broker-user";
+
+/// The broker user a request read from a shard's requests queue was sent by: its `user_id`, or, on a
+/// request a scheduler forwarded (its `user_id` is the schedulers' own user, `own_user`, which the
+/// broker checked), the user the forwarding scheduler saw. Only for a shard's own queue: on the shared
+/// requests queue the header is never believed.
+pub fn broker_user_of(
+    props: &reverie_shared::ports::queue::MessageProps,
+    own_user: Option<String>,
+) -> Option<String> {
+    let forwarded = props.headers.get(FORWARDED_USER_HEADER);
+    match (&props.user_id, forwarded, own_user) {
+        (Some(sender), Some(original), Some(own)) if *sender == own => Some(original.clone()),
+        _ => props.user_id.clone(),
+    }
+}
+
 /// What the ingress knows about who sent a request.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -68,6 +87,30 @@ fn claimed_tenants(credentials: &Credentials, body_tenant: Option<&str>) -> Vec<
     .flatten()
     .filter_map(|name| TenantId::new(&name).ok())
     .collect()
+}
+
+/// The tenant a request would act for, read before it is authenticated (the same order
+/// [`bind_tenant`] applies: the token's tenant, else the tenant the body names, else the broker user):
+/// where to route it, never whom to trust.
+pub fn tenant_hint(credentials: &Credentials, body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        tenant: Option<String>,
+    }
+    let token_tenant = credentials
+        .token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .and_then(|t| t.split_once(':'))
+        .map(|(tenant, _)| tenant.to_string());
+    token_tenant
+        .or_else(|| {
+            serde_json::from_slice::<Named>(body)
+                .ok()
+                .and_then(|named| named.tenant)
+        })
+        .or_else(|| credentials.broker_user.clone())
 }
 
 /// `route` if a request acting for one of `tenants` may be answered there; otherwise `None`, logged

@@ -11,7 +11,7 @@ use reverie_shared::ids::{JobId, RequestId, TenantId};
 use reverie_shared::jobs::{GenerateJob, Job, JobSpec, Priority};
 use reverie_shared::metrics;
 use reverie_shared::ports::queue::{Message, MessageProps, SharedQueue};
-use reverie_shared::queues::QueueNames;
+use reverie_shared::queues::{QueueNames, ShardNames, EVENTS_HEADER};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -24,6 +24,7 @@ use crate::records::{Records, RequestRecord};
 pub(crate) struct Dispatch {
     queue: SharedQueue,
     queues: QueueNames,
+    shard: ShardNames,
     records: Records,
     open: Arc<OpenRequests>,
     feeder: SyncMutex<Feeder>,
@@ -35,6 +36,7 @@ impl Dispatch {
     pub fn new(
         queue: SharedQueue,
         queues: QueueNames,
+        shard: ShardNames,
         records: Records,
         open: Arc<OpenRequests>,
         batch_in_flight_per_tenant: usize,
@@ -42,6 +44,7 @@ impl Dispatch {
         Dispatch {
             queue,
             queues,
+            shard,
             records,
             open,
             feeder: SyncMutex::new(Feeder::new(batch_in_flight_per_tenant)),
@@ -51,7 +54,7 @@ impl Dispatch {
 
     /// Declares every queue the scheduler uses.
     pub async fn declare_queues(&self) -> Result<()> {
-        for spec in self.queues.specs() {
+        for spec in self.queues.specs().into_iter().chain(self.shard.specs()) {
             self.queue.declare(&spec).await?;
         }
         Ok(())
@@ -81,7 +84,7 @@ impl Dispatch {
             if job.published || job.state.is_final() {
                 continue;
             }
-            let (message_job, message) = job_message(&job.spec, priority)?;
+            let (message_job, message) = job_message(&job.spec, priority, &self.shard)?;
             match priority {
                 Priority::Interactive => {
                     let span = tracing::info_span!("publish", job = %job.job);
@@ -135,7 +138,7 @@ impl Dispatch {
             lock(&self.feeder).finished(&tenant, &spec.job);
             return Ok(true);
         }
-        let (_, message) = job_message(spec, Priority::Batch)?;
+        let (_, message) = job_message(spec, Priority::Batch, &self.shard)?;
         let span = tracing::info_span!("publish", job = %spec.job);
         if let Err(error) = self
             .queue
@@ -209,7 +212,13 @@ impl Dispatch {
 }
 
 /// The job message of a job record's spec: the one conversion from job record to queue message.
-fn job_message(spec: &GenerateJob, priority: Priority) -> Result<(Job, Message)> {
+/// A job as published. On a sharded farm it names its shard's events queue ([`EVENTS_HEADER`]), so
+/// its worker answers the scheduler that follows the request.
+fn job_message(
+    spec: &GenerateJob,
+    priority: Priority,
+    shard: &ShardNames,
+) -> Result<(Job, Message)> {
     let job = Job {
         spec: JobSpec::Generate(spec.clone()),
         attempt: 1,
@@ -223,7 +232,11 @@ fn job_message(spec: &GenerateJob, priority: Priority) -> Result<(Job, Message)>
         priority: priority.amqp(),
         ..MessageProps::default()
     };
-    Ok((job, Message::new(body).with_props(props)))
+    let mut message = Message::new(body).with_props(props);
+    if shard.count > 1 {
+        message = message.with_header(EVENTS_HEADER, shard.events.clone());
+    }
+    Ok((job, message))
 }
 
 fn now_ms() -> u64 {
@@ -239,6 +252,7 @@ mod tests {
         Dispatch::new(
             embedded.backends.queue.clone(),
             embedded.queues.clone(),
+            embedded.queues.shard(0, 1),
             embedded.records.clone(),
             open.clone(),
             per_tenant,

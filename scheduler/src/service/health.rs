@@ -64,6 +64,20 @@ impl Health {
     /// Age of the oldest job this scheduler published that no worker has started yet (the broker does
     /// not tell message ages over AMQP; the job records do).
     async fn sample_oldest_queued(&self) {
+        let oldest = self.oldest_queued_secs().await;
+        self.set_oldest_queued(oldest);
+    }
+
+    /// Sets the oldest-queued gauge (a sharded scheduler: the oldest over its shards).
+    pub fn set_oldest_queued(&self, seconds: f64) {
+        metrics::global()
+            .queue_oldest_age
+            .with_label_values(&[self.queues.generate.as_str()])
+            .set(seconds);
+    }
+
+    /// Age in seconds of the oldest published job of this core's requests that no worker started.
+    pub async fn oldest_queued_secs(&self) -> f64 {
         let now = Utc::now();
         let mut oldest = 0.0f64;
         for entry in self.open.all() {
@@ -78,10 +92,7 @@ impl Health {
                 oldest = oldest.max(age);
             }
         }
-        metrics::global()
-            .queue_oldest_age
-            .with_label_values(&[self.queues.generate.as_str()])
-            .set(oldest);
+        oldest
     }
 
     /// Live workers, from their heartbeats.

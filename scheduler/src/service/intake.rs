@@ -413,6 +413,7 @@ mod tests {
         let dispatch = Arc::new(Dispatch::new(
             embedded.backends.queue.clone(),
             embedded.queues.clone(),
+            embedded.queues.shard(0, 1),
             embedded.records.clone(),
             open.clone(),
             1,

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use reverie_shared::backends::Backends;
 use reverie_shared::ids::{RequestId, TenantId};
 use reverie_shared::jobs::JobEvent;
-use reverie_shared::queues::QueueNames;
+use reverie_shared::queues::{QueueNames, ShardNames};
 use tokio::sync::broadcast;
 
 pub use intake::Intake;
@@ -52,6 +52,11 @@ pub struct Core {
 struct Parts {
     backends: Backends,
     queues: QueueNames,
+    /// The share of the farm's tenants this core follows (with `scheduler.shards` = 1: all of them).
+    shard: ShardNames,
+    /// The broker connection (`JobQueue::connection_epoch`) a sharded core's claim was taken on;
+    /// `u64::MAX`: not pinned (one scheduler, which takes its claim back on a new connection).
+    claimed_on: std::sync::atomic::AtomicU64,
     options: SchedulerOptions,
     tenants: Tenants,
     records: Records,
@@ -74,10 +79,22 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
+    /// The core of a farm with one scheduler: every tenant, the farm's shared names.
     pub fn new(backends: Backends, options: SchedulerOptions) -> Core {
+        let shard = QueueNames::new(&options.queue_prefix).shard(0, 1);
+        Core::for_shard(backends, options, shard)
+    }
+
+    /// The core that follows the tenants of one shard (docs/architecture.md, "Schedulers that share
+    /// the farm"): its own open log, events queue and requests queue.
+    pub fn for_shard(backends: Backends, options: SchedulerOptions, shard: ShardNames) -> Core {
         let queues = QueueNames::new(&options.queue_prefix);
         let tenants = Tenants::new(backends.store.clone(), backends.cache.clone());
-        let records = Records::new(backends.store.clone(), backends.cache.clone());
+        let records = Records::with_open_log(
+            backends.store.clone(),
+            backends.cache.clone(),
+            &shard.open_log_prefix,
+        );
         let open = Arc::new(state::OpenRequests::default());
         let quotas = Arc::new(state::Quotas::default());
         let gates = Arc::new(state::TenantGates::default());
@@ -85,6 +102,7 @@ impl Core {
         let dispatch = Arc::new(dispatch::Dispatch::new(
             backends.queue.clone(),
             queues.clone(),
+            shard.clone(),
             records.clone(),
             open.clone(),
             options.batch_in_flight_per_tenant,
@@ -124,6 +142,8 @@ impl Core {
             parts: Arc::new(Parts {
                 backends,
                 queues,
+                shard,
+                claimed_on: std::sync::atomic::AtomicU64::new(u64::MAX),
                 options,
                 tenants,
                 records,
@@ -149,6 +169,30 @@ impl Core {
 
     pub fn queues(&self) -> &QueueNames {
         &self.parts.queues
+    }
+
+    /// The share of the tenants this core follows, and the names it uses for them.
+    pub fn shard(&self) -> &ShardNames {
+        &self.parts.shard
+    }
+
+    /// Pins the core to the broker connection its shard's claim was taken on: once the queue
+    /// reconnects, its consumers do not start again (the shard is taken afresh, recovered from the
+    /// store, by whoever it is assigned to).
+    pub fn pin_to_connection(&self, epoch: u64) {
+        self.parts
+            .claimed_on
+            .store(epoch, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the core may still act on its claim: not pinned, or its connection is the one it
+    /// claimed on.
+    pub fn on_its_connection(&self) -> bool {
+        let pinned = self
+            .parts
+            .claimed_on
+            .load(std::sync::atomic::Ordering::SeqCst);
+        pinned == u64::MAX || pinned == self.parts.backends.queue.connection_epoch()
     }
 
     pub fn options(&self) -> &SchedulerOptions {
@@ -296,6 +340,21 @@ impl Core {
     /// Samples queue depths, the oldest queued job and live workers into the metrics.
     pub async fn sample_metrics(&self) {
         self.parts.health.sample_metrics().await
+    }
+
+    /// Age in seconds of the oldest published, unstarted job of the requests this core follows.
+    pub async fn oldest_queued_secs(&self) -> f64 {
+        self.parts.health.oldest_queued_secs().await
+    }
+
+    /// Sets the oldest-queued gauge (a sharded scheduler: the oldest over its shards).
+    pub fn set_oldest_queued(&self, seconds: f64) {
+        self.parts.health.set_oldest_queued(seconds)
+    }
+
+    /// Ends every event stream of this core (its shard moved to another scheduler).
+    pub fn close_streams(&self) {
+        self.parts.replies.close_all()
     }
 
     /// Live workers, from their heartbeats.

@@ -90,6 +90,12 @@ impl ReplyRouter {
         }
     }
 
+    /// Ends every event stream (the shard moved to another scheduler): subscribers see the stream end
+    /// and reconnect, reaching the new holder.
+    pub fn close_all(&self) {
+        lock(&self.streams).clear();
+    }
+
     /// Drops the event streams of a forgotten tenant.
     pub fn forget(&self, tenant: &TenantId) {
         lock(&self.streams).retain(|(t, _), _| t != tenant);

@@ -45,6 +45,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "cache.embedding_ttl_s", default: "2592000", doc: "Time to live of cached embeddings (30 days); the persisted analysis refills them." },
     Key { name: "scheduler.http_addr", default: "127.0.0.1:8080", doc: "Scheduler HTTP API, /metrics, /healthz and /readyz." },
     Key { name: "scheduler.tenant_queue_quota", default: "10000", doc: "Most jobs one tenant may have queued; more are rejected with a reason." },
+    Key { name: "scheduler.shards", default: "1", doc: "Tenant shares of the farm (1 to 1024). 1: one active scheduler, others wait as standbys. More: every scheduler is active and owns some shares; set the same value on every scheduler and drain the farm before changing it (docs/architecture.md, \"Schedulers that share the farm\")." },
+    Key { name: "scheduler.advertise_url", default: "", doc: "Base URL other schedulers use to forward HTTP requests to this one when it owns the tenant (shards > 1). Empty: http://{scheduler.http_addr}." },
     Key { name: "serve.import_roots", default: "", doc: "`reverie serve`: folders on the server the web app may import from, separated like PATH (`:`); `--photos DIR` adds one. Nothing outside them is read." },
     Key { name: "serve.max_upload_mb", default: "25", doc: "`reverie serve`: the largest photo the web app may upload." },
     Key { name: "serve.workers", default: "1", doc: "`reverie serve`: workers started in the process when the queue is the embedded one (with RabbitMQ configured, farm workers do the work and this is ignored unless `--workers` says otherwise)." },

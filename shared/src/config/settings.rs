@@ -100,6 +100,8 @@ pub struct CacheSettings {
 pub struct SchedulerSettings {
     pub http_addr: SocketAddr,
     pub tenant_queue_quota: u32,
+    pub shards: u16,
+    pub advertise_url: String,
 }
 
 /// `reverie serve`: the whole farm and the web app in one process.
@@ -201,6 +203,8 @@ impl Default for SchedulerSettings {
         SchedulerSettings {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             tenant_queue_quota: 10_000,
+            shards: 1,
+            advertise_url: String::new(),
         }
     }
 }

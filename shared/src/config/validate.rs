@@ -44,6 +44,13 @@ impl Config {
                 "worker.max_attempts and worker.max_deliveries must be at least 1".into(),
             ));
         }
+        if !(1..=crate::queues::MAX_SHARDS).contains(&self.scheduler.shards) {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.shards must be between 1 and {}, not {}",
+                crate::queues::MAX_SHARDS,
+                self.scheduler.shards
+            )));
+        }
         Ok(())
     }
 }

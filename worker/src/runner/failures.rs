@@ -8,6 +8,7 @@ use reverie_shared::envelope;
 use reverie_shared::jobs::Job;
 use reverie_shared::metrics;
 use reverie_shared::ports::queue::{Delivery, Message, MessageProps, QueueError};
+use reverie_shared::queues::EVENTS_HEADER;
 use reverie_shared::retry::Backoff;
 
 use super::Held;
@@ -108,10 +109,11 @@ pub(super) async fn fail(ctx: &WorkerContext, held: Held, failure: JobFailure) {
         };
         let queue = ctx.queues.generate.clone();
         let backends = ctx.backends.clone();
+        let events_route = events_route_of(&delivery);
         // The retry is published before the original is acked, so the job exists on the broker throughout.
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            match republish(&backends.queue, &queue, &retry, version).await {
+            match republish(&backends.queue, &queue, &retry, version, events_route).await {
                 Ok(()) => {
                     let _ = delivery.ack().await;
                 }
@@ -206,9 +208,10 @@ fn wait_for_infrastructure(
     tracing::warn!(job = %job.spec.id(), retries, retry_in_ms = wait.as_millis() as u64, reason, "dependency unavailable; job will be retried");
     let queue = ctx.backends.queue.clone();
     let name = ctx.queues.generate.clone();
+    let events_route = events_route_of(&delivery);
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        match republish_with(&queue, &name, &job, version, retries + 1).await {
+        match republish_with(&queue, &name, &job, version, retries + 1, events_route).await {
             Ok(()) => {
                 let _ = delivery.ack().await;
             }
@@ -225,8 +228,14 @@ async fn republish(
     name: &str,
     job: &Job,
     version: u8,
+    events_route: Option<String>,
 ) -> Result<(), QueueError> {
-    republish_with(queue, name, job, version, 0).await
+    republish_with(queue, name, job, version, 0, events_route).await
+}
+
+/// The events queue the original job named ([`EVENTS_HEADER`]), which a republished job keeps.
+fn events_route_of(delivery: &Delivery) -> Option<String> {
+    delivery.props().headers.get(EVENTS_HEADER).cloned()
 }
 
 /// Republishes a job in the envelope version it came in, so whichever worker takes it next answers
@@ -237,6 +246,7 @@ async fn republish_with(
     job: &Job,
     version: u8,
     infra_retries: u32,
+    events_route: Option<String>,
 ) -> Result<(), QueueError> {
     let encoded = match version {
         envelope::CURRENT_VERSION => {
@@ -259,6 +269,9 @@ async fn republish_with(
         props
             .headers
             .insert(INFRA_RETRIES_HEADER.to_string(), infra_retries.to_string());
+    }
+    if let Some(route) = events_route {
+        props.headers.insert(EVENTS_HEADER.to_string(), route);
     }
     queue
         .publish(name, Message::new(body).with_props(props))

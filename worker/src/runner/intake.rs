@@ -64,6 +64,8 @@ pub(super) async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Hel
             return None;
         }
     };
+    ctx.event_routes
+        .note(&spec.job, delivery.props(), &ctx.queues);
     if delivery.redelivered
         && ctx.delivery_count(&job).await >= u64::from(ctx.settings.max_deliveries)
     {
@@ -89,6 +91,7 @@ pub(super) async fn admit(ctx: &WorkerContext, delivery: Delivery) -> Option<Hel
         return None;
     }
     if ctx.is_cancelled(&spec).await {
+        ctx.event_routes.forget(&spec.job);
         tracing::info!(job = %spec.job, "job was cancelled while queued; skipping it");
         metrics::global()
             .jobs

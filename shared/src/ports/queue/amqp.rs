@@ -46,6 +46,9 @@ struct Inner {
     uri: String,
     address: String,
     link: Mutex<Option<Arc<Link>>>,
+    /// Counts the connections made: a claim holder compares it to know its connection (and with it
+    /// its claims) is still the one it claimed on.
+    connections: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Clone)]
@@ -71,7 +74,44 @@ fn redact(uri: &str) -> String {
     }
 }
 
+/// `%xx` escapes of a URI's user part decoded (a user name with `@` or `:` in it).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| text.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 impl AmqpQueue {
+    /// Closes the broker connection as a crash or a network partition would, without releasing
+    /// anything: the broker drops this connection's claims and hands its unacknowledged deliveries to
+    /// other consumers. The next call reconnects. Fault tests use it.
+    pub async fn drop_connection(&self) {
+        let link = self.inner.link.lock().await.take();
+        if let Some(link) = link {
+            let _ = link
+                .connection
+                .close(320, ShortString::from("connection dropped (fault test)"))
+                .await;
+        }
+    }
+
     /// Connects once; callers wrap this in `retry::with_backoff` to wait for a broker that is starting.
     pub async fn connect(uri: &str) -> Result<AmqpQueue, QueueError> {
         let queue = AmqpQueue {
@@ -79,6 +119,7 @@ impl AmqpQueue {
                 uri: uri.to_string(),
                 address: redact(uri),
                 link: Mutex::new(None),
+                connections: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         queue.link().await?;
@@ -144,6 +185,15 @@ impl AmqpQueue {
                 return Ok(link.clone());
             }
             tracing::warn!(address = %self.inner.address, "AMQP connection lost; reconnecting");
+            // Only the publishing channel may be gone (the broker closes a channel on a refused
+            // publish): the old connection would keep its consumers and claims alive beside the new
+            // one, so it is closed, and they go with it.
+            if link.connection.status().connected() {
+                let _ = link
+                    .connection
+                    .close(200, ShortString::from("replaced"))
+                    .await;
+            }
         }
         let connection = Connection::connect(&self.inner.uri, ConnectionProperties::default())
             .await
@@ -174,6 +224,9 @@ impl AmqpQueue {
             repliers: (0..REPLY_CHANNELS).map(|_| Mutex::new(None)).collect(),
         });
         *slot = Some(link.clone());
+        self.inner
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(link)
     }
 
@@ -442,6 +495,22 @@ impl Drop for AmqpConsumer {
 
 #[async_trait]
 impl JobQueue for AmqpQueue {
+    /// The user of the connection URI (`amqp://user:pass@host`); RabbitMQ's default `guest` when it
+    /// names none.
+    fn broker_user(&self) -> Option<String> {
+        let after_scheme = self
+            .inner
+            .uri
+            .split_once("://")
+            .map_or("", |(_, rest)| rest);
+        let user = match after_scheme.rsplit_once('@') {
+            Some((credentials, _)) => credentials.split(':').next().unwrap_or_default(),
+            None => "",
+        };
+        let user = if user.is_empty() { "guest" } else { user };
+        Some(percent_decode(user))
+    }
+
     fn backend(&self) -> &'static str {
         "amqp"
     }
@@ -598,6 +667,12 @@ impl JobQueue for AmqpQueue {
 
     async fn ping(&self) -> Result<(), QueueError> {
         self.link().await.map(|_| ())
+    }
+
+    fn connection_epoch(&self) -> u64 {
+        self.inner
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A claim is an exclusive, auto-deleted queue named `name`: RabbitMQ lets only the declaring

@@ -136,6 +136,14 @@ impl<Q: JobQueue> JobQueue for MeteredQueue<Q> {
         result
     }
 
+    fn connection_epoch(&self) -> u64 {
+        self.inner.connection_epoch()
+    }
+
+    fn broker_user(&self) -> Option<String> {
+        self.inner.broker_user()
+    }
+
     async fn release_claim(&self, name: &str) -> Result<(), QueueError> {
         let timer = CallTimer::start();
         let result = self.inner.release_claim(name).await;

@@ -300,4 +300,17 @@ pub trait JobQueue: Send + Sync + std::fmt::Debug {
 
     /// Gives up a claim this handle holds (a graceful stop), so a waiting claimant takes over at once.
     async fn release_claim(&self, name: &str) -> Result<(), QueueError>;
+
+    /// Which connection this handle is on: it changes whenever the handle reconnects. Claims live as
+    /// long as one connection, so a claim taken on an earlier connection is gone (or may be another's).
+    /// The in-process queue never loses its connection: always 0.
+    fn connection_epoch(&self) -> u64 {
+        0
+    }
+
+    /// The user this handle publishes as, which the broker checks a message's `user_id` against
+    /// (RabbitMQ); `None` where nothing checks it (the in-process queue).
+    fn broker_user(&self) -> Option<String> {
+        None
+    }
 }
