@@ -13,8 +13,10 @@
 //! [`Core`] only wires them; both ingresses (AMQP and HTTP) call into it, and it knows nothing of their
 //! wire formats.
 //!
-//! One scheduler process is active per farm: idempotency and the fairness feeder keep their state in
-//! this process (records are durable, so a restarted or standby scheduler takes over from the store).
+//! One core follows each tenant at a time: the one core of a farm with one active scheduler, or the
+//! core of the tenant's shard on the scheduler holding it ([`crate::shards`]). Idempotency and the
+//! fairness feeder keep their state in that core (records are durable, so whoever takes over recovers
+//! from the store).
 
 mod dispatch;
 mod health;
