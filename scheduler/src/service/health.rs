@@ -28,6 +28,18 @@ impl Health {
                 .batch_run_photos
                 .with_label_values(&[outcome]);
         }
+        for change in ["taken", "released", "lost"] {
+            metrics::global()
+                .scheduler_shard_moves
+                .with_label_values(&[change]);
+        }
+        for ingress in ["http", "amqp", "events"] {
+            for outcome in ["ok", "failed"] {
+                metrics::global()
+                    .scheduler_forwarded
+                    .with_label_values(&[ingress, outcome]);
+            }
+        }
         Health {
             backends,
             queues,
