@@ -117,6 +117,23 @@ impl SchedulerProcess {
     }
 }
 
+/// The heartbeat watcher of [`Bench::watch_exclusive`].
+struct Watcher {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<usize>,
+}
+
+impl Watcher {
+    /// Stops watching; the watcher must have seen the heartbeats (and no shard held twice).
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        assert!(
+            self.task.await.unwrap() > 0,
+            "the watcher never read the heartbeats"
+        );
+    }
+}
+
 /// The test's side of the farm: shared clients, tenants, a worker, and what it saw.
 struct Bench {
     prefix: String,
@@ -221,9 +238,17 @@ impl Bench {
         }
     }
 
+    /// Two schedulers, balanced.
+    async fn two_schedulers(&self) -> (SchedulerProcess, SchedulerProcess) {
+        let first = self.member().await;
+        let second = self.member().await;
+        self.until_balanced(2, Duration::from_secs(20)).await;
+        (first, second)
+    }
+
     /// Samples the heartbeats every 50 ms until stopped; fails the test if a shard is ever listed by
     /// two members at once.
-    fn watch_exclusive(&self) -> (watch::Sender<bool>, tokio::task::JoinHandle<usize>) {
+    fn watch_exclusive(&self) -> Watcher {
         let (stop, mut stopped) = watch::channel(false);
         let (cache, prefix) = (self.backends.cache.clone(), self.prefix.clone());
         let task = tokio::spawn(async move {
@@ -254,7 +279,7 @@ impl Bench {
             }
             samples
         });
-        (stop, task)
+        Watcher { stop, task }
     }
 
     /// Plays the workers: runs every generate job (after `delay`), answering on the events queue
@@ -337,10 +362,7 @@ impl Bench {
     }
 
     /// A reply queue of `tenant` and a task counting the final replies on it by correlation id.
-    async fn replies(
-        &self,
-        tenant: &TenantId,
-    ) -> (String, Arc<Mutex<BTreeMap<String, Vec<String>>>>) {
+    async fn replies(&self, tenant: &TenantId) -> (String, Finals) {
         let name = format!("{}.reply.{tenant}:{}", self.prefix, unique("r"));
         self.backends
             .queue
@@ -348,7 +370,7 @@ impl Bench {
             .await
             .unwrap();
         let mut consumer = self.backends.queue.consume(&name, 64).await.unwrap();
-        let finals: Arc<Mutex<BTreeMap<String, Vec<String>>>> = Arc::default();
+        let finals: Finals = Arc::default();
         let seen = finals.clone();
         tokio::spawn(async move {
             while let Ok(delivery) = consumer.next().await {
@@ -365,6 +387,15 @@ impl Bench {
             }
         });
         (name, finals)
+    }
+
+    /// A reply queue per tenant (index = tenant), each with its final replies as they come.
+    async fn reply_queues(&self) -> Vec<(String, Finals)> {
+        let mut queues = Vec::new();
+        for (tenant, _) in &self.tenants {
+            queues.push(self.replies(tenant).await);
+        }
+        queues
     }
 
     /// Publishes a batch request of `tenant` to the farm's shared requests queue, as another service does.
@@ -390,6 +421,25 @@ impl Bench {
             .publish(&self.queues.requests, Message::new(body).with_props(props))
             .await
             .unwrap();
+    }
+
+    /// One request per tenant over AMQP (answered on its reply queue) and one over HTTP to `url`;
+    /// their keys are added to `amqp_keys` and `http_keys`.
+    async fn send_round(
+        &self,
+        reply_queues: &[(String, Finals)],
+        url: &str,
+        amqp_keys: &mut Vec<(usize, String)>,
+        http_keys: &mut Vec<(usize, String)>,
+    ) {
+        for (tenant, (reply_to, _)) in reply_queues.iter().enumerate() {
+            let key = unique(&format!("a{tenant}"));
+            self.publish(tenant, &key, reply_to).await;
+            amqp_keys.push((tenant, key));
+            let key = unique(&format!("h{tenant}"));
+            self.submit(url, tenant, &key).await;
+            http_keys.push((tenant, key));
+        }
     }
 
     /// Submits over HTTP to `url`, retrying while the tenant's shard is moving (503).
@@ -427,6 +477,14 @@ impl Bench {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+
+    /// After a take-over a job may run again (the broker redelivers what was unacked, recovery
+    /// republishes what was not recorded as published): at-least-once for the work, exactly once for
+    /// the answer. Only the routing of every job is checked.
+    fn assert_each_job_was_routed_allowing_reruns(&self) {
+        let reruns: BTreeSet<String> = self.runs.lock().unwrap().keys().cloned().collect();
+        self.assert_each_job_ran_once_and_was_routed(&reruns);
     }
 
     fn assert_each_job_ran_once_and_was_routed(&self, allowed_reruns: &BTreeSet<String>) {
@@ -479,6 +537,23 @@ async fn events_body(url: &str, token: &str, request: &str) -> String {
     String::from_utf8_lossy(&body.to_bytes()).into_owned()
 }
 
+/// Final replies by correlation id, as a reply queue's consumer saw them.
+type Finals = Arc<Mutex<BTreeMap<String, Vec<String>>>>;
+
+/// Waits for the final replies of every AMQP request in `keys` (tenant, key) on its tenant's reply
+/// queue, then checks each got exactly one, `done`.
+async fn assert_each_answered_once(reply_queues: &[(String, Finals)], keys: &[(usize, String)]) {
+    for (tenant, (_, finals)) in reply_queues.iter().enumerate() {
+        let keys: Vec<String> = keys
+            .iter()
+            .filter(|(t, _)| *t == tenant)
+            .map(|(_, k)| k.clone())
+            .collect();
+        until_answered(finals, &keys).await;
+        assert_answered_once(&finals.lock().unwrap(), &keys);
+    }
+}
+
 /// Every AMQP request got exactly one final reply, and it is `done` (succeeded).
 fn assert_answered_once(finals: &BTreeMap<String, Vec<String>>, keys: &[String]) {
     for key in keys {
@@ -487,7 +562,7 @@ fn assert_answered_once(finals: &BTreeMap<String, Vec<String>>, keys: &[String])
     }
 }
 
-async fn until_answered(finals: &Arc<Mutex<BTreeMap<String, Vec<String>>>>, keys: &[String]) {
+async fn until_answered(finals: &Finals, keys: &[String]) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while keys
         .iter()
@@ -512,7 +587,7 @@ async fn three_schedulers_share_the_tenants_and_answer_every_request_once_wherev
         bench.member().await,
     ];
     bench.until_balanced(3, Duration::from_secs(20)).await;
-    let (stop_watch, watching) = bench.watch_exclusive();
+    let watching = bench.watch_exclusive();
     let worker = bench.worker(Duration::from_millis(150));
 
     // The tenants are spread: not every tenant's shard is on one scheduler.
@@ -597,8 +672,7 @@ async fn three_schedulers_share_the_tenants_and_answer_every_request_once_wherev
     let stream = events_body(&other.url(), &bench.tenants[*tenant].1, key).await;
     assert!(stream.contains("event: done"), "{stream}");
 
-    let _ = stop_watch.send(true);
-    assert!(watching.await.unwrap() > 0);
+    watching.stop().await;
     worker.abort();
     for member in members {
         member.stop().await;
@@ -612,29 +686,22 @@ async fn three_schedulers_share_the_tenants_and_answer_every_request_once_wherev
 async fn a_killed_schedulers_tenants_are_taken_over_and_a_scheduler_added_under_load_takes_its_share(
 ) {
     let bench = Bench::new(6).await;
-    let first = bench.member().await;
-    let second = bench.member().await;
-    bench.until_balanced(2, Duration::from_secs(20)).await;
-    let (stop_watch, watching) = bench.watch_exclusive();
+    let (first, second) = bench.two_schedulers().await;
+    let watching = bench.watch_exclusive();
     // Jobs take a while, so the kill lands while requests of both schedulers are open.
     let worker = bench.worker(Duration::from_millis(1500));
 
-    let mut finals_by_tenant = Vec::new();
-    for tenant in 0..bench.tenants.len() {
-        finals_by_tenant.push(bench.replies(&bench.tenants[tenant].0).await);
-    }
+    let finals_by_tenant = bench.reply_queues().await;
     let mut amqp_keys = Vec::new();
     let mut http_keys = Vec::new();
-    for tenant in 0..bench.tenants.len() {
-        let key = unique(&format!("a{tenant}"));
-        bench
-            .publish(tenant, &key, &finals_by_tenant[tenant].0)
-            .await;
-        amqp_keys.push((tenant, key));
-        let key = unique(&format!("h{tenant}"));
-        bench.submit(&second.url(), tenant, &key).await;
-        http_keys.push((tenant, key));
-    }
+    bench
+        .send_round(
+            &finals_by_tenant,
+            &second.url(),
+            &mut amqp_keys,
+            &mut http_keys,
+        )
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // kill -9 of the first scheduler while its requests are open.
@@ -648,37 +715,22 @@ async fn a_killed_schedulers_tenants_are_taken_over_and_a_scheduler_added_under_
 
     // A scheduler added under load takes its share.
     let third = bench.member().await;
-    for tenant in 0..bench.tenants.len() {
-        let key = unique(&format!("b{tenant}"));
-        bench
-            .publish(tenant, &key, &finals_by_tenant[tenant].0)
-            .await;
-        amqp_keys.push((tenant, key));
-        let key = unique(&format!("g{tenant}"));
-        bench.submit(&third.url(), tenant, &key).await;
-        http_keys.push((tenant, key));
-    }
+    bench
+        .send_round(
+            &finals_by_tenant,
+            &third.url(),
+            &mut amqp_keys,
+            &mut http_keys,
+        )
+        .await;
     bench.until_balanced(2, Duration::from_secs(20)).await;
 
     bench.until_all_succeeded(&third.url(), &http_keys).await;
     bench.until_all_succeeded(&second.url(), &amqp_keys).await;
-    for (tenant, (_, finals)) in finals_by_tenant.iter().enumerate() {
-        let keys: Vec<String> = amqp_keys
-            .iter()
-            .filter(|(t, _)| *t == tenant)
-            .map(|(_, k)| k.clone())
-            .collect();
-        until_answered(finals, &keys).await;
-        assert_answered_once(&finals.lock().unwrap(), &keys);
-    }
-    // A job the killed scheduler's shards had published may run again after the take-over (the
-    // broker redelivers what was unacked, recovery republishes what was not recorded as published):
-    // at-least-once for the work, exactly once for the answer.
-    let reruns: BTreeSet<String> = bench.runs.lock().unwrap().keys().cloned().collect();
-    bench.assert_each_job_ran_once_and_was_routed(&reruns);
+    assert_each_answered_once(&finals_by_tenant, &amqp_keys).await;
+    bench.assert_each_job_was_routed_allowing_reruns();
 
-    let _ = stop_watch.send(true);
-    assert!(watching.await.unwrap() > 0);
+    watching.stop().await;
     worker.abort();
     second.stop().await;
     third.stop().await;
@@ -688,16 +740,11 @@ async fn a_killed_schedulers_tenants_are_taken_over_and_a_scheduler_added_under_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_scheduler_cut_off_from_the_broker_never_shares_a_shard_and_loses_nothing() {
     let bench = Bench::new(4).await;
-    let first = bench.member().await;
-    let second = bench.member().await;
-    bench.until_balanced(2, Duration::from_secs(20)).await;
-    let (stop_watch, watching) = bench.watch_exclusive();
+    let (first, second) = bench.two_schedulers().await;
+    let watching = bench.watch_exclusive();
     let worker = bench.worker(Duration::from_millis(800));
 
-    let mut finals_by_tenant = Vec::new();
-    for tenant in 0..bench.tenants.len() {
-        finals_by_tenant.push(bench.replies(&bench.tenants[tenant].0).await);
-    }
+    let finals_by_tenant = bench.reply_queues().await;
     let mut amqp_keys = Vec::new();
     for round in 0..3 {
         for tenant in 0..bench.tenants.len() {
@@ -716,21 +763,11 @@ async fn a_scheduler_cut_off_from_the_broker_never_shares_a_shard_and_loses_noth
         }
     }
     bench.until_all_succeeded(&second.url(), &amqp_keys).await;
-    for (tenant, (_, finals)) in finals_by_tenant.iter().enumerate() {
-        let keys: Vec<String> = amqp_keys
-            .iter()
-            .filter(|(t, _)| *t == tenant)
-            .map(|(_, k)| k.clone())
-            .collect();
-        until_answered(finals, &keys).await;
-        assert_answered_once(&finals.lock().unwrap(), &keys);
-    }
+    assert_each_answered_once(&finals_by_tenant, &amqp_keys).await;
     bench.until_balanced(2, Duration::from_secs(20)).await;
-    let reruns: BTreeSet<String> = bench.runs.lock().unwrap().keys().cloned().collect();
-    bench.assert_each_job_ran_once_and_was_routed(&reruns);
+    bench.assert_each_job_was_routed_allowing_reruns();
 
-    let _ = stop_watch.send(true);
-    assert!(watching.await.unwrap() > 0);
+    watching.stop().await;
     worker.abort();
     first.stop().await;
     second.stop().await;

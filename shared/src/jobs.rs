@@ -324,6 +324,15 @@ impl JobEvent {
         matches!(self, JobEvent::Succeeded { .. } | JobEvent::Failed { .. })
     }
 
+    pub fn tenant(&self) -> &TenantId {
+        match self {
+            JobEvent::Started { tenant, .. }
+            | JobEvent::Progress { tenant, .. }
+            | JobEvent::Succeeded { tenant, .. }
+            | JobEvent::Failed { tenant, .. } => tenant,
+        }
+    }
+
     pub fn job(&self) -> &JobId {
         match self {
             JobEvent::Started { job, .. }

@@ -69,17 +69,22 @@ pub struct Answer {
     pub route: Option<ReplyRoute>,
 }
 
+/// The tenant part of a `TENANT:SECRET` token, unauthenticated (`None` when it has none).
+pub fn token_tenant(token: &str) -> Option<&str> {
+    let (tenant, _) = token.trim().split_once(':')?;
+    (!tenant.is_empty()).then_some(tenant)
+}
+
 /// The tenants a request claims to act for before it is authenticated: the token's tenant, the body's
 /// `tenant`, the broker user. Used only to decide where a rejection may be answered: any of them (the
 /// sender could have claimed any one alone).
 fn claimed_tenants(credentials: &Credentials, body_tenant: Option<&str>) -> Vec<TenantId> {
-    let token_tenant = credentials
-        .token
-        .as_deref()
-        .and_then(|t| t.trim().split_once(':'))
-        .map(|(tenant, _)| tenant.to_string());
     [
-        token_tenant,
+        credentials
+            .token
+            .as_deref()
+            .and_then(token_tenant)
+            .map(str::to_string),
         body_tenant.map(str::to_string),
         credentials.broker_user.clone(),
     ]
@@ -97,14 +102,11 @@ pub fn tenant_hint(credentials: &Credentials, body: &[u8]) -> Option<String> {
     struct Named {
         tenant: Option<String>,
     }
-    let token_tenant = credentials
+    credentials
         .token
         .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .and_then(|t| t.split_once(':'))
-        .map(|(tenant, _)| tenant.to_string());
-    token_tenant
+        .and_then(token_tenant)
+        .map(str::to_string)
         .or_else(|| {
             serde_json::from_slice::<Named>(body)
                 .ok()

@@ -55,12 +55,7 @@ impl Settler {
 
     /// Applies a worker's event to its job's record and relays it to the requester.
     pub async fn handle_event(&self, event: JobEvent) -> Result<()> {
-        let (job, tenant) = match &event {
-            JobEvent::Started { job, tenant, .. }
-            | JobEvent::Progress { job, tenant, .. }
-            | JobEvent::Succeeded { job, tenant, .. }
-            | JobEvent::Failed { job, tenant, .. } => (job.clone(), tenant.clone()),
-        };
+        let (job, tenant) = (event.job().clone(), event.tenant().clone());
         let span = tracing::info_span!("event", job = %job, tenant = %tenant);
         self.settle_event(event, job, tenant).instrument(span).await
     }

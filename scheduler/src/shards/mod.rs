@@ -39,6 +39,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tower::ServiceExt;
 
 use crate::ingress::IntakeContext;
+use crate::lock;
 use crate::options::SchedulerOptions;
 use crate::runtime;
 use crate::service::Core;
@@ -454,7 +455,7 @@ impl Shards {
             }
         };
         let _ = held.stop.send(true);
-        let task = held.task.lock().ok().and_then(|mut task| task.take());
+        let task = lock(&held.task).take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -626,9 +627,7 @@ fn tenant_of_request(request: &Request<Body>) -> Option<String> {
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?;
-    let token = value.strip_prefix("Bearer ")?.trim();
-    let (tenant, _) = token.split_once(':')?;
-    (!tenant.is_empty()).then(|| tenant.to_string())
+    crate::ingress::token_tenant(value.strip_prefix("Bearer ")?).map(str::to_string)
 }
 
 async fn oneshot(router: Router, request: Request<Body>) -> Response {
@@ -664,12 +663,6 @@ fn moving(shard: u16) -> Response {
 
 fn read<T>(lock: &SyncRwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn lock<T>(mutex: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn write<T>(lock: &SyncRwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {

@@ -57,22 +57,16 @@ async fn relay_request(shards: &Shards, delivery: Delivery) {
             .headers
             .insert(FORWARDED_USER_HEADER.to_string(), user);
     }
-    forward_or_requeue(shards, "amqp", &names.requests, message, delivery).await;
+    forward_or_requeue(shards, &names.requests, message, delivery).await;
 }
 
-/// Publishes `message` to `queue` (confirmed) and acks `delivery`; requeues it when the publish failed.
-async fn forward_or_requeue(
-    shards: &Shards,
-    ingress: &str,
-    queue: &str,
-    message: Message,
-    delivery: Delivery,
-) {
+/// Publishes a request to `queue` (confirmed) and acks `delivery`; requeues it when the publish failed.
+async fn forward_or_requeue(shards: &Shards, queue: &str, message: Message, delivery: Delivery) {
     let published = shards.backends().queue.publish(queue, message).await;
     let outcome = if published.is_ok() { "ok" } else { "failed" };
     metrics::global()
         .scheduler_forwarded
-        .with_label_values(&[ingress, outcome])
+        .with_label_values(&["amqp", outcome])
         .inc();
     match published {
         Ok(()) => {
@@ -110,14 +104,8 @@ async fn relay_events(shards: &Shards, delivery: Delivery) {
     };
     let mut by_shard: BTreeMap<u16, Vec<JobEvent>> = BTreeMap::new();
     for event in events {
-        let tenant = match &event {
-            JobEvent::Started { tenant, .. }
-            | JobEvent::Progress { tenant, .. }
-            | JobEvent::Succeeded { tenant, .. }
-            | JobEvent::Failed { tenant, .. } => tenant.as_str().to_string(),
-        };
         by_shard
-            .entry(shard_of(&tenant, shards.count()))
+            .entry(shard_of(event.tenant().as_str(), shards.count()))
             .or_default()
             .push(event);
     }
