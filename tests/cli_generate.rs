@@ -402,3 +402,150 @@ fn masked_img2img_runs_from_the_command_line() {
             .eq(&[1, 4, 8, 8])
     );
 }
+
+fn sdxl_tiny() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdxl-tiny")
+}
+
+/// An SDXL run with two LoRAs (PEFT-named at 0.7, kohya-named at 1.2) through the command line:
+/// diffusers' final latents, and each LoRA's file, hash and weight in the PNG and the sidecar.
+#[test]
+fn generate_runs_sdxl_with_two_loras_like_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = candle_core::safetensors::load(
+        sdxl_tiny().join("cases/lora_subject_and_style.safetensors"),
+        &Device::Cpu,
+    )
+    .expect("case");
+    let latents_in = dir.path().join("in.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([("latents".to_string(), case["in.latents"].clone())]),
+        &latents_in,
+    )
+    .unwrap();
+    let subject = sdxl_tiny().join("loras/subject_peft.safetensors");
+    let style = sdxl_tiny().join("loras/style_kohya.safetensors");
+    let model = sdxl_tiny().join("base");
+    let out = dir.path().join("out.png");
+    let latents_out = dir.path().join("out.safetensors");
+    let output = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--lora",
+            &format!("{}:0.7", subject.display()),
+            "--lora",
+            &format!("{}:1.2", style.display()),
+            "--prompt",
+            "a portrait of sks person, watercolor",
+            "--negative",
+            "blurry",
+            "--steps",
+            "3",
+            "--guidance",
+            "5",
+            "--scheduler",
+            "euler",
+            "--size",
+            "64x48",
+            "--init-latents",
+            latents_in.to_str().unwrap(),
+            "--output-latents",
+            latents_out.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ours = candle_core::safetensors::load(&latents_out, &Device::Cpu).expect("latents");
+    let excess = max_excess(&ours["latents"], &case["out.final_latents"], 1e-3, 1e-3);
+    assert!(
+        excess <= 0.0,
+        "final latents exceed the tolerance by {excess}"
+    );
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let loras = sidecar["loras"].as_array().expect("loras in the sidecar");
+    assert_eq!(loras.len(), 2);
+    assert_eq!(loras[0]["weight"], 0.7);
+    assert_eq!(loras[1]["weight"], 1.2);
+    assert_eq!(loras[1]["sha256"].as_str().unwrap().len(), 64);
+    assert!(png_text(&out)["loras"].contains("style_kohya"));
+}
+
+#[test]
+fn sdxl_bad_input_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = sdxl_tiny().join("base");
+    let out = dir.path().join("out.png");
+    let base = |extra: &[&str]| {
+        let mut args = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--steps",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = run(dir.path(), &args);
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = base(&["--size", "60x48"]);
+    assert!(stderr.contains("multiple of 8"), "{stderr}");
+    // A LoRA with a key that names no layer of the model.
+    let stray = dir.path().join("stray.safetensors");
+    let t = |dims: &[usize]| Tensor::ones(dims, candle_core::DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([
+            (
+                "lora_unet_no_such_layer.lora_down.weight".to_string(),
+                t(&[2, 8]),
+            ),
+            (
+                "lora_unet_no_such_layer.lora_up.weight".to_string(),
+                t(&[8, 2]),
+            ),
+        ]),
+        &stray,
+    )
+    .unwrap();
+    let stderr = base(&["--size", "64x48", "--lora", stray.to_str().unwrap()]);
+    assert!(
+        stderr.contains("lora_unet_no_such_layer") && stderr.contains("name no layer"),
+        "{stderr}"
+    );
+    let missing = dir.path().join("missing.safetensors");
+    let stderr = base(&["--size", "64x48", "--lora", missing.to_str().unwrap()]);
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+    // The refiner refines images; it does not start from noise.
+    let refiner = sdxl_tiny().join("refiner");
+    let output = run(
+        dir.path(),
+        &[
+            "--model",
+            refiner.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--steps",
+            "1",
+            "--size",
+            "64x48",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("refiner"),
+        "{stderr}"
+    );
+}

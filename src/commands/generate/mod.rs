@@ -1,5 +1,5 @@
-//! `reverie generate`: Stable Diffusion text-to-image, img2img and masked img2img from the
-//! command line, with identity guidance toward the people of `--identity` images, the generation
+//! `reverie generate`: Stable Diffusion (1.x, 2.x, XL) text-to-image, img2img and masked img2img
+//! from the command line, with LoRAs, identity guidance toward the people of `--identity` images, the generation
 //! parameters in the PNG's text chunks and a JSON sidecar (`NAME.json`) with the identity check.
 
 mod identity;
@@ -18,7 +18,8 @@ use reverie_faces::identity::check::SeveralFaces;
 use reverie_worker::render::identity::IdentityGuide;
 
 use identity::Identities;
-use reverie_diffusion::registry::ResolvedModel;
+use reverie_diffusion::lora::LoraSpec;
+use reverie_diffusion::registry::{sha256_file, ResolvedModel};
 use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 use reverie_shared::backends::connect_store;
 use reverie_shared::retry::Backoff;
@@ -30,9 +31,13 @@ use crate::app::{self, GlobalArgs};
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A registered model name, or a diffusers folder.
+    /// A registered model name, or a diffusers folder (SD 1.x, 2.x, SDXL base or refiner).
     #[arg(long)]
     pub model: String,
+    /// A LoRA safetensors file (kohya/A1111 or diffusers/PEFT naming), FILE or FILE:WEIGHT
+    /// (weight 1 by default); repeat to apply several.
+    #[arg(long = "lora")]
+    pub lora: Vec<String>,
     /// The model registry (TOML); default: {models_dir}/diffusion/registry.toml.
     #[arg(long, env = "REVERIE_MODEL_REGISTRY")]
     pub registry: Option<PathBuf>,
@@ -427,7 +432,9 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
     if args.prompt.is_empty() {
         eprintln!("note: empty prompt: generating unconditionally");
     }
-    let pipeline = StableDiffusion::from_dir(&model.dir, &device, dtype)
+    let loras = lora_records(&args.lora)?;
+    let specs: Vec<LoraSpec> = loras.iter().map(|l| l.spec.clone()).collect();
+    let pipeline = StableDiffusion::from_dir_with_loras(&model.dir, &device, dtype, &specs)
         .with_context(|| format!("loading model {} from {}", model.name, model.dir.display()))?;
     if request.identity.is_some() && !pipeline.supports_identity_guidance() {
         bail!(
@@ -488,6 +495,9 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
         let chosen = range.start + identity::best_candidate(&reports[range.clone()]);
         let (image, sample) = (&images[chosen], &request.samples[chosen]);
         let mut sidecar = png_text(&request, sample, scheduler, &model);
+        if !loras.is_empty() {
+            sidecar.insert("loras".to_string(), serde_json::to_string(&loras)?);
+        }
         let identity_json = serde_json::to_string(&reports[chosen])?;
         if identities.is_some() {
             sidecar.insert("identity".to_string(), identity_json);
@@ -501,15 +511,13 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
                 identity: &reports[c],
             })
             .collect();
-        write_sidecar(
-            &path,
-            &request,
-            sample,
+        let run = Run {
+            request: &request,
             scheduler,
-            &model,
-            &reports[chosen],
-            &candidates,
-        )?;
+            model: &model,
+            loras: &loras,
+        };
+        write_sidecar(&path, &run, sample, &reports[chosen], &candidates)?;
         for person in &reports[chosen] {
             println!(
                 "  {}: distance {:.3} ({})",
@@ -521,6 +529,41 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
         println!("{} (seed {})", path.display(), sample.seed);
     }
     Ok(())
+}
+
+/// A `--lora` as applied and recorded: the file, its SHA-256 and the weight.
+#[derive(serde::Serialize)]
+struct LoraRecord {
+    file: String,
+    sha256: String,
+    weight: f64,
+    #[serde(skip)]
+    spec: LoraSpec,
+}
+
+/// Parses and hashes the `--lora` arguments.
+fn lora_records(args: &[String]) -> anyhow::Result<Vec<LoraRecord>> {
+    args.iter()
+        .map(|arg| {
+            let spec = LoraSpec::parse(arg)?;
+            let sha256 = sha256_file(&spec.path)
+                .with_context(|| format!("--lora {}", spec.path.display()))?;
+            Ok(LoraRecord {
+                file: spec.path.display().to_string(),
+                sha256,
+                weight: spec.weight,
+                spec,
+            })
+        })
+        .collect()
+}
+
+/// What one `reverie generate` ran with, shared by every image it writes.
+struct Run<'a> {
+    request: &'a GenerationRequest,
+    scheduler: SchedulerKind,
+    model: &'a ResolvedModel,
+    loras: &'a [LoraRecord],
 }
 
 /// One rendered candidate of `--best-of` and its identity reports.
@@ -545,6 +588,8 @@ struct Sidecar<'a> {
     height: usize,
     model: &'a str,
     model_hash: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    loras: &'a [LoraRecord],
     /// img2img only.
     #[serde(skip_serializing_if = "Option::is_none")]
     strength: Option<f64>,
@@ -560,13 +605,17 @@ struct Sidecar<'a> {
 
 fn write_sidecar(
     png: &Path,
-    request: &GenerationRequest,
+    run: &Run<'_>,
     sample: &SampleSpec,
-    scheduler: SchedulerKind,
-    model: &ResolvedModel,
     identity: &[identity::PersonReport],
     candidates: &[Candidate<'_>],
 ) -> anyhow::Result<()> {
+    let Run {
+        request,
+        scheduler,
+        model,
+        loras,
+    } = *run;
     let img2img = request.is_img2img();
     let sidecar = Sidecar {
         software: format!("Reverie {}", env!("CARGO_PKG_VERSION")),
@@ -580,6 +629,7 @@ fn write_sidecar(
         height: request.height,
         model: &model.name,
         model_hash: &model.identity,
+        loras,
         strength: img2img.then_some(request.strength),
         masked: img2img.then_some(sample.mask.is_some()),
         initial_latents_given: sample.noise.initial_latents.is_some(),

@@ -1,4 +1,6 @@
-//! The CLIP text transformer (pre-norm, causal self-attention) that conditions the UNet.
+//! The CLIP text transformer (pre-norm, causal self-attention) that conditions the UNet, with
+//! the optional projection of its pooled output (`CLIPTextModelWithProjection`, SDXL's second
+//! encoder).
 
 use std::path::Path;
 
@@ -27,9 +29,19 @@ pub struct ClipTextConfig {
     pub num_attention_heads: usize,
     pub max_position_embeddings: usize,
     pub hidden_act: ClipActivation,
+    /// Width of `text_projection` (`CLIPTextModelWithProjection`); unused without one.
+    #[serde(default)]
+    pub projection_dim: Option<usize>,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// The token whose position is pooled. transformers treats 2 (the value in configs written
+    /// before it was fixed, SDXL's included) as "the highest id", which is `<|endoftext|>`.
+    #[serde(default)]
+    pub eos_token_id: Option<u32>,
 }
+
+/// The legacy `eos_token_id` of CLIP configs: pool at the highest token id instead.
+const LEGACY_EOS_TOKEN_ID: u32 = 2;
 
 fn default_eps() -> f64 {
     1e-5
@@ -62,6 +74,11 @@ pub struct ClipTextOutput {
     pub last_hidden_state: Tensor,
     /// The second-to-last layer's output through the final layer norm ("clip skip").
     pub penultimate_normed: Tensor,
+    /// The second-to-last layer's output as it is (`hidden_states[-2]`, what SDXL feeds the UNet).
+    pub penultimate: Tensor,
+    /// `(batch, hidden)` the final-normed output at each row's end-of-text token, through
+    /// `text_projection` when the model has one (`(batch, projection_dim)` then).
+    pub pooled: Tensor,
 }
 
 struct Attention {
@@ -88,6 +105,8 @@ pub struct ClipTextEncoder {
     layers: Vec<EncoderLayer>,
     final_norm: LayerNorm,
     activation: ClipActivation,
+    projection: Option<Linear>,
+    eos_token_id: Option<u32>,
 }
 
 fn linear(weights: &WeightFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
@@ -192,13 +211,30 @@ impl ClipTextEncoder {
         Self::load(&config, &dir.join("model.safetensors"), device)
     }
 
+    /// The weight file of a `text_encoder/` folder, opened as [`Self::from_weights`] wants it.
+    pub fn open_weights(dir: &Path, device: &Device) -> Result<WeightFile> {
+        WeightFile::open(&dir.join("model.safetensors"), device, DType::F32)
+    }
+
     /// Loads weights named with or without the `text_model.` prefix (transformers 4 vs 5).
     pub fn load(config: &ClipTextConfig, weights_path: &Path, device: &Device) -> Result<Self> {
-        let mut weights = WeightFile::open(weights_path, device, DType::F32)?;
+        Self::from_weights(config, WeightFile::open(weights_path, device, DType::F32)?)
+    }
+
+    /// Builds the encoder from an opened weight file (LoRA patches, if any, already attached).
+    /// `text_projection.weight` present makes it a `CLIPTextModelWithProjection`.
+    pub fn from_weights(config: &ClipTextConfig, mut weights: WeightFile) -> Result<Self> {
+        let h = config.hidden_size;
+        let projection = match config.projection_dim {
+            Some(dim) if weights.contains("text_projection.weight") => Some(Linear::new(
+                weights.get("text_projection.weight", &[dim, h])?,
+                None,
+            )),
+            _ => None,
+        };
         if weights.contains("text_model.embeddings.token_embedding.weight") {
             weights.set_prefix("text_model.");
         }
-        let h = config.hidden_size;
         let layers = (0..config.num_hidden_layers)
             .map(|i| EncoderLayer::load(&weights, i, config))
             .collect::<Result<Vec<_>>>()?;
@@ -212,6 +248,8 @@ impl ClipTextEncoder {
             layers,
             final_norm: layer_norm(&weights, "final_layer_norm", h, config.layer_norm_eps)?,
             activation: config.hidden_act,
+            projection,
+            eos_token_id: config.eos_token_id,
         })
     }
 
@@ -249,9 +287,51 @@ impl ClipTextEncoder {
             x = layer.forward(&x, &mask, self.activation)?;
         }
         let penultimate = penultimate.unwrap_or_else(|| x.clone());
+        let last_hidden_state = self.final_norm.forward(&x)?;
+        let pooled = self.pool(&last_hidden_state, input_ids)?;
         Ok(ClipTextOutput {
-            last_hidden_state: self.final_norm.forward(&x)?,
+            last_hidden_state,
             penultimate_normed: self.final_norm.forward(&penultimate)?,
+            penultimate,
+            pooled,
         })
+    }
+
+    /// The output at each row's end-of-text token, projected when the model has a projection.
+    fn pool(&self, hidden: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
+        let ids: Vec<Vec<u32>> = input_ids
+            .to_dtype(DType::U32)?
+            .to_device(&Device::Cpu)?
+            .to_vec2()?;
+        let rows = ids
+            .iter()
+            .enumerate()
+            .map(|(row, ids)| {
+                let position = eos_position(ids, self.eos_token_id);
+                hidden.get(row)?.narrow(0, position, 1)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let pooled = Tensor::cat(&rows, 0)?;
+        Ok(match &self.projection {
+            Some(projection) => projection.forward(&pooled)?,
+            None => pooled,
+        })
+    }
+
+    /// Whether the model projects its pooled output (`CLIPTextModelWithProjection`).
+    pub fn has_projection(&self) -> bool {
+        self.projection.is_some()
+    }
+}
+
+/// Where transformers pools: the first highest id for the legacy eos id 2 (or none given), else
+/// the first occurrence of the eos id (position 0 when absent, as `argmax` of all-false gives).
+fn eos_position(ids: &[u32], eos_token_id: Option<u32>) -> usize {
+    match eos_token_id {
+        None | Some(LEGACY_EOS_TOKEN_ID) => {
+            let highest = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&id| id == highest).unwrap_or(0)
+        }
+        Some(eos) => ids.iter().position(|&id| id == eos).unwrap_or(0),
     }
 }

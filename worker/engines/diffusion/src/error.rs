@@ -51,6 +51,9 @@ pub enum DiffusionError {
     #[error("identity guidance: {0}")]
     Guidance(String),
 
+    #[error("LoRA {path}: {reason}")]
+    Lora { path: PathBuf, reason: String },
+
     #[error("model `{model}`: {reason}")]
     Registry { model: String, reason: String },
 }

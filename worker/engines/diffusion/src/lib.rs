@@ -7,6 +7,7 @@
 
 pub mod clip;
 pub mod error;
+pub mod lora;
 pub mod nn;
 pub mod pipeline;
 pub mod registry;

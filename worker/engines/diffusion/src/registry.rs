@@ -212,13 +212,12 @@ impl ModelRegistry {
 }
 
 /// The files `StableDiffusion::from_dir` reads from a diffusers folder, relative to it and
-/// sorted: what a model's identity covers.
+/// sorted: what a model's identity covers. SDXL folders add `text_encoder_2/` and `tokenizer_2/`;
+/// an SDXL refiner has only those.
 pub fn pipeline_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = [
         "model_index.json",
         "scheduler/scheduler_config.json",
-        "text_encoder/config.json",
-        "text_encoder/model.safetensors",
         "unet/config.json",
         "vae/config.json",
     ]
@@ -236,15 +235,28 @@ pub fn pipeline_files(dir: &Path) -> Vec<PathBuf> {
         };
         files.push(chosen.into());
     }
-    let tokenizer = dir.join("tokenizer");
-    if tokenizer.join("tokenizer.json").exists() {
-        files.push("tokenizer/tokenizer.json".into());
-    } else {
-        files.push("tokenizer/vocab.json".into());
-        files.push("tokenizer/merges.txt".into());
+    // SD 1.x/2.x and SDXL base read `text_encoder/`; the SDXL refiner has only the second pair.
+    let has_second = dir.join("text_encoder_2").is_dir();
+    let mut pairs = Vec::new();
+    if !has_second || dir.join("text_encoder").is_dir() {
+        pairs.push(("text_encoder", "tokenizer"));
     }
-    if tokenizer.join("tokenizer_config.json").exists() {
-        files.push("tokenizer/tokenizer_config.json".into());
+    if has_second {
+        pairs.push(("text_encoder_2", "tokenizer_2"));
+    }
+    for (encoder, tokenizer) in pairs {
+        files.push(format!("{encoder}/config.json").into());
+        files.push(format!("{encoder}/model.safetensors").into());
+        let folder = dir.join(tokenizer);
+        if folder.join("tokenizer.json").exists() {
+            files.push(format!("{tokenizer}/tokenizer.json").into());
+        } else {
+            files.push(format!("{tokenizer}/vocab.json").into());
+            files.push(format!("{tokenizer}/merges.txt").into());
+        }
+        if folder.join("tokenizer_config.json").exists() {
+            files.push(format!("{tokenizer}/tokenizer_config.json").into());
+        }
     }
     files.sort();
     files

@@ -6,7 +6,9 @@
 //! not match dtype × shape. Nothing is allocated from the header's numbers: the file is mapped, and a
 //! tensor is copied only once its shape is the one expected. `fuzz_safetensors` (below) holds it to that.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
@@ -20,6 +22,8 @@ pub struct WeightFile {
     prefix: String,
     device: Device,
     dtype: DType,
+    /// Deltas added to tensors as they load, by full tensor name (fused LoRA; see `lora`).
+    patches: Arc<HashMap<String, Tensor>>,
 }
 
 impl WeightFile {
@@ -38,11 +42,32 @@ impl WeightFile {
             prefix: String::new(),
             device: device.clone(),
             dtype,
+            patches: Arc::default(),
         })
+    }
+
+    /// Every tensor name in the file with its shape (the prefix is not applied).
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect()
+    }
+
+    /// Adds `patches` (full tensor name -> f32 delta of that tensor's shape) to the tensors as
+    /// they load; the caller has checked the names and shapes against [`Self::shapes`].
+    pub fn with_patches(mut self, patches: HashMap<String, Tensor>) -> Self {
+        self.patches = Arc::new(patches);
+        self
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// Whether the file holds `name` (ignoring the current prefix).
@@ -72,6 +97,14 @@ impl WeightFile {
         let tensor = view
             .load(&self.device)
             .map_err(|source| self.error(&full, source.to_string()))?;
+        let tensor = match self.patches.get(&full) {
+            // The sum in f32, then one rounding to the model dtype (fused like diffusers' fuse_lora).
+            Some(delta) => tensor
+                .to_dtype(DType::F32)
+                .and_then(|base| base + delta.to_device(&self.device)?)
+                .map_err(|source| self.error(&full, format!("adding its LoRA delta: {source}")))?,
+            None => tensor,
+        };
         tensor
             .to_dtype(self.dtype)
             .map_err(|source| self.error(&full, source.to_string()))

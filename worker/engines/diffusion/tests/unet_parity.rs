@@ -241,7 +241,7 @@ fn load_error(dir: &Path) -> String {
 fn unsupported_config_options_are_named() {
     let cases: [(&str, &str, serde_json::Value); 3] = [
         ("class", "class_embed_type", "timestep".into()),
-        ("addition", "addition_embed_type", "text_time".into()),
+        ("addition", "addition_embed_type", "image".into()),
         ("dual", "dual_cross_attention", true.into()),
     ];
     for (tag, field, value) in cases {

@@ -12,10 +12,12 @@ use image::RgbImage;
 use super::guidance::{GuidanceSchedule, GuidedStep};
 use super::images::{latent_mask, preview};
 use super::request::{GenerationRequest, SampleSpec};
+use super::text::{ModelFamily, PromptText, TextConditioner};
 use super::StableDiffusion;
 use crate::error::{DiffusionError, Result};
 use crate::rng::{gaussian_tensor, NoiseStream};
 use crate::schedulers::{build_scheduler, Scheduler};
+use crate::unet::AddedConditions;
 
 /// The result of a request.
 #[derive(Debug, Clone)]
@@ -56,6 +58,14 @@ struct InitLatents {
     mask: Option<Tensor>,
 }
 
+/// What the UNet reads besides the latents, in UNet batch order.
+struct Conditioning {
+    /// Text embeddings in the UNet dtype.
+    context: Tensor,
+    /// SDXL's pooled text and time ids.
+    added: Option<AddedConditions>,
+}
+
 /// How the rows of the UNet batch map back to samples.
 struct GuidancePlan {
     /// Rows of the latents to feed the UNet, in UNet batch order.
@@ -78,12 +88,19 @@ impl StableDiffusion {
         progress: &mut dyn FnMut(&StepProgress<'_>) -> ControlFlow<()>,
     ) -> Result<Generation> {
         request.validate()?;
+        if self.is_refiner() && !request.is_img2img() {
+            return Err(DiffusionError::InvalidInput(format!(
+                "{} is an SDXL refiner: it refines an image (give an init image, img2img) and \
+                 cannot start from noise; generate with an SDXL base model",
+                self.dir.display()
+            )));
+        }
         let kind = request.scheduler.unwrap_or(self.default_scheduler);
         let config = self.scheduler_config.with_overrides(&request.overrides);
         let mut scheduler = build_scheduler(kind, &config, request.steps)?;
         let first = request.first_step()?;
         let mut warnings = Vec::new();
-        let (plan, context) = self.plan_guidance(&request.samples, &mut warnings)?;
+        let (plan, conditioning) = self.plan_guidance(request, &mut warnings)?;
         let init = if request.is_img2img() {
             Some(self.init_latents(request)?)
         } else {
@@ -96,7 +113,7 @@ impl StableDiffusion {
         for index in first..timesteps.len() {
             let guided = self.predict_noise(
                 &plan,
-                &context,
+                &conditioning,
                 scheduler.as_ref(),
                 &latents,
                 index,
@@ -155,21 +172,33 @@ impl StableDiffusion {
         self.steer(identity, step, model_output)
     }
 
-    /// Text embeddings in UNet batch order and the map from UNet rows to samples.
+    /// The UNet's conditioning in UNet batch order and the map from UNet rows to samples.
     fn plan_guidance(
         &self,
-        samples: &[SampleSpec],
+        request: &GenerationRequest,
         warnings: &mut Vec<String>,
-    ) -> Result<(GuidancePlan, Tensor)> {
+    ) -> Result<(GuidancePlan, Conditioning)> {
+        let samples = &request.samples;
         let guided: Vec<usize> = (0..samples.len())
             .filter(|&i| samples[i].uses_guidance())
             .collect();
-        let mut prompts: Vec<&str> = guided
+        let zero_negatives = matches!(
+            self.text.family(),
+            ModelFamily::Xl {
+                force_zeros_for_empty_prompt: true,
+                ..
+            }
+        );
+        let mut prompts: Vec<PromptText<'_>> = guided
             .iter()
-            .map(|&i| samples[i].negative_prompt.as_deref().unwrap_or(""))
+            .map(|&i| match &samples[i].negative_prompt {
+                Some(negative) => PromptText::Text(negative),
+                None if zero_negatives => PromptText::Zeros,
+                None => PromptText::Text(""),
+            })
             .collect();
-        prompts.extend(samples.iter().map(|s| s.prompt.as_str()));
-        let context = self.encode_prompts(&prompts, warnings)?;
+        prompts.extend(samples.iter().map(|s| PromptText::Text(&s.prompt)));
+        let conditioning = self.conditioning(request, &prompts, guided.len(), warnings)?;
 
         let cond_base = guided.len();
         let mut uncond_rows = Vec::with_capacity(samples.len());
@@ -188,14 +217,48 @@ impl StableDiffusion {
             cond_rows: Tensor::new(cond_rows, device)?,
             scales: Tensor::from_vec(scales, (samples.len(), 1, 1, 1), device)?,
         };
-        Ok((plan, context))
+        Ok((plan, conditioning))
+    }
+
+    /// Encodes `prompts` (the first `unconditional` of them negative) and, for SDXL, builds the
+    /// added conditioning of every row.
+    fn conditioning(
+        &self,
+        request: &GenerationRequest,
+        prompts: &[PromptText<'_>],
+        unconditional: usize,
+        warnings: &mut Vec<String>,
+    ) -> Result<Conditioning> {
+        let encoded = self.text.encode(prompts, warnings, &self.device)?;
+        let size = (request.height, request.width);
+        let added = match &encoded.pooled {
+            Some(pooled) => {
+                let time_ids = (0..prompts.len())
+                    .map(|row| {
+                        self.text
+                            .time_ids(&request.micro, size, row < unconditional)
+                            .unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>();
+                Some(TextConditioner::added_conditions(
+                    pooled,
+                    &time_ids,
+                    &self.device,
+                )?)
+            }
+            None => None,
+        };
+        Ok(Conditioning {
+            context: encoded.context.to_dtype(self.dtype)?,
+            added,
+        })
     }
 
     /// The guided noise prediction `uncond + g * (cond - uncond)` for every sample, in f32.
     fn predict_noise(
         &self,
         plan: &GuidancePlan,
-        context: &Tensor,
+        conditioning: &Conditioning,
         scheduler: &dyn Scheduler,
         latents: &Tensor,
         index: usize,
@@ -209,7 +272,12 @@ impl StableDiffusion {
         let timesteps = Tensor::full(timestep as f32, rows, &self.device)?;
         let output = self
             .unet
-            .forward(&model_input, &timesteps, context)?
+            .forward_with(
+                &model_input,
+                &timesteps,
+                &conditioning.context,
+                conditioning.added.as_ref(),
+            )?
             .to_dtype(DType::F32)?;
         let cond = output.index_select(&plan.cond_rows, 0)?;
         let uncond = output.index_select(&plan.uncond_rows, 0)?;

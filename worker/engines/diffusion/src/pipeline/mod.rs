@@ -1,4 +1,4 @@
-//! Stable Diffusion 1.x / 2.x / Turbo pipelines over a diffusers folder.
+//! Stable Diffusion 1.x / 2.x / XL (and Turbo) pipelines over a diffusers folder.
 //!
 //! `StableDiffusion` loads every component once; wrap it in an `Arc` and run any number of
 //! `GenerationRequest`s on it, from any thread. A request is a batch of samples that share the
@@ -9,6 +9,7 @@ mod generate;
 pub mod guidance;
 pub mod images;
 mod request;
+mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -17,22 +18,36 @@ use serde::Deserialize;
 
 pub use generate::{Generation, StepProgress};
 pub use guidance::{GuidanceSteps, IdentityGuidance, ImageEnergy};
-pub use request::{ExplicitNoise, GenerationRequest, SampleSpec, MAX_SIDE, MAX_STEPS};
+pub use request::{
+    ExplicitNoise, GenerationRequest, MicroConditioning, SampleSpec, MAX_SIDE, MAX_STEPS,
+};
+pub use text::{EncodedPrompts, ModelFamily, PromptText, TextConditioner};
 
-use crate::clip::ClipTextEncoder;
 use crate::error::{DiffusionError, Result};
+use crate::lora::{deltas_for, LoraFile, LoraSpec, LoraTarget};
 use crate::schedulers::{SchedulerConfig, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
-use crate::unet::UNet2DConditionModel;
+use crate::unet::{UNet2DConditionModel, UNetConfig};
 use crate::vae::AutoencoderKl;
+use crate::weights::WeightFile;
 
 /// `model_index.json`: the pipeline class and which library class each component is.
 #[derive(Debug, Clone, Deserialize)]
 struct ModelIndex {
     #[serde(rename = "_class_name")]
     class_name: String,
+    /// SDXL: no negative prompt means zero negative embeddings (diffusers' default true).
+    #[serde(default = "default_true")]
+    force_zeros_for_empty_prompt: bool,
+    /// SDXL refiner: conditioned on an aesthetic score instead of the target size.
+    #[serde(default)]
+    requires_aesthetics_score: bool,
     #[serde(flatten)]
     components: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// The pipeline classes whose folders this loader understands.
@@ -43,11 +58,18 @@ const SUPPORTED_PIPELINES: [&str; 4] = [
     "StableDiffusionPipelineSafe",
 ];
 
-/// A whole Stable Diffusion checkpoint, loaded once.
+/// The SDXL pipeline classes (base, refiner, inpainting) whose folders this loader understands.
+const SUPPORTED_XL_PIPELINES: [&str; 3] = [
+    "StableDiffusionXLPipeline",
+    "StableDiffusionXLImg2ImgPipeline",
+    "StableDiffusionXLInpaintPipeline",
+];
+
+/// A whole Stable Diffusion checkpoint, loaded once, with its LoRAs (if any) fused in.
 pub struct StableDiffusion {
     dir: PathBuf,
-    tokenizer: ClipTokenizer,
-    text_encoder: ClipTextEncoder,
+    text: TextConditioner,
+    loras: Vec<LoraSpec>,
     unet: UNet2DConditionModel,
     vae: AutoencoderKl,
     scheduler_config: SchedulerConfig,
@@ -85,12 +107,31 @@ impl StableDiffusion {
     /// `tokenizer/`, `scheduler/`. The UNet and VAE run in `dtype`; the text encoder in f32
     /// (its output is cast), since it runs once per prompt and f16 CLIP loses precision.
     pub fn from_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_dir_with_loras(dir, device, dtype, &[])
+    }
+
+    /// [`Self::from_dir`] with `loras` fused into the UNet and text encoder weights.
+    pub fn from_dir_with_loras(
+        dir: &Path,
+        device: &Device,
+        dtype: DType,
+        loras: &[LoraSpec],
+    ) -> Result<Self> {
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(DiffusionError::InvalidInput(format!(
                 "dtype {dtype:?} is not one of f32, f16, bf16"
             )));
         }
-        Self::check_model_index(dir)?;
+        let family = Self::check_model_index(dir)?;
+        let files = loras
+            .iter()
+            .map(|spec| LoraFile::open(&spec.path))
+            .collect::<Result<Vec<_>>>()?;
+        let weighted: Vec<(&LoraFile, f64)> = files
+            .iter()
+            .zip(loras)
+            .map(|(f, s)| (f, s.weight))
+            .collect();
         let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
         #[derive(Deserialize)]
         struct SchedulerClass {
@@ -98,7 +139,7 @@ impl StableDiffusion {
             class_name: String,
         }
         let class: SchedulerClass = read_json(&scheduler_path)?;
-        let unet = UNet2DConditionModel::from_dir(&dir.join("unet"), device, dtype)?;
+        let unet = Self::load_unet(&dir.join("unet"), family, &weighted, device, dtype)?;
         let unet_channels = unet.config().in_channels;
         if unet_channels != 4 {
             return Err(DiffusionError::ModelConfig {
@@ -111,8 +152,8 @@ impl StableDiffusion {
         }
         Ok(Self {
             dir: dir.to_path_buf(),
-            tokenizer: ClipTokenizer::from_dir(&dir.join("tokenizer"))?,
-            text_encoder: ClipTextEncoder::from_dir(&dir.join("text_encoder"), device)?,
+            text: TextConditioner::load(dir, family, &weighted, device)?,
+            loras: loras.to_vec(),
             unet,
             vae: AutoencoderKl::from_dir(&dir.join("vae"), device, dtype)?,
             scheduler_config: SchedulerConfig::from_file(&scheduler_path)?,
@@ -122,27 +163,104 @@ impl StableDiffusion {
         })
     }
 
-    fn check_model_index(dir: &Path) -> Result<()> {
+    /// The UNet with the LoRAs' deltas fused in; an SDXL UNet must take the added conditioning.
+    fn load_unet(
+        dir: &Path,
+        family: ModelFamily,
+        loras: &[(&LoraFile, f64)],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<UNet2DConditionModel> {
+        let config_path = dir.join("config.json");
+        let config = UNetConfig::from_file(&config_path)?;
+        let weights = WeightFile::open(&crate::unet::weights_path(dir), device, dtype)?;
+        let deltas = deltas_for(loras, LoraTarget::Unet, &weights, device)?;
+        let unet = UNet2DConditionModel::from_weights(
+            config,
+            &config_path,
+            weights.with_patches(deltas),
+            dtype,
+        )?;
+        let is_xl = matches!(family, ModelFamily::Xl { .. });
+        if unet.takes_added_conditions() != is_xl {
+            return Err(DiffusionError::ModelConfig {
+                path: config_path,
+                reason: format!(
+                    "an {} pipeline needs a UNet {} addition_embed_type `text_time`",
+                    if is_xl { "SDXL" } else { "SD 1.x/2.x" },
+                    if is_xl { "with" } else { "without" }
+                ),
+            });
+        }
+        Ok(unet)
+    }
+
+    /// Checks `model_index.json` names a supported pipeline with every component it needs, and
+    /// says which family it is.
+    fn check_model_index(dir: &Path) -> Result<ModelFamily> {
         let path = dir.join("model_index.json");
         let index: ModelIndex = read_json(&path)?;
-        let problem = |reason: String| {
-            Err(DiffusionError::ModelConfig {
-                path: path.clone(),
-                reason,
-            })
+        let problem = |reason: String| DiffusionError::ModelConfig {
+            path: path.clone(),
+            reason,
         };
-        if !SUPPORTED_PIPELINES.contains(&index.class_name.as_str()) {
-            return problem(format!(
-                "pipeline {} is not supported (Stable Diffusion 1.x/2.x/Turbo folders are)",
-                index.class_name
-            ));
-        }
-        for component in ["unet", "vae", "text_encoder", "tokenizer", "scheduler"] {
-            if !index.components.contains_key(component) {
-                return problem(format!("no `{component}` component"));
+        let class = index.class_name.as_str();
+        let (family, components): (ModelFamily, &[&str]) = if SUPPORTED_PIPELINES.contains(&class) {
+            let needed = &["unet", "vae", "text_encoder", "tokenizer", "scheduler"];
+            (ModelFamily::StableDiffusion, needed)
+        } else if SUPPORTED_XL_PIPELINES.contains(&class) {
+            let refiner = index.requires_aesthetics_score;
+            let family = ModelFamily::Xl {
+                force_zeros_for_empty_prompt: index.force_zeros_for_empty_prompt,
+                refiner,
+            };
+            let needed: &[&str] = if refiner {
+                &["unet", "vae", "text_encoder_2", "tokenizer_2", "scheduler"]
+            } else {
+                &[
+                    "unet",
+                    "vae",
+                    "text_encoder",
+                    "tokenizer",
+                    "text_encoder_2",
+                    "tokenizer_2",
+                    "scheduler",
+                ]
+            };
+            (family, needed)
+        } else {
+            return Err(problem(format!(
+                "pipeline {class} is not supported (Stable Diffusion 1.x/2.x/XL and Turbo folders \
+                 are)"
+            )));
+        };
+        for component in components {
+            // diffusers writes `[null, null]` for a component a pipeline does without.
+            let present = index.components.get(*component).is_some_and(|value| {
+                value
+                    .as_array()
+                    .is_some_and(|v| v.iter().all(|x| !x.is_null()))
+            });
+            if !present {
+                return Err(problem(format!("no `{component}` component")));
             }
         }
-        Ok(())
+        Ok(family)
+    }
+
+    /// SD 1.x / 2.x or SDXL (base or refiner).
+    pub fn family(&self) -> ModelFamily {
+        self.text.family()
+    }
+
+    /// Whether this is an SDXL refiner, which only refines images (img2img).
+    pub fn is_refiner(&self) -> bool {
+        matches!(self.family(), ModelFamily::Xl { refiner: true, .. })
+    }
+
+    /// The LoRAs fused into this model, in the order given.
+    pub fn loras(&self) -> &[LoraSpec] {
+        &self.loras
     }
 
     pub fn dir(&self) -> &Path {
@@ -166,7 +284,7 @@ impl StableDiffusion {
     }
 
     pub fn tokenizer(&self) -> &ClipTokenizer {
-        &self.tokenizer
+        self.text.tokenizer()
     }
 
     /// The dtype the VAE decodes in (f32 when the model's config forces the upcast). Identity
@@ -185,42 +303,13 @@ impl StableDiffusion {
         self.vae.config().scaling_factor
     }
 
-    /// `(prompts, tokens, hidden)` last hidden states in the UNet's dtype, one row per prompt;
-    /// each distinct prompt is encoded once. Prompts longer than the tokenizer's limit are cut
-    /// (a warning goes to `warnings`).
+    /// `(prompts, tokens, hidden)` text embeddings in the UNet's dtype, one row per prompt (each
+    /// distinct prompt encoded once). Prompts longer than the tokenizer's limit are cut (a warning
+    /// goes to `warnings`).
     pub fn encode_prompts(&self, prompts: &[&str], warnings: &mut Vec<String>) -> Result<Tensor> {
-        let mut distinct: Vec<&str> = Vec::new();
-        let rows: Vec<u32> = prompts
-            .iter()
-            .map(|prompt| {
-                let row = distinct
-                    .iter()
-                    .position(|d| d == prompt)
-                    .unwrap_or_else(|| {
-                        distinct.push(prompt);
-                        distinct.len() - 1
-                    });
-                row as u32
-            })
-            .collect();
-        let limit = self.tokenizer.max_length();
-        let mut ids = Vec::with_capacity(distinct.len() * limit);
-        for prompt in &distinct {
-            let unpadded = self.tokenizer.encode_unpadded(prompt).len();
-            if unpadded > limit {
-                let message = format!(
-                    "prompt of {unpadded} tokens cut to {limit}: \"{}\"",
-                    prompt.chars().take(60).collect::<String>()
-                );
-                tracing::warn!("{message}");
-                warnings.push(message);
-            }
-            ids.extend(self.tokenizer.encode(prompt).ids);
-        }
-        let ids = Tensor::from_vec(ids, (distinct.len(), limit), &self.device)?;
-        let encoded = self.text_encoder.forward(&ids)?.last_hidden_state;
-        let rows = Tensor::new(rows, &self.device)?;
-        Ok(encoded.index_select(&rows, 0)?.to_dtype(self.dtype)?)
+        let texts: Vec<PromptText<'_>> = prompts.iter().map(|p| PromptText::Text(p)).collect();
+        let encoded = self.text.encode(&texts, warnings, &self.device)?;
+        Ok(encoded.context.to_dtype(self.dtype)?)
     }
 
     /// Images `(B, 3, H, W)` in [-1, 1] (f32) from final latents `(B, 4, H/8, W/8)` (unscaled

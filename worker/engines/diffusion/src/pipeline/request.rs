@@ -65,6 +65,32 @@ impl SampleSpec {
     }
 }
 
+/// SDXL's micro-conditioning, shared by a batch: what the model is told about the picture's
+/// origin (diffusers' `original_size`, `crops_coords_top_left`, `target_size`, and for the
+/// refiner `aesthetic_score` / `negative_aesthetic_score`). Sizes are `(height, width)`; `None`
+/// means the generated size. SD 1.x / 2.x ignore it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MicroConditioning {
+    pub original_size: Option<(usize, usize)>,
+    pub crop_top_left: (usize, usize),
+    pub target_size: Option<(usize, usize)>,
+    pub aesthetic_score: f64,
+    pub negative_aesthetic_score: f64,
+}
+
+impl Default for MicroConditioning {
+    /// diffusers' defaults: sizes of the output, no crop, scores 6 and 2.5.
+    fn default() -> Self {
+        Self {
+            original_size: None,
+            crop_top_left: (0, 0),
+            target_size: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+        }
+    }
+}
+
 /// A batch of samples that share the model, the size, the step count and the scheduler.
 #[derive(Debug, Clone)]
 pub struct GenerationRequest {
@@ -79,6 +105,8 @@ pub struct GenerationRequest {
     pub samples: Vec<SampleSpec>,
     /// Energy guidance toward the samples' people; samples with `identity_strength` 0 ignore it.
     pub identity: Option<IdentityGuidance>,
+    /// SDXL's size, crop and aesthetic-score conditioning.
+    pub micro: MicroConditioning,
 }
 
 impl GenerationRequest {
@@ -93,6 +121,7 @@ impl GenerationRequest {
             strength: 1.0,
             samples,
             identity: None,
+            micro: MicroConditioning::default(),
         }
     }
 
@@ -154,6 +183,28 @@ impl GenerationRequest {
         }
         if let Some(identity) = &self.identity {
             identity.validate().map_err(DiffusionError::InvalidInput)?;
+        }
+        let micro = &self.micro;
+        for (name, score) in [
+            ("aesthetic score", micro.aesthetic_score),
+            ("negative aesthetic score", micro.negative_aesthetic_score),
+        ] {
+            if !score.is_finite() || !(0.0..=10.0).contains(&score) {
+                return bad(format!("{name} {score} must be between 0 and 10"));
+            }
+        }
+        for (name, size) in [
+            ("original size", micro.original_size),
+            ("target size", micro.target_size),
+        ] {
+            if let Some((h, w)) = size {
+                if h == 0 || w == 0 || h > 4 * MAX_SIDE || w > 4 * MAX_SIDE {
+                    return bad(format!(
+                        "{name} {h}x{w} must be positive and at most {} a side",
+                        4 * MAX_SIDE
+                    ));
+                }
+            }
         }
         for (index, sample) in self.samples.iter().enumerate() {
             self.validate_sample(sample)

@@ -117,6 +117,12 @@ pub struct UNetConfig {
     pub class_embeddings_concat: bool,
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// SDXL: width of the sinusoidal embedding of each micro-conditioning number (`text_time`).
+    #[serde(default)]
+    pub addition_time_embed_dim: Option<usize>,
+    /// SDXL: input width of `add_embedding` (pooled text width + time ids x `addition_time_embed_dim`).
+    #[serde(default)]
+    pub projection_class_embeddings_input_dim: Option<usize>,
     #[serde(default)]
     pub encoder_hid_dim: Option<usize>,
     #[serde(default)]
@@ -207,6 +213,8 @@ const PLAIN_DOWN: &str = "DownBlock2D";
 const CROSS_ATTN_UP: &str = "CrossAttnUpBlock2D";
 const PLAIN_UP: &str = "UpBlock2D";
 const MID_CROSS_ATTN: &str = "UNetMidBlock2DCrossAttn";
+/// SDXL's added conditioning (`addition_embed_type`).
+const TEXT_TIME: &str = "text_time";
 
 /// An activation named in the config (diffusers' `get_activation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,6 +273,17 @@ pub struct UpBlockPlan {
     pub upsample: bool,
 }
 
+/// SDXL's `text_time` added conditioning: the pooled text embedding and the micro-conditioning
+/// numbers (sizes, crop, aesthetic score), each embedded like a timestep, through one MLP whose
+/// output is added to the time embedding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextTimePlan {
+    /// Sinusoid width of each time id.
+    pub time_embed_dim: usize,
+    /// Width of `[pooled text, embedded time ids]`, the MLP's input.
+    pub input_dim: usize,
+}
+
 /// Everything the model needs to build itself, resolved from a checked config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UNetPlan {
@@ -273,6 +292,7 @@ pub struct UNetPlan {
     pub time_act: Activation,
     pub timestep_post_act: Option<Activation>,
     pub time_embedding_act: Option<Activation>,
+    pub text_time: Option<TextTimePlan>,
     pub down: Vec<DownBlockPlan>,
     pub mid: Option<AttentionPlan>,
     pub up: Vec<UpBlockPlan>,
@@ -450,10 +470,34 @@ impl UNetConfig {
             time_act,
             timestep_post_act: optional("timestep_post_act", &self.timestep_post_act)?,
             time_embedding_act: optional("time_embedding_act_fn", &self.time_embedding_act_fn)?,
+            text_time: self.text_time().map_err(fail)?,
             down,
             mid,
             up,
         })
+    }
+
+    /// The `text_time` plan when `addition_embed_type` asks for it (SDXL); `None` without one.
+    fn text_time(&self) -> std::result::Result<Option<TextTimePlan>, String> {
+        if self.addition_embed_type.as_deref() != Some(TEXT_TIME) {
+            return Ok(None);
+        }
+        match (
+            self.addition_time_embed_dim,
+            self.projection_class_embeddings_input_dim,
+        ) {
+            (Some(time_embed_dim), Some(input_dim)) if time_embed_dim > 0 && input_dim > 0 => {
+                Ok(Some(TextTimePlan {
+                    time_embed_dim,
+                    input_dim,
+                }))
+            }
+            _ => Err(
+                "addition_embed_type `text_time` needs addition_time_embed_dim and \
+                      projection_class_embeddings_input_dim"
+                    .into(),
+            ),
+        }
     }
 
     /// Options that change the network in ways this engine does not implement.
@@ -475,8 +519,9 @@ impl UNetConfig {
         if let Some(count) = self.num_class_embeds {
             return unsupported("num_class_embeds", &count);
         }
-        if let Some(kind) = &self.addition_embed_type {
-            return unsupported("addition_embed_type", kind);
+        match self.addition_embed_type.as_deref() {
+            None | Some(TEXT_TIME) => {}
+            Some(kind) => return unsupported("addition_embed_type", &kind),
         }
         if let Some(kind) = &self.encoder_hid_dim_type {
             return unsupported("encoder_hid_dim_type", kind);
@@ -608,9 +653,9 @@ mod tests {
     #[test]
     fn unsupported_options_are_named() {
         assert!(plan_error(r#"{"class_embed_type": "timestep"}"#).contains("class_embed_type"));
-        assert!(
-            plan_error(r#"{"addition_embed_type": "text_time"}"#).contains("addition_embed_type")
-        );
+        assert!(plan_error(r#"{"addition_embed_type": "image"}"#).contains("addition_embed_type"));
+        assert!(plan_error(r#"{"addition_embed_type": "text_time"}"#)
+            .contains("addition_time_embed_dim"));
         assert!(plan_error(r#"{"dual_cross_attention": true}"#).contains("dual_cross_attention"));
         assert!(plan_error(r#"{"resnet_time_scale_shift": "scale_shift"}"#)
             .contains("resnet_time_scale_shift"));

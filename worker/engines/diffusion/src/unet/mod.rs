@@ -1,4 +1,4 @@
-//! diffusers' `UNet2DConditionModel` (Stable Diffusion 1.x / 2.x): predicts the noise (or v)
+//! diffusers' `UNet2DConditionModel` (Stable Diffusion 1.x / 2.x / XL): predicts the noise (or v)
 //! in a latent from its timestep and the text embeddings.
 //!
 //! Layout: `conv_in`, down blocks that push skip connections, a cross-attention middle block,
@@ -19,8 +19,8 @@ use candle_nn::{Conv2d, GroupNorm, Module};
 
 pub use attention::scaled_dot_product_attention;
 pub use config::{
-    Activation, AttentionPlan, DownBlockPlan, PerBlock, TransformerDepth, UNetConfig, UNetPlan,
-    UpBlockPlan,
+    Activation, AttentionPlan, DownBlockPlan, PerBlock, TextTimePlan, TransformerDepth, UNetConfig,
+    UNetPlan, UpBlockPlan,
 };
 pub use embeddings::timestep_embedding;
 
@@ -37,6 +37,21 @@ const WEIGHT_FILES: [&str; 2] = [
     "diffusion_pytorch_model.fp16.safetensors",
 ];
 
+/// SDXL's added conditioning for a batch: `text_embeds` `[B, pooled]` (text_encoder_2's projected
+/// pooled output) and `time_ids` `[B, n]` (original size, crop top-left, then target size or the
+/// aesthetic score), both f32.
+#[derive(Debug, Clone)]
+pub struct AddedConditions {
+    pub text_embeds: Tensor,
+    pub time_ids: Tensor,
+}
+
+/// `add_time_proj` (sinusoids of each time id) and `add_embedding` (the MLP).
+struct TextTimeEmbedding {
+    plan: TextTimePlan,
+    mlp: TimestepEmbedding,
+}
+
 /// The conditional UNet of Stable Diffusion on candle.
 pub struct UNet2DConditionModel {
     config: UNetConfig,
@@ -44,6 +59,7 @@ pub struct UNet2DConditionModel {
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
     time_embedding_act: Option<Activation>,
+    text_time: Option<TextTimeEmbedding>,
     down_blocks: Vec<DownBlock>,
     mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
@@ -82,19 +98,21 @@ impl UNet2DConditionModel {
         device: &Device,
         dtype: DType,
     ) -> Result<Self> {
-        if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
-            return Err(DiffusionError::InvalidInput(format!(
-                "UNet dtype {dtype:?} is not one of f32, f16, bf16"
-            )));
-        }
-        if dtype == DType::BF16 && device.is_cpu() {
-            // candle's CPU matmul has no bf16 kernel; bf16 checkpoints still load as f32/f16.
-            return Err(DiffusionError::InvalidInput(
-                "bf16 compute is not supported on the CPU; use f32 or f16".into(),
-            ));
-        }
-        let plan = config.plan(config_path)?;
+        check_dtype(dtype, device)?;
         let weights = WeightFile::open(weights_path, device, dtype)?;
+        Self::from_weights(config, config_path, weights, dtype)
+    }
+
+    /// Builds the model from a parsed config and an opened weight file (LoRA deltas, if any,
+    /// attached to it); the file's dtype must be `dtype`.
+    pub fn from_weights(
+        config: UNetConfig,
+        config_path: &Path,
+        weights: WeightFile,
+        dtype: DType,
+    ) -> Result<Self> {
+        check_dtype(dtype, weights.device())?;
+        let plan = config.plan(config_path)?;
         let channels = &config.block_out_channels;
         let first_channels = channels[0];
         let settings = BlockSettings {
@@ -158,6 +176,22 @@ impl UNet2DConditionModel {
                 plan.timestep_post_act,
             )?,
             time_embedding_act: plan.time_embedding_act,
+            text_time: plan
+                .text_time
+                .map(|text_time| {
+                    Ok::<_, DiffusionError>(TextTimeEmbedding {
+                        plan: text_time,
+                        mlp: TimestepEmbedding::load(
+                            &weights,
+                            "add_embedding",
+                            text_time.input_dim,
+                            plan.time_embed_dim,
+                            plan.time_act,
+                            None,
+                        )?,
+                    })
+                })
+                .transpose()?,
             down_blocks,
             mid_block,
             up_blocks,
@@ -188,15 +222,39 @@ impl UNet2DConditionModel {
         self.dtype
     }
 
-    /// One denoising prediction. `sample` is `[batch, in_channels, height, width]` (any
-    /// height and width), `timesteps` `[batch]` (or one value for all; fractional allowed),
-    /// `encoder_hidden_states` `[batch, text_tokens, cross_attention_dim]`. Returns
-    /// `[batch, out_channels, height, width]` in the model dtype.
+    /// Whether the model takes SDXL's added conditioning ([`AddedConditions`]).
+    pub fn takes_added_conditions(&self) -> bool {
+        self.text_time.is_some()
+    }
+
+    /// SDXL's added conditioning sizes: the sinusoid width of each time id and the MLP's input
+    /// width, which must equal `pooled + time_ids x sinusoid width`.
+    pub fn text_time_plan(&self) -> Option<TextTimePlan> {
+        self.text_time.as_ref().map(|t| t.plan)
+    }
+
+    /// One denoising prediction of a model without added conditioning (SD 1.x / 2.x); see
+    /// [`Self::forward_with`].
     pub fn forward(
         &self,
         sample: &Tensor,
         timesteps: &Tensor,
         encoder_hidden_states: &Tensor,
+    ) -> Result<Tensor> {
+        self.forward_with(sample, timesteps, encoder_hidden_states, None)
+    }
+
+    /// One denoising prediction. `sample` is `[batch, in_channels, height, width]` (any
+    /// height and width), `timesteps` `[batch]` (or one value for all; fractional allowed),
+    /// `encoder_hidden_states` `[batch, text_tokens, cross_attention_dim]`, `added` SDXL's
+    /// pooled text and time ids (required exactly when the config has `text_time`). Returns
+    /// `[batch, out_channels, height, width]` in the model dtype.
+    pub fn forward_with(
+        &self,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        encoder_hidden_states: &Tensor,
+        added: Option<&AddedConditions>,
     ) -> Result<Tensor> {
         let (batch, channels, _, _) = sample.dims4()?;
         let (text_batch, _, text_dim) = encoder_hidden_states.dims3()?;
@@ -219,7 +277,7 @@ impl UNet2DConditionModel {
         } else {
             sample
         };
-        let temb = self.time_embedding(timesteps, batch, sample.device())?;
+        let temb = self.time_embedding(timesteps, batch, added, sample.device())?;
 
         let mut x = self.conv_in.forward(&sample)?;
         let mut skips = vec![x.clone()];
@@ -236,8 +294,15 @@ impl UNet2DConditionModel {
         Ok(self.conv_out.forward(&x)?)
     }
 
-    /// Sinusoidal embedding (computed in f32, like diffusers) through the embedding MLP.
-    fn time_embedding(&self, timesteps: &Tensor, batch: usize, device: &Device) -> Result<Tensor> {
+    /// Sinusoidal embedding (computed in f32, like diffusers) through the embedding MLP, plus
+    /// SDXL's added conditioning, then the optional activation.
+    fn time_embedding(
+        &self,
+        timesteps: &Tensor,
+        batch: usize,
+        added: Option<&AddedConditions>,
+        device: &Device,
+    ) -> Result<Tensor> {
         let values = timesteps_per_sample(timesteps, batch)?;
         let sinusoids = timestep_embedding(
             &values,
@@ -247,12 +312,91 @@ impl UNet2DConditionModel {
             device,
         )?
         .to_dtype(self.dtype)?;
-        let temb = self.time_embedding.forward(&sinusoids)?;
+        let mut temb = self.time_embedding.forward(&sinusoids)?;
+        match (&self.text_time, added) {
+            (Some(text_time), Some(added)) => {
+                temb = (temb + self.added_embedding(text_time, added, batch, device)?)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(DiffusionError::InvalidInput(
+                    "this UNet (addition_embed_type text_time, SDXL) needs pooled text embeddings \
+                     and time ids"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(DiffusionError::InvalidInput(
+                    "this UNet takes no added conditioning (pooled text, time ids)".into(),
+                ))
+            }
+        }
         match self.time_embedding_act {
             Some(activation) => embeddings::apply(activation, &temb),
             None => Ok(temb),
         }
     }
+}
+
+impl UNet2DConditionModel {
+    /// `add_embedding([text_embeds, sinusoids of every time id])`, `[batch, time_embed_dim]`.
+    fn added_embedding(
+        &self,
+        text_time: &TextTimeEmbedding,
+        added: &AddedConditions,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let plan = text_time.plan;
+        let (text_batch, text_dim) = added.text_embeds.dims2()?;
+        let (ids_batch, ids) = added.time_ids.dims2()?;
+        if text_batch != batch
+            || ids_batch != batch
+            || text_dim + ids * plan.time_embed_dim != plan.input_dim
+        {
+            return Err(DiffusionError::InvalidInput(format!(
+                "added conditioning must be {batch} rows of pooled text plus time ids of \
+                 {} values each, {} wide in all; got text_embeds {:?} and time_ids {:?}",
+                plan.time_embed_dim,
+                plan.input_dim,
+                added.text_embeds.dims(),
+                added.time_ids.dims()
+            )));
+        }
+        let values: Vec<f32> = added
+            .time_ids
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_device(&Device::Cpu)?
+            .to_vec1()?;
+        let dim = plan.time_embed_dim;
+        let time_embeds = timestep_embedding(
+            &values,
+            dim,
+            self.config.flip_sin_to_cos,
+            self.config.freq_shift,
+            device,
+        )?
+        .reshape((batch, ids * dim))?;
+        let input = Tensor::cat(&[&added.text_embeds.to_dtype(DType::F32)?, &time_embeds], 1)?
+            .to_dtype(self.dtype)?;
+        text_time.mlp.forward(&input)
+    }
+}
+
+fn check_dtype(dtype: DType, device: &Device) -> Result<()> {
+    if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
+        return Err(DiffusionError::InvalidInput(format!(
+            "UNet dtype {dtype:?} is not one of f32, f16, bf16"
+        )));
+    }
+    if dtype == DType::BF16 && device.is_cpu() {
+        // candle's CPU matmul has no bf16 kernel; bf16 checkpoints still load as f32/f16.
+        return Err(DiffusionError::InvalidInput(
+            "bf16 compute is not supported on the CPU; use f32 or f16".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The weight file [`UNet2DConditionModel::from_dir`] reads from `dir`: the full-precision

@@ -50,7 +50,12 @@ pub fn model_dir(component: &str) -> PathBuf {
 /// `cases.json` parsed. Python's json writes `-Infinity` (diffusers' `lambda_min_clipped`),
 /// which serde_json rejects, so it is read as the string "-Infinity".
 pub fn all_cases() -> Value {
-    let path = fixture_dir().join("cases.json");
+    all_cases_in(&fixture_dir())
+}
+
+/// `cases.json` of the fixture folder `dir`.
+pub fn all_cases_in(dir: &std::path::Path) -> Value {
+    let path = dir.join("cases.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let text = text.replace("-Infinity", "\"-Infinity\"");
@@ -68,7 +73,12 @@ pub struct Case {
 
 impl Case {
     pub fn load(name: &str) -> Self {
-        let cases = all_cases();
+        Self::load_in(&fixture_dir(), name)
+    }
+
+    /// A case of the fixture folder `dir` (sd-tiny, sdxl-tiny, ...).
+    pub fn load_in(dir: &std::path::Path, name: &str) -> Self {
+        let cases = all_cases_in(dir);
         let entry = cases["cases"]
             .as_array()
             .expect("cases.json has a cases list")
@@ -77,7 +87,7 @@ impl Case {
             .unwrap_or_else(|| panic!("no case `{name}` in cases.json"))
             .clone();
         let file = entry["file"].as_str().expect("case has a file");
-        let tensors = candle_core::safetensors::load(fixture_dir().join(file), &test_device())
+        let tensors = candle_core::safetensors::load(dir.join(file), &test_device())
             .unwrap_or_else(|e| panic!("case `{name}`: cannot load {file}: {e}"));
         Self {
             name: name.to_string(),
