@@ -549,3 +549,103 @@ fn sdxl_bad_input_is_named() {
         "{stderr}"
     );
 }
+
+/// An SDXL run with an IP-Adapter image prompt through the command line: our own preprocessing
+/// and encoder on the photo, then diffusers' final latents; the adapter, the photo and the scale in
+/// the sidecar.
+#[test]
+fn generate_runs_an_ip_adapter_image_prompt_like_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = candle_core::safetensors::load(
+        sdxl_tiny().join("cases/ip_adapter_sdxl_scale05.safetensors"),
+        &Device::Cpu,
+    )
+    .expect("case");
+    let latents_in = dir.path().join("in.safetensors");
+    candle_core::safetensors::save(
+        &HashMap::from([("latents".to_string(), case["in.latents"].clone())]),
+        &latents_in,
+    )
+    .unwrap();
+    let model = sdxl_tiny().join("base");
+    let adapter = sdxl_tiny().join("ip-adapter/ip_adapter_sdxl.safetensors");
+    let photo = sdxl_tiny().join("cases/ip_photo.png");
+    let out = dir.path().join("out.png");
+    let latents_out = dir.path().join("out.safetensors");
+    let output = run(
+        dir.path(),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--ip-adapter",
+            adapter.to_str().unwrap(),
+            "--ip-image",
+            photo.to_str().unwrap(),
+            "--ip-scale",
+            "0.5",
+            "--prompt",
+            "a portrait in the park",
+            "--negative",
+            "blurry",
+            "--steps",
+            "3",
+            "--guidance",
+            "5",
+            "--scheduler",
+            "euler",
+            "--size",
+            "64x48",
+            "--init-latents",
+            latents_in.to_str().unwrap(),
+            "--output-latents",
+            latents_out.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let ours = candle_core::safetensors::load(&latents_out, &Device::Cpu).expect("latents");
+    let excess = max_excess(&ours["latents"], &case["out.final_latents"], 1e-3, 1e-3);
+    assert!(excess <= 0.0, "final latents exceed the tolerance by {excess}");
+    let sidecar: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(sidecar["image_prompt"]["scale"], 0.5);
+    assert_eq!(
+        sidecar["image_prompt"]["image_sha256"].as_str().unwrap().len(),
+        64
+    );
+
+    // A folder of several adapters must name one; an image prompt needs both flags.
+    let folder = sdxl_tiny().join("ip-adapter");
+    let stderr = |args: &[&str]| {
+        let mut all = vec![
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+            "--size",
+            "64x48",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        let output = run(dir.path(), &all);
+        assert!(!output.status.success());
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let message = stderr(&[
+        "--ip-adapter",
+        folder.to_str().unwrap(),
+        "--ip-image",
+        photo.to_str().unwrap(),
+    ]);
+    assert!(message.contains("several adapters"), "{message}");
+    let message = stderr(&["--ip-adapter", adapter.to_str().unwrap()]);
+    assert!(message.contains("--ip-image"), "{message}");
+}

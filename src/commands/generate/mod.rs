@@ -13,11 +13,14 @@ use candle_core::{DType, Device, Tensor};
 use clap::Args;
 use reverie_diffusion::pipeline::guidance::{default_repeats, MAX_IDENTITY_STRENGTH};
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
-use reverie_diffusion::pipeline::{GenerationRequest, GuidanceSteps, SampleSpec, StableDiffusion};
+use reverie_diffusion::pipeline::{
+    Adapters, GenerationRequest, GuidanceSteps, SampleSpec, StableDiffusion,
+};
 use reverie_faces::identity::check::SeveralFaces;
 use reverie_worker::render::identity::IdentityGuide;
 
 use identity::Identities;
+use reverie_diffusion::ip_adapter::{ImagePrompt, MAX_IP_SCALE};
 use reverie_diffusion::lora::LoraSpec;
 use reverie_diffusion::registry::{sha256_file, ResolvedModel};
 use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
@@ -38,6 +41,16 @@ pub struct GenerateArgs {
     /// (weight 1 by default); repeat to apply several.
     #[arg(long = "lora")]
     pub lora: Vec<String>,
+    /// An IP-Adapter: its .safetensors file, or a folder holding one, with the CLIP vision tower
+    /// in image_encoder/ beside it.
+    #[arg(long)]
+    pub ip_adapter: Option<PathBuf>,
+    /// The image prompt the IP-Adapter reads (needs --ip-adapter).
+    #[arg(long)]
+    pub ip_image: Option<PathBuf>,
+    /// How strongly the image prompt counts, 0 to 5 (default 1, the trained strength).
+    #[arg(long)]
+    pub ip_scale: Option<f64>,
     /// The model registry (TOML); default: {models_dir}/diffusion/registry.toml.
     #[arg(long, env = "REVERIE_MODEL_REGISTRY")]
     pub registry: Option<PathBuf>,
@@ -434,8 +447,26 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
     }
     let loras = lora_records(&args.lora)?;
     let specs: Vec<LoraSpec> = loras.iter().map(|l| l.spec.clone()).collect();
-    let pipeline = StableDiffusion::from_dir_with_loras(&model.dir, &device, dtype, &specs)
+    let image_prompt = ImagePromptArgs::from_args(&args)?;
+    let adapters = Adapters {
+        loras: specs,
+        ip_adapter: image_prompt.as_ref().map(|p| p.adapter.clone()),
+    };
+    let pipeline = StableDiffusion::from_dir_with(&model.dir, &device, dtype, &adapters)
         .with_context(|| format!("loading model {} from {}", model.name, model.dir.display()))?;
+    if let Some(prompt) = &image_prompt {
+        let picture = read_picture(&prompt.image, "--ip-image")?;
+        let embeds = pipeline
+            .encode_image_prompt(&picture)
+            .with_context(|| format!("--ip-image {}", prompt.image.display()))?;
+        for sample in &mut request.samples {
+            sample.image_prompt = Some(ImagePrompt {
+                embeds: embeds.clone(),
+                scale: prompt.scale,
+            });
+        }
+        request.validate()?;
+    }
     if request.identity.is_some() && !pipeline.supports_identity_guidance() {
         bail!(
             "--identity guides by differentiating the VAE decoder in f32, and this model's VAE runs \
@@ -498,6 +529,9 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
         if !loras.is_empty() {
             sidecar.insert("loras".to_string(), serde_json::to_string(&loras)?);
         }
+        if let Some(prompt) = &image_prompt {
+            sidecar.insert("image_prompt".to_string(), serde_json::to_string(prompt)?);
+        }
         let identity_json = serde_json::to_string(&reports[chosen])?;
         if identities.is_some() {
             sidecar.insert("identity".to_string(), identity_json);
@@ -516,6 +550,7 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
             scheduler,
             model: &model,
             loras: &loras,
+            image_prompt: image_prompt.as_ref(),
         };
         write_sidecar(&path, &run, sample, &reports[chosen], &candidates)?;
         for person in &reports[chosen] {
@@ -558,12 +593,80 @@ fn lora_records(args: &[String]) -> anyhow::Result<Vec<LoraRecord>> {
         .collect()
 }
 
+/// `--ip-adapter`, `--ip-image` and `--ip-scale`, checked, as applied and recorded.
+#[derive(serde::Serialize)]
+struct ImagePromptArgs {
+    adapter: PathBuf,
+    adapter_sha256: String,
+    image: PathBuf,
+    image_sha256: String,
+    scale: f64,
+}
+
+impl ImagePromptArgs {
+    fn from_args(args: &GenerateArgs) -> anyhow::Result<Option<Self>> {
+        let (adapter, image) = match (&args.ip_adapter, &args.ip_image) {
+            (None, None) if args.ip_scale.is_some() => {
+                bail!("--ip-scale needs --ip-adapter and --ip-image")
+            }
+            (None, None) => return Ok(None),
+            (Some(adapter), Some(image)) => (adapter, image),
+            (Some(_), None) => bail!("--ip-adapter needs an --ip-image to read"),
+            (None, Some(_)) => bail!("--ip-image needs an --ip-adapter to read it"),
+        };
+        let scale = args.ip_scale.unwrap_or(1.0);
+        if !scale.is_finite() || !(0.0..=MAX_IP_SCALE).contains(&scale) {
+            bail!("--ip-scale {scale} must be between 0 and {MAX_IP_SCALE}");
+        }
+        let adapter = adapter_file(adapter)?;
+        Ok(Some(Self {
+            adapter_sha256: sha256_file(&adapter)
+                .with_context(|| format!("--ip-adapter {}", adapter.display()))?,
+            image_sha256: sha256_file(image)
+                .with_context(|| format!("--ip-image {}", image.display()))?,
+            adapter,
+            image: image.clone(),
+            scale,
+        }))
+    }
+}
+
+/// The adapter file `--ip-adapter` names: the file itself, or the one .safetensors in a folder.
+fn adapter_file(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("--ip-adapter {}", path.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    match files.len() {
+        1 => Ok(files.remove(0)),
+        0 => bail!(
+            "--ip-adapter {}: no .safetensors file in the folder",
+            path.display()
+        ),
+        _ => bail!(
+            "--ip-adapter {}: several adapters ({}); name the file",
+            path.display(),
+            files
+                .iter()
+                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// What one `reverie generate` ran with, shared by every image it writes.
 struct Run<'a> {
     request: &'a GenerationRequest,
     scheduler: SchedulerKind,
     model: &'a ResolvedModel,
     loras: &'a [LoraRecord],
+    image_prompt: Option<&'a ImagePromptArgs>,
 }
 
 /// One rendered candidate of `--best-of` and its identity reports.
@@ -590,6 +693,8 @@ struct Sidecar<'a> {
     model_hash: &'a str,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     loras: &'a [LoraRecord],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_prompt: Option<&'a ImagePromptArgs>,
     /// img2img only.
     #[serde(skip_serializing_if = "Option::is_none")]
     strength: Option<f64>,
@@ -615,6 +720,7 @@ fn write_sidecar(
         scheduler,
         model,
         loras,
+        image_prompt,
     } = *run;
     let img2img = request.is_img2img();
     let sidecar = Sidecar {
@@ -630,6 +736,7 @@ fn write_sidecar(
         model: &model.name,
         model_hash: &model.identity,
         loras,
+        image_prompt,
         strength: img2img.then_some(request.strength),
         masked: img2img.then_some(sample.mask.is_some()),
         initial_latents_given: sample.noise.initial_latents.is_some(),

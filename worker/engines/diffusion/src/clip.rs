@@ -90,7 +90,28 @@ struct Attention {
     head_dim: usize,
 }
 
-struct EncoderLayer {
+/// The sizes of a CLIP transformer encoder (text or vision).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EncoderShape {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub eps: f64,
+}
+
+impl ClipTextConfig {
+    fn shape(&self) -> EncoderShape {
+        EncoderShape {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            intermediate: self.intermediate_size,
+            eps: self.layer_norm_eps,
+        }
+    }
+}
+
+/// A pre-norm encoder layer: attention, then the MLP, each with a residual.
+pub(crate) struct EncoderLayer {
     norm1: LayerNorm,
     attention: Attention,
     norm2: LayerNorm,
@@ -109,28 +130,38 @@ pub struct ClipTextEncoder {
     eos_token_id: Option<u32>,
 }
 
-fn linear(weights: &WeightFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
+pub(crate) fn linear(
+    weights: &WeightFile,
+    name: &str,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<Linear> {
     let weight = weights.get(&format!("{name}.weight"), &[out_dim, in_dim])?;
     let bias = weights.get(&format!("{name}.bias"), &[out_dim])?;
     Ok(Linear::new(weight, Some(bias)))
 }
 
-fn layer_norm(weights: &WeightFile, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
+pub(crate) fn layer_norm(
+    weights: &WeightFile,
+    name: &str,
+    dim: usize,
+    eps: f64,
+) -> Result<LayerNorm> {
     let weight = weights.get(&format!("{name}.weight"), &[dim])?;
     let bias = weights.get(&format!("{name}.bias"), &[dim])?;
     Ok(LayerNorm::new(weight, bias, eps))
 }
 
 impl Attention {
-    fn load(weights: &WeightFile, name: &str, config: &ClipTextConfig) -> Result<Self> {
-        let h = config.hidden_size;
+    fn load(weights: &WeightFile, name: &str, shape: EncoderShape) -> Result<Self> {
+        let h = shape.hidden;
         Ok(Self {
             q: linear(weights, &format!("{name}.q_proj"), h, h)?,
             k: linear(weights, &format!("{name}.k_proj"), h, h)?,
             v: linear(weights, &format!("{name}.v_proj"), h, h)?,
             out: linear(weights, &format!("{name}.out_proj"), h, h)?,
-            heads: config.num_attention_heads,
-            head_dim: h / config.num_attention_heads,
+            heads: shape.heads,
+            head_dim: h / shape.heads,
         })
     }
 
@@ -142,13 +173,18 @@ impl Attention {
             .contiguous()?)
     }
 
-    fn forward(&self, x: &Tensor, causal_mask: &Tensor) -> Result<Tensor> {
+    /// Self-attention; `mask` (additive) hides positions, as the text encoder's causal mask does.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (batch, tokens, hidden) = x.dims3()?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let q = self.split_heads(&self.q.forward(x)?.affine(scale, 0.0)?)?;
         let k = self.split_heads(&self.k.forward(x)?)?;
         let v = self.split_heads(&self.v.forward(x)?)?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(causal_mask)?;
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match mask {
+            Some(mask) => scores.broadcast_add(mask)?,
+            None => scores,
+        };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
         let mixed = weights
             .matmul(&v)?
@@ -159,29 +195,24 @@ impl Attention {
 }
 
 impl EncoderLayer {
-    fn load(weights: &WeightFile, index: usize, config: &ClipTextConfig) -> Result<Self> {
+    pub(crate) fn load(weights: &WeightFile, index: usize, shape: EncoderShape) -> Result<Self> {
         let name = format!("encoder.layers.{index}");
-        let (h, eps) = (config.hidden_size, config.layer_norm_eps);
+        let (h, eps) = (shape.hidden, shape.eps);
         Ok(Self {
             norm1: layer_norm(weights, &format!("{name}.layer_norm1"), h, eps)?,
-            attention: Attention::load(weights, &format!("{name}.self_attn"), config)?,
+            attention: Attention::load(weights, &format!("{name}.self_attn"), shape)?,
             norm2: layer_norm(weights, &format!("{name}.layer_norm2"), h, eps)?,
-            fc1: linear(
-                weights,
-                &format!("{name}.mlp.fc1"),
-                config.intermediate_size,
-                h,
-            )?,
-            fc2: linear(
-                weights,
-                &format!("{name}.mlp.fc2"),
-                h,
-                config.intermediate_size,
-            )?,
+            fc1: linear(weights, &format!("{name}.mlp.fc1"), shape.intermediate, h)?,
+            fc2: linear(weights, &format!("{name}.mlp.fc2"), h, shape.intermediate)?,
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor, activation: ClipActivation) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        activation: ClipActivation,
+    ) -> Result<Tensor> {
         let attended = self.attention.forward(&self.norm1.forward(x)?, mask)?;
         let x = (x + attended)?;
         let hidden = self.fc1.forward(&self.norm2.forward(&x)?)?;
@@ -236,7 +267,7 @@ impl ClipTextEncoder {
             weights.set_prefix("text_model.");
         }
         let layers = (0..config.num_hidden_layers)
-            .map(|i| EncoderLayer::load(&weights, i, config))
+            .map(|i| EncoderLayer::load(&weights, i, config.shape()))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: weights
@@ -284,7 +315,7 @@ impl ClipTextEncoder {
             if i == last {
                 penultimate = Some(x.clone());
             }
-            x = layer.forward(&x, &mask, self.activation)?;
+            x = layer.forward(&x, Some(&mask), self.activation)?;
         }
         let penultimate = penultimate.unwrap_or_else(|| x.clone());
         let last_hidden_state = self.final_norm.forward(&x)?;

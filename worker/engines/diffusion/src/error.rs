@@ -54,6 +54,9 @@ pub enum DiffusionError {
     #[error("LoRA {path}: {reason}")]
     Lora { path: PathBuf, reason: String },
 
+    #[error("IP-Adapter {path}: {reason}")]
+    IpAdapter { path: PathBuf, reason: String },
+
     #[error("model `{model}`: {reason}")]
     Registry { model: String, reason: String },
 }

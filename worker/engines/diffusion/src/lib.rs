@@ -6,7 +6,9 @@
 //! (`pipeline::StableDiffusion`), per-sample noise (`rng`) and the model registry.
 
 pub mod clip;
+pub mod clip_vision;
 pub mod error;
+pub mod ip_adapter;
 pub mod lora;
 pub mod nn;
 pub mod pipeline;

@@ -12,9 +12,10 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Tensor};
 use reverie_diffusion::lora::LoraSpec;
 use reverie_diffusion::pipeline::{
-    GenerationRequest, MicroConditioning, ModelFamily, SampleSpec, StableDiffusion, StepProgress,
+    Adapters, GenerationRequest, MicroConditioning, ModelFamily, SampleSpec, StableDiffusion,
+    StepProgress,
 };
-use reverie_diffusion::unet::AddedConditions;
+use reverie_diffusion::unet::{AddedConditions, Conditions};
 use reverie_diffusion::{ClipTextEncoder, DiffusionError, SchedulerKind, UNet2DConditionModel};
 
 use common::{repo_root, test_device, Case};
@@ -88,8 +89,11 @@ fn check_unet(name: &str) {
         .forward_with(
             &case.input("in.latents"),
             &case.input("in.timesteps"),
-            &case.input("in.encoder_hidden_states"),
-            Some(&added),
+            &Conditions {
+                text: &case.input("in.encoder_hidden_states"),
+                added: Some(&added),
+                image: None,
+            },
         )
         .expect("forward");
     case.assert_close("out.noise_pred", &output);
@@ -236,11 +240,15 @@ fn with_loras(case: &Case) -> StableDiffusion {
             weight: l["weight"].as_f64().expect("weight"),
         })
         .collect();
-    StableDiffusion::from_dir_with_loras(
+    let adapters = Adapters {
+        loras,
+        ip_adapter: None,
+    };
+    StableDiffusion::from_dir_with(
         &fixture().join("base"),
         &test_device(),
         DType::F32,
-        &loras,
+        &adapters,
     )
     .expect("base with LoRAs loads")
 }
@@ -286,7 +294,11 @@ fn a_lora_for_another_model_is_refused_naming_the_tensor() {
         path: fixture().join("loras/style_kohya.safetensors"),
         weight: 1.0,
     };
-    let error = StableDiffusion::from_dir_with_loras(&sd1, &test_device(), DType::F32, &[lora])
+    let adapters = Adapters {
+        loras: vec![lora],
+        ip_adapter: None,
+    };
+    let error = StableDiffusion::from_dir_with(&sd1, &test_device(), DType::F32, &adapters)
         .expect_err("refused");
     assert!(matches!(error, DiffusionError::Lora { .. }), "{error}");
     let message = error.to_string();
@@ -346,8 +358,11 @@ fn lora_unet_forward_matches() {
         .forward_with(
             &case.input("in.latents"),
             &case.input("in.timesteps"),
-            &case.input("in.encoder_hidden_states"),
-            Some(&added),
+            &Conditions {
+                text: &case.input("in.encoder_hidden_states"),
+                added: Some(&added),
+                image: None,
+            },
         )
         .expect("forward");
     case.assert_close("out.noise_pred", &output);

@@ -15,9 +15,10 @@ use super::request::{GenerationRequest, SampleSpec};
 use super::text::{ModelFamily, PromptText, TextConditioner};
 use super::StableDiffusion;
 use crate::error::{DiffusionError, Result};
+use crate::ip_adapter::ImageTokens;
 use crate::rng::{gaussian_tensor, NoiseStream};
 use crate::schedulers::{build_scheduler, Scheduler};
-use crate::unet::AddedConditions;
+use crate::unet::{AddedConditions, Conditions};
 
 /// The result of a request.
 #[derive(Debug, Clone)]
@@ -64,6 +65,8 @@ struct Conditioning {
     context: Tensor,
     /// SDXL's pooled text and time ids.
     added: Option<AddedConditions>,
+    /// IP-Adapter image prompt tokens and scales.
+    image: Option<ImageTokens>,
 }
 
 /// How the rows of the UNet batch map back to samples.
@@ -198,7 +201,7 @@ impl StableDiffusion {
             })
             .collect();
         prompts.extend(samples.iter().map(|s| PromptText::Text(&s.prompt)));
-        let conditioning = self.conditioning(request, &prompts, guided.len(), warnings)?;
+        let conditioning = self.conditioning(request, &prompts, &guided, warnings)?;
 
         let cond_base = guided.len();
         let mut uncond_rows = Vec::with_capacity(samples.len());
@@ -220,15 +223,16 @@ impl StableDiffusion {
         Ok((plan, conditioning))
     }
 
-    /// Encodes `prompts` (the first `unconditional` of them negative) and, for SDXL, builds the
-    /// added conditioning of every row.
+    /// Encodes `prompts` (first the negatives of the `guided` samples, then every sample's
+    /// prompt), builds SDXL's added conditioning of every row and the image prompt tokens.
     fn conditioning(
         &self,
         request: &GenerationRequest,
         prompts: &[PromptText<'_>],
-        unconditional: usize,
+        guided: &[usize],
         warnings: &mut Vec<String>,
     ) -> Result<Conditioning> {
+        let unconditional = guided.len();
         let encoded = self.text.encode(prompts, warnings, &self.device)?;
         let size = (request.height, request.width);
         let added = match &encoded.pooled {
@@ -251,7 +255,49 @@ impl StableDiffusion {
         Ok(Conditioning {
             context: encoded.context.to_dtype(self.dtype)?,
             added,
+            image: self.image_tokens(request, guided)?,
         })
+    }
+
+    /// The image prompt tokens of every UNet row (the negative embeddings for unconditional rows);
+    /// samples without an image prompt get scale 0. `None` when no sample has one.
+    fn image_tokens(
+        &self,
+        request: &GenerationRequest,
+        guided: &[usize],
+    ) -> Result<Option<ImageTokens>> {
+        let samples = &request.samples;
+        let Some(first) = samples.iter().find_map(|s| s.image_prompt.as_ref()) else {
+            return Ok(None);
+        };
+        let adapter = self.ip_adapter.as_ref().ok_or_else(|| {
+            DiffusionError::InvalidInput(format!(
+                "a sample has an image prompt but {} was loaded without an IP-Adapter",
+                self.dir.display()
+            ))
+        })?;
+        let blank = first.embeds.positive.zeros_like()?;
+        let rows: Vec<(usize, bool)> = guided
+            .iter()
+            .map(|&sample| (sample, true))
+            .chain((0..samples.len()).map(|sample| (sample, false)))
+            .collect();
+        let mut embeds = Vec::with_capacity(rows.len());
+        let mut scales = Vec::with_capacity(rows.len());
+        for (sample, unconditional) in rows {
+            let (embed, scale) = match &samples[sample].image_prompt {
+                Some(prompt) if unconditional => (&prompt.embeds.negative, prompt.scale),
+                Some(prompt) => (&prompt.embeds.positive, prompt.scale),
+                None => (&blank, 0.0),
+            };
+            embeds.push(embed.to_device(&self.device)?.to_dtype(DType::F32)?);
+            scales.push(scale as f32);
+        }
+        let count = scales.len();
+        Ok(Some(ImageTokens {
+            tokens: adapter.project(&Tensor::cat(&embeds, 0)?)?,
+            scales: Tensor::from_vec(scales, (count, 1, 1), &self.device)?,
+        }))
     }
 
     /// The guided noise prediction `uncond + g * (cond - uncond)` for every sample, in f32.
@@ -275,8 +321,11 @@ impl StableDiffusion {
             .forward_with(
                 &model_input,
                 &timesteps,
-                &conditioning.context,
-                conditioning.added.as_ref(),
+                &Conditions {
+                    text: &conditioning.context,
+                    added: conditioning.added.as_ref(),
+                    image: conditioning.image.as_ref(),
+                },
             )?
             .to_dtype(DType::F32)?;
         let cond = output.index_select(&plan.cond_rows, 0)?;

@@ -24,6 +24,7 @@ pub use request::{
 pub use text::{EncodedPrompts, ModelFamily, PromptText, TextConditioner};
 
 use crate::error::{DiffusionError, Result};
+use crate::ip_adapter::{ImagePromptEmbeds, IpAdapter};
 use crate::lora::{deltas_for, LoraFile, LoraSpec, LoraTarget};
 use crate::schedulers::{SchedulerConfig, SchedulerKind};
 use crate::tokenizer::ClipTokenizer;
@@ -65,11 +66,21 @@ const SUPPORTED_XL_PIPELINES: [&str; 3] = [
     "StableDiffusionXLInpaintPipeline",
 ];
 
-/// A whole Stable Diffusion checkpoint, loaded once, with its LoRAs (if any) fused in.
+/// What a checkpoint is loaded with besides its own folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Adapters {
+    /// LoRAs fused into the UNet and text encoder weights, in order.
+    pub loras: Vec<LoraSpec>,
+    /// An IP-Adapter file (its `image_encoder/` beside it) for image prompts.
+    pub ip_adapter: Option<PathBuf>,
+}
+
+/// A whole Stable Diffusion checkpoint, loaded once, with its adapters (if any).
 pub struct StableDiffusion {
     dir: PathBuf,
     text: TextConditioner,
-    loras: Vec<LoraSpec>,
+    adapters: Adapters,
+    ip_adapter: Option<IpAdapter>,
     unet: UNet2DConditionModel,
     vae: AutoencoderKl,
     scheduler_config: SchedulerConfig,
@@ -107,16 +118,18 @@ impl StableDiffusion {
     /// `tokenizer/`, `scheduler/`. The UNet and VAE run in `dtype`; the text encoder in f32
     /// (its output is cast), since it runs once per prompt and f16 CLIP loses precision.
     pub fn from_dir(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        Self::from_dir_with_loras(dir, device, dtype, &[])
+        Self::from_dir_with(dir, device, dtype, &Adapters::default())
     }
 
-    /// [`Self::from_dir`] with `loras` fused into the UNet and text encoder weights.
-    pub fn from_dir_with_loras(
+    /// [`Self::from_dir`] with LoRAs fused into the UNet and text encoder weights and an
+    /// IP-Adapter attached to the UNet's cross-attention.
+    pub fn from_dir_with(
         dir: &Path,
         device: &Device,
         dtype: DType,
-        loras: &[LoraSpec],
+        adapters: &Adapters,
     ) -> Result<Self> {
+        let loras = &adapters.loras;
         if !matches!(dtype, DType::F32 | DType::F16 | DType::BF16) {
             return Err(DiffusionError::InvalidInput(format!(
                 "dtype {dtype:?} is not one of f32, f16, bf16"
@@ -139,7 +152,16 @@ impl StableDiffusion {
             class_name: String,
         }
         let class: SchedulerClass = read_json(&scheduler_path)?;
-        let unet = Self::load_unet(&dir.join("unet"), family, &weighted, device, dtype)?;
+        let mut unet = Self::load_unet(&dir.join("unet"), family, &weighted, device, dtype)?;
+        let ip_adapter = adapters
+            .ip_adapter
+            .as_deref()
+            .map(|file| {
+                let adapter = IpAdapter::load(file, device, dtype)?;
+                unet.attach_ip_adapter(&adapter)?;
+                Ok::<_, DiffusionError>(adapter)
+            })
+            .transpose()?;
         let unet_channels = unet.config().in_channels;
         if unet_channels != 4 {
             return Err(DiffusionError::ModelConfig {
@@ -153,7 +175,8 @@ impl StableDiffusion {
         Ok(Self {
             dir: dir.to_path_buf(),
             text: TextConditioner::load(dir, family, &weighted, device)?,
-            loras: loras.to_vec(),
+            adapters: adapters.clone(),
+            ip_adapter,
             unet,
             vae: AutoencoderKl::from_dir(&dir.join("vae"), device, dtype)?,
             scheduler_config: SchedulerConfig::from_file(&scheduler_path)?,
@@ -260,7 +283,28 @@ impl StableDiffusion {
 
     /// The LoRAs fused into this model, in the order given.
     pub fn loras(&self) -> &[LoraSpec] {
-        &self.loras
+        &self.adapters.loras
+    }
+
+    /// What the model was loaded with.
+    pub fn adapters(&self) -> &Adapters {
+        &self.adapters
+    }
+
+    /// The IP-Adapter, when the model was loaded with one.
+    pub fn ip_adapter(&self) -> Option<&IpAdapter> {
+        self.ip_adapter.as_ref()
+    }
+
+    /// The image prompt embeddings of a photo for this model's IP-Adapter.
+    pub fn encode_image_prompt(&self, image: &image::RgbImage) -> Result<ImagePromptEmbeds> {
+        let adapter = self.ip_adapter.as_ref().ok_or_else(|| {
+            DiffusionError::InvalidInput(format!(
+                "{} was loaded without an IP-Adapter",
+                self.dir.display()
+            ))
+        })?;
+        adapter.encode_image(image)
     }
 
     pub fn dir(&self) -> &Path {

@@ -4,6 +4,7 @@ use candle_core::Tensor;
 
 use super::guidance::{IdentityGuidance, MAX_IDENTITY_STRENGTH};
 use crate::error::{DiffusionError, Result};
+use crate::ip_adapter::{ImagePrompt, MAX_IP_SCALE};
 use crate::schedulers::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 
 /// The most inference steps a request may ask for (train schedules have 1000 timesteps).
@@ -42,6 +43,8 @@ pub struct SampleSpec {
     /// How hard identity guidance pulls this sample toward its people (0 = off); needs the
     /// request's [`GenerationRequest::identity`].
     pub identity_strength: f64,
+    /// An IP-Adapter image prompt (the model must be loaded with an adapter).
+    pub image_prompt: Option<ImagePrompt>,
 }
 
 impl SampleSpec {
@@ -56,6 +59,7 @@ impl SampleSpec {
             mask: None,
             noise: ExplicitNoise::default(),
             identity_strength: 0.0,
+            image_prompt: None,
         }
     }
 
@@ -219,6 +223,17 @@ impl GenerationRequest {
                 "guidance scale {} must be a finite number of at least 0",
                 sample.guidance_scale
             ));
+        }
+        if let Some(prompt) = &sample.image_prompt {
+            if !prompt.scale.is_finite() || !(0.0..=MAX_IP_SCALE).contains(&prompt.scale) {
+                return Err(format!(
+                    "image prompt scale {} must be between 0 and {MAX_IP_SCALE}",
+                    prompt.scale
+                ));
+            }
+            if prompt.embeds.positive.dims() != prompt.embeds.negative.dims() {
+                return Err("the image prompt's negative embeddings differ in shape".into());
+            }
         }
         let strength = sample.identity_strength;
         if !strength.is_finite() || !(0.0..=MAX_IDENTITY_STRENGTH).contains(&strength) {

@@ -6,6 +6,7 @@ use candle_nn::{Linear, Module};
 
 use super::softmax::softmax_last_dim_consuming;
 use crate::error::{DiffusionError, Result};
+use crate::ip_adapter::ImageTokens;
 use crate::nn::{linear, linear_no_bias};
 use crate::weights::WeightFile;
 
@@ -21,6 +22,8 @@ pub struct Attention {
     to_out: Linear,
     heads: usize,
     upcast: bool,
+    /// IP-Adapter's `to_k_ip` and `to_v_ip` (cross-attention layers of a model loaded with one).
+    image: Option<(Linear, Linear)>,
 }
 
 /// The sizes of one attention layer.
@@ -46,7 +49,41 @@ impl Attention {
             to_out: linear(weights, &name("to_out.0"), inner, dims.query_dim)?,
             heads: dims.heads,
             upcast: dims.upcast,
+            image: None,
         })
+    }
+
+    /// Width of the queries, keys and values (`heads * head_dim`).
+    pub fn inner(&self) -> usize {
+        self.to_q.weight().dim(0).unwrap_or(0)
+    }
+
+    /// Adds IP-Adapter's decoupled keys and values for image prompt tokens.
+    pub fn attach_image_projections(&mut self, to_k_ip: Linear, to_v_ip: Linear) {
+        self.image = Some((to_k_ip, to_v_ip));
+    }
+
+    /// Cross-attention to the text plus, where the layer has an IP-Adapter and the batch image
+    /// prompt tokens, `scale * attention(q, to_k_ip(image), to_v_ip(image))` per row.
+    pub fn forward_cross(
+        &self,
+        x: &Tensor,
+        text: &Tensor,
+        image: Option<&ImageTokens>,
+    ) -> Result<Tensor> {
+        let q = self.to_q.forward(x)?;
+        let k = self.to_k.forward(text)?;
+        let v = self.to_v.forward(text)?;
+        let mut mixed = scaled_dot_product_attention(&q, &k, &v, self.heads, self.upcast)?;
+        if let (Some((to_k_ip, to_v_ip)), Some(image)) = (&self.image, image) {
+            let tokens = image.tokens.to_dtype(q.dtype())?;
+            let k = to_k_ip.forward(&tokens)?;
+            let v = to_v_ip.forward(&tokens)?;
+            let pictured = scaled_dot_product_attention(&q, &k, &v, self.heads, self.upcast)?;
+            let scales = image.scales.to_dtype(q.dtype())?;
+            mixed = (mixed + pictured.broadcast_mul(&scales)?)?;
+        }
+        Ok(self.to_out.forward(&mixed)?)
     }
 
     /// `x` is `[batch, tokens, query_dim]`; `context` (`[batch, context_tokens, context_dim]`)

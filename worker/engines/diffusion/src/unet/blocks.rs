@@ -3,8 +3,10 @@
 
 use candle_core::Tensor;
 
+use super::attention::Attention;
 use super::config::{AttentionPlan, DownBlockPlan, UpBlockPlan};
 use super::transformer::{Transformer2D, TransformerLayout};
+use super::CrossContext;
 use crate::error::{DiffusionError, Result};
 use crate::nn::{Downsample2D, DownsamplePadding, ResnetBlock2D, ResnetConfig, Upsample2D};
 use crate::weights::WeightFile;
@@ -51,13 +53,26 @@ struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, temb: &Tensor, context: &CrossContext<'_>) -> Result<Tensor> {
         let x = self.resnet.forward(x, Some(temb))?;
         match &self.attention {
             Some(transformer) => transformer.forward(&x, context),
             None => Ok(x),
         }
     }
+}
+
+impl Layer {
+    fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        self.attention
+            .iter_mut()
+            .flat_map(Transformer2D::cross_attentions_mut)
+    }
+}
+
+/// The cross-attention layers of `layers`, in order.
+fn layers_cross_attentions(layers: &mut [Layer]) -> impl Iterator<Item = &mut Attention> {
+    layers.iter_mut().flat_map(Layer::cross_attentions_mut)
 }
 
 fn load_layer(
@@ -130,12 +145,17 @@ impl DownBlock {
         })
     }
 
+    /// The block's cross-attention layers, in diffusers' order.
+    pub fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        layers_cross_attentions(&mut self.layers)
+    }
+
     /// Runs the block, pushing every intermediate output the up path will need onto `skips`.
     pub fn forward(
         &self,
         x: &Tensor,
         temb: &Tensor,
-        context: &Tensor,
+        context: &CrossContext<'_>,
         skips: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
         let mut x = x.clone();
@@ -182,7 +202,14 @@ impl MidBlock {
         })
     }
 
-    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// The block's cross-attention layers, in diffusers' order.
+    pub fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        self.rest
+            .iter_mut()
+            .flat_map(|(transformer, _)| transformer.cross_attentions_mut())
+    }
+
+    pub fn forward(&self, x: &Tensor, temb: &Tensor, context: &CrossContext<'_>) -> Result<Tensor> {
         let mut x = self.first.forward(x, Some(temb))?;
         for (transformer, resnet) in &self.rest {
             x = transformer.forward(&x, context)?;
@@ -244,13 +271,18 @@ impl UpBlock {
         Ok(Self { layers, upsampler })
     }
 
+    /// The block's cross-attention layers, in diffusers' order.
+    pub fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        layers_cross_attentions(&mut self.layers)
+    }
+
     /// Consumes this block's skip connections from the end of `skips`, and upsamples to the
     /// size of the next one left there: odd sizes (5x7 latents) come back exactly.
     pub fn forward(
         &self,
         x: &Tensor,
         temb: &Tensor,
-        context: &Tensor,
+        context: &CrossContext<'_>,
         skips: &mut Vec<Tensor>,
     ) -> Result<Tensor> {
         let mut x = x.clone();

@@ -24,10 +24,12 @@ pub use config::{
 };
 pub use embeddings::timestep_embedding;
 
+use attention::Attention;
 use blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
 use embeddings::{timesteps_per_sample, TimestepEmbedding};
 
 use crate::error::{DiffusionError, Result};
+use crate::ip_adapter::{ImageTokens, IpAdapter};
 use crate::nn::{conv2d, group_norm, ConvShape, DownsamplePadding};
 use crate::weights::WeightFile;
 
@@ -44,6 +46,24 @@ const WEIGHT_FILES: [&str; 2] = [
 pub struct AddedConditions {
     pub text_embeds: Tensor,
     pub time_ids: Tensor,
+}
+
+/// What the UNet is conditioned on besides the latents and the timestep.
+#[derive(Debug, Clone, Copy)]
+pub struct Conditions<'a> {
+    /// `[batch, text_tokens, cross_attention_dim]` text embeddings.
+    pub text: &'a Tensor,
+    /// SDXL's pooled text and time ids (required exactly when the config has `text_time`).
+    pub added: Option<&'a AddedConditions>,
+    /// IP-Adapter image prompt tokens (the model must have been given an adapter).
+    pub image: Option<&'a ImageTokens>,
+}
+
+/// What every cross-attention layer reads.
+#[derive(Debug, Clone, Copy)]
+pub struct CrossContext<'a> {
+    pub text: &'a Tensor,
+    pub image: Option<&'a ImageTokens>,
 }
 
 /// `add_time_proj` (sinusoids of each time id) and `add_embedding` (the MLP).
@@ -65,6 +85,8 @@ pub struct UNet2DConditionModel {
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
+    /// The IP-Adapter attached to the cross-attention layers, if any (its file).
+    ip_adapter: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for UNet2DConditionModel {
@@ -211,7 +233,53 @@ impl UNet2DConditionModel {
             )?,
             dtype,
             config,
+            ip_adapter: None,
         })
+    }
+
+    /// Gives every cross-attention layer the adapter's `to_k_ip` / `to_v_ip`, in diffusers' order
+    /// (down blocks, up blocks, middle block). The adapter must be made for this UNet: as many
+    /// layers, the same widths.
+    pub fn attach_ip_adapter(&mut self, adapter: &IpAdapter) -> Result<()> {
+        let mismatch = |reason: String| DiffusionError::IpAdapter {
+            path: adapter.path().to_path_buf(),
+            reason: format!("{reason}: an adapter for another base model?"),
+        };
+        if adapter.cross_dim() != self.config.context_dim() {
+            return Err(mismatch(format!(
+                "its image tokens are {} wide, this UNet's cross-attention reads {}",
+                adapter.cross_dim(),
+                self.config.context_dim()
+            )));
+        }
+        let mut layers: Vec<&mut Attention> = Vec::new();
+        for block in &mut self.down_blocks {
+            layers.extend(block.cross_attentions_mut());
+        }
+        for block in &mut self.up_blocks {
+            layers.extend(block.cross_attentions_mut());
+        }
+        if let Some(mid) = &mut self.mid_block {
+            layers.extend(mid.cross_attentions_mut());
+        }
+        if layers.len() != adapter.layers() {
+            return Err(mismatch(format!(
+                "it has weights for {} cross-attention layers, this UNet has {}",
+                adapter.layers(),
+                layers.len()
+            )));
+        }
+        for (index, layer) in layers.into_iter().enumerate() {
+            let (to_k, to_v) = adapter.layer(index, layer.inner())?;
+            layer.attach_image_projections(to_k, to_v);
+        }
+        self.ip_adapter = Some(adapter.path().to_path_buf());
+        Ok(())
+    }
+
+    /// Whether an IP-Adapter is attached.
+    pub fn has_ip_adapter(&self) -> bool {
+        self.ip_adapter.is_some()
     }
 
     pub fn config(&self) -> &UNetConfig {
@@ -241,21 +309,30 @@ impl UNet2DConditionModel {
         timesteps: &Tensor,
         encoder_hidden_states: &Tensor,
     ) -> Result<Tensor> {
-        self.forward_with(sample, timesteps, encoder_hidden_states, None)
+        let conditions = Conditions {
+            text: encoder_hidden_states,
+            added: None,
+            image: None,
+        };
+        self.forward_with(sample, timesteps, &conditions)
     }
 
     /// One denoising prediction. `sample` is `[batch, in_channels, height, width]` (any
     /// height and width), `timesteps` `[batch]` (or one value for all; fractional allowed),
-    /// `encoder_hidden_states` `[batch, text_tokens, cross_attention_dim]`, `added` SDXL's
-    /// pooled text and time ids (required exactly when the config has `text_time`). Returns
-    /// `[batch, out_channels, height, width]` in the model dtype.
+    /// `conditions` the text and the rest ([`Conditions`]). Returns `[batch, out_channels,
+    /// height, width]` in the model dtype.
     pub fn forward_with(
         &self,
         sample: &Tensor,
         timesteps: &Tensor,
-        encoder_hidden_states: &Tensor,
-        added: Option<&AddedConditions>,
+        conditions: &Conditions<'_>,
     ) -> Result<Tensor> {
+        let (encoder_hidden_states, added) = (conditions.text, conditions.added);
+        if conditions.image.is_some() && self.ip_adapter.is_none() {
+            return Err(DiffusionError::InvalidInput(
+                "image prompt tokens given to a UNet without an IP-Adapter".into(),
+            ));
+        }
         let (batch, channels, _, _) = sample.dims4()?;
         let (text_batch, _, text_dim) = encoder_hidden_states.dims3()?;
         if channels != self.config.in_channels
@@ -278,6 +355,11 @@ impl UNet2DConditionModel {
             sample
         };
         let temb = self.time_embedding(timesteps, batch, added, sample.device())?;
+        let context = CrossContext {
+            text: &context,
+            image: conditions.image,
+        };
+        let context = &context;
 
         let mut x = self.conv_in.forward(&sample)?;
         let mut skips = vec![x.clone()];

@@ -6,6 +6,7 @@ use candle_nn::{GroupNorm, LayerNorm, Linear, Module};
 
 use super::attention::{Attention, AttentionDims};
 use super::config::AttentionPlan;
+use super::CrossContext;
 use crate::error::Result;
 use crate::nn::{group_norm, layer_norm, linear};
 use crate::weights::WeightFile;
@@ -93,13 +94,14 @@ impl BasicTransformerBlock {
         })
     }
 
-    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let first_context = self.only_cross_attention.then_some(context);
+    fn forward(&self, x: &Tensor, context: &CrossContext<'_>) -> Result<Tensor> {
+        let first_context = self.only_cross_attention.then_some(context.text);
         let x = (self.attn1.forward(&self.norm1.forward(x)?, first_context)? + x)?;
-        let x = (self
-            .attn2
-            .forward(&self.norm2.forward(&x)?, Some(context))?
-            + &x)?;
+        let x =
+            (self
+                .attn2
+                .forward_cross(&self.norm2.forward(&x)?, context.text, context.image)?
+                + &x)?;
         Ok((self.ff.forward(&self.norm3.forward(&x)?)? + &x)?)
     }
 }
@@ -168,8 +170,14 @@ impl Transformer2D {
         })
     }
 
-    /// `x` is `[batch, channels, height, width]`, `context` `[batch, text_tokens, context_dim]`.
-    pub fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// The cross-attention layers of the blocks, in order.
+    pub fn cross_attentions_mut(&mut self) -> impl Iterator<Item = &mut Attention> {
+        self.blocks.iter_mut().map(|block| &mut block.attn2)
+    }
+
+    /// `x` is `[batch, channels, height, width]`, the context's text `[batch, text_tokens,
+    /// context_dim]`.
+    pub fn forward(&self, x: &Tensor, context: &CrossContext<'_>) -> Result<Tensor> {
         let (batch, channels, height, width) = x.dims4()?;
         let tokens = self.norm.forward(x)?.permute((0, 2, 3, 1))?.reshape((
             batch,
