@@ -610,12 +610,18 @@ fn generate_runs_an_ip_adapter_image_prompt_like_diffusers() {
     );
     let ours = candle_core::safetensors::load(&latents_out, &Device::Cpu).expect("latents");
     let excess = max_excess(&ours["latents"], &case["out.final_latents"], 1e-3, 1e-3);
-    assert!(excess <= 0.0, "final latents exceed the tolerance by {excess}");
+    assert!(
+        excess <= 0.0,
+        "final latents exceed the tolerance by {excess}"
+    );
     let sidecar: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
     assert_eq!(sidecar["image_prompt"]["scale"], 0.5);
     assert_eq!(
-        sidecar["image_prompt"]["image_sha256"].as_str().unwrap().len(),
+        sidecar["image_prompt"]["image_sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
         64
     );
 

@@ -12,8 +12,10 @@ use crate::clip::{layer_norm, ClipActivation, EncoderLayer, EncoderShape};
 use crate::error::{DiffusionError, Result};
 use crate::weights::WeightFile;
 
-/// OpenAI CLIP's per-channel normalisation (`CLIPImageProcessor`'s defaults).
+/// OpenAI CLIP's per-channel normalisation (`CLIPImageProcessor`'s defaults, as published).
+#[allow(clippy::excessive_precision)]
 const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
 const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
 
 /// The fields of a transformers `CLIPVisionConfig` the model uses.

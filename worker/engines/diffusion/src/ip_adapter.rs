@@ -21,7 +21,7 @@ use crate::clip::layer_norm;
 use crate::clip_vision::ClipVisionEncoder;
 use crate::error::{DiffusionError, Result};
 use crate::nn::{linear, linear_no_bias};
-use crate::unet::scaled_dot_product_attention;
+use crate::unet::{scaled_dot_product_attention, UNet2DConditionModel};
 use crate::weights::WeightFile;
 
 /// Tokens of the plain IP-Adapter projection (fixed by the format; diffusers assumes it too).
@@ -50,14 +50,6 @@ pub struct ImagePrompt {
 
 /// The largest image prompt scale accepted.
 pub const MAX_IP_SCALE: f64 = 5.0;
-
-/// Image prompt tokens for a UNet batch: `(rows, tokens, cross_attention_dim)` and the scale of
-/// each row `(rows, 1, 1)`.
-#[derive(Debug, Clone)]
-pub struct ImageTokens {
-    pub tokens: Tensor,
-    pub scales: Tensor,
-}
 
 /// An IP-Adapter file and its image encoder.
 pub struct IpAdapter {
@@ -144,9 +136,30 @@ impl IpAdapter {
         self.cross_dim
     }
 
+    /// Gives `unet`'s cross-attention layers this adapter's image projections. The adapter must be
+    /// made for this UNet: the same token width, as many layers, the same layer widths.
+    pub fn attach_to(&self, unet: &mut UNet2DConditionModel) -> Result<()> {
+        let mismatch = |reason: String| DiffusionError::IpAdapter {
+            path: self.path.clone(),
+            reason: format!("{reason}: an adapter for another base model?"),
+        };
+        let context_dim = unet.config().context_dim();
+        if self.cross_dim != context_dim {
+            return Err(mismatch(format!(
+                "its image tokens are {} wide, this UNet's cross-attention reads {context_dim}",
+                self.cross_dim
+            )));
+        }
+        unet.attach_image_projections(self.layers, |index, inner| self.layer(index, inner))
+            .map_err(|error| match error {
+                DiffusionError::InvalidInput(reason) => mismatch(reason),
+                other => other,
+            })
+    }
+
     /// `to_k_ip` and `to_v_ip` of cross-attention layer `index` (diffusers' order), mapping the
     /// image tokens to the layer's `inner` width.
-    pub fn layer(&self, index: usize, inner: usize) -> Result<(Linear, Linear)> {
+    fn layer(&self, index: usize, inner: usize) -> Result<(Linear, Linear)> {
         let key = 2 * index + 1;
         let get = |kind: &str| {
             self.weights

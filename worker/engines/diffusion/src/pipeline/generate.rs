@@ -15,9 +15,9 @@ use super::request::{GenerationRequest, SampleSpec};
 use super::text::{ModelFamily, PromptText, TextConditioner};
 use super::StableDiffusion;
 use crate::error::{DiffusionError, Result};
-use crate::ip_adapter::ImageTokens;
 use crate::rng::{gaussian_tensor, NoiseStream};
 use crate::schedulers::{build_scheduler, Scheduler};
+use crate::unet::ImageTokens;
 use crate::unet::{AddedConditions, Conditions};
 
 /// The result of a request.

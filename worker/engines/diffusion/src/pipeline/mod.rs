@@ -158,7 +158,7 @@ impl StableDiffusion {
             .as_deref()
             .map(|file| {
                 let adapter = IpAdapter::load(file, device, dtype)?;
-                unet.attach_ip_adapter(&adapter)?;
+                adapter.attach_to(&mut unet)?;
                 Ok::<_, DiffusionError>(adapter)
             })
             .transpose()?;

@@ -5,8 +5,8 @@ use candle_core::{DType, Tensor};
 use candle_nn::{Linear, Module};
 
 use super::softmax::softmax_last_dim_consuming;
+use super::ImageTokens;
 use crate::error::{DiffusionError, Result};
-use crate::ip_adapter::ImageTokens;
 use crate::nn::{linear, linear_no_bias};
 use crate::weights::WeightFile;
 

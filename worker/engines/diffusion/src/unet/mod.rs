@@ -15,7 +15,7 @@ mod transformer;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Module};
+use candle_nn::{Conv2d, GroupNorm, Linear, Module};
 
 pub use attention::scaled_dot_product_attention;
 pub use config::{
@@ -29,7 +29,6 @@ use blocks::{BlockSettings, DownBlock, MidBlock, UpBlock};
 use embeddings::{timesteps_per_sample, TimestepEmbedding};
 
 use crate::error::{DiffusionError, Result};
-use crate::ip_adapter::{ImageTokens, IpAdapter};
 use crate::nn::{conv2d, group_norm, ConvShape, DownsamplePadding};
 use crate::weights::WeightFile;
 
@@ -59,6 +58,14 @@ pub struct Conditions<'a> {
     pub image: Option<&'a ImageTokens>,
 }
 
+/// Image prompt tokens for a UNet batch (IP-Adapter): `(rows, tokens, cross_attention_dim)` and the
+/// scale of each row `(rows, 1, 1)`.
+#[derive(Debug, Clone)]
+pub struct ImageTokens {
+    pub tokens: Tensor,
+    pub scales: Tensor,
+}
+
 /// What every cross-attention layer reads.
 #[derive(Debug, Clone, Copy)]
 pub struct CrossContext<'a> {
@@ -85,8 +92,8 @@ pub struct UNet2DConditionModel {
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
-    /// The IP-Adapter attached to the cross-attention layers, if any (its file).
-    ip_adapter: Option<PathBuf>,
+    /// Whether the cross-attention layers have an IP-Adapter's image projections.
+    image_projections: bool,
 }
 
 impl std::fmt::Debug for UNet2DConditionModel {
@@ -233,53 +240,50 @@ impl UNet2DConditionModel {
             )?,
             dtype,
             config,
-            ip_adapter: None,
+            image_projections: false,
         })
     }
 
-    /// Gives every cross-attention layer the adapter's `to_k_ip` / `to_v_ip`, in diffusers' order
-    /// (down blocks, up blocks, middle block). The adapter must be made for this UNet: as many
-    /// layers, the same widths.
-    pub fn attach_ip_adapter(&mut self, adapter: &IpAdapter) -> Result<()> {
-        let mismatch = |reason: String| DiffusionError::IpAdapter {
-            path: adapter.path().to_path_buf(),
-            reason: format!("{reason}: an adapter for another base model?"),
-        };
-        if adapter.cross_dim() != self.config.context_dim() {
-            return Err(mismatch(format!(
-                "its image tokens are {} wide, this UNet's cross-attention reads {}",
-                adapter.cross_dim(),
-                self.config.context_dim()
-            )));
-        }
-        let mut layers: Vec<&mut Attention> = Vec::new();
+    /// Gives every cross-attention layer image projections (IP-Adapter's `to_k_ip`, `to_v_ip`):
+    /// `load(index, inner)` returns those of layer `index`, in diffusers' order (down blocks, up
+    /// blocks, middle block), mapping image tokens to the layer's `inner` width. Fails, changing
+    /// nothing, unless there are exactly `layers` cross-attention layers.
+    pub fn attach_image_projections(
+        &mut self,
+        layers: usize,
+        mut load: impl FnMut(usize, usize) -> Result<(Linear, Linear)>,
+    ) -> Result<()> {
+        let mut attentions: Vec<&mut Attention> = Vec::new();
         for block in &mut self.down_blocks {
-            layers.extend(block.cross_attentions_mut());
+            attentions.extend(block.cross_attentions_mut());
         }
         for block in &mut self.up_blocks {
-            layers.extend(block.cross_attentions_mut());
+            attentions.extend(block.cross_attentions_mut());
         }
         if let Some(mid) = &mut self.mid_block {
-            layers.extend(mid.cross_attentions_mut());
+            attentions.extend(mid.cross_attentions_mut());
         }
-        if layers.len() != adapter.layers() {
-            return Err(mismatch(format!(
-                "it has weights for {} cross-attention layers, this UNet has {}",
-                adapter.layers(),
-                layers.len()
+        if attentions.len() != layers {
+            return Err(DiffusionError::InvalidInput(format!(
+                "image projections for {layers} cross-attention layers, this UNet has {}",
+                attentions.len()
             )));
         }
-        for (index, layer) in layers.into_iter().enumerate() {
-            let (to_k, to_v) = adapter.layer(index, layer.inner())?;
-            layer.attach_image_projections(to_k, to_v);
+        let projections = attentions
+            .iter()
+            .enumerate()
+            .map(|(index, attention)| load(index, attention.inner()))
+            .collect::<Result<Vec<_>>>()?;
+        for (attention, (to_k, to_v)) in attentions.into_iter().zip(projections) {
+            attention.attach_image_projections(to_k, to_v);
         }
-        self.ip_adapter = Some(adapter.path().to_path_buf());
+        self.image_projections = true;
         Ok(())
     }
 
-    /// Whether an IP-Adapter is attached.
-    pub fn has_ip_adapter(&self) -> bool {
-        self.ip_adapter.is_some()
+    /// Whether an IP-Adapter's image projections are attached.
+    pub fn has_image_projections(&self) -> bool {
+        self.image_projections
     }
 
     pub fn config(&self) -> &UNetConfig {
@@ -328,7 +332,7 @@ impl UNet2DConditionModel {
         conditions: &Conditions<'_>,
     ) -> Result<Tensor> {
         let (encoder_hidden_states, added) = (conditions.text, conditions.added);
-        if conditions.image.is_some() && self.ip_adapter.is_none() {
+        if conditions.image.is_some() && !self.image_projections {
             return Err(DiffusionError::InvalidInput(
                 "image prompt tokens given to a UNet without an IP-Adapter".into(),
             ));
@@ -348,7 +352,7 @@ impl UNet2DConditionModel {
             )));
         }
         let sample = sample.to_dtype(self.dtype)?;
-        let context = encoder_hidden_states.to_dtype(self.dtype)?;
+        let text = encoder_hidden_states.to_dtype(self.dtype)?;
         let sample = if self.config.center_input_sample {
             sample.affine(2.0, -1.0)?
         } else {
@@ -356,10 +360,9 @@ impl UNet2DConditionModel {
         };
         let temb = self.time_embedding(timesteps, batch, added, sample.device())?;
         let context = CrossContext {
-            text: &context,
+            text: &text,
             image: conditions.image,
         };
-        let context = &context;
 
         let mut x = self.conv_in.forward(&sample)?;
         let mut skips = vec![x.clone()];
