@@ -118,9 +118,11 @@ pub fn render_alone(args: &Args) -> anyhow::Result<(Histogram<u64>, usize)> {
             palette_transfer: false,
             identity_strength: 0.0,
             best_of: 1,
+            adapters: Default::default(),
         },
         photos: vec![(reference, png)],
         identity: Vec::new(),
+        loras: Vec::new(),
     };
     let renderer = PainterlyRenderer;
     let mut render = histogram();

@@ -56,6 +56,7 @@ impl LibrarySource for ManifestLibrary {
             Err(error) if error.is_not_found() => Default::default(),
             Err(error) => return Err(error.into()),
         };
+        library.loras = crate::library::tenant_loras(&self.store, tenant).await?;
         Ok(library)
     }
 }
@@ -305,5 +306,6 @@ pub fn library_of(manifest: &LibraryManifest) -> TenantLibrary {
         catalog,
         photos,
         palettes: Default::default(),
+        loras: Vec::new(),
     }
 }

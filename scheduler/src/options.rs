@@ -45,6 +45,11 @@ impl SchedulerOptions {
                 diffusion_model: config.diffusion.model.clone(),
                 diffusion_steps: config.diffusion.steps,
                 default_size: config.diffusion.size,
+                // Subjects become image prompts only where the workers' model has an IP-Adapter.
+                image_prompt_scale: match config.diffusion.ip_adapter {
+                    Some(_) => config.diffusion.ip_scale,
+                    None => 0.0,
+                },
                 ..PlannerSettings::default()
             },
             ..SchedulerOptions::default()

@@ -2,8 +2,11 @@
 //! version's types. A worker reads every version it knows and dead-letters the rest, so old and new
 //! workers can share the queues during a rolling deploy.
 //!
-//! Jobs are written as version 3 (the identity fields of `RenderSpec`, `ReferenceRole::Identity`);
-//! version 1 (the layout before them) is still read and converted. Events are version 1 (one
+//! Jobs are written as version 3 (the identity fields of `RenderSpec`, `ReferenceRole::Identity`), or
+//! as version 5 when they render with adapters (`RenderSpec::adapters`: LoRAs, image prompts), which
+//! version 3 cannot carry; versions 1 (the layout before identity) and 3 are still read and converted.
+//! So workers are deployed before a scheduler that plans adapters, and adapter-free jobs stay readable
+//! to every worker of the last two releases. Events are version 1 (one
 //! [`JobEvent`] in the version-1 layout), version 2 (several, in order, version-1 layout: a worker
 //! reports the results of a render batch in one message) or version 4 (one or more, current layout,
 //! with the identity check). A worker answers a version-1 job (an older scheduler sent it) in the
@@ -19,14 +22,17 @@ use crate::jobs::{Job, JobEvent};
 pub const CURRENT_VERSION: u8 = 1;
 /// The version of a batch of events in the version-1 layout.
 pub const EVENT_BATCH_VERSION: u8 = 2;
-/// The version this build writes jobs in.
+/// The version this build writes jobs without adapters in (and the first whose events are answered in
+/// the current layout).
 pub const JOB_VERSION: u8 = 3;
+/// The version of jobs with adapters (LoRAs, image prompts): the current layout.
+pub const JOB_ADAPTERS_VERSION: u8 = 5;
 /// The version of events in the current layout (a list of one or more).
 pub const EVENT_LIST_VERSION: u8 = 4;
-/// Versions this build reads (jobs: 1 and 3; events: 1, 2 and 4). Job and event versions never share
-/// a number above 1, so a message on the wrong queue is `unknown_version`, never misread.
-pub const READABLE_VERSIONS: &[u8] = &[1, 2, 3, 4];
-const JOB_VERSIONS: &[u8] = &[1, 3];
+/// Versions this build reads (jobs: 1, 3 and 5; events: 1, 2 and 4). Job and event versions never
+/// share a number above 1, so a message on the wrong queue is `unknown_version`, never misread.
+pub const READABLE_VERSIONS: &[u8] = &[1, 2, 3, 4, 5];
+const JOB_VERSIONS: &[u8] = &[1, 3, 5];
 /// Bodies above this are refused before decoding: no job is anywhere near it.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
@@ -119,8 +125,12 @@ fn decode<T: DeserializeOwned>(
     Ok(value)
 }
 
+/// A job in the oldest layout that carries it: version 3, or version 5 when it has adapters.
 pub fn encode_job(job: &Job) -> Result<Vec<u8>, EnvelopeError> {
-    encode("job", JOB_VERSION, job)
+    match v3::Job::try_from(job) {
+        Ok(layout) => encode("job", JOB_VERSION, &layout),
+        Err(()) => encode("job", JOB_ADAPTERS_VERSION, job),
+    }
 }
 
 /// A job in the version-1 layout, for workers that predate version 3; `None` when the job uses what
@@ -141,7 +151,11 @@ pub fn decode_job_versioned(body: &[u8]) -> Result<(Job, u8), EnvelopeError> {
             let legacy: v1::Job = decode("job", JOB_VERSIONS, body)?;
             Ok((legacy.into(), CURRENT_VERSION))
         }
-        _ => Ok((decode("job", JOB_VERSIONS, body)?, JOB_VERSION)),
+        JOB_VERSION => {
+            let layout: v3::Job = decode("job", JOB_VERSIONS, body)?;
+            Ok((layout.into(), JOB_VERSION))
+        }
+        _ => Ok((decode("job", JOB_VERSIONS, body)?, JOB_ADAPTERS_VERSION)),
     }
 }
 
@@ -186,6 +200,157 @@ pub fn decode_events(body: &[u8]) -> Result<Vec<JobEvent>, EnvelopeError> {
         });
     }
     Ok(events)
+}
+
+/// The version-3 layout of jobs: the current one without `RenderSpec::adapters`, written for every
+/// job that has none (so workers that predate version 5 read them).
+mod v3 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::ids::{JobId, RequestId, TenantId};
+    use crate::jobs::{self, AnalyseJob, OutputTarget, PhotoRef, Priority};
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct RenderSpec {
+        pub renderer: jobs::RendererKind,
+        pub prompt: String,
+        pub negative_prompt: String,
+        pub style: String,
+        pub model: Option<String>,
+        pub width: u32,
+        pub height: u32,
+        pub steps: u32,
+        pub guidance: f32,
+        pub scheduler: Option<String>,
+        pub seed: u64,
+        pub strength: f32,
+        pub palette_transfer: bool,
+        pub identity_strength: f32,
+        pub best_of: u32,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct GenerateJob {
+        pub job: JobId,
+        pub request: RequestId,
+        pub tenant: TenantId,
+        pub index: u32,
+        pub render: RenderSpec,
+        pub references: Vec<PhotoRef>,
+        pub output: OutputTarget,
+        pub batch_run: Option<String>,
+    }
+
+    #[allow(clippy::large_enum_variant)]
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum JobSpec {
+        Generate(GenerateJob),
+        Analyse(AnalyseJob),
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Job {
+        pub spec: JobSpec,
+        pub attempt: u32,
+        pub priority: Priority,
+        pub accepted_ms: u64,
+    }
+
+    impl From<RenderSpec> for jobs::RenderSpec {
+        fn from(r: RenderSpec) -> jobs::RenderSpec {
+            jobs::RenderSpec {
+                renderer: r.renderer,
+                prompt: r.prompt,
+                negative_prompt: r.negative_prompt,
+                style: r.style,
+                model: r.model,
+                width: r.width,
+                height: r.height,
+                steps: r.steps,
+                guidance: r.guidance,
+                scheduler: r.scheduler,
+                seed: r.seed,
+                strength: r.strength,
+                palette_transfer: r.palette_transfer,
+                identity_strength: r.identity_strength,
+                best_of: r.best_of,
+                adapters: jobs::RenderAdapters::default(),
+            }
+        }
+    }
+
+    impl From<Job> for jobs::Job {
+        fn from(job: Job) -> jobs::Job {
+            let spec = match job.spec {
+                JobSpec::Analyse(analyse) => jobs::JobSpec::Analyse(analyse),
+                JobSpec::Generate(g) => jobs::JobSpec::Generate(jobs::GenerateJob {
+                    job: g.job,
+                    request: g.request,
+                    tenant: g.tenant,
+                    index: g.index,
+                    render: g.render.into(),
+                    references: g.references,
+                    output: g.output,
+                    batch_run: g.batch_run,
+                }),
+            };
+            jobs::Job {
+                spec,
+                attempt: job.attempt,
+                priority: job.priority,
+                accepted_ms: job.accepted_ms,
+            }
+        }
+    }
+
+    /// Refused when the job renders with adapters, which version 3 cannot carry.
+    impl TryFrom<&jobs::Job> for Job {
+        type Error = ();
+
+        fn try_from(job: &jobs::Job) -> Result<Job, ()> {
+            let spec = match &job.spec {
+                jobs::JobSpec::Analyse(analyse) => JobSpec::Analyse(analyse.clone()),
+                jobs::JobSpec::Generate(g) => {
+                    let r = &g.render;
+                    if !r.adapters.is_empty() {
+                        return Err(());
+                    }
+                    JobSpec::Generate(GenerateJob {
+                        job: g.job.clone(),
+                        request: g.request.clone(),
+                        tenant: g.tenant.clone(),
+                        index: g.index,
+                        render: RenderSpec {
+                            renderer: r.renderer,
+                            prompt: r.prompt.clone(),
+                            negative_prompt: r.negative_prompt.clone(),
+                            style: r.style.clone(),
+                            model: r.model.clone(),
+                            width: r.width,
+                            height: r.height,
+                            steps: r.steps,
+                            guidance: r.guidance,
+                            scheduler: r.scheduler.clone(),
+                            seed: r.seed,
+                            strength: r.strength,
+                            palette_transfer: r.palette_transfer,
+                            identity_strength: r.identity_strength,
+                            best_of: r.best_of,
+                        },
+                        references: g.references.clone(),
+                        output: g.output.clone(),
+                        batch_run: g.batch_run.clone(),
+                    })
+                }
+            };
+            Ok(Job {
+                spec,
+                attempt: job.attempt,
+                priority: job.priority,
+                accepted_ms: job.accepted_ms,
+            })
+        }
+    }
 }
 
 /// The version-1 layout of jobs and events, kept to read (and write for) peers that predate version 2.
@@ -298,6 +463,7 @@ mod v1 {
                             palette_transfer: r.palette_transfer,
                             identity_strength: 0.0,
                             best_of: 1,
+                            adapters: jobs::RenderAdapters::default(),
                         },
                         references: g.references,
                         output: g.output,
@@ -327,7 +493,11 @@ mod v1 {
                         .references
                         .iter()
                         .any(|p| p.role == ReferenceRole::Identity);
-                    if r.identity_strength != 0.0 || r.best_of != 1 || identity_refs {
+                    if r.identity_strength != 0.0
+                        || r.best_of != 1
+                        || identity_refs
+                        || !r.adapters.is_empty()
+                    {
                         return Err(());
                     }
                     JobSpec::Generate(GenerateJob {
@@ -578,6 +748,7 @@ mod tests {
                     palette_transfer: false,
                     identity_strength: 0.0,
                     best_of,
+                    adapters: Default::default(),
                 },
                 references,
                 output: OutputTarget::default(),
@@ -602,6 +773,43 @@ mod tests {
         let current = generate(3, true);
         let (decoded, version) = decode_job_versioned(&encode_job(&current).unwrap()).unwrap();
         assert_eq!((decoded, version), (current, JOB_VERSION));
+    }
+
+    /// Jobs with adapters travel as version 5 (workers that predate it dead-letter them rather than
+    /// render without the LoRA); jobs without stay version 3, readable by those workers.
+    #[test]
+    fn jobs_with_adapters_are_version_5_and_others_stay_version_3() {
+        use crate::jobs::{LoraUse, RenderAdapters};
+        let mut job = generate(1, false);
+        let JobSpec::Generate(generate_job) = &mut job.spec else {
+            unreachable!("a generate job")
+        };
+        generate_job.render.adapters = RenderAdapters {
+            loras: vec![LoraUse {
+                name: "anna".into(),
+                sha256: "ab".repeat(32),
+                weight: 0.8,
+            }],
+            image_prompt_scale: 0.6,
+        };
+        let body = encode_job(&job).unwrap();
+        assert_eq!(body[0], JOB_ADAPTERS_VERSION);
+        assert_eq!(
+            decode_job_versioned(&body).unwrap(),
+            (job.clone(), JOB_ADAPTERS_VERSION)
+        );
+        assert!(encode_job_v1(&job).is_none());
+        let plain = generate(1, false);
+        let body = encode_job(&plain).unwrap();
+        assert_eq!(body[0], JOB_VERSION);
+        assert_eq!(decode_job_versioned(&body).unwrap(), (plain, JOB_VERSION));
+        // Version 5 is a job version: never read as events.
+        assert_eq!(
+            decode_events(&encode_job(&job).unwrap())
+                .unwrap_err()
+                .reason(),
+            "unknown_version"
+        );
     }
 
     /// Version 4 carries the identity check; the version-1 layout drops it.

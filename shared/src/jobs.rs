@@ -116,11 +116,60 @@ pub struct RenderSpec {
     /// references is kept. 1 (the default) renders one image.
     #[serde(default = "one")]
     pub best_of: u32,
+    /// LoRAs and image prompts (version-5 jobs; absent from earlier layouts: none).
+    #[serde(default)]
+    pub adapters: RenderAdapters,
 }
 
 fn one() -> u32 {
     1
 }
+
+/// One of the tenant's LoRAs a job renders with: its name (for people), its file (by SHA-256, read
+/// from the tenant's own storage) and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraUse {
+    pub name: String,
+    pub sha256: String,
+    pub weight: f32,
+}
+
+/// What a job renders with beyond the base model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RenderAdapters {
+    /// Fused into the model in this order; jobs with another LoRA set batch apart.
+    pub loras: Vec<LoraUse>,
+    /// IP-Adapter image prompt strength (0 = none): the job's subject photos are the image prompts,
+    /// when the worker's model has an IP-Adapter.
+    pub image_prompt_scale: f32,
+}
+
+impl RenderAdapters {
+    pub fn is_empty(&self) -> bool {
+        self.loras.is_empty() && self.image_prompt_scale == 0.0
+    }
+
+    /// The LoRA set as the batch key spells it: `name@sha256[..12]*weight`, in order.
+    pub fn lora_key(&self) -> String {
+        self.loras
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}@{}*{}",
+                    l.name,
+                    &l.sha256[..l.sha256.len().min(12)],
+                    l.weight
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The most LoRAs one job may use.
+pub const MAX_LORAS: usize = 4;
+/// The largest image prompt scale a job may ask for.
+pub const MAX_IMAGE_PROMPT_SCALE: f32 = 5.0;
 
 /// The most identity guidance a request may ask for: the sampler's own limit
 /// (`reverie_diffusion::pipeline::guidance::MAX_IDENTITY_STRENGTH`), beyond which one guided update
@@ -185,7 +234,7 @@ pub struct IdentityReport {
 impl RenderSpec {
     /// Jobs with the same key can be rendered in one batch.
     pub fn batch_key(&self) -> String {
-        format!(
+        let key = format!(
             "{}|{}|{}x{}|{}|{}",
             self.renderer.label(),
             self.model.as_deref().unwrap_or("-"),
@@ -193,7 +242,12 @@ impl RenderSpec {
             self.height,
             self.steps,
             self.scheduler.as_deref().unwrap_or("-")
-        )
+        );
+        // LoRAs are fused into the weights: a batch runs one LoRA set.
+        match self.adapters.loras.is_empty() {
+            true => key,
+            false => format!("{key}|loras:{}", self.adapters.lora_key()),
+        }
     }
 }
 
@@ -381,4 +435,7 @@ pub struct Provenance {
     /// The `Identity` photos the people's reference descriptors came from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identity_references: Vec<PhotoId>,
+    /// The tenant's LoRAs the image was rendered with (by file hash), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub loras: Vec<LoraUse>,
 }

@@ -64,6 +64,16 @@ pub fn results_prefix(tenant: &TenantId, request: &RequestId) -> String {
     format!("tenants/{tenant}/results/{request}/")
 }
 
+/// The index of a tenant's LoRAs (`reverie_shared::tenant_loras`).
+pub fn tenant_loras(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/adapters/loras.json")
+}
+
+/// A tenant's LoRA file, by its SHA-256.
+pub fn tenant_lora_file(tenant: &TenantId, sha256: &str) -> String {
+    format!("tenants/{tenant}/adapters/loras/{sha256}.safetensors")
+}
+
 pub fn model_prefix(name: &str, sha256: &str) -> String {
     format!("models/{name}/{sha256}/")
 }

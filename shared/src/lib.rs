@@ -16,6 +16,7 @@ pub mod ports;
 pub mod queues;
 pub mod retry;
 pub mod telemetry;
+pub mod tenant_loras;
 pub mod testing;
 
 pub use backends::Backends;

@@ -137,6 +137,7 @@ fn render() -> impl Strategy<Value = RenderSpec> {
                 palette_transfer,
                 identity_strength,
                 best_of,
+                adapters: Default::default(),
             },
         )
 }

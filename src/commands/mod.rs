@@ -7,6 +7,7 @@ pub(crate) mod demo;
 mod faces;
 mod generate;
 mod library;
+pub(crate) mod loras;
 mod paint;
 pub(crate) mod people;
 mod scheduler;
@@ -18,7 +19,7 @@ use clap::Subcommand;
 use reverie_shared::ports::store::SharedStore;
 use reverie_shared::Config;
 use reverie_worker::render::diffusion::{parse_device, parse_dtype};
-use reverie_worker::render::{DiffusionRenderer, ModelSource, PainterlyRenderer};
+use reverie_worker::render::{DiffusionRenderer, ModelSource, PainterlyRenderer, RendererOptions};
 use reverie_worker::Renderers;
 
 use crate::app::GlobalArgs;
@@ -66,6 +67,9 @@ pub enum Command {
     /// A tenant's people: list, show, name ("me" marks yourself), merge, split.
     #[command(subcommand)]
     People(people::PeopleCommand),
+    /// A tenant's LoRAs: add, list, bind to a person or pet, remove.
+    #[command(subcommand)]
+    Loras(loras::LorasCommand),
     /// Stable Diffusion text-to-image, img2img and masked img2img into a PNG.
     Generate(Box<generate::GenerateArgs>),
     /// Paint one photo in a style (no model weights needed).
@@ -93,6 +97,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         Command::Library(command) => library::run(global, command).await,
         Command::Analyse { tenant } => analyse::analyse(global, tenant).await,
         Command::People(command) => people::run(global, command).await,
+        Command::Loras(command) => loras::run(global, command).await,
         Command::Generate(args) => generate::run(global, *args).await,
         Command::Paint(args) => paint::run(global, args),
         Command::Config(command) => config::run(global, command),
@@ -120,6 +125,8 @@ pub async fn renderers(config: &Config, store: &SharedStore) -> anyhow::Result<R
         runtime: tokio::runtime::Handle::current(),
     };
     let models_dir = config.models_dir();
+    let ip_adapter = config.diffusion.ip_adapter.clone();
+    let lora_models = config.diffusion.lora_models;
     let renderer = tokio::task::spawn_blocking(move || {
         // Identity guidance needs the face models; without them jobs render unguided (and keep
         // their subjects' pixels), which the worker says once here. They load on the pipeline's
@@ -131,7 +138,12 @@ pub async fn renderers(config: &Config, store: &SharedStore) -> anyhow::Result<R
                 None
             }
         };
-        DiffusionRenderer::load(&source, &model, &device, dtype).map(|r| r.with_face_models(faces))
+        let options = RendererOptions {
+            ip_adapter: ip_adapter.clone(),
+            lora_models: lora_models as usize,
+        };
+        DiffusionRenderer::load_with(&source, &model, &device, dtype, options)
+            .map(|r| r.with_face_models(faces))
     })
     .await??;
     Ok(renderers.with(std::sync::Arc::new(renderer)))

@@ -58,9 +58,11 @@ fn job(options: &Options, index: usize) -> RenderRequest {
             palette_transfer: false,
             identity_strength: 0.0,
             best_of: 1,
+            adapters: Default::default(),
         },
         photos: vec![],
         identity: Vec::new(),
+        loras: Vec::new(),
     }
 }
 

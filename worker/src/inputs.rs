@@ -26,6 +26,16 @@ pub enum InputError {
         shard: String,
         detail: String,
     },
+    #[error("LoRA {name} ({sha256}) is no longer in the tenant's storage (removed with `reverie loras remove`?)")]
+    LoraMissing { name: String, sha256: String },
+    #[error(
+        "LoRA {name} in the tenant's storage is damaged: its bytes hash to {actual}, not {sha256}"
+    )]
+    LoraDamaged {
+        name: String,
+        sha256: String,
+        actual: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -120,6 +130,35 @@ impl PhotoCache {
 }
 
 /// Reads one referenced photo's original bytes.
+/// A job's LoRA from its tenant's own storage (`keys::tenant_lora_file`), checked against its hash.
+pub async fn fetch_lora(
+    store: &dyn ObjectStore,
+    tenant: &TenantId,
+    lora: &reverie_shared::jobs::LoraUse,
+) -> Result<Vec<u8>, InputError> {
+    let key = keys::tenant_lora_file(tenant, &lora.sha256);
+    let bytes = match store.get(&key).await {
+        Ok(bytes) => bytes,
+        Err(StoreError::NotFound { .. }) => {
+            return Err(InputError::LoraMissing {
+                name: lora.name.clone(),
+                sha256: lora.sha256.clone(),
+            })
+        }
+        Err(error) => return Err(error.into()),
+    };
+    use sha2::Digest;
+    let actual = hex::encode(sha2::Sha256::digest(&bytes));
+    if actual != lora.sha256 {
+        return Err(InputError::LoraDamaged {
+            name: lora.name.clone(),
+            sha256: lora.sha256.clone(),
+            actual,
+        });
+    }
+    Ok(bytes.to_vec())
+}
+
 pub async fn fetch_photo(
     store: &dyn ObjectStore,
     cache: Option<&PhotoCache>,

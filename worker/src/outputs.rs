@@ -98,6 +98,10 @@ pub fn provenance_chunks(provenance: &Provenance) -> BTreeMap<String, String> {
     }
     let references: Vec<&str> = provenance.references.iter().map(|p| p.as_str()).collect();
     text.insert("reference_photos".to_string(), references.join(","));
+    if !provenance.loras.is_empty() {
+        let loras = serde_json::to_string(&provenance.loras).unwrap_or_default();
+        text.insert("loras".to_string(), loras);
+    }
     if let Some(identity) = &provenance.identity {
         // Machine-readable as JSON, and a line a person reads in any PNG viewer.
         text.insert(

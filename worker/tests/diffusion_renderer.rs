@@ -45,6 +45,7 @@ fn spec(prompt: &str, seed: u64, guidance: f32) -> RenderSpec {
         palette_transfer: false,
         identity_strength: 0.0,
         best_of: 1,
+        adapters: Default::default(),
     }
 }
 
@@ -66,6 +67,7 @@ fn text_job(prompt: &str, seed: u64, guidance: f32) -> RenderRequest {
         spec: spec(prompt, seed, guidance),
         photos: vec![],
         identity: Vec::new(),
+        loras: Vec::new(),
     }
 }
 

@@ -55,6 +55,7 @@ fn jesper_job(best_of: u32) -> RenderRequest {
             palette_transfer: false,
             identity_strength: 0.0,
             best_of,
+            adapters: Default::default(),
         },
         photos: vec![
             (
@@ -67,6 +68,7 @@ fn jesper_job(best_of: u32) -> RenderRequest {
             ),
         ],
         identity: Vec::new(),
+        loras: Vec::new(),
     }
 }
 

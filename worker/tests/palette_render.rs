@@ -38,6 +38,7 @@ fn spec(palette_transfer: bool) -> RenderSpec {
         palette_transfer,
         identity_strength: 0.0,
         best_of: 1,
+        adapters: Default::default(),
     }
 }
 
@@ -110,6 +111,7 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
             spec: spec(palette_transfer),
             photos: photos.clone(),
             identity: Vec::new(),
+            loras: Vec::new(),
         };
         let mut out =
             PainterlyRenderer.render_batch(&[request], &reverie_worker::render::NoProgress);

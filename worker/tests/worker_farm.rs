@@ -231,6 +231,7 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
             spec: spec.render,
             photos: vec![],
             identity: Vec::new(),
+            loras: Vec::new(),
         }],
         &|_, _, _| {},
     );

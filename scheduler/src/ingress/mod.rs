@@ -361,7 +361,7 @@ async fn submit_checked(
         Err(reason) => return Ok(reject(ingress, id_text, vec![reason])),
     };
     let offered = library::candidates(&library, &resolution);
-    let input = plan_input(&request, &parsed, offered);
+    let input = plan_input(&request, &parsed, offered, &library);
     let intake = Intake {
         request: request_id,
         tenant: tenant.id.clone(),

@@ -203,6 +203,7 @@ pub(super) fn plan_input(
     request: &GenerationRequest,
     parsed: &prompt::ParsedPrompt,
     offered: library::Offered,
+    library: &TenantLibrary,
 ) -> PlanInput {
     let album_style = match &request.kind {
         RequestKind::AlbumToArt(spec) => Some(spec.style.clone()),
@@ -242,5 +243,6 @@ pub(super) fn plan_input(
         backgrounds: offered.backgrounds,
         palettes: offered.palettes,
         places_parent_subjects: false,
+        loras: library.loras.clone(),
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::prompt::LibraryCatalog;
 
 pub use offers::{candidates, photo_ref, Offered};
-pub use source::{catalog_key, CachedLibrary, LibrarySource, Loaded, StoreLibrary};
+pub use source::{catalog_key, tenant_loras, CachedLibrary, LibrarySource, Loaded, StoreLibrary};
 
 /// A face found in a photo, with what makes it a good reference.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +89,9 @@ pub struct TenantLibrary {
     /// Aggregated palettes from the library analysis (empty until the library is analysed).
     #[serde(default)]
     pub palettes: LibraryPalettes,
+    /// The tenant's registered LoRAs (`tenants/{t}/adapters/loras.json`, read beside the library).
+    #[serde(default)]
+    pub loras: Vec<reverie_shared::tenant_loras::TenantLora>,
 }
 
 /// The parts of the palettes file (`tenants/{t}/palettes/palettes.json`, written by the worker's library

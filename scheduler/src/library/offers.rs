@@ -289,6 +289,7 @@ mod tests {
             catalog: LibraryCatalog::default(),
             photos: vec![a, b, c],
             palettes,
+            loras: Vec::new(),
         }
     }
 

@@ -40,12 +40,25 @@ impl StoreLibrary {
 impl LibrarySource for StoreLibrary {
     async fn load(&self, tenant: &TenantId) -> Result<TenantLibrary> {
         let key = catalog_key(tenant);
-        match self.store.get(&key).await {
-            Ok(bytes) => from_json(&key, &bytes),
-            Err(error) if error.is_not_found() => Ok(TenantLibrary::default()),
-            Err(error) => Err(error.into()),
-        }
+        let mut library: TenantLibrary = match self.store.get(&key).await {
+            Ok(bytes) => from_json(&key, &bytes)?,
+            Err(error) if error.is_not_found() => TenantLibrary::default(),
+            Err(error) => return Err(error.into()),
+        };
+        library.loras = tenant_loras(&self.store, tenant).await?;
+        Ok(library)
     }
+}
+
+/// The tenant's registered LoRAs, read beside its library.
+pub async fn tenant_loras(
+    store: &SharedStore,
+    tenant: &TenantId,
+) -> Result<Vec<reverie_shared::tenant_loras::TenantLora>> {
+    reverie_shared::tenant_loras::load_loras(&**store, tenant)
+        .await
+        .map(|index| index.loras)
+        .map_err(|e| crate::error::SchedulerError::Unavailable(e.to_string()))
 }
 
 /// A tenant's library as intake last read it, kept for `fresh_for` so requests do not each read and

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use reverie_shared::ids::RequestId;
-use reverie_shared::jobs::{PhotoRef, ReferenceRole, RendererKind};
+use reverie_shared::jobs::{PhotoRef, ReferenceRole, RenderAdapters, RendererKind, MAX_LORAS};
 
 use super::{variant_seed, Candidate, Plan, PlanInput, PlannerSettings, FALLBACK_ANSWER};
 
@@ -117,6 +117,17 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
         // The painterly renderer has no denoising loop: one pass.
         RendererKind::Painterly => (1, None, None, 0.0),
     };
+    let adapters = match renderer {
+        RendererKind::Diffusion => adapters_for(
+            input,
+            &chosen_subjects,
+            model.as_deref(),
+            settings,
+            &mut explanation,
+        ),
+        RendererKind::Painterly => RenderAdapters::default(),
+    };
+    let model_prompt = with_triggers(&input.model_prompt, input, &adapters);
     let variants = input.variants.max(1);
     let seeds = (0..variants)
         .map(|i| variant_seed(request, i, input.seed))
@@ -133,7 +144,7 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
             .style
             .clone()
             .unwrap_or_else(|| settings.painterly_style.clone()),
-        model_prompt: input.model_prompt.clone(),
+        model_prompt,
         negative_prompt: input.negative_prompt.clone(),
         seeds,
         references,
@@ -143,7 +154,90 @@ pub fn make_plan(input: &PlanInput, request: &RequestId, settings: &PlannerSetti
         album_run: None,
         identity_strength: input.identity_strength,
         best_of: input.best_of.max(1),
+        adapters,
     }
+}
+
+/// The LoRAs bound to the subjects the picture places (at most [`MAX_LORAS`], made for this model)
+/// and, when the farm's model has an IP-Adapter, the image prompt scale of a picture with subjects.
+fn adapters_for(
+    input: &PlanInput,
+    subjects: &[&Candidate],
+    model: Option<&str>,
+    settings: &PlannerSettings,
+    explanation: &mut Vec<String>,
+) -> RenderAdapters {
+    let mut adapters = RenderAdapters::default();
+    for subject in subjects {
+        for lora in input
+            .loras
+            .iter()
+            .filter(|l| l.stands_for(&subject.answers, &subject.shows))
+        {
+            if adapters.loras.iter().any(|used| used.name == lora.name) {
+                continue;
+            }
+            match (&lora.base_model, model) {
+                (Some(base), Some(model)) if base != model => {
+                    explanation.push(format!(
+                        "LoRA {} of {} not used: made for model {base}, this farm renders {model}",
+                        lora.name, subject.answers
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
+            if adapters.loras.len() == MAX_LORAS {
+                explanation.push(format!(
+                    "LoRA {} not used: a picture uses at most {MAX_LORAS}",
+                    lora.name
+                ));
+                continue;
+            }
+            explanation.push(format!(
+                "LoRA {} for {} at weight {}{}",
+                lora.name,
+                subject.answers,
+                lora.weight,
+                lora.trigger
+                    .as_deref()
+                    .map(|t| format!(", trigger \"{t}\""))
+                    .unwrap_or_default()
+            ));
+            adapters.loras.push(lora.usage());
+        }
+    }
+    if settings.image_prompt_scale > 0.0 && !subjects.is_empty() {
+        adapters.image_prompt_scale = settings.image_prompt_scale;
+        explanation.push(format!(
+            "image prompt: the subjects' photos through the IP-Adapter at scale {}",
+            settings.image_prompt_scale
+        ));
+    }
+    adapters
+}
+
+/// The model prompt with the trigger words of the LoRAs it uses in front (once each).
+fn with_triggers(prompt: &str, input: &PlanInput, adapters: &RenderAdapters) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for used in &adapters.loras {
+        let trigger = input
+            .loras
+            .iter()
+            .find(|l| l.name == used.name)
+            .and_then(|l| l.trigger.as_deref())
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && !prompt.contains(*t));
+        if let Some(trigger) = trigger {
+            if !parts.contains(&trigger) {
+                parts.push(trigger);
+            }
+        }
+    }
+    if !prompt.trim().is_empty() {
+        parts.push(prompt);
+    }
+    parts.join(", ")
 }
 
 /// The best candidate for each distinct thing asked for, best first, at most `limit`.
@@ -260,6 +354,7 @@ mod tests {
     use super::*;
     use crate::plan::jobs_for;
     use reverie_shared::ids::{PhotoId, TenantId};
+    use reverie_shared::tenant_loras::TenantLora;
 
     #[test]
     fn renderer_follows_configured_weights() {
@@ -308,5 +403,93 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].job.as_str(), "r1.0");
         assert_eq!(jobs[0].references.len(), 2);
+    }
+
+    fn lora(name: &str, subject: &str, base: Option<&str>) -> TenantLora {
+        TenantLora {
+            name: name.into(),
+            sha256: "cd".repeat(32),
+            bytes: 1,
+            trigger: Some(format!("sks {name}")),
+            weight: 0.8,
+            base_model: base.map(str::to_string),
+            subject: Some(subject.into()),
+        }
+    }
+
+    /// A LoRA bound to a placed person goes into every job with its trigger words in the text; one
+    /// made for another model, or bound to someone not in the picture, does not.
+    #[test]
+    fn loras_bound_to_placed_subjects_are_used_with_their_triggers() {
+        let request = RequestId::new("r1").unwrap();
+        let settings = PlannerSettings {
+            diffusion_model: Some("sdxl".into()),
+            ..PlannerSettings::default()
+        };
+        let input = PlanInput {
+            variants: 2,
+            model_prompt: "at the beach".into(),
+            subjects: vec![candidate(1, "person:Anna", 0.9)],
+            loras: vec![
+                lora("anna", "anna", None),
+                lora("anna-sd15", "Anna", Some("sd15")),
+                lora("bob", "Bob", None),
+            ],
+            ..PlanInput::default()
+        };
+        let plan = make_plan(&input, &request, &settings);
+        let names: Vec<&str> = plan
+            .adapters
+            .loras
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(names, vec!["anna"]);
+        assert_eq!(plan.model_prompt, "sks anna, at the beach");
+        assert!(plan
+            .explanation
+            .iter()
+            .any(|line| line.contains("anna-sd15") && line.contains("made for model sd15")));
+        let jobs = jobs_for(&plan, &TenantId::new("t").unwrap(), &request, &settings);
+        assert!(jobs.iter().all(|j| j.render.adapters == plan.adapters));
+        assert!(jobs[0].render.batch_key().contains("loras:anna@"));
+        // The painter has no LoRAs; nor does a picture without its person.
+        let painterly = make_plan(&input, &request, &PlannerSettings::default());
+        assert!(painterly.adapters.is_empty());
+        let nobody = PlanInput {
+            subjects: vec![candidate(2, "person:Carla", 0.9)],
+            ..input.clone()
+        };
+        assert!(make_plan(&nobody, &request, &settings)
+            .adapters
+            .loras
+            .is_empty());
+    }
+
+    #[test]
+    fn subjects_become_image_prompts_where_the_model_has_an_ip_adapter() {
+        let request = RequestId::new("r1").unwrap();
+        let settings = PlannerSettings {
+            diffusion_model: Some("sdxl".into()),
+            image_prompt_scale: 0.6,
+            ..PlannerSettings::default()
+        };
+        let with_subject = PlanInput {
+            subjects: vec![candidate(1, "person:Anna", 0.9)],
+            ..PlanInput::default()
+        };
+        assert_eq!(
+            make_plan(&with_subject, &request, &settings)
+                .adapters
+                .image_prompt_scale,
+            0.6
+        );
+        let text_only = PlanInput::default();
+        assert_eq!(
+            make_plan(&text_only, &request, &settings)
+                .adapters
+                .image_prompt_scale,
+            0.0
+        );
     }
 }

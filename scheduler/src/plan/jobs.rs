@@ -72,6 +72,7 @@ fn render_spec(plan: &Plan, seed: u64, strength: f32, palette_transfer: bool) ->
         // identity guidance: the strength travels per job; the worker wires it into sampling.
         identity_strength: plan.identity_strength,
         best_of: plan.best_of.max(1),
+        adapters: plan.adapters.clone(),
     }
 }
 

@@ -15,7 +15,8 @@ mod refine;
 use std::collections::BTreeMap;
 
 use reverie_shared::ids::{PhotoId, RequestId};
-use reverie_shared::jobs::{PhotoRef, Priority, RendererKind};
+use reverie_shared::jobs::{PhotoRef, Priority, RenderAdapters, RendererKind};
+use reverie_shared::tenant_loras::TenantLora;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,6 +40,10 @@ pub struct PlannerSettings {
     pub background_strength: f32,
     /// Most subject photos per job (the renderer composes at most this many).
     pub max_subjects: usize,
+    /// IP-Adapter image prompt scale of jobs that place subjects (0: the farm's model has no
+    /// IP-Adapter, `diffusion.ip_adapter` unset).
+    #[serde(default)]
+    pub image_prompt_scale: f32,
 }
 
 impl Default for PlannerSettings {
@@ -52,6 +57,7 @@ impl Default for PlannerSettings {
             painterly_style: "impressionist".to_string(),
             background_strength: 0.6,
             max_subjects: 4,
+            image_prompt_scale: 0.0,
         }
     }
 }
@@ -109,6 +115,9 @@ pub struct PlanInput {
     /// (`refine_plan`), so its setting must not be anyone's close-up either.
     #[serde(default)]
     pub places_parent_subjects: bool,
+    /// The tenant's registered LoRAs; those bound to a placed subject are used.
+    #[serde(default)]
+    pub loras: Vec<TenantLora>,
 }
 
 /// The plan as recorded: enough to explain the result and render it again.
@@ -140,6 +149,9 @@ pub struct Plan {
     /// Candidates each job renders, keeping the best identity (absent in earlier records: 1).
     #[serde(default = "one")]
     pub best_of: u32,
+    /// LoRAs of the placed subjects and the image prompt scale (absent in earlier records: none).
+    #[serde(default)]
+    pub adapters: RenderAdapters,
 }
 
 fn one() -> u32 {

@@ -462,6 +462,7 @@ pub fn test_library() -> TenantLibrary {
         catalog,
         photos: vec![anna, anna_blurry, lisbon, rex],
         palettes: Default::default(),
+        loras: Vec::new(),
     }
 }
 

@@ -29,6 +29,13 @@ pub struct DiffusionSettings {
     /// Default denoising steps and image side of planned diffusion jobs (requests may override).
     pub steps: u32,
     pub size: u32,
+    /// An IP-Adapter file (its `image_encoder/` beside it) workers attach to the model; the planner
+    /// then passes jobs' subject photos as image prompts. `None`: no image prompts.
+    pub ip_adapter: Option<PathBuf>,
+    /// The image prompt scale of planned jobs with subjects (0 to 5).
+    pub ip_scale: f32,
+    /// How many models with a LoRA set fused in a worker keeps loaded beside the base model.
+    pub lora_models: u32,
 }
 
 impl Default for DiffusionSettings {
@@ -40,6 +47,9 @@ impl Default for DiffusionSettings {
             dtype: "f32".to_string(),
             steps: 20,
             size: 512,
+            ip_adapter: None,
+            ip_scale: 0.6,
+            lora_models: 2,
         }
     }
 }

@@ -44,6 +44,13 @@ impl Config {
                 "worker.max_attempts and worker.max_deliveries must be at least 1".into(),
             ));
         }
+        let scale = self.diffusion.ip_scale;
+        if !scale.is_finite() || !(0.0..=crate::jobs::MAX_IMAGE_PROMPT_SCALE).contains(&scale) {
+            return Err(ConfigError::Invalid(format!(
+                "diffusion.ip_scale must be between 0 and {}, not {scale}",
+                crate::jobs::MAX_IMAGE_PROMPT_SCALE
+            )));
+        }
         if !(1..=crate::queues::MAX_SHARDS).contains(&self.scheduler.shards) {
             return Err(ConfigError::Invalid(format!(
                 "scheduler.shards must be between 1 and {}, not {}",

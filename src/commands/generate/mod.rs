@@ -581,10 +581,11 @@ fn lora_records(args: &[String]) -> anyhow::Result<Vec<LoraRecord>> {
     args.iter()
         .map(|arg| {
             let spec = LoraSpec::parse(arg)?;
-            let sha256 = sha256_file(&spec.path)
-                .with_context(|| format!("--lora {}", spec.path.display()))?;
+            let path = spec.source.label();
+            let sha256 =
+                sha256_file(&path).with_context(|| format!("--lora {}", path.display()))?;
             Ok(LoraRecord {
-                file: spec.path.display().to_string(),
+                file: path.display().to_string(),
                 sha256,
                 weight: spec.weight,
                 spec,

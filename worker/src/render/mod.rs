@@ -5,7 +5,7 @@ pub mod diffusion;
 pub mod identity;
 mod painterly;
 
-pub use diffusion::{DiffusionRenderer, ModelSource};
+pub use diffusion::{DiffusionRenderer, ModelSource, RendererOptions};
 pub use painterly::{PainterlyRenderer, DEFAULT_STYLE};
 
 use std::collections::BTreeMap;
@@ -24,6 +24,15 @@ pub struct RenderRequest {
     /// rendering; empty for pictures without people or when this worker has no face models. What
     /// identity guidance (`spec.identity_strength`) steers toward.
     pub identity: Vec<reverie_faces::identity::IdentityTarget>,
+    /// The job's LoRA files (`spec.adapters.loras`), read from its tenant's storage by the runner.
+    pub loras: Vec<LoadedLora>,
+}
+
+/// A LoRA a job uses, with its bytes (checked against its SHA-256).
+#[derive(Debug, Clone)]
+pub struct LoadedLora {
+    pub usage: reverie_shared::jobs::LoraUse,
+    pub bytes: std::sync::Arc<Vec<u8>>,
 }
 
 impl RenderRequest {

@@ -10,8 +10,13 @@ use reverie_shared::metrics;
 use super::failures::{fail, JobFailure};
 use super::Held;
 use crate::context::WorkerContext;
-use crate::inputs::{fetch_photo, InputError};
-use crate::render::RenderRequest;
+use std::collections::HashMap;
+
+use reverie_shared::ids::TenantId;
+use reverie_shared::jobs::LoraUse;
+
+use crate::inputs::{fetch_lora, fetch_photo, InputError};
+use crate::render::{LoadedLora, RenderRequest};
 
 /// Fetches and decodes the photos of a batch's jobs side by side; jobs whose photos fail are failed
 /// here and left out.
@@ -19,9 +24,12 @@ pub(super) async fn load_group(
     ctx: &Arc<WorkerContext>,
     group: Vec<Held>,
 ) -> Vec<(Held, RenderRequest)> {
+    // A batch shares its LoRA set (the batch key): each file is read once for all its jobs.
+    let loras = LoraBytes::default();
+    let loras = &loras;
     let loads = group.into_iter().map(|held| async move {
         record_queue_wait(&held.job);
-        let loaded = load_request(ctx, &held.spec).await;
+        let loaded = load_request(ctx, &held.spec, loras).await;
         (held, loaded)
     });
     let mut ready = Vec::new();
@@ -43,10 +51,44 @@ fn record_queue_wait(job: &Job) {
         .observe(waited);
 }
 
+/// A LoRA file's owner and SHA-256.
+type LoraKey = (TenantId, String);
+
+/// LoRA files read for one batch.
+#[derive(Default)]
+struct LoraBytes(tokio::sync::Mutex<HashMap<LoraKey, Arc<Vec<u8>>>>);
+
+impl LoraBytes {
+    async fn get(
+        &self,
+        ctx: &WorkerContext,
+        tenant: &TenantId,
+        lora: &LoraUse,
+    ) -> Result<Arc<Vec<u8>>, InputError> {
+        let mut held = self.0.lock().await;
+        let key = (tenant.clone(), lora.sha256.clone());
+        if let Some(bytes) = held.get(&key) {
+            return Ok(bytes.clone());
+        }
+        let bytes = Arc::new(fetch_lora(&*ctx.backends.store, tenant, lora).await?);
+        held.insert(key, bytes.clone());
+        Ok(bytes)
+    }
+}
+
 async fn load_request(
     ctx: &WorkerContext,
     spec: &GenerateJob,
+    lora_bytes: &LoraBytes,
 ) -> Result<RenderRequest, JobFailure> {
+    let mut loras = Vec::with_capacity(spec.render.adapters.loras.len());
+    for usage in &spec.render.adapters.loras {
+        let bytes = lora_bytes.get(ctx, &spec.tenant, usage).await?;
+        loras.push(LoadedLora {
+            usage: usage.clone(),
+            bytes,
+        });
+    }
     let mut photos = Vec::with_capacity(spec.references.len());
     for reference in &spec.references {
         let bytes = fetch_photo(
@@ -70,6 +112,7 @@ async fn load_request(
         photos,
         // Filled just before rendering, where the face models run (off the async runtime).
         identity: Vec::new(),
+        loras,
     })
 }
 

@@ -67,6 +67,7 @@ pub(super) async fn write_result(
             .filter(|r| r.role == reverie_shared::jobs::ReferenceRole::Identity)
             .map(|r| r.photo.clone())
             .collect(),
+        loras: spec.render.adapters.loras.clone(),
     };
     let outputs =
         match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {

@@ -86,6 +86,7 @@ pub fn painterly_job(request: &str, index: u32, prompt: &str, width: u32, seed: 
                 palette_transfer: false,
                 identity_strength: 0.0,
                 best_of: 1,
+                adapters: Default::default(),
             },
             references: Vec::new(),
             output: OutputTarget::default(),

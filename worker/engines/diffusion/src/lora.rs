@@ -15,20 +15,66 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{DiffusionError, Result};
 use crate::weights::WeightFile;
 
-/// A LoRA file and the weight to apply it with.
+/// Where a LoRA's safetensors bytes are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LoraSource {
+    File(PathBuf),
+    /// Already in memory (a tenant's LoRA read from the object store), with a name for errors.
+    Bytes {
+        name: String,
+        bytes: Arc<Vec<u8>>,
+    },
+}
+
+impl LoraSource {
+    /// What errors call it: the file's path, or the name given.
+    pub fn label(&self) -> PathBuf {
+        match self {
+            Self::File(path) => path.clone(),
+            Self::Bytes { name, .. } => PathBuf::from(name),
+        }
+    }
+}
+
+/// A LoRA and the weight to apply it with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraSpec {
-    pub path: PathBuf,
+    pub source: LoraSource,
     pub weight: f64,
 }
 
 impl LoraSpec {
+    /// A LoRA file at `weight`.
+    pub fn file(path: impl Into<PathBuf>, weight: f64) -> Self {
+        Self {
+            source: LoraSource::File(path.into()),
+            weight,
+        }
+    }
+
+    /// Opens and parses the LoRA.
+    pub fn open(&self) -> Result<LoraFile> {
+        match &self.source {
+            LoraSource::File(path) => LoraFile::open(path),
+            LoraSource::Bytes { name, bytes } => {
+                let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(
+                    |source| DiffusionError::Lora {
+                        path: PathBuf::from(name),
+                        reason: source.to_string(),
+                    },
+                )?;
+                LoraFile::from_tensors(Path::new(name), tensors)
+            }
+        }
+    }
+
     /// `FILE` or `FILE:WEIGHT` (weight 1 when absent), as `reverie generate --lora` takes it.
     pub fn parse(text: &str) -> Result<Self> {
         let bad = |reason: String| DiffusionError::InvalidInput(format!("--lora {text}: {reason}"));
@@ -43,15 +89,39 @@ impl LoraSpec {
                 "weight {weight} must be a finite number within ±{MAX_WEIGHT}"
             )));
         }
-        Ok(Self {
-            path: PathBuf::from(path),
-            weight,
-        })
+        Ok(Self::file(path, weight))
     }
 }
 
 /// The largest LoRA weight accepted; far beyond what anyone applies on purpose.
 pub const MAX_WEIGHT: f64 = 10.0;
+
+/// The words a LoRA was trained with, from its safetensors metadata: the model-spec
+/// `modelspec.trigger_phrase`, else kohya's most frequent training tag (`ss_tag_frequency`).
+pub fn trigger_from_metadata(bytes: &[u8]) -> Option<String> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).ok()?;
+    let metadata = header.metadata().as_ref()?;
+    if let Some(phrase) = metadata
+        .get("modelspec.trigger_phrase")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+    {
+        return Some(phrase.to_string());
+    }
+    let frequencies: HashMap<String, HashMap<String, u64>> =
+        serde_json::from_str(metadata.get("ss_tag_frequency")?).ok()?;
+    let mut totals: HashMap<&str, u64> = HashMap::new();
+    for tags in frequencies.values() {
+        for (tag, count) in tags {
+            *totals.entry(tag.trim()).or_default() += count;
+        }
+    }
+    totals
+        .into_iter()
+        .filter(|(tag, _)| !tag.is_empty())
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(tag, _)| tag.to_string())
+}
 
 /// The part of a pipeline a LoRA module belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -544,16 +614,68 @@ mod tests {
     #[test]
     fn lora_specs_take_an_optional_weight() {
         let spec = LoraSpec::parse("loras/me.safetensors:0.75").expect("spec");
-        assert_eq!(spec.path, PathBuf::from("loras/me.safetensors"));
+        assert_eq!(spec.source.label(), PathBuf::from("loras/me.safetensors"));
         assert_eq!(spec.weight, 0.75);
         assert_eq!(LoraSpec::parse("me.safetensors").expect("spec").weight, 1.0);
         // A colon that is not a weight stays in the path (C:\\ on Windows, odd names).
         assert_eq!(
-            LoraSpec::parse("a:b.safetensors").expect("spec").path,
-            PathBuf::from("a:b.safetensors")
+            LoraSpec::parse("a:b.safetensors").expect("spec").source,
+            LoraSource::File(PathBuf::from("a:b.safetensors"))
         );
         assert!(LoraSpec::parse("me.safetensors:1e9").is_err());
         assert!(LoraSpec::parse("me.safetensors:NaN").is_err());
+    }
+
+    #[test]
+    fn trigger_words_come_from_the_metadata() {
+        let tensor = Tensor::zeros((1,), DType::F32, &Device::Cpu).expect("tensor");
+        let with = |metadata: Vec<(&str, &str)>| {
+            let metadata = metadata
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let bytes = safetensors::serialize(
+                [("w", tensor.to_dtype(DType::F32).expect("f32"))]
+                    .iter()
+                    .map(|(k, t)| (k.to_string(), SafeView(t.clone()))),
+                Some(metadata),
+            )
+            .expect("serialize");
+            trigger_from_metadata(&bytes)
+        };
+        assert_eq!(
+            with(vec![("modelspec.trigger_phrase", "sks person")]).as_deref(),
+            Some("sks person")
+        );
+        let tags = r#"{"10_anna": {"ohwx woman": 30, "smiling": 4}, "5_x": {"smiling": 2}}"#;
+        assert_eq!(
+            with(vec![("ss_tag_frequency", tags)]).as_deref(),
+            Some("ohwx woman")
+        );
+        assert_eq!(with(vec![]), None);
+    }
+
+    /// candle tensors as safetensors views, for writing test files.
+    struct SafeView(Tensor);
+
+    impl safetensors::View for SafeView {
+        fn dtype(&self) -> safetensors::Dtype {
+            safetensors::Dtype::F32
+        }
+        fn shape(&self) -> &[usize] {
+            self.0.dims()
+        }
+        fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+            let values: Vec<f32> = self
+                .0
+                .flatten_all()
+                .and_then(|t| t.to_vec1())
+                .unwrap_or_default();
+            std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+        fn data_len(&self) -> usize {
+            self.0.elem_count() * 4
+        }
     }
 
     #[test]

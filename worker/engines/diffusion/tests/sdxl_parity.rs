@@ -235,9 +235,11 @@ fn with_loras(case: &Case) -> StableDiffusion {
         .as_array()
         .expect("loras")
         .iter()
-        .map(|l| LoraSpec {
-            path: fixture().join(l["file"].as_str().expect("file")),
-            weight: l["weight"].as_f64().expect("weight"),
+        .map(|l| {
+            LoraSpec::file(
+                fixture().join(l["file"].as_str().expect("file")),
+                l["weight"].as_f64().expect("weight"),
+            )
         })
         .collect();
     let adapters = Adapters {
@@ -290,10 +292,7 @@ fn no_lora_gives_the_plain_run() {
 fn a_lora_for_another_model_is_refused_naming_the_tensor() {
     // The SD 1.x fixture's UNet has other widths: the SDXL LoRA's first mismatching layer is named.
     let sd1 = repo_root().join("tests/fixtures/sd-tiny/model");
-    let lora = LoraSpec {
-        path: fixture().join("loras/style_kohya.safetensors"),
-        weight: 1.0,
-    };
+    let lora = LoraSpec::file(fixture().join("loras/style_kohya.safetensors"), 1.0);
     let adapters = Adapters {
         loras: vec![lora],
         ip_adapter: None,
@@ -322,12 +321,9 @@ fn the_family_is_read_from_model_index() {
 #[test]
 fn lora_unet_forward_matches() {
     let case = case("lora_unet_forward");
-    let lora = LoraSpec {
-        path: fixture().join("loras/subject_peft.safetensors"),
-        weight: 1.0,
-    };
+    let lora = LoraSpec::file(fixture().join("loras/subject_peft.safetensors"), 1.0);
     let dir = fixture().join("base/unet");
-    let file = reverie_diffusion::lora::LoraFile::open(&lora.path).expect("lora");
+    let file = lora.open().expect("lora");
     let weights = reverie_diffusion::weights::WeightFile::open(
         &reverie_diffusion::unet::weights_path(&dir),
         &test_device(),

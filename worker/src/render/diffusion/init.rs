@@ -113,9 +113,11 @@ mod tests {
                 palette_transfer: false,
                 identity_strength: 0.0,
                 best_of: 1,
+                adapters: Default::default(),
             },
             photos,
             identity: Vec::new(),
+            loras: Vec::new(),
         }
     }
 

@@ -15,8 +15,9 @@
 //!     masked img2img keeps the subjects and repaints the rest;
 //! - otherwise text-to-image.
 //!
-//! A batch shares model, size, steps and scheduler (the batch key); jobs that differ in init image
-//! use or strength run as sub-batches. Each sample's noise comes from its own seed, so a job renders
+//! A batch shares model, size, steps, scheduler and LoRA set (the batch key); jobs that differ in
+//! init image use or strength run as sub-batches. A tenant's LoRAs are fused into a copy of the
+//! model built for that LoRA set and kept (a few, least recently used) for the next batch of it. Each sample's noise comes from its own seed, so a job renders
 //! the same image alone or in any batch.
 //!
 //! Here: the renderer (loading, sub-batches, the pipeline run, what each image reports). Beside it:
@@ -35,12 +36,17 @@ pub use source::ModelSource;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
 use candle_core::{DType, Device};
 use image::RgbImage;
+use lru::LruCache;
+use reverie_diffusion::lora::{LoraSource, LoraSpec};
 use reverie_diffusion::pipeline::guidance::default_repeats;
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
 use reverie_diffusion::pipeline::{
-    GenerationRequest, IdentityGuidance, SampleSpec, StableDiffusion,
+    Adapters, GenerationRequest, IdentityGuidance, SampleSpec, StableDiffusion,
 };
 use reverie_diffusion::registry::ResolvedModel;
 use reverie_diffusion::SchedulerKind;
@@ -52,12 +58,35 @@ use super::identity::IdentityGuide;
 use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
 use init::{group_key, init_picture, init_picture_strength, prompt_text};
 
+/// What the renderer loads beside the checkpoint.
+#[derive(Debug, Clone)]
+pub struct RendererOptions {
+    /// An IP-Adapter file attached to every model (its `image_encoder/` beside it).
+    pub ip_adapter: Option<std::path::PathBuf>,
+    /// Models with a LoRA set fused in kept loaded beside the base model.
+    pub lora_models: usize,
+}
+
+impl Default for RendererOptions {
+    fn default() -> RendererOptions {
+        RendererOptions {
+            ip_adapter: None,
+            lora_models: 2,
+        }
+    }
+}
+
 /// One loaded checkpoint serving every batch of this worker.
 pub struct DiffusionRenderer {
     model: ResolvedModel,
     /// The name jobs use for it (the registry name or the folder given in the configuration).
     name: String,
-    pipeline: StableDiffusion,
+    pipeline: Arc<StableDiffusion>,
+    options: RendererOptions,
+    device: Device,
+    dtype: DType,
+    /// Models with a LoRA set fused in, by the set's key (`RenderAdapters::lora_key`).
+    with_loras: Mutex<LruCache<String, Arc<StableDiffusion>>>,
     /// The face models identity guidance differentiates; `None` renders without guidance.
     faces: Option<FaceModels>,
 }
@@ -79,20 +108,84 @@ impl DiffusionRenderer {
         device: &Device,
         dtype: DType,
     ) -> Result<DiffusionRenderer, RenderError> {
+        Self::load_with(source, model, device, dtype, RendererOptions::default())
+    }
+
+    /// [`Self::load`] with an IP-Adapter and the LoRA model cache size.
+    pub fn load_with(
+        source: &ModelSource,
+        model: &str,
+        device: &Device,
+        dtype: DType,
+        options: RendererOptions,
+    ) -> Result<DiffusionRenderer, RenderError> {
         let resolved = source.resolve(model)?;
-        let pipeline = StableDiffusion::from_dir(&resolved.dir, device, dtype).map_err(|e| {
-            RenderError::ModelUnavailable(format!(
-                "loading {model} from {}: {e}",
-                resolved.dir.display()
-            ))
-        })?;
-        tracing::info!(model, identity = %resolved.identity, dir = %resolved.dir.display(), "diffusion model loaded");
+        let adapters = Adapters {
+            loras: Vec::new(),
+            ip_adapter: options.ip_adapter.clone(),
+        };
+        let pipeline = StableDiffusion::from_dir_with(&resolved.dir, device, dtype, &adapters)
+            .map_err(|e| {
+                RenderError::ModelUnavailable(format!(
+                    "loading {model} from {}: {e}",
+                    resolved.dir.display()
+                ))
+            })?;
+        tracing::info!(model, identity = %resolved.identity, dir = %resolved.dir.display(), ip_adapter = ?options.ip_adapter, "diffusion model loaded");
+        let cached = NonZeroUsize::new(options.lora_models.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(DiffusionRenderer {
             model: resolved,
             name: model.to_string(),
-            pipeline,
+            pipeline: Arc::new(pipeline),
+            options,
+            device: device.clone(),
+            dtype,
+            with_loras: Mutex::new(LruCache::new(cached)),
             faces: None,
         })
+    }
+
+    /// The model a sub-batch renders with: the base model, or one with the batch's LoRA set fused
+    /// in (built from the LoRA bytes the runner read, then kept for later batches of that set).
+    fn pipeline_for(&self, request: &RenderRequest) -> Result<Arc<StableDiffusion>, RenderError> {
+        let key = request.spec.adapters.lora_key();
+        if key.is_empty() {
+            return Ok(self.pipeline.clone());
+        }
+        if request.loras.len() != request.spec.adapters.loras.len() {
+            return Err(RenderError::Failed(format!(
+                "the job names {} LoRAs but {} were read",
+                request.spec.adapters.loras.len(),
+                request.loras.len()
+            )));
+        }
+        let mut cache = self.with_loras.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pipeline) = cache.get(&key) {
+            return Ok(pipeline.clone());
+        }
+        let started = std::time::Instant::now();
+        let adapters = Adapters {
+            loras: request
+                .loras
+                .iter()
+                .map(|lora| LoraSpec {
+                    source: LoraSource::Bytes {
+                        name: format!("LoRA {} ({})", lora.usage.name, lora.usage.sha256),
+                        bytes: lora.bytes.clone(),
+                    },
+                    weight: f64::from(lora.usage.weight),
+                })
+                .collect(),
+            ip_adapter: self.options.ip_adapter.clone(),
+        };
+        // A LoRA that does not fit this model will never fit it: the job is invalid, not retried.
+        let pipeline =
+            StableDiffusion::from_dir_with(&self.model.dir, &self.device, self.dtype, &adapters)
+                .map_err(|e| RenderError::Invalid(e.to_string()))?;
+        tracing::info!(loras = %key, load_ms = started.elapsed().as_millis() as u64, "model with LoRAs loaded");
+        let pipeline = Arc::new(pipeline);
+        cache.put(key, pipeline.clone());
+        Ok(pipeline)
     }
 
     /// Enables identity guidance with these face models, when the model can be guided (its VAE
@@ -132,7 +225,8 @@ impl DiffusionRenderer {
         }
     }
 
-    /// Renders requests that share size, steps, scheduler, init-image use and strength in one pass.
+    /// Renders requests that share size, steps, scheduler, LoRA set, init-image use and strength
+    /// in one pass.
     fn render_group(
         &self,
         requests: &[&RenderRequest],
@@ -140,9 +234,10 @@ impl DiffusionRenderer {
         progress: Progress<'_>,
     ) -> Result<Vec<RgbImage>, RenderError> {
         let first = &requests[0].spec;
+        let pipeline = self.pipeline_for(requests[0])?;
         let prepared = requests
             .iter()
-            .map(|r| self.sample(r))
+            .map(|r| self.sample(&pipeline, r))
             .collect::<Result<Vec<_>, _>>()?;
         let strength = prepared.first().and_then(|p| p.strength).unwrap_or(1.0);
         let size = (first.width as usize, first.height as usize);
@@ -169,7 +264,7 @@ impl DiffusionRenderer {
             .map_err(|e| RenderError::Invalid(e.to_string()))?;
         let step_time = &reverie_shared::metrics::global().diffusion_step;
         let mut step_started = std::time::Instant::now();
-        let result = self.pipeline.generate(&generation, &mut |step| {
+        let result = pipeline.generate(&generation, &mut |step| {
             step_time
                 .with_label_values::<&str>(&[])
                 .observe(step_started.elapsed().as_secs_f64());
@@ -191,8 +286,7 @@ impl DiffusionRenderer {
         for warning in &generation.warnings {
             tracing::warn!(%warning, "diffusion");
         }
-        let decoded = self
-            .pipeline
+        let decoded = pipeline
             .decode(&generation.latents)
             .and_then(|images| tensor_to_rgb(&images))
             .map_err(|e| RenderError::Failed(e.to_string()))?;
@@ -200,7 +294,11 @@ impl DiffusionRenderer {
     }
 
     /// The job as one sample, with the init picture it starts from and that picture's strength.
-    fn sample(&self, request: &RenderRequest) -> Result<PreparedSample, RenderError> {
+    fn sample(
+        &self,
+        pipeline: &StableDiffusion,
+        request: &RenderRequest,
+    ) -> Result<PreparedSample, RenderError> {
         let spec = &request.spec;
         let mut sample = SampleSpec::new(prompt_text(request), spec.seed, f64::from(spec.guidance));
         if !spec.negative_prompt.is_empty() {
@@ -217,7 +315,7 @@ impl DiffusionRenderer {
                 init: None,
             });
         };
-        let device = self.pipeline.device();
+        let device = pipeline.device();
         sample.init_image =
             Some(rgb_to_tensor(&picture, device).map_err(|e| RenderError::Failed(e.to_string()))?);
         if let Some(mask) = mask {
@@ -277,13 +375,17 @@ impl Renderer for DiffusionRenderer {
     ) -> Vec<Result<RenderedImage, RenderError>> {
         let mut results: Vec<Option<Result<RenderedImage, RenderError>>> =
             (0..requests.len()).map(|_| None).collect();
-        let mut groups: BTreeMap<(bool, u32), Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, bool, u32), Vec<usize>> = BTreeMap::new();
         for (index, request) in requests.iter().enumerate() {
             match self.check_model(request) {
-                Ok(()) => groups
-                    .entry(group_key(request, self.guides(request)))
-                    .or_default()
-                    .push(index),
+                Ok(()) => {
+                    let (init, strength) = group_key(request, self.guides(request));
+                    let loras = request.spec.adapters.lora_key();
+                    groups
+                        .entry((loras, init, strength))
+                        .or_default()
+                        .push(index)
+                }
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
@@ -325,6 +427,7 @@ impl DiffusionRenderer {
         if let Some(strength) = init_picture_strength(request, guided) {
             details.insert("strength".to_string(), strength.to_string());
         }
+
         if !request.identity.is_empty() {
             let (how, strength) = match guided {
                 true => (

@@ -23,6 +23,7 @@ pub use request::{
 };
 pub use text::{EncodedPrompts, ModelFamily, PromptText, TextConditioner};
 
+use crate::clip::ClipTextEncoder;
 use crate::error::{DiffusionError, Result};
 use crate::ip_adapter::{ImagePromptEmbeds, IpAdapter};
 use crate::lora::{deltas_for, LoraFile, LoraSpec, LoraTarget};
@@ -138,7 +139,7 @@ impl StableDiffusion {
         let family = Self::check_model_index(dir)?;
         let files = loras
             .iter()
-            .map(|spec| LoraFile::open(&spec.path))
+            .map(LoraSpec::open)
             .collect::<Result<Vec<_>>>()?;
         let weighted: Vec<(&LoraFile, f64)> = files
             .iter()
@@ -184,6 +185,44 @@ impl StableDiffusion {
             device: device.clone(),
             dtype,
         })
+    }
+
+    /// Checks that `lora` fits the model in `dir` (every module it names exists, every update has its
+    /// layer's shape) without loading the model: the weight files are only mapped and read where
+    /// the LoRA touches them.
+    pub fn check_lora(dir: &Path, lora: &LoraFile) -> Result<()> {
+        let family = Self::check_model_index(dir)?;
+        let device = Device::Cpu;
+        for target in lora.targets() {
+            let weights = match target {
+                LoraTarget::Unet => WeightFile::open(
+                    &crate::unet::weights_path(&dir.join("unet")),
+                    &device,
+                    DType::F32,
+                )?,
+                LoraTarget::TextEncoder | LoraTarget::TextEncoder2 => {
+                    let folder = dir.join(target.folder());
+                    let used = match family {
+                        ModelFamily::Xl { refiner: true, .. } => target == LoraTarget::TextEncoder2,
+                        ModelFamily::Xl { .. } => true,
+                        ModelFamily::StableDiffusion => target == LoraTarget::TextEncoder,
+                    };
+                    if !used || !folder.is_dir() {
+                        return Err(DiffusionError::Lora {
+                            path: lora.path().to_path_buf(),
+                            reason: format!(
+                                "it changes {} but {} has none: a LoRA for another base model?",
+                                target.folder(),
+                                dir.display()
+                            ),
+                        });
+                    }
+                    ClipTextEncoder::open_weights(&folder, &device)?
+                }
+            };
+            deltas_for(&[(lora, 1.0)], target, &weights, &device)?;
+        }
+        Ok(())
     }
 
     /// The UNet with the LoRAs' deltas fused in; an SDXL UNet must take the added conditioning.

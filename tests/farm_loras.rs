@@ -1,0 +1,195 @@
+//! A tenant's LoRA through the real farm (the binary as scheduler, worker and client on RabbitMQ,
+//! Redis and S3): registered with `reverie loras add`, bound to a person the library names, used by
+//! a prompt that places that person — with its trigger words in the text — and recorded in the
+//! output's provenance; a prompt without the person renders without it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{kill, ProcessFarm};
+use reverie_shared::ports::store::ObjectStore;
+use reverie_shared::testing;
+
+fn sdxl_tiny(part: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sdxl-tiny")
+        .join(part)
+        .display()
+        .to_string()
+}
+
+/// The JSON documents a command printed, in order.
+fn documents(stdout: &str) -> Vec<serde_json::Value> {
+    serde_json::Deserializer::from_str(stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|d| d.expect("JSON output"))
+        .collect()
+}
+
+/// Submits `prompt`, waits for it, and returns the first output's provenance.
+async fn render(
+    farm: &ProcessFarm,
+    store: &reverie_shared::ports::store::S3Store,
+    tenant: &str,
+    token: &str,
+    prompt: &str,
+) -> serde_json::Value {
+    let stdout = farm.run(&[
+        "submit", "--api", &farm.api, "--token", token, "--tenant", tenant, "--wait", prompt,
+    ]);
+    let answers = documents(&stdout);
+    let request = answers[0]["request_id"].as_str().expect("a request id");
+    let last = answers.last().expect("the final status");
+    assert_eq!(last["state"], "succeeded", "{stdout}");
+    let key = format!("tenants/{tenant}/results/{request}/0.json");
+    let bytes = store
+        .get(&key)
+        .await
+        .unwrap_or_else(|e| panic!("{key}: {e}"));
+    serde_json::from_slice(&bytes).expect("provenance JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lora_bound_to_a_person_renders_through_the_farm_and_is_in_the_provenance() {
+    let store = testing::s3_store("farm-loras").await;
+    let prefix = testing::unique("loras");
+    let mut farm = ProcessFarm::new(&store.config().bucket, &prefix);
+    let model = sdxl_tiny("base");
+    for (key, value) in [
+        ("REVERIE_DIFFUSION_MODEL", model.as_str()),
+        ("REVERIE_DIFFUSION_STEPS", "2"),
+        ("REVERIE_DIFFUSION_SIZE", "64"),
+    ] {
+        farm.env.push((key.to_string(), value.to_string()));
+    }
+    let tenant = prefix.clone();
+    let token = farm.run(&["tenant", "create", &tenant]).trim().to_string();
+    farm.run(&["consent", "grant", "--tenant", &tenant, "library"]);
+    // The fixture's family photos: one names Jesper in an XMP face region (its sidecar comes along).
+    let family = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/library/folder/Family");
+    farm.run(&[
+        "library",
+        "import",
+        "--tenant",
+        &tenant,
+        &family.display().to_string(),
+    ]);
+
+    let lora = sdxl_tiny("loras/subject_peft.safetensors");
+    let added = farm.run(&[
+        "loras",
+        "add",
+        "--tenant",
+        &tenant,
+        "--name",
+        "jesper",
+        "--weight",
+        "0.7",
+        "--trigger",
+        "sks man",
+        "--person",
+        "Jesper",
+        &lora,
+    ]);
+    assert!(added.contains("bound to Jesper"), "{added}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&farm.run(&["loras", "list", "--tenant", &tenant, "--json"])).unwrap();
+    assert_eq!(listed[0]["name"], "jesper");
+    assert_eq!(listed[0]["base_model"], model.as_str());
+    let sha256 = listed[0]["sha256"].as_str().unwrap().to_string();
+    // The file lives in the tenant's own storage, by its hash.
+    store
+        .get(&format!(
+            "tenants/{tenant}/adapters/loras/{sha256}.safetensors"
+        ))
+        .await
+        .expect("the LoRA in the tenant's storage");
+
+    // Refused at registration, naming what is wrong: a LoRA for another base model, and a file that
+    // is no LoRA; the index is left as it was.
+    let sd15 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd-tiny/model");
+    let refused = farm
+        .command(&[
+            "loras",
+            "add",
+            "--tenant",
+            &tenant,
+            "--name",
+            "other",
+            "--model",
+            &sd15.display().to_string(),
+            &sdxl_tiny("loras/style_kohya.safetensors"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("another base model"),
+        "{stderr}"
+    );
+    let not_a_lora = farm
+        .command(&[
+            "loras",
+            "add",
+            "--tenant",
+            &tenant,
+            "--name",
+            "vae",
+            &sdxl_tiny("base/vae/diffusion_pytorch_model.safetensors"),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&not_a_lora.stderr);
+    assert!(
+        !not_a_lora.status.success() && stderr.contains("naming"),
+        "{stderr}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&farm.run(&["loras", "list", "--tenant", &tenant, "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let mut scheduler = farm.spawn(&["scheduler"], "scheduler.log");
+    farm.wait_until_ready(&mut scheduler, "scheduler.log");
+    let mut worker = farm.spawn(&["worker"], "worker.log");
+
+    let provenance = tokio::time::timeout(
+        Duration::from_secs(240),
+        render(
+            &farm,
+            &store,
+            &tenant,
+            &token,
+            "Jesper in the garden, watercolour",
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("no result in 240 s\nworker:\n{}", farm.log("worker.log")));
+    assert_eq!(provenance["renderer"], "diffusion", "{provenance:#}");
+    assert_eq!(provenance["loras"][0]["name"], "jesper", "{provenance:#}");
+    assert_eq!(provenance["loras"][0]["sha256"], sha256.as_str());
+    assert_eq!(provenance["loras"][0]["weight"], 0.7);
+    assert!(
+        provenance["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("sks man"),
+        "the trigger words lead the text: {provenance:#}"
+    );
+
+    // Without Jesper in the picture, no LoRA.
+    let plain = render(&farm, &store, &tenant, &token, "a lighthouse in a storm").await;
+    assert!(plain.get("loras").is_none(), "{plain:#}");
+
+    // Removed, its file goes too.
+    farm.run(&["loras", "remove", "--tenant", &tenant, "--name", "jesper"]);
+    assert!(store
+        .get(&format!(
+            "tenants/{tenant}/adapters/loras/{sha256}.safetensors"
+        ))
+        .await
+        .is_err());
+    kill(&mut worker);
+    kill(&mut scheduler);
+}
