@@ -1,7 +1,8 @@
-//! A tenant's LoRA through the real farm (the binary as scheduler, worker and client on RabbitMQ,
-//! Redis and S3): registered with `reverie loras add`, bound to a person the library names, used by
-//! a prompt that places that person — with its trigger words in the text — and recorded in the
-//! output's provenance; a prompt without the person renders without it.
+//! A tenant's LoRA and image prompts through the real farm (the binary as scheduler, worker and
+//! client on RabbitMQ, Redis and S3): a LoRA registered with `reverie loras add`, bound to a person
+//! the library names, used by a prompt that places that person — with its trigger words in the text
+//! — and the person's photo read by the farm's IP-Adapter as the image prompt, both recorded in the
+//! output's provenance; a prompt without the person renders without either.
 
 mod common;
 
@@ -52,15 +53,18 @@ async fn render(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_lora_bound_to_a_person_renders_through_the_farm_and_is_in_the_provenance() {
+async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the_provenance() {
     let store = testing::s3_store("farm-loras").await;
     let prefix = testing::unique("loras");
     let mut farm = ProcessFarm::new(&store.config().bucket, &prefix);
     let model = sdxl_tiny("base");
+    let ip_adapter = sdxl_tiny("ip-adapter/ip_adapter_sdxl.safetensors");
     for (key, value) in [
         ("REVERIE_DIFFUSION_MODEL", model.as_str()),
         ("REVERIE_DIFFUSION_STEPS", "2"),
         ("REVERIE_DIFFUSION_SIZE", "64"),
+        ("REVERIE_DIFFUSION_IP_ADAPTER", ip_adapter.as_str()),
+        ("REVERIE_DIFFUSION_IP_SCALE", "0.5"),
     ] {
         farm.env.push((key.to_string(), value.to_string()));
     }
@@ -177,10 +181,21 @@ async fn a_lora_bound_to_a_person_renders_through_the_farm_and_is_in_the_provena
             .starts_with("sks man"),
         "the trigger words lead the text: {provenance:#}"
     );
+    // Jesper's photo is the image prompt: one of the references, at the configured scale.
+    let prompt_photo = &provenance["image_prompt"]["photo"];
+    assert!(
+        provenance["references"]
+            .as_array()
+            .unwrap()
+            .contains(prompt_photo),
+        "{provenance:#}"
+    );
+    assert_eq!(provenance["image_prompt"]["scale"], 0.5);
 
     // Without Jesper in the picture, no LoRA.
     let plain = render(&farm, &store, &tenant, &token, "a lighthouse in a storm").await;
     assert!(plain.get("loras").is_none(), "{plain:#}");
+    assert!(plain.get("image_prompt").is_none(), "{plain:#}");
 
     // Removed, its file goes too.
     farm.run(&["loras", "remove", "--tenant", &tenant, "--name", "jesper"]);

@@ -438,4 +438,17 @@ pub struct Provenance {
     /// The tenant's LoRAs the image was rendered with (by file hash), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub loras: Vec<LoraUse>,
+    /// The photo the IP-Adapter read as the image prompt, and its scale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_prompt: Option<ImagePromptUse>,
 }
+
+/// An image prompt an output was rendered with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePromptUse {
+    pub photo: PhotoId,
+    pub scale: f32,
+}
+
+/// The renderer's detail key naming the image prompt's photo (see [`Provenance::image_prompt`]).
+pub const IMAGE_PROMPT_DETAIL: &str = "image_prompt_photo";

@@ -68,6 +68,14 @@ pub(super) async fn write_result(
             .map(|r| r.photo.clone())
             .collect(),
         loras: spec.render.adapters.loras.clone(),
+        image_prompt: rendered
+            .details
+            .get(reverie_shared::jobs::IMAGE_PROMPT_DETAIL)
+            .and_then(|photo| reverie_shared::ids::PhotoId::parse(photo).ok())
+            .map(|photo| reverie_shared::jobs::ImagePromptUse {
+                photo,
+                scale: spec.render.adapters.image_prompt_scale,
+            }),
     };
     let outputs =
         match write_outputs(&*ctx.backends.store, spec, &rendered.image, &provenance).await {

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{DType, Device};
 use image::RgbImage;
 use lru::LruCache;
+use reverie_diffusion::ip_adapter::{ImagePrompt, ImagePromptEmbeds};
 use reverie_diffusion::lora::{LoraSource, LoraSpec};
 use reverie_diffusion::pipeline::guidance::default_repeats;
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
@@ -50,7 +51,7 @@ use reverie_diffusion::pipeline::{
 };
 use reverie_diffusion::registry::ResolvedModel;
 use reverie_diffusion::SchedulerKind;
-use reverie_shared::jobs::RendererKind;
+use reverie_shared::jobs::{ReferenceRole, RendererKind, IMAGE_PROMPT_DETAIL};
 
 use reverie_faces::FaceModels;
 
@@ -87,6 +88,8 @@ pub struct DiffusionRenderer {
     dtype: DType,
     /// Models with a LoRA set fused in, by the set's key (`RenderAdapters::lora_key`).
     with_loras: Mutex<LruCache<String, Arc<StableDiffusion>>>,
+    /// Image prompt embeddings by (photo, crop): the IP-Adapter is fixed for the worker's life.
+    image_prompts: Mutex<LruCache<String, ImagePromptEmbeds>>,
     /// The face models identity guidance differentiates; `None` renders without guidance.
     faces: Option<FaceModels>,
 }
@@ -141,6 +144,7 @@ impl DiffusionRenderer {
             device: device.clone(),
             dtype,
             with_loras: Mutex::new(LruCache::new(cached)),
+            image_prompts: Mutex::new(LruCache::new(IMAGE_PROMPTS_KEPT)),
             faces: None,
         })
     }
@@ -308,6 +312,7 @@ impl DiffusionRenderer {
         if guided {
             sample.identity_strength = f64::from(spec.identity_strength);
         }
+        sample.image_prompt = self.image_prompt(pipeline, request)?;
         let Some((picture, mask, strength)) = init_picture(request, guided)? else {
             return Ok(PreparedSample {
                 sample,
@@ -328,6 +333,66 @@ impl DiffusionRenderer {
             strength: Some(strength),
             init: Some(picture),
         })
+    }
+
+    /// The photo a job's image prompt reads, when it has one (provenance).
+    fn image_prompt_photo(&self, request: &RenderRequest) -> Option<String> {
+        if request.spec.adapters.image_prompt_scale <= 0.0 || self.pipeline.ip_adapter().is_none() {
+            return None;
+        }
+        request
+            .photos
+            .iter()
+            .find(|(reference, _)| reference.role == ReferenceRole::Subject)
+            .map(|(reference, _)| reference.photo.to_string())
+    }
+
+    /// The job's image prompt: its first subject photo (around the face where it has one) through the
+    /// model's IP-Adapter at the job's scale; `None` when the job asks for none or the model has no
+    /// adapter. Embeddings are kept per (photo, crop), so a person's photo is encoded once.
+    fn image_prompt(
+        &self,
+        pipeline: &StableDiffusion,
+        request: &RenderRequest,
+    ) -> Result<Option<ImagePrompt>, RenderError> {
+        let scale = request.spec.adapters.image_prompt_scale;
+        if scale <= 0.0 || pipeline.ip_adapter().is_none() {
+            return Ok(None);
+        }
+        let Some((reference, photo)) = request
+            .photos
+            .iter()
+            .find(|(reference, _)| reference.role == ReferenceRole::Subject)
+        else {
+            return Ok(None);
+        };
+        let crop = image_prompt_crop(photo.width(), photo.height(), reference.face_box);
+        let key = format!("{}:{:?}", reference.photo, crop);
+        let cached = self
+            .image_prompts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned();
+        let embeds = match cached {
+            Some(embeds) => embeds,
+            None => {
+                let [left, top, width, height] = crop;
+                let picture = photo.crop_imm(left, top, width, height).to_rgb8();
+                let embeds = pipeline
+                    .encode_image_prompt(&picture)
+                    .map_err(|e| RenderError::Failed(format!("image prompt: {e}")))?;
+                self.image_prompts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .put(key, embeds.clone());
+                embeds
+            }
+        };
+        Ok(Some(ImagePrompt {
+            embeds,
+            scale: f64::from(scale),
+        }))
     }
 
     /// Identity guidance for a sub-batch: each guided sample's people, anchored on its init
@@ -353,6 +418,27 @@ impl DiffusionRenderer {
         let inits: Vec<Option<&RgbImage>> = prepared.iter().map(|p| p.init.as_ref()).collect();
         Some(IdentityGuide::anchored(faces, targets, &inits, size).into_guidance())
     }
+}
+
+/// Image prompt embeddings a worker keeps (a few KB each).
+const IMAGE_PROMPTS_KEPT: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+
+/// The part of a subject photo its image prompt shows, `[left, top, width, height]`: a square 2.5
+/// times the face's size around it (the head and shoulders IP-Adapters were trained on), clamped to
+/// the photo; the whole photo when there is no face box (a pet).
+fn image_prompt_crop(width: u32, height: u32, face: Option<[u32; 4]>) -> [u32; 4] {
+    let Some([l, t, r, b]) = face.filter(|[l, t, r, b]| r > l && b > t) else {
+        return [0, 0, width.max(1), height.max(1)];
+    };
+    let side = ((r - l).max(b - t) as f32 * 2.5).round() as u32;
+    let side = side.clamp(1, width.min(height).max(1));
+    let (cx, cy) = ((l + r) / 2, (t + b) / 2);
+    let left = cx.saturating_sub(side / 2).min(width.saturating_sub(side));
+    let top = cy.saturating_sub(side / 2).min(height.saturating_sub(side));
+    [left, top, side, side]
 }
 
 /// One job ready for the pipeline.
@@ -427,6 +513,9 @@ impl DiffusionRenderer {
         if let Some(strength) = init_picture_strength(request, guided) {
             details.insert("strength".to_string(), strength.to_string());
         }
+        if let Some(photo) = self.image_prompt_photo(request) {
+            details.insert(IMAGE_PROMPT_DETAIL.to_string(), photo);
+        }
 
         if !request.identity.is_empty() {
             let (how, strength) = match guided {
@@ -444,5 +533,30 @@ impl DiffusionRenderer {
             model_hash: Some(self.model.identity.clone()),
             details,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_prompt_crop;
+
+    #[test]
+    fn image_prompts_show_the_head_and_shoulders_inside_the_photo() {
+        // A 40 px face in the middle of a 400x300 photo: a 100 px square around it.
+        assert_eq!(
+            image_prompt_crop(400, 300, Some([180, 130, 220, 170])),
+            [150, 100, 100, 100]
+        );
+        // Near the edge the square moves inside; a huge face takes the short side.
+        assert_eq!(
+            image_prompt_crop(400, 300, Some([0, 0, 40, 40])),
+            [0, 0, 100, 100]
+        );
+        assert_eq!(
+            image_prompt_crop(400, 300, Some([100, 0, 300, 290])),
+            [50, 0, 300, 300]
+        );
+        // No face (a pet): the whole photo.
+        assert_eq!(image_prompt_crop(400, 300, None), [0, 0, 400, 300]);
     }
 }
