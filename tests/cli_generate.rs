@@ -407,56 +407,48 @@ fn sdxl_tiny() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sdxl-tiny")
 }
 
-/// An SDXL run with two LoRAs (PEFT-named at 0.7, kohya-named at 1.2) through the command line:
-/// diffusers' final latents, and each LoRA's file, hash and weight in the PNG and the sidecar.
-#[test]
-fn generate_runs_sdxl_with_two_loras_like_diffusers() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `reverie generate` on the sdxl-tiny base with the settings of the diffusers case `name`
+/// (its prompt, negative prompt, 3 Euler steps at guidance 5, 64x48, its starting latents) plus
+/// `extra` flags; checks the final latents against diffusers' and returns the PNG written.
+fn sdxl_case_through_the_cli(dir: &Path, name: &str, prompt: &str, extra: &[&str]) -> PathBuf {
     let case = candle_core::safetensors::load(
-        sdxl_tiny().join("cases/lora_subject_and_style.safetensors"),
+        sdxl_tiny().join(format!("cases/{name}.safetensors")),
         &Device::Cpu,
     )
     .expect("case");
-    let latents_in = dir.path().join("in.safetensors");
+    let latents_in = dir.join("in.safetensors");
     candle_core::safetensors::save(
         &HashMap::from([("latents".to_string(), case["in.latents"].clone())]),
         &latents_in,
     )
     .unwrap();
-    let subject = sdxl_tiny().join("loras/subject_peft.safetensors");
-    let style = sdxl_tiny().join("loras/style_kohya.safetensors");
     let model = sdxl_tiny().join("base");
-    let out = dir.path().join("out.png");
-    let latents_out = dir.path().join("out.safetensors");
-    let output = run(
-        dir.path(),
-        &[
-            "--model",
-            model.to_str().unwrap(),
-            "--lora",
-            &format!("{}:0.7", subject.display()),
-            "--lora",
-            &format!("{}:1.2", style.display()),
-            "--prompt",
-            "a portrait of sks person, watercolor",
-            "--negative",
-            "blurry",
-            "--steps",
-            "3",
-            "--guidance",
-            "5",
-            "--scheduler",
-            "euler",
-            "--size",
-            "64x48",
-            "--init-latents",
-            latents_in.to_str().unwrap(),
-            "--output-latents",
-            latents_out.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    let out = dir.join("out.png");
+    let latents_out = dir.join("out.safetensors");
+    let mut args = vec![
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--negative",
+        "blurry",
+        "--steps",
+        "3",
+        "--guidance",
+        "5",
+        "--scheduler",
+        "euler",
+        "--size",
+        "64x48",
+        "--init-latents",
+        latents_in.to_str().unwrap(),
+        "--output-latents",
+        latents_out.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = run(dir, &args);
     assert!(
         output.status.success(),
         "{}",
@@ -466,10 +458,35 @@ fn generate_runs_sdxl_with_two_loras_like_diffusers() {
     let excess = max_excess(&ours["latents"], &case["out.final_latents"], 1e-3, 1e-3);
     assert!(
         excess <= 0.0,
-        "final latents exceed the tolerance by {excess}"
+        "{name}: final latents exceed the tolerance by {excess}"
     );
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    out
+}
+
+fn sidecar_of(png: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(png.with_extension("json")).unwrap()).unwrap()
+}
+
+/// An SDXL run with two LoRAs (PEFT-named at 0.7, kohya-named at 1.2) through the command line:
+/// diffusers' final latents, and each LoRA's file, hash and weight in the PNG and the sidecar.
+#[test]
+fn generate_runs_sdxl_with_two_loras_like_diffusers() {
+    let dir = tempfile::tempdir().unwrap();
+    let subject = format!(
+        "{}:0.7",
+        sdxl_tiny().join("loras/subject_peft.safetensors").display()
+    );
+    let style = format!(
+        "{}:1.2",
+        sdxl_tiny().join("loras/style_kohya.safetensors").display()
+    );
+    let out = sdxl_case_through_the_cli(
+        dir.path(),
+        "lora_subject_and_style",
+        "a portrait of sks person, watercolor",
+        &["--lora", &subject, "--lora", &style],
+    );
+    let sidecar = sidecar_of(&out);
     let loras = sidecar["loras"].as_array().expect("loras in the sidecar");
     assert_eq!(loras.len(), 2);
     assert_eq!(loras[0]["weight"], 0.7);
@@ -556,66 +573,22 @@ fn sdxl_bad_input_is_named() {
 #[test]
 fn generate_runs_an_ip_adapter_image_prompt_like_diffusers() {
     let dir = tempfile::tempdir().unwrap();
-    let case = candle_core::safetensors::load(
-        sdxl_tiny().join("cases/ip_adapter_sdxl_scale05.safetensors"),
-        &Device::Cpu,
-    )
-    .expect("case");
-    let latents_in = dir.path().join("in.safetensors");
-    candle_core::safetensors::save(
-        &HashMap::from([("latents".to_string(), case["in.latents"].clone())]),
-        &latents_in,
-    )
-    .unwrap();
-    let model = sdxl_tiny().join("base");
     let adapter = sdxl_tiny().join("ip-adapter/ip_adapter_sdxl.safetensors");
     let photo = sdxl_tiny().join("cases/ip_photo.png");
-    let out = dir.path().join("out.png");
-    let latents_out = dir.path().join("out.safetensors");
-    let output = run(
+    let out = sdxl_case_through_the_cli(
         dir.path(),
+        "ip_adapter_sdxl_scale05",
+        "a portrait in the park",
         &[
-            "--model",
-            model.to_str().unwrap(),
             "--ip-adapter",
             adapter.to_str().unwrap(),
             "--ip-image",
             photo.to_str().unwrap(),
             "--ip-scale",
             "0.5",
-            "--prompt",
-            "a portrait in the park",
-            "--negative",
-            "blurry",
-            "--steps",
-            "3",
-            "--guidance",
-            "5",
-            "--scheduler",
-            "euler",
-            "--size",
-            "64x48",
-            "--init-latents",
-            latents_in.to_str().unwrap(),
-            "--output-latents",
-            latents_out.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
         ],
     );
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let ours = candle_core::safetensors::load(&latents_out, &Device::Cpu).expect("latents");
-    let excess = max_excess(&ours["latents"], &case["out.final_latents"], 1e-3, 1e-3);
-    assert!(
-        excess <= 0.0,
-        "final latents exceed the tolerance by {excess}"
-    );
-    let sidecar: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.with_extension("json")).unwrap()).unwrap();
+    let sidecar = sidecar_of(&out);
     assert_eq!(sidecar["image_prompt"]["scale"], 0.5);
     assert_eq!(
         sidecar["image_prompt"]["image_sha256"]
@@ -624,6 +597,7 @@ fn generate_runs_an_ip_adapter_image_prompt_like_diffusers() {
             .len(),
         64
     );
+    let model = sdxl_tiny().join("base");
 
     // A folder of several adapters must name one; an image prompt needs both flags.
     let folder = sdxl_tiny().join("ip-adapter");

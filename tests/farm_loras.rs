@@ -29,6 +29,13 @@ fn documents(stdout: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs a command that must fail, and returns what it said.
+fn refused(farm: &ProcessFarm, args: &[&str]) -> String {
+    let output = farm.command(args).output().unwrap();
+    assert!(!output.status.success(), "reverie {args:?} succeeded");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Submits `prompt`, waits for it, and returns the first output's provenance.
 async fn render(
     farm: &ProcessFarm,
@@ -114,42 +121,21 @@ async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the
     // Refused at registration, naming what is wrong: a LoRA for another base model, and a file that
     // is no LoRA; the index is left as it was.
     let sd15 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd-tiny/model");
-    let refused = farm
-        .command(&[
-            "loras",
-            "add",
-            "--tenant",
-            &tenant,
-            "--name",
-            "other",
-            "--model",
-            &sd15.display().to_string(),
-            &sdxl_tiny("loras/style_kohya.safetensors"),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success() && stderr.contains("another base model"),
-        "{stderr}"
+    let sd15 = sd15.display().to_string();
+    let style = sdxl_tiny("loras/style_kohya.safetensors");
+    let stderr = refused(
+        &farm,
+        &[
+            "loras", "add", "--tenant", &tenant, "--name", "other", "--model", &sd15, &style,
+        ],
     );
-    let not_a_lora = farm
-        .command(&[
-            "loras",
-            "add",
-            "--tenant",
-            &tenant,
-            "--name",
-            "vae",
-            &sdxl_tiny("base/vae/diffusion_pytorch_model.safetensors"),
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&not_a_lora.stderr);
-    assert!(
-        !not_a_lora.status.success() && stderr.contains("naming"),
-        "{stderr}"
+    assert!(stderr.contains("another base model"), "{stderr}");
+    let vae = sdxl_tiny("base/vae/diffusion_pytorch_model.safetensors");
+    let stderr = refused(
+        &farm,
+        &["loras", "add", "--tenant", &tenant, "--name", "vae", &vae],
     );
+    assert!(stderr.contains("naming"), "{stderr}");
     let listed: serde_json::Value =
         serde_json::from_str(&farm.run(&["loras", "list", "--tenant", &tenant, "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);

@@ -76,27 +76,31 @@ fn both_text_encoders_and_the_pooled_projection() {
     case.assert_close("out.text_embeds_2", &two.pooled);
 }
 
+/// The UNet forward a case describes: its latents, timesteps, text, pooled text and time ids.
+fn forward_case(unet: &UNet2DConditionModel, case: &Case) -> Tensor {
+    let added = AddedConditions {
+        text_embeds: case.input("in.text_embeds"),
+        time_ids: case.input("in.time_ids"),
+    };
+    let conditions = Conditions {
+        text: &case.input("in.encoder_hidden_states"),
+        added: Some(&added),
+        image: None,
+    };
+    unet.forward_with(
+        &case.input("in.latents"),
+        &case.input("in.timesteps"),
+        &conditions,
+    )
+    .expect("forward")
+}
+
 fn check_unet(name: &str) {
     let case = case(name);
     let unet =
         UNet2DConditionModel::from_dir(&fixture().join("base/unet"), &test_device(), DType::F32)
             .expect("unet");
-    let added = AddedConditions {
-        text_embeds: case.input("in.text_embeds"),
-        time_ids: case.input("in.time_ids"),
-    };
-    let output = unet
-        .forward_with(
-            &case.input("in.latents"),
-            &case.input("in.timesteps"),
-            &Conditions {
-                text: &case.input("in.encoder_hidden_states"),
-                added: Some(&added),
-                image: None,
-            },
-        )
-        .expect("forward");
-    case.assert_close("out.noise_pred", &output);
+    case.assert_close("out.noise_pred", &forward_case(&unet, &case));
     // The UNet refuses to run without the conditioning it was trained with.
     let error = unet
         .forward(
@@ -346,20 +350,5 @@ fn lora_unet_forward_matches() {
         DType::F32,
     )
     .expect("unet");
-    let added = AddedConditions {
-        text_embeds: case.input("in.text_embeds"),
-        time_ids: case.input("in.time_ids"),
-    };
-    let output: Tensor = unet
-        .forward_with(
-            &case.input("in.latents"),
-            &case.input("in.timesteps"),
-            &Conditions {
-                text: &case.input("in.encoder_hidden_states"),
-                added: Some(&added),
-                image: None,
-            },
-        )
-        .expect("forward");
-    case.assert_close("out.noise_pred", &output);
+    case.assert_close("out.noise_pred", &forward_case(&unet, &case));
 }
