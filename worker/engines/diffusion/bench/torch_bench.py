@@ -13,12 +13,13 @@ model_index.json), then times on the CPU:
 Each is preceded by a warm-up call. Prints one JSON object on stdout; peak_rss_mb is this
 process's VmHWM, so run it in its own process.
 
---adapter-overhead times whole generations instead, each on a freshly loaded pipeline: without
-adapters, with the LoRAs on PEFT's unfused low-rank side path (load_lora_weights + set_adapters,
-diffusers' default), with them fused (fuse_lora, then unload_lora_weights drops the PEFT wrappers)
-and with the IP-Adapter (load_ip_adapter, image prompt encoded in each generation). For each:
-seconds per step (median interval between consecutive callback_on_step_end calls), per image, and
-the extra load time of the adapter calls.
+--adapter-overhead times whole generations instead, each variant on its own pipeline, in
+interleaved rounds after a warm-up round: without adapters, with the LoRAs on PEFT's unfused
+low-rank side path (load_lora_weights + set_adapters, diffusers' default), with them fused
+(fuse_lora, then unload_lora_weights drops the PEFT wrappers) and with the IP-Adapter
+(load_ip_adapter, image prompt encoded in each generation). For each: seconds per step (median
+interval between consecutive callback_on_step_end calls), per image (median of K), and the time of
+the adapter calls on the loaded pipeline.
 """
 import argparse
 import json
@@ -128,25 +129,26 @@ def measure_model(args, width, height):
     return {"unet_step_s": unet_step_s, "image_s": image_s, "peak_rss_mb": peak_rss_mb()}
 
 
-def image_and_step_seconds(run_generation, runs):
-    """Median seconds per image and per denoising step. A step is the interval between two
+class RenderTimings:
+    """Seconds of whole pictures and of their denoising steps. A step is the interval between two
     consecutive step-end callbacks: one CFG UNet forward plus the scheduler step, without the
     prompt encoding before the loop and the VAE decode after it."""
-    intervals = []
 
-    def one_image():
+    def __init__(self):
+        self.image_s = []
+        self.step_s = []
+
+    def record(self, run_generation):
         stamps = []
 
         def on_step_end(_pipe, _step, _timestep, callback_kwargs):
             stamps.append(time.perf_counter())
             return callback_kwargs
 
+        start = time.perf_counter()
         run_generation(on_step_end)
-        intervals.append([later - earlier for earlier, later in zip(stamps, stamps[1:])])
-
-    image_s = median_seconds(one_image, runs)
-    timed_steps = [step for run in intervals[1:] for step in run]  # intervals[0]: the warm-up
-    return image_s, statistics.median(timed_steps)
+        self.image_s.append(time.perf_counter() - start)
+        self.step_s.extend(later - earlier for earlier, later in zip(stamps, stamps[1:]))
 
 
 def seconds(work):
@@ -182,42 +184,67 @@ def load_ip_adapter(pipe, adapter_path, scale):
     pipe.set_ip_adapter_scale(scale)
 
 
-def measure_adapters(args, width, height):
-    """Each variant on a fresh pipeline: (label, setup run after loading, extra pipeline args)."""
-    import torch
+def adapter_variants(args):
+    """(kind, label, setup on a freshly loaded pipeline, extra pipeline arguments) of each variant;
+    the kinds are the ones examples/cpu_bench/adapters.rs reads."""
     from PIL import Image
 
     loras = [parse_lora(text) for text in args.lora]
+    names = " + ".join(f"{os.path.splitext(os.path.basename(path))[0]} {weight}" for path, weight in loras)
+
+    def side_path(pipe):
+        load_loras(pipe, loras)
+
+    def fused(pipe):
+        load_loras(pipe, loras)
+        fuse_loras(pipe)
+
+    def ip_adapter(pipe):
+        load_ip_adapter(pipe, args.ip_adapter, args.ip_scale)
+
     photo = Image.open(args.ip_image).convert("RGB")
-    lora_label = f"{len(loras)} LoRAs"
-    variants = [
-        ("none", lambda pipe: None, {}),
-        (f"{lora_label}, PEFT side path (unfused)", lambda pipe: load_loras(pipe, loras), {}),
-        (
-            f"{lora_label}, fused (fuse_lora)",
-            lambda pipe: (load_loras(pipe, loras), fuse_loras(pipe)),
-            {},
-        ),
-        (
-            f"IP-Adapter, scale {args.ip_scale}",
-            lambda pipe: load_ip_adapter(pipe, args.ip_adapter, args.ip_scale),
-            {"ip_adapter_image": photo},
-        ),
+    return [
+        ("no_adapters", "none", lambda pipe: None, {}),
+        ("lora_side_path", f"LoRAs {names}, PEFT side path (unfused)", side_path, {}),
+        ("lora_fused", f"LoRAs {names}, fuse_lora + unload_lora_weights", fused, {}),
+        # The photo is encoded in each generation, as our side does.
+        ("ip_adapter", f"IP-Adapter (plain), scale {args.ip_scale}", ip_adapter, {"ip_adapter_image": photo}),
     ]
-    results = []
-    for label, setup, extra in variants:
+
+
+def measure_adapters(args, width, height):
+    """Every variant on its own pipeline, in interleaved rounds (each renders every variant once) so
+    that a change of load on a shared machine hits all variants alike; the first round is a warm-up."""
+    import torch
+
+    loaded = []
+    for kind, label, setup, extra in adapter_variants(args):
         pipe = load_pipeline(args.model)
-        extra_load_s = seconds(lambda: setup(pipe))
-        with torch.inference_mode():
-            image_s, step_s = image_and_step_seconds(
-                lambda on_step_end: generate(
-                    pipe, width, height, args.steps, callback_on_step_end=on_step_end, **extra
-                ),
-                args.image_runs,
-            )
-        results.append({"adapters": label, "step_s": step_s, "image_s": image_s, "extra_load_s": extra_load_s})
-        del pipe
-    return {"variants": results}
+        loaded.append((kind, label, pipe, extra, seconds(lambda: setup(pipe))))
+    timings = [RenderTimings() for _ in loaded]
+    with torch.inference_mode():
+        for round_index in range(args.image_runs + 1):
+            for (_, _, pipe, extra, _), timing in zip(loaded, timings):
+
+                def run_generation(on_step_end, pipe=pipe, extra=extra):
+                    generate(pipe, width, height, args.steps, callback_on_step_end=on_step_end, **extra)
+
+                if round_index == 0:
+                    run_generation(None)
+                else:
+                    timing.record(run_generation)
+    return {
+        "variants": [
+            {
+                "kind": kind,
+                "label": label,
+                "step_s": statistics.median(timing.step_s),
+                "image_s": statistics.median(timing.image_s),
+                "extra_load_s": extra_load_s,
+            }
+            for (kind, label, _, _, extra_load_s), timing in zip(loaded, timings)
+        ]
+    }
 
 
 def main():

@@ -127,6 +127,11 @@ impl RandomWeights {
         )?;
         w.linear("time_embedding.linear_1", channels[0], temb, true)?;
         w.linear("time_embedding.linear_2", temb, temb, true)?;
+        if let Some(text_time) = &plan.text_time {
+            // SDXL's pooled-text and time-id MLP (`add_time_proj` has no weights).
+            w.linear("add_embedding.linear_1", text_time.input_dim, temb, true)?;
+            w.linear("add_embedding.linear_2", temb, temb, true)?;
+        }
         for (i, block) in plan.down.iter().enumerate() {
             for layer in 0..block.layers {
                 let input = if layer == 0 {
@@ -240,43 +245,86 @@ impl RandomWeights {
     }
 }
 
-/// UNet and VAE widths of the mid-size benchmark model.
+/// UNet and VAE widths of the mid-size benchmark models (SD, and SDXL in `xl_model.rs`).
 pub const MID_UNET_CHANNELS: [usize; 3] = [128, 256, 256];
 pub const MID_VAE_CHANNELS: [usize; 4] = [64, 128, 256, 256];
+
+/// Copies `files` (paths relative to both folders) from `from` into `to`, creating folders.
+pub fn copy_files(from: &Path, to: &Path, files: &[&str]) -> Result<()> {
+    for file in files {
+        let target = to.join(file);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(from.join(file), target)?;
+    }
+    Ok(())
+}
+
+pub fn read_json(path: &Path) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+/// Replaces (or adds) the top-level keys of `json` that `keys` has.
+pub fn set_keys(json: &mut serde_json::Value, keys: serde_json::Value) {
+    if let serde_json::Value::Object(keys) = keys {
+        for (key, value) in keys {
+            json[key] = value;
+        }
+    }
+}
+
+/// `unet/` in `dir`: `config` and random weights of its shape.
+pub fn write_unet(dir: &Path, config: serde_json::Value) -> Result<()> {
+    std::fs::create_dir_all(dir.join("unet"))?;
+    std::fs::write(dir.join("unet/config.json"), config.to_string())?;
+    let config: UNetConfig = serde_json::from_value(config)?;
+    RandomWeights::unet(&config)?.save(&dir.join("unet/diffusion_pytorch_model.safetensors"))
+}
+
+/// The VAE config at `tiny_config` made [`MID_VAE_CHANNELS`] wide, two resnets per block.
+pub fn mid_vae_config(tiny_config: &Path, size: usize) -> Result<serde_json::Value> {
+    let mut vae = read_json(tiny_config)?;
+    let keys = serde_json::json!({
+        "block_out_channels": MID_VAE_CHANNELS,
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "sample_size": size,
+    });
+    set_keys(&mut vae, keys);
+    Ok(vae)
+}
+
+/// `vae/` in `dir`: `config` (a [`mid_vae_config`]) and random weights of its shape.
+pub fn write_mid_vae(dir: &Path, config: serde_json::Value) -> Result<()> {
+    std::fs::create_dir_all(dir.join("vae"))?;
+    std::fs::write(dir.join("vae/config.json"), config.to_string())?;
+    RandomWeights::vae(&MID_VAE_CHANNELS, 2)?
+        .save(&dir.join("vae/diffusion_pytorch_model.safetensors"))
+}
 
 /// Writes the mid-size folder into `dir`: the text side and scheduler of the tiny model at `tiny`,
 /// a wider UNet and VAE with random weights, for `size`-pixel pictures.
 pub fn write_mid_model(tiny: &Path, dir: &Path, size: usize) -> Result<()> {
-    for sub in ["text_encoder", "tokenizer", "scheduler", "unet", "vae"] {
-        std::fs::create_dir_all(dir.join(sub))?;
-    }
-    for file in [
-        "model_index.json",
-        "text_encoder/config.json",
-        "text_encoder/model.safetensors",
-        "tokenizer/tokenizer.json",
-        "tokenizer/tokenizer_config.json",
-        "scheduler/scheduler_config.json",
-    ] {
-        std::fs::copy(tiny.join(file), dir.join(file))?;
-    }
-    let mut unet: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny.join("unet/config.json"))?)?;
-    unet["block_out_channels"] = serde_json::json!(MID_UNET_CHANNELS);
-    unet["norm_num_groups"] = serde_json::json!(32);
-    unet["sample_size"] = serde_json::json!(size / 8);
-    std::fs::write(dir.join("unet/config.json"), unet.to_string())?;
-    let config: UNetConfig = serde_json::from_value(unet)?;
-    RandomWeights::unet(&config)?.save(&dir.join("unet/diffusion_pytorch_model.safetensors"))?;
-
-    let mut vae: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny.join("vae/config.json"))?)?;
-    vae["block_out_channels"] = serde_json::json!(MID_VAE_CHANNELS);
-    vae["layers_per_block"] = serde_json::json!(2);
-    vae["norm_num_groups"] = serde_json::json!(32);
-    vae["sample_size"] = serde_json::json!(size);
-    std::fs::write(dir.join("vae/config.json"), vae.to_string())?;
-    RandomWeights::vae(&MID_VAE_CHANNELS, 2)?
-        .save(&dir.join("vae/diffusion_pytorch_model.safetensors"))?;
-    Ok(())
+    copy_files(
+        tiny,
+        dir,
+        &[
+            "model_index.json",
+            "text_encoder/config.json",
+            "text_encoder/model.safetensors",
+            "tokenizer/tokenizer.json",
+            "tokenizer/tokenizer_config.json",
+            "scheduler/scheduler_config.json",
+        ],
+    )?;
+    let mut unet = read_json(&tiny.join("unet/config.json"))?;
+    let keys = serde_json::json!({
+        "block_out_channels": MID_UNET_CHANNELS,
+        "norm_num_groups": 32,
+        "sample_size": size / 8,
+    });
+    set_keys(&mut unet, keys);
+    write_unet(dir, unet)?;
+    write_mid_vae(dir, mid_vae_config(&tiny.join("vae/config.json"), size)?)
 }
