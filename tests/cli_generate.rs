@@ -411,6 +411,18 @@ fn sdxl_tiny() -> PathBuf {
 /// (its prompt, negative prompt, 3 Euler steps at guidance 5, 64x48, its starting latents) plus
 /// `extra` flags; checks the final latents against diffusers' and returns the PNG written.
 fn sdxl_case_through_the_cli(dir: &Path, name: &str, prompt: &str, extra: &[&str]) -> PathBuf {
+    let model = sdxl_tiny().join("base");
+    sdxl_case_with_model(dir, model.to_str().unwrap(), name, prompt, extra)
+}
+
+/// [`sdxl_case_through_the_cli`] with `--model MODEL` (a folder or a registered name).
+fn sdxl_case_with_model(
+    dir: &Path,
+    model: &str,
+    name: &str,
+    prompt: &str,
+    extra: &[&str],
+) -> PathBuf {
     let case = candle_core::safetensors::load(
         sdxl_tiny().join(format!("cases/{name}.safetensors")),
         &Device::Cpu,
@@ -422,12 +434,11 @@ fn sdxl_case_through_the_cli(dir: &Path, name: &str, prompt: &str, extra: &[&str
         &latents_in,
     )
     .unwrap();
-    let model = sdxl_tiny().join("base");
     let out = dir.join("out.png");
     let latents_out = dir.join("out.safetensors");
     let mut args = vec![
         "--model",
-        model.to_str().unwrap(),
+        model,
         "--prompt",
         prompt,
         "--negative",
@@ -628,4 +639,123 @@ fn generate_runs_an_ip_adapter_image_prompt_like_diffusers() {
     assert!(message.contains("several adapters"), "{message}");
     let message = stderr(&["--ip-adapter", adapter.to_str().unwrap()]);
     assert!(message.contains("--ip-image"), "{message}");
+}
+
+/// LoRAs and an IP-Adapter by their names in the registry: verified by hash, made for the model
+/// (another model's adapter is refused by name), and the same latents as the files give.
+#[test]
+fn registered_adapters_are_used_by_name_for_the_models_they_are_made_for() {
+    use reverie_diffusion::registry::{adapter_entry_toml, entry_toml, AdapterKind};
+    let dir = tempfile::tempdir().unwrap();
+    let xl = sdxl_tiny().join("base");
+    let sd15 = sd_tiny().join("model");
+    let lora = |name: &str, file: &str| {
+        let weights = sdxl_tiny().join("loras").join(file);
+        let location = sdxl_tiny().join("loras");
+        adapter_entry_toml(
+            name,
+            AdapterKind::Lora,
+            location.to_str().unwrap(),
+            &weights,
+            &["xl"],
+        )
+        .unwrap()
+    };
+    let ip = |name: &str, file: &str, base: &str| {
+        let weights = sdxl_tiny().join("ip-adapter").join(file);
+        let location = sdxl_tiny().join("ip-adapter");
+        adapter_entry_toml(
+            name,
+            AdapterKind::IpAdapter,
+            location.to_str().unwrap(),
+            &weights,
+            &[base],
+        )
+        .unwrap()
+    };
+    let registry = dir.path().join("registry.toml");
+    let text = [
+        entry_toml("xl", xl.to_str().unwrap(), &xl).unwrap(),
+        entry_toml("sd15", sd15.to_str().unwrap(), &sd15).unwrap(),
+        lora("subject", "subject_peft.safetensors"),
+        lora("style", "style_kohya.safetensors"),
+        ip("face", "ip_adapter_sdxl.safetensors", "xl"),
+        ip("face-sd15", "ip_adapter_sd15.safetensors", "sd15"),
+    ]
+    .concat();
+    std::fs::write(&registry, text).unwrap();
+    let registry = registry.to_str().unwrap();
+
+    let out = sdxl_case_with_model(
+        dir.path(),
+        "xl",
+        "lora_subject_and_style",
+        "a portrait of sks person, watercolor",
+        &[
+            "--registry",
+            registry,
+            "--lora",
+            "subject:0.7",
+            "--lora",
+            "style:1.2",
+        ],
+    );
+    let sidecar = sidecar_of(&out);
+    assert_eq!(sidecar["loras"][0]["name"], "subject");
+    assert_eq!(sidecar["loras"][1]["weight"], 1.2);
+    let photo = sdxl_tiny().join("cases/ip_photo.png");
+    let photo = photo.to_str().unwrap();
+    let out = sdxl_case_with_model(
+        dir.path(),
+        "xl",
+        "ip_adapter_sdxl_scale05",
+        "a portrait in the park",
+        &[
+            "--registry",
+            registry,
+            "--ip-adapter",
+            "face",
+            "--ip-image",
+            photo,
+            "--ip-scale",
+            "0.5",
+        ],
+    );
+    assert_eq!(sidecar_of(&out)["image_prompt"]["name"], "face");
+
+    let refused = |extra: &[&str]| {
+        let out = dir.path().join("refused.png");
+        let mut args = vec![
+            "--model",
+            "xl",
+            "--registry",
+            registry,
+            "--prompt",
+            "x",
+            "--steps",
+            "1",
+            "--size",
+            "64x48",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = run(dir.path(), &args);
+        assert!(!output.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = refused(&["--ip-adapter", "face-sd15", "--ip-image", photo]);
+    assert!(
+        stderr.contains("adapter `face-sd15`")
+            && stderr.contains("made for sd15, not for model `xl`"),
+        "{stderr}"
+    );
+    let stderr = refused(&["--lora", "face"]);
+    assert!(stderr.contains("is an IP-Adapter, not a LoRA"), "{stderr}");
+    let stderr = refused(&["--lora", "nobody:0.5"]);
+    assert!(
+        stderr.contains("--lora nobody")
+            && stderr.contains("known adapters: face, face-sd15, style, subject"),
+        "{stderr}"
+    );
 }

@@ -2,7 +2,9 @@
 //! client on RabbitMQ, Redis and S3): a LoRA registered with `reverie loras add`, bound to a person
 //! the library names, used by a prompt that places that person — with its trigger words in the text
 //! — and the person's photo read by the farm's IP-Adapter as the image prompt, both recorded in the
-//! output's provenance; a prompt without the person renders without either.
+//! output's provenance; a prompt without the person renders without either. The model and the
+//! IP-Adapter are registered by name (files checked by hash, the adapter made for that model), and
+//! the person's image prompt embeddings are cached in Redis per (adapter, photo) for every worker.
 
 mod common;
 
@@ -10,6 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{kill, ProcessFarm};
+use reverie_diffusion::registry::{adapter_entry_toml, entry_toml, AdapterKind};
+use reverie_shared::ports::cache::Cache;
 use reverie_shared::ports::store::ObjectStore;
 use reverie_shared::testing;
 
@@ -64,13 +68,28 @@ async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the
     let store = testing::s3_store("farm-loras").await;
     let prefix = testing::unique("loras");
     let mut farm = ProcessFarm::new(&store.config().bucket, &prefix);
-    let model = sdxl_tiny("base");
-    let ip_adapter = sdxl_tiny("ip-adapter/ip_adapter_sdxl.safetensors");
+    // The model and its IP-Adapter by name, as an operator registers them.
+    let model = "xl-tiny";
+    let weights = sdxl_tiny("ip-adapter/ip_adapter_sdxl.safetensors");
+    let location = sdxl_tiny("ip-adapter");
+    let registry = farm.data.path().join("registry.toml");
+    let entries = entry_toml(model, &sdxl_tiny("base"), Path::new(&sdxl_tiny("base"))).unwrap()
+        + &adapter_entry_toml(
+            "face-prompt",
+            AdapterKind::IpAdapter,
+            &location,
+            Path::new(&weights),
+            &[model],
+        )
+        .unwrap();
+    std::fs::write(&registry, entries).unwrap();
+    let registry = registry.display().to_string();
     for (key, value) in [
-        ("REVERIE_DIFFUSION_MODEL", model.as_str()),
+        ("REVERIE_DIFFUSION_REGISTRY", registry.as_str()),
+        ("REVERIE_DIFFUSION_MODEL", model),
         ("REVERIE_DIFFUSION_STEPS", "2"),
         ("REVERIE_DIFFUSION_SIZE", "64"),
-        ("REVERIE_DIFFUSION_IP_ADAPTER", ip_adapter.as_str()),
+        ("REVERIE_DIFFUSION_IP_ADAPTER", "face-prompt"),
         ("REVERIE_DIFFUSION_IP_SCALE", "0.5"),
     ] {
         farm.env.push((key.to_string(), value.to_string()));
@@ -108,7 +127,7 @@ async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the
     let listed: serde_json::Value =
         serde_json::from_str(&farm.run(&["loras", "list", "--tenant", &tenant, "--json"])).unwrap();
     assert_eq!(listed[0]["name"], "jesper");
-    assert_eq!(listed[0]["base_model"], model.as_str());
+    assert_eq!(listed[0]["base_model"], model);
     let sha256 = listed[0]["sha256"].as_str().unwrap().to_string();
     // The file lives in the tenant's own storage, by its hash.
     store
@@ -177,6 +196,53 @@ async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the
         "{provenance:#}"
     );
     assert_eq!(provenance["image_prompt"]["scale"], 0.5);
+
+    // The photo's embeddings are in the cache, under the tenant, the adapter and the photo.
+    let cache = testing::redis().await;
+    let cached_prefix = format!("reverie:{tenant}:emb:image_prompt:");
+    let cached = cache.keys(&cached_prefix).await.unwrap();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let photo = prompt_photo.as_str().unwrap();
+    assert!(cached[0].ends_with(photo), "{cached:?}");
+    let entry = cache
+        .get(&cached[0])
+        .await
+        .unwrap()
+        .expect("the cached embeddings");
+    assert!(
+        cache.ttl(&cached[0]).await.unwrap().is_some(),
+        "kept for cache.embedding_ttl_s"
+    );
+
+    // The next job reads them from there: an entry of the wrong shape is noticed (and the job
+    // renders from freshly computed embeddings, which replace it).
+    let wrong_shape = [
+        b"RIP1".as_slice(),
+        &[2],
+        &1u32.to_le_bytes(),
+        &3u32.to_le_bytes(),
+        &[0; 6],
+    ]
+    .concat();
+    cache
+        .set(&cached[0], bytes::Bytes::from(wrong_shape), None)
+        .await
+        .unwrap();
+    let again = render(
+        &farm,
+        &store,
+        &tenant,
+        &token,
+        "Jesper in the garden, oil painting",
+    )
+    .await;
+    assert_eq!(again["image_prompt"]["photo"], *prompt_photo, "{again:#}");
+    assert!(
+        farm.log("worker.log")
+            .contains("cached image prompt unusable"),
+        "the worker read the cached entry"
+    );
+    assert_eq!(cache.get(&cached[0]).await.unwrap(), Some(entry));
 
     // Without Jesper in the picture, no LoRA.
     let plain = render(&farm, &store, &tenant, &token, "a lighthouse in a storm").await;

@@ -123,6 +123,7 @@ pub fn render_alone(args: &Args) -> anyhow::Result<(Histogram<u64>, usize)> {
         photos: vec![(reference, png)],
         identity: Vec::new(),
         loras: Vec::new(),
+        cached_image_prompt: None,
     };
     let renderer = PainterlyRenderer;
     let mut render = histogram();

@@ -63,6 +63,7 @@ fn job(options: &Options, index: usize) -> RenderRequest {
         photos: vec![],
         identity: Vec::new(),
         loras: Vec::new(),
+        cached_image_prompt: None,
     }
 }
 

@@ -68,6 +68,7 @@ fn text_job(prompt: &str, seed: u64, guidance: f32) -> RenderRequest {
         photos: vec![],
         identity: Vec::new(),
         loras: Vec::new(),
+        cached_image_prompt: None,
     }
 }
 
@@ -305,4 +306,117 @@ fn a_guided_job_renders_the_same_alone_and_inside_a_mixed_batch() {
     kept.spec.identity_strength = 0.0;
     let kept = render_one(&renderer, kept);
     assert!(mean_abs_difference(&kept, &batch[0].as_ref().unwrap().image) > 1.0);
+}
+
+/// A renderer of the sd-tiny model with the fixture's SD 1.x IP-Adapter attached.
+fn renderer_with_ip_adapter() -> DiffusionRenderer {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let source = ModelSource {
+        registry: PathBuf::from("/nonexistent/registry.toml"),
+        cache_dir: std::env::temp_dir(),
+        store: None,
+        runtime: runtime.handle().clone(),
+    };
+    let adapter = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/sdxl-tiny/ip-adapter/ip_adapter_sd15.safetensors");
+    let options = reverie_worker::render::RendererOptions {
+        ip_adapter: Some(adapter.display().to_string()),
+        ..Default::default()
+    };
+    let model = fixture_model().display().to_string();
+    DiffusionRenderer::load_with(&source, &model, &Device::Cpu, DType::F32, options).unwrap()
+}
+
+/// Image prompt embeddings travel through the farm's cache: a job computes them once (once for two
+/// jobs of a batch that share the photo), and a job given them back renders the same image
+/// without computing them; an entry that does not fit the adapter is computed again.
+#[test]
+fn cached_image_prompts_render_the_same_image_as_computed_ones() {
+    let renderer = renderer_with_ip_adapter();
+    let portrait = DynamicImage::ImageRgb8(RgbImage::from_fn(96, 80, |x, y| {
+        Rgb([(x * 2) as u8, 120, (y * 3) as u8])
+    }));
+    let (mut subject, image) = photo(ReferenceRole::Subject, &portrait);
+    subject.face_box = Some([30, 20, 54, 44]);
+    let job = |seed: u64| {
+        let mut job = RenderRequest {
+            photos: vec![(subject.clone(), image.clone())],
+            ..text_job("a portrait in the park", seed, 3.0)
+        };
+        job.spec.adapters.image_prompt_scale = 0.6;
+        job
+    };
+    let source = renderer
+        .image_prompt_source(&job(1))
+        .expect("an image prompt");
+    assert_eq!(source.photo, subject.photo);
+    assert_eq!(
+        source.crop,
+        [12, 2, 60, 60],
+        "2.5 face sizes around the face"
+    );
+
+    let pair = renderer.render_batch(&[job(1), job(2)], &reverie_worker::render::NoProgress);
+    let bytes = pair[0]
+        .as_ref()
+        .unwrap()
+        .computed_image_prompt
+        .clone()
+        .expect("computed here");
+    assert_eq!(
+        pair[1].as_ref().unwrap().computed_image_prompt,
+        Some(bytes.clone())
+    );
+    // Alone, the job computes the same embeddings (a batch only rounds its matrix products apart).
+    let first = renderer
+        .render_batch(&[job(1)], &reverie_worker::render::NoProgress)
+        .remove(0)
+        .unwrap();
+    assert_eq!(first.computed_image_prompt, Some(bytes.clone()));
+    assert_eq!(
+        first.details.get(reverie_shared::jobs::IMAGE_PROMPT_DETAIL),
+        Some(&subject.photo.to_string())
+    );
+
+    let mut from_cache = job(1);
+    from_cache.cached_image_prompt = Some(bytes.clone());
+    let hit = renderer
+        .render_batch(&[from_cache], &reverie_worker::render::NoProgress)
+        .remove(0)
+        .unwrap();
+    assert!(
+        hit.computed_image_prompt.is_none(),
+        "nothing to cache on a hit"
+    );
+    assert!(hit.image == first.image, "a hit renders as the miss did");
+
+    // Without the image prompt the picture differs: the prompt counts.
+    let mut without = job(1);
+    without.spec.adapters.image_prompt_scale = 0.0;
+    assert!(renderer.image_prompt_source(&without).is_none());
+    let difference = mean_abs_difference(&render_one(&renderer, without), &first.image);
+    assert!(
+        difference > 1.0,
+        "the image prompt changed nothing ({difference})"
+    );
+
+    // An entry of another shape is not used: the job computes its own and renders the same.
+    let mut stale = job(1);
+    stale.cached_image_prompt = Some(
+        [
+            b"RIP1".as_slice(),
+            &[2],
+            &1u32.to_le_bytes(),
+            &3u32.to_le_bytes(),
+            &[0; 6],
+        ]
+        .concat()
+        .into(),
+    );
+    let recomputed = renderer
+        .render_batch(&[stale], &reverie_worker::render::NoProgress)
+        .remove(0)
+        .unwrap();
+    assert_eq!(recomputed.computed_image_prompt, Some(bytes));
+    assert!(recomputed.image == first.image);
 }

@@ -112,6 +112,7 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
             photos: photos.clone(),
             identity: Vec::new(),
             loras: Vec::new(),
+            cached_image_prompt: None,
         };
         let mut out =
             PainterlyRenderer.render_batch(&[request], &reverie_worker::render::NoProgress);

@@ -58,6 +58,7 @@ impl Renderer for CountingRenderer {
                     image: RgbImage::from_pixel(8, 8, image::Rgb([9, 9, 9])),
                     model_hash: None,
                     details: BTreeMap::new(),
+                    computed_image_prompt: None,
                 })
             })
             .collect()

@@ -61,6 +61,7 @@ impl Renderer for ScriptedRenderer {
                     ),
                     model_hash: None,
                     details: BTreeMap::new(),
+                    computed_image_prompt: None,
                 })
             })
             .collect()
@@ -232,6 +233,7 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
             photos: vec![],
             identity: Vec::new(),
             loras: Vec::new(),
+            cached_image_prompt: None,
         }],
         &|_, _, _| {},
     );

@@ -67,7 +67,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "diffusion.dtype", default: "f32", doc: "`f32`, `f16` or `bf16` for the UNet and VAE (f16/bf16 on GPUs)." },
     Key { name: "diffusion.steps", default: "20", doc: "Denoising steps of planned diffusion jobs when the request names none." },
     Key { name: "diffusion.size", default: "512", doc: "Side in pixels of planned images when the request names no size (a multiple of 8; 512 for SD 1.x, 768 for SD 2.x)." },
-    Key { name: "diffusion.ip_adapter", default: "(none: no image prompts)", doc: "An IP-Adapter .safetensors file made for diffusion.model, with its CLIP vision tower in image_encoder/ beside it. Set on the scheduler and the workers: jobs that place people or pets then use their photos as image prompts." },
+    Key { name: "diffusion.ip_adapter", default: "(none: no image prompts)", doc: "The IP-Adapter made for diffusion.model: an adapter's name in the registry (kind = \"ip-adapter\", its base listing the model), or a .safetensors file with its CLIP vision tower in image_encoder/ beside it. Set on the scheduler and the workers: jobs that place people or pets then use their photos as image prompts, whose embeddings are cached per (adapter, photo) for cache.embedding_ttl_s." },
     Key { name: "diffusion.ip_scale", default: "0.6", doc: "Image prompt scale (0 to 5) of planned jobs with subjects, when diffusion.ip_adapter is set." },
     Key { name: "diffusion.lora_models", default: "2", doc: "Models with a tenant's LoRA set fused in that a worker keeps loaded beside the base model (each costs the model's memory again)." },
     Key { name: "worker.shard_cache_mb", default: "2048", doc: "Local disk cache of photo shards (LRU by bytes)." },

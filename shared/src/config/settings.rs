@@ -29,9 +29,10 @@ pub struct DiffusionSettings {
     /// Default denoising steps and image side of planned diffusion jobs (requests may override).
     pub steps: u32,
     pub size: u32,
-    /// An IP-Adapter file (its `image_encoder/` beside it) workers attach to the model; the planner
-    /// then passes jobs' subject photos as image prompts. `None`: no image prompts.
-    pub ip_adapter: Option<PathBuf>,
+    /// The IP-Adapter workers attach to the model: a registered adapter's name or a .safetensors
+    /// file (its `image_encoder/` beside it); the planner then passes jobs' subject photos as image
+    /// prompts. `None`: no image prompts.
+    pub ip_adapter: Option<String>,
     /// The image prompt scale of planned jobs with subjects (0 to 5).
     pub ip_scale: f32,
     /// How many models with a LoRA set fused in a worker keeps loaded beside the base model.

@@ -22,7 +22,7 @@ use reverie_worker::render::identity::IdentityGuide;
 use identity::Identities;
 use reverie_diffusion::ip_adapter::{ImagePrompt, MAX_IP_SCALE};
 use reverie_diffusion::lora::LoraSpec;
-use reverie_diffusion::registry::{sha256_file, ResolvedModel};
+use reverie_diffusion::registry::{sha256_file, AdapterKind, ResolvedModel};
 use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 use reverie_shared::backends::connect_store;
 use reverie_shared::retry::Backoff;
@@ -37,14 +37,14 @@ pub struct GenerateArgs {
     /// A registered model name, or a diffusers folder (SD 1.x, 2.x, SDXL base or refiner).
     #[arg(long)]
     pub model: String,
-    /// A LoRA safetensors file (kohya/A1111 or diffusers/PEFT naming), FILE or FILE:WEIGHT
-    /// (weight 1 by default); repeat to apply several.
+    /// A LoRA safetensors file (kohya/A1111 or diffusers/PEFT naming) or a LoRA's name in the
+    /// registry, FILE or FILE:WEIGHT (weight 1 by default); repeat to apply several.
     #[arg(long = "lora")]
     pub lora: Vec<String>,
     /// An IP-Adapter: its .safetensors file, or a folder holding one, with the CLIP vision tower
-    /// in image_encoder/ beside it.
+    /// in image_encoder/ beside it; or an adapter's name in the registry.
     #[arg(long)]
-    pub ip_adapter: Option<PathBuf>,
+    pub ip_adapter: Option<String>,
     /// The image prompt the IP-Adapter reads (needs --ip-adapter).
     #[arg(long)]
     pub ip_image: Option<PathBuf>,
@@ -135,11 +135,15 @@ const MAX_BEST_OF: usize = reverie_shared::jobs::MAX_BEST_OF as usize;
 
 pub async fn run(global: &GlobalArgs, args: GenerateArgs) -> anyhow::Result<()> {
     let config = app::start_quiet(global)?;
-    let model = resolve_model(&config, &args).await?;
+    let source = model_source(&config, &args).await?;
     let models_dir = config.models_dir();
-    tokio::task::spawn_blocking(move || generate(model, args, models_dir))
-        .await
-        .context("generation task")?
+    tokio::task::spawn_blocking(move || {
+        let model = source.resolve(&args.model)?;
+        let adapters = AdapterArgs::resolve(&source, &args)?;
+        generate(model, adapters, args, models_dir)
+    })
+    .await
+    .context("generation task")?
 }
 
 fn parse_size(size: &str) -> anyhow::Result<(usize, usize)> {
@@ -161,15 +165,21 @@ fn parse_spacing(name: &str) -> anyhow::Result<TimestepSpacing> {
     })
 }
 
-/// The model `--model` names: a diffusers folder, or a registered name resolved through the same
-/// registry and object store the workers use.
-async fn resolve_model(config: &Config, args: &GenerateArgs) -> anyhow::Result<ResolvedModel> {
-    let store = if Path::new(&args.model).is_dir() {
+/// Where `--model`, `--lora` and `--ip-adapter` are found: folders and files as given, registered
+/// names through the same registry and object store the workers use (connected only when a name
+/// is given).
+async fn model_source(config: &Config, args: &GenerateArgs) -> anyhow::Result<ModelSource> {
+    let named_lora = args.lora.iter().any(|arg| !lora_is_file(arg));
+    let named_ip = args
+        .ip_adapter
+        .as_deref()
+        .is_some_and(|a| !Path::new(a).exists());
+    let store = if Path::new(&args.model).is_dir() && !named_lora && !named_ip {
         None
     } else {
         Some(connect_store(config, Backoff::from(&config.retry)).await?)
     };
-    let source = ModelSource {
+    Ok(ModelSource {
         registry: args
             .registry
             .clone()
@@ -177,9 +187,7 @@ async fn resolve_model(config: &Config, args: &GenerateArgs) -> anyhow::Result<R
         cache_dir: config.models_dir().join("diffusion").join("cache"),
         store,
         runtime: tokio::runtime::Handle::current(),
-    };
-    let model = args.model.clone();
-    Ok(tokio::task::spawn_blocking(move || source.resolve(&model)).await??)
+    })
 }
 
 /// The explicit starting latents of `--init-latents`, one `(1, 4, h, w)` tensor per image.
@@ -394,7 +402,12 @@ fn build_request(
     Ok(request)
 }
 
-fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> anyhow::Result<()> {
+fn generate(
+    model: ResolvedModel,
+    adapters: AdapterArgs,
+    args: GenerateArgs,
+    models_dir: PathBuf,
+) -> anyhow::Result<()> {
     let dtype = parse_dtype(&args.dtype).map_err(|e| anyhow::anyhow!("--dtype: {e}"))?;
     let chosen = parse_device(&args.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     if let Some(line) = &chosen.fallback {
@@ -445,9 +458,11 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
     if args.prompt.is_empty() {
         eprintln!("note: empty prompt: generating unconditionally");
     }
-    let loras = lora_records(&args.lora)?;
+    let AdapterArgs {
+        loras,
+        image_prompt,
+    } = adapters;
     let specs: Vec<LoraSpec> = loras.iter().map(|l| l.spec.clone()).collect();
-    let image_prompt = ImagePromptArgs::from_args(&args)?;
     let adapters = Adapters {
         loras: specs,
         ip_adapter: image_prompt.as_ref().map(|p| p.adapter.clone()),
@@ -566,9 +581,29 @@ fn generate(model: ResolvedModel, args: GenerateArgs, models_dir: PathBuf) -> an
     Ok(())
 }
 
-/// A `--lora` as applied and recorded: the file, its SHA-256 and the weight.
+/// The adapters of a run: `--lora` and `--ip-adapter`, each a file or a registered name.
+struct AdapterArgs {
+    loras: Vec<LoraRecord>,
+    image_prompt: Option<ImagePromptArgs>,
+}
+
+impl AdapterArgs {
+    /// Checks the flags and resolves registered names (verified, and made for `--model` when it
+    /// is registered too). Blocking.
+    fn resolve(source: &ModelSource, args: &GenerateArgs) -> anyhow::Result<Self> {
+        Ok(Self {
+            loras: lora_records(source, args)?,
+            image_prompt: ImagePromptArgs::from_args(source, args)?,
+        })
+    }
+}
+
+/// A `--lora` as applied and recorded: the file, its SHA-256 and the weight (and its registered
+/// name when it was given by one).
 #[derive(serde::Serialize)]
 struct LoraRecord {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     file: String,
     sha256: String,
     weight: f64,
@@ -576,15 +611,34 @@ struct LoraRecord {
     spec: LoraSpec,
 }
 
-/// Parses and hashes the `--lora` arguments.
-fn lora_records(args: &[String]) -> anyhow::Result<Vec<LoraRecord>> {
-    args.iter()
+/// Whether a `--lora` argument names a file (else a registered LoRA).
+fn lora_is_file(arg: &str) -> bool {
+    LoraSpec::parse(arg).is_ok_and(|spec| spec.source.label().is_file())
+}
+
+/// Parses and hashes the `--lora` arguments: files as given, other names through the registry.
+fn lora_records(source: &ModelSource, args: &GenerateArgs) -> anyhow::Result<Vec<LoraRecord>> {
+    args.lora
+        .iter()
         .map(|arg| {
-            let spec = LoraSpec::parse(arg)?;
+            let mut spec = LoraSpec::parse(arg)?;
+            let given = spec.source.label();
+            let name = match given.is_file() {
+                true => None,
+                false => {
+                    let text = given.to_string_lossy().into_owned();
+                    let adapter = source
+                        .resolve_adapter(&text, AdapterKind::Lora, &args.model)
+                        .map_err(|e| named_adapter_error("--lora", &text, e))?;
+                    spec = LoraSpec::file(&adapter.path, spec.weight);
+                    Some(text)
+                }
+            };
             let path = spec.source.label();
             let sha256 =
                 sha256_file(&path).with_context(|| format!("--lora {}", path.display()))?;
             Ok(LoraRecord {
+                name,
                 file: path.display().to_string(),
                 sha256,
                 weight: spec.weight,
@@ -594,9 +648,16 @@ fn lora_records(args: &[String]) -> anyhow::Result<Vec<LoraRecord>> {
         .collect()
 }
 
+/// A `--lora` or `--ip-adapter` that is neither a file nor usable by name: says which.
+fn named_adapter_error(flag: &str, given: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{flag} {given}: not a file, and as a registered name: {error}")
+}
+
 /// `--ip-adapter`, `--ip-image` and `--ip-scale`, checked, as applied and recorded.
 #[derive(serde::Serialize)]
 struct ImagePromptArgs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     adapter: PathBuf,
     adapter_sha256: String,
     image: PathBuf,
@@ -605,7 +666,7 @@ struct ImagePromptArgs {
 }
 
 impl ImagePromptArgs {
-    fn from_args(args: &GenerateArgs) -> anyhow::Result<Option<Self>> {
+    fn from_args(source: &ModelSource, args: &GenerateArgs) -> anyhow::Result<Option<Self>> {
         let (adapter, image) = match (&args.ip_adapter, &args.ip_image) {
             (None, None) if args.ip_scale.is_some() => {
                 bail!("--ip-scale needs --ip-adapter and --ip-image")
@@ -619,8 +680,17 @@ impl ImagePromptArgs {
         if !scale.is_finite() || !(0.0..=MAX_IP_SCALE).contains(&scale) {
             bail!("--ip-scale {scale} must be between 0 and {MAX_IP_SCALE}");
         }
-        let adapter = adapter_file(adapter)?;
+        let (name, adapter) = match Path::new(adapter).exists() {
+            true => (None, adapter_file(Path::new(adapter))?),
+            false => {
+                let resolved = source
+                    .resolve_adapter(adapter, AdapterKind::IpAdapter, &args.model)
+                    .map_err(|e| named_adapter_error("--ip-adapter", adapter, e))?;
+                (Some(adapter.clone()), resolved.path)
+            }
+        };
         Ok(Some(Self {
+            name,
             adapter_sha256: sha256_file(&adapter)
                 .with_context(|| format!("--ip-adapter {}", adapter.display()))?,
             image_sha256: sha256_file(image)

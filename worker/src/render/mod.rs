@@ -5,7 +5,7 @@ pub mod diffusion;
 pub mod identity;
 mod painterly;
 
-pub use diffusion::{DiffusionRenderer, ModelSource, RendererOptions};
+pub use diffusion::{DiffusionRenderer, ImagePromptSource, ModelSource, RendererOptions};
 pub use painterly::{PainterlyRenderer, DEFAULT_STYLE};
 
 use std::collections::BTreeMap;
@@ -26,6 +26,9 @@ pub struct RenderRequest {
     pub identity: Vec<reverie_faces::identity::IdentityTarget>,
     /// The job's LoRA files (`spec.adapters.loras`), read from its tenant's storage by the runner.
     pub loras: Vec<LoadedLora>,
+    /// The job's image prompt embeddings as the cache keeps them, read by the runner under the
+    /// key of [`Renderer::image_prompt_source`]; `None` has the renderer compute them.
+    pub cached_image_prompt: Option<bytes::Bytes>,
 }
 
 /// A LoRA a job uses, with its bytes (checked against its SHA-256).
@@ -64,6 +67,9 @@ pub struct RenderedImage {
     pub model_hash: Option<String>,
     /// Renderer-specific provenance (style parameters, scheduler, ...).
     pub details: BTreeMap<String, String>,
+    /// Image prompt embeddings computed for this job (not read from the cache), for the runner to
+    /// cache under the key of [`Renderer::image_prompt_source`].
+    pub computed_image_prompt: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -130,4 +136,10 @@ pub trait Renderer: Send + Sync {
         requests: &[RenderRequest],
         progress: Progress<'_>,
     ) -> Vec<Result<RenderedImage, RenderError>>;
+
+    /// What `request`'s image prompt is read from, when it has one: the key its embeddings are
+    /// cached under. Renderers without image prompts have none.
+    fn image_prompt_source(&self, _request: &RenderRequest) -> Option<ImagePromptSource> {
+        None
+    }
 }

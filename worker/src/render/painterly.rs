@@ -94,6 +94,7 @@ fn render_one(request: &RenderRequest) -> Result<RenderedImage, RenderError> {
         image,
         model_hash: None,
         details,
+        computed_image_prompt: None,
     })
 }
 

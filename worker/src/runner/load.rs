@@ -113,6 +113,8 @@ async fn load_request(
         // Filled just before rendering, where the face models run (off the async runtime).
         identity: Vec::new(),
         loras,
+        // Read from the cache just before rendering, when the renderer says which key.
+        cached_image_prompt: None,
     })
 }
 

@@ -10,12 +10,14 @@
 //! - `intake`: deliveries taken into a batch, decoded and screened (wrong kind, poison, cancelled);
 //! - `load`: the batch's photos fetched and decoded upright;
 //! - `rendering`: the renderer run (with cut-outs, identity and live previews), `Started` announced
-//!   for slow batches;
+//!   for slow batches; `image_prompts`: image prompt embeddings read from the cache before it and
+//!   the computed ones cached after;
 //! - `results`: outputs written with provenance, the batch's results confirmed in one message, acks;
 //! - `failures`: what a job that did not make it becomes (retry, outage wait, dead letter), every
 //!   final failure reported before it is settled.
 
 mod failures;
+mod image_prompts;
 mod intake;
 mod load;
 mod rendering;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reverie_shared::jobs::JobEvent;
 
-use super::Held;
+use super::{image_prompts, Held};
 use crate::context::WorkerContext;
 use crate::identity::{render_with_identity, Outcome};
 use crate::previews::StepReport;
@@ -48,7 +48,9 @@ pub(super) async fn render(
         Ok(renderer) => renderer,
         Err(error) => return ready.iter().map(|_| Err(error.clone())).collect(),
     };
-    let requests: Vec<RenderRequest> = ready.iter().map(|(_, request)| request.clone()).collect();
+    let mut requests: Vec<RenderRequest> =
+        ready.iter().map(|(_, request)| request.clone()).collect();
+    let image_prompt_keys = image_prompts::read_cached(ctx, &*renderer, ready, &mut requests).await;
     let (progress_tx, mut progress_rx) = tokio::sync::mpsc::unbounded_channel::<StepReport>();
     let jobs: Vec<(reverie_shared::ids::JobId, reverie_shared::ids::TenantId)> = ready
         .iter()
@@ -99,7 +101,10 @@ pub(super) async fn render(
     .await;
     let _ = relay.await;
     match rendered {
-        Ok(results) => results,
+        Ok(results) => {
+            image_prompts::write_computed(ctx, &image_prompt_keys, &results).await;
+            results
+        }
         Err(panic) => {
             // A renderer panic fails this batch's attempt, not the worker; the jobs are retried.
             let reason = format!("renderer panicked: {panic}");

@@ -57,8 +57,9 @@ pub enum DiffusionError {
     #[error("IP-Adapter {path}: {reason}")]
     IpAdapter { path: PathBuf, reason: String },
 
-    #[error("model `{model}`: {reason}")]
-    Registry { model: String, reason: String },
+    /// About one registry entry: `entry` is "model `sd15`" or "adapter `ip-plus`".
+    #[error("{entry}: {reason}")]
+    Registry { entry: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, DiffusionError>;

@@ -61,6 +61,8 @@ pub struct IpAdapter {
     layers: usize,
     /// Width of the image tokens (the UNet's `cross_attention_dim`).
     cross_dim: usize,
+    /// Plus: the hidden states of an all-zero picture (every photo's negative), computed once.
+    zero_picture: std::sync::OnceLock<Tensor>,
 }
 
 enum Projection {
@@ -115,6 +117,7 @@ impl IpAdapter {
             projection,
             layers,
             cross_dim,
+            zero_picture: std::sync::OnceLock::new(),
         })
     }
 
@@ -184,16 +187,45 @@ impl IpAdapter {
     /// [`Self::encode_image`] from preprocessed `(1, 3, S, S)` pixel values.
     pub fn encode_pixels(&self, pixels: &Tensor) -> Result<ImagePromptEmbeds> {
         let output = self.encoder.forward(pixels)?;
-        Ok(match self.projection {
-            Projection::Plain { .. } => ImagePromptEmbeds {
-                negative: output.image_embeds.zeros_like()?,
-                positive: output.image_embeds,
-            },
-            Projection::Resampler(_) => ImagePromptEmbeds {
-                negative: self.encoder.forward(&pixels.zeros_like()?)?.penultimate,
-                positive: output.penultimate,
-            },
-        })
+        let positive = match self.projection {
+            Projection::Plain { .. } => output.image_embeds,
+            Projection::Resampler(_) => output.penultimate,
+        };
+        self.embeds_of(positive)
+    }
+
+    /// The embeddings whose positive half is `positive` (one photo's, as [`Self::encode_image`]
+    /// made them, perhaps read back from a cache): the negative is the same for every photo.
+    pub fn embeds_of(&self, positive: Tensor) -> Result<ImagePromptEmbeds> {
+        let negative = match &self.projection {
+            Projection::Plain { proj, .. } => {
+                let width = proj.weight().dim(1)?;
+                Tensor::zeros((1, width), positive.dtype(), positive.device())?
+            }
+            Projection::Resampler(_) => self.zero_picture_states()?,
+        };
+        if negative.dims() != positive.dims() {
+            return Err(DiffusionError::IpAdapter {
+                path: self.path.clone(),
+                reason: format!(
+                    "image prompt embeddings of shape {:?}, this adapter's encoder makes {:?}",
+                    positive.dims(),
+                    negative.dims()
+                ),
+            });
+        }
+        Ok(ImagePromptEmbeds { positive, negative })
+    }
+
+    /// Plus's negative: the second-to-last hidden states of an all-zero (normalised) picture.
+    fn zero_picture_states(&self) -> Result<Tensor> {
+        if let Some(states) = self.zero_picture.get() {
+            return Ok(states.clone());
+        }
+        let size = self.encoder.config().image_size;
+        let zeros = Tensor::zeros((1, 3, size, size), DType::F32, self.weights.device())?;
+        let states = self.encoder.forward(&zeros)?.penultimate;
+        Ok(self.zero_picture.get_or_init(|| states).clone())
     }
 
     /// Image tokens `(rows, tokens, cross_dim)` from a batch of embeddings (rows of

@@ -118,6 +118,7 @@ mod tests {
             photos,
             identity: Vec::new(),
             loras: Vec::new(),
+            cached_image_prompt: None,
         }
     }
 

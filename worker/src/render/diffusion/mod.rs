@@ -25,31 +25,33 @@
 //! dtype) and `init` (what a job gives the pipeline: its text, its init picture and mask).
 
 mod device;
+mod image_prompts;
 mod init;
 mod source;
 
 pub use device::{
     choose_device, open_cuda, parse_device, parse_dtype, ChosenDevice, DeviceRequest,
 };
+pub use image_prompts::ImagePromptSource;
 pub use source::ModelSource;
 
-use std::collections::BTreeMap;
-use std::ops::ControlFlow;
-
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device};
+use bytes::Bytes;
+use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use lru::LruCache;
-use reverie_diffusion::ip_adapter::{ImagePrompt, ImagePromptEmbeds};
+use reverie_diffusion::ip_adapter::ImagePrompt;
 use reverie_diffusion::lora::{LoraSource, LoraSpec};
 use reverie_diffusion::pipeline::guidance::default_repeats;
 use reverie_diffusion::pipeline::images::{mask_to_tensor, rgb_to_tensor, tensor_to_rgb};
 use reverie_diffusion::pipeline::{
     Adapters, GenerationRequest, IdentityGuidance, SampleSpec, StableDiffusion,
 };
-use reverie_diffusion::registry::ResolvedModel;
+use reverie_diffusion::registry::{AdapterKind, ResolvedAdapter, ResolvedModel};
 use reverie_diffusion::SchedulerKind;
 use reverie_shared::jobs::{ReferenceRole, RendererKind, IMAGE_PROMPT_DETAIL};
 
@@ -57,13 +59,15 @@ use reverie_faces::FaceModels;
 
 use super::identity::IdentityGuide;
 use super::{Progress, RenderError, RenderRequest, RenderedImage, Renderer};
+use image_prompts::{as_cached, from_cached, image_prompt_crop, to_cached};
 use init::{group_key, init_picture, init_picture_strength, prompt_text};
 
 /// What the renderer loads beside the checkpoint.
 #[derive(Debug, Clone)]
 pub struct RendererOptions {
-    /// An IP-Adapter file attached to every model (its `image_encoder/` beside it).
-    pub ip_adapter: Option<std::path::PathBuf>,
+    /// The IP-Adapter attached to every model: a registered adapter's name or a .safetensors file
+    /// (its `image_encoder/` beside it).
+    pub ip_adapter: Option<String>,
     /// Models with a LoRA set fused in kept loaded beside the base model.
     pub lora_models: usize,
 }
@@ -83,13 +87,12 @@ pub struct DiffusionRenderer {
     /// The name jobs use for it (the registry name or the folder given in the configuration).
     name: String,
     pipeline: Arc<StableDiffusion>,
-    options: RendererOptions,
     device: Device,
     dtype: DType,
+    /// The IP-Adapter every model carries, fixed for the worker's life.
+    ip_adapter: Option<ResolvedAdapter>,
     /// Models with a LoRA set fused in, by the set's key (`RenderAdapters::lora_key`).
     with_loras: Mutex<LruCache<String, Arc<StableDiffusion>>>,
-    /// Image prompt embeddings by (photo, crop): the IP-Adapter is fixed for the worker's life.
-    image_prompts: Mutex<LruCache<String, ImagePromptEmbeds>>,
     /// The face models identity guidance differentiates; `None` renders without guidance.
     faces: Option<FaceModels>,
 }
@@ -123,9 +126,14 @@ impl DiffusionRenderer {
         options: RendererOptions,
     ) -> Result<DiffusionRenderer, RenderError> {
         let resolved = source.resolve(model)?;
+        let ip_adapter = options
+            .ip_adapter
+            .as_deref()
+            .map(|adapter| source.resolve_adapter(adapter, AdapterKind::IpAdapter, model))
+            .transpose()?;
         let adapters = Adapters {
             loras: Vec::new(),
-            ip_adapter: options.ip_adapter.clone(),
+            ip_adapter: ip_adapter.as_ref().map(|a| a.path.clone()),
         };
         let pipeline = StableDiffusion::from_dir_with(&resolved.dir, device, dtype, &adapters)
             .map_err(|e| {
@@ -134,17 +142,16 @@ impl DiffusionRenderer {
                     resolved.dir.display()
                 ))
             })?;
-        tracing::info!(model, identity = %resolved.identity, dir = %resolved.dir.display(), ip_adapter = ?options.ip_adapter, "diffusion model loaded");
+        tracing::info!(model, identity = %resolved.identity, dir = %resolved.dir.display(), ip_adapter = ?ip_adapter.as_ref().map(|a| &a.name), "diffusion model loaded");
         let cached = NonZeroUsize::new(options.lora_models.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ok(DiffusionRenderer {
             model: resolved,
             name: model.to_string(),
             pipeline: Arc::new(pipeline),
-            options,
             device: device.clone(),
             dtype,
+            ip_adapter,
             with_loras: Mutex::new(LruCache::new(cached)),
-            image_prompts: Mutex::new(LruCache::new(IMAGE_PROMPTS_KEPT)),
             faces: None,
         })
     }
@@ -180,7 +187,7 @@ impl DiffusionRenderer {
                     weight: f64::from(lora.usage.weight),
                 })
                 .collect(),
-            ip_adapter: self.options.ip_adapter.clone(),
+            ip_adapter: self.ip_adapter.as_ref().map(|a| a.path.clone()),
         };
         // A LoRA that does not fit this model will never fit it: the job is invalid, not retried.
         let pipeline =
@@ -230,19 +237,24 @@ impl DiffusionRenderer {
     }
 
     /// Renders requests that share size, steps, scheduler, LoRA set, init-image use and strength
-    /// in one pass.
+    /// in one pass; each image comes with the image prompt embeddings computed for it.
     fn render_group(
         &self,
         requests: &[&RenderRequest],
         indices: &[usize],
+        encoded: &mut EncodedImagePrompts,
         progress: Progress<'_>,
-    ) -> Result<Vec<RgbImage>, RenderError> {
+    ) -> Result<Vec<(RgbImage, Option<Bytes>)>, RenderError> {
         let first = &requests[0].spec;
         let pipeline = self.pipeline_for(requests[0])?;
         let prepared = requests
             .iter()
-            .map(|r| self.sample(&pipeline, r))
+            .map(|r| self.sample(&pipeline, r, encoded))
             .collect::<Result<Vec<_>, _>>()?;
+        let computed: Vec<Option<Bytes>> = prepared
+            .iter()
+            .map(|p| p.computed_image_prompt.clone())
+            .collect();
         let strength = prepared.first().and_then(|p| p.strength).unwrap_or(1.0);
         let size = (first.width as usize, first.height as usize);
         let guidance = self.guidance(requests, &prepared, size);
@@ -294,7 +306,7 @@ impl DiffusionRenderer {
             .decode(&generation.latents)
             .and_then(|images| tensor_to_rgb(&images))
             .map_err(|e| RenderError::Failed(e.to_string()))?;
-        Ok(decoded)
+        Ok(decoded.into_iter().zip(computed).collect())
     }
 
     /// The job as one sample, with the init picture it starts from and that picture's strength.
@@ -302,6 +314,7 @@ impl DiffusionRenderer {
         &self,
         pipeline: &StableDiffusion,
         request: &RenderRequest,
+        encoded: &mut EncodedImagePrompts,
     ) -> Result<PreparedSample, RenderError> {
         let spec = &request.spec;
         let mut sample = SampleSpec::new(prompt_text(request), spec.seed, f64::from(spec.guidance));
@@ -312,12 +325,18 @@ impl DiffusionRenderer {
         if guided {
             sample.identity_strength = f64::from(spec.identity_strength);
         }
-        sample.image_prompt = self.image_prompt(pipeline, request)?;
+        let (image_prompt, computed_image_prompt) =
+            match self.image_prompt(pipeline, request, encoded)? {
+                Some((prompt, computed)) => (Some(prompt), computed),
+                None => (None, None),
+            };
+        sample.image_prompt = image_prompt;
         let Some((picture, mask, strength)) = init_picture(request, guided)? else {
             return Ok(PreparedSample {
                 sample,
                 strength: None,
                 init: None,
+                computed_image_prompt,
             });
         };
         let device = pipeline.device();
@@ -332,67 +351,72 @@ impl DiffusionRenderer {
             sample,
             strength: Some(strength),
             init: Some(picture),
+            computed_image_prompt,
         })
     }
 
-    /// The photo a job's image prompt reads, when it has one (provenance).
-    fn image_prompt_photo(&self, request: &RenderRequest) -> Option<String> {
-        if request.spec.adapters.image_prompt_scale <= 0.0 || self.pipeline.ip_adapter().is_none() {
-            return None;
-        }
-        request
-            .photos
-            .iter()
-            .find(|(reference, _)| reference.role == ReferenceRole::Subject)
-            .map(|(reference, _)| reference.photo.to_string())
-    }
-
-    /// The job's image prompt: its first subject photo (around the face where it has one) through the
-    /// model's IP-Adapter at the job's scale; `None` when the job asks for none or the model has no
-    /// adapter. Embeddings are kept per (photo, crop), so a person's photo is encoded once.
+    /// The job's image prompt: its first subject photo (around the face where it has one) through
+    /// the model's IP-Adapter at the job's scale; `None` when the job asks for none or the model
+    /// has no adapter. The embeddings come from the cache when the runner found them there;
+    /// otherwise they are computed (once per batch for a photo) and returned for the cache.
     fn image_prompt(
         &self,
         pipeline: &StableDiffusion,
         request: &RenderRequest,
-    ) -> Result<Option<ImagePrompt>, RenderError> {
-        let scale = request.spec.adapters.image_prompt_scale;
-        if scale <= 0.0 || pipeline.ip_adapter().is_none() {
-            return Ok(None);
-        }
-        let Some((reference, photo)) = request
-            .photos
-            .iter()
-            .find(|(reference, _)| reference.role == ReferenceRole::Subject)
-        else {
+        encoded: &mut EncodedImagePrompts,
+    ) -> Result<Option<(ImagePrompt, Option<Bytes>)>, RenderError> {
+        let (Some(source), Some(adapter)) = (self.source_of(request), pipeline.ip_adapter()) else {
             return Ok(None);
         };
-        let crop = image_prompt_crop(photo.width(), photo.height(), reference.face_box);
-        let key = format!("{}:{:?}", reference.photo, crop);
-        let cached = self
-            .image_prompts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .cloned();
-        let embeds = match cached {
-            Some(embeds) => embeds,
+        let scale = f64::from(request.spec.adapters.image_prompt_scale);
+        let cached = request
+            .cached_image_prompt
+            .as_deref()
+            .and_then(|bytes| from_cached(bytes, pipeline.device()))
+            .and_then(|positive| match adapter.embeds_of(positive) {
+                Ok(embeds) => Some(embeds),
+                Err(error) => {
+                    tracing::warn!(%error, "cached image prompt unusable; computing it again");
+                    None
+                }
+            });
+        if let Some(embeds) = cached {
+            return Ok(Some((ImagePrompt { embeds, scale }, None)));
+        }
+        let failed = |e: &dyn std::fmt::Display| RenderError::Failed(format!("image prompt: {e}"));
+        let positive = match encoded.get(&source) {
+            Some(positive) => positive.clone(),
             None => {
-                let [left, top, width, height] = crop;
+                let [left, top, width, height] = source.crop;
+                let (_, photo) =
+                    first_subject(request).ok_or_else(|| failed(&"no subject photo"))?;
                 let picture = photo.crop_imm(left, top, width, height).to_rgb8();
-                let embeds = pipeline
+                let fresh = pipeline
                     .encode_image_prompt(&picture)
-                    .map_err(|e| RenderError::Failed(format!("image prompt: {e}")))?;
-                self.image_prompts
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .put(key, embeds.clone());
-                embeds
+                    .map_err(|e| failed(&e))?;
+                let positive = as_cached(&fresh.positive).map_err(|e| failed(&e))?;
+                encoded.insert(source, positive.clone());
+                positive
             }
         };
-        Ok(Some(ImagePrompt {
-            embeds,
-            scale: f64::from(scale),
-        }))
+        let bytes = to_cached(&positive).map_err(|e| failed(&e))?;
+        let embeds = adapter.embeds_of(positive).map_err(|e| failed(&e))?;
+        Ok(Some((ImagePrompt { embeds, scale }, Some(bytes))))
+    }
+
+    /// What `request`'s image prompt reads: its first subject photo, when it asks for an image
+    /// prompt and this worker's models carry an IP-Adapter.
+    fn source_of(&self, request: &RenderRequest) -> Option<ImagePromptSource> {
+        let adapter = self.ip_adapter.as_ref()?;
+        if request.spec.adapters.image_prompt_scale <= 0.0 {
+            return None;
+        }
+        let (reference, photo) = first_subject(request)?;
+        Some(ImagePromptSource {
+            adapter: adapter.identity.clone(),
+            photo: reference.photo.clone(),
+            crop: image_prompt_crop(photo.width(), photo.height(), reference.face_box),
+        })
     }
 
     /// Identity guidance for a sub-batch: each guided sample's people, anchored on its init
@@ -420,25 +444,18 @@ impl DiffusionRenderer {
     }
 }
 
-/// Image prompt embeddings a worker keeps (a few KB each).
-const IMAGE_PROMPTS_KEPT: NonZeroUsize = match NonZeroUsize::new(1024) {
-    Some(n) => n,
-    None => NonZeroUsize::MIN,
-};
+/// Image prompt embeddings (positive halves) computed during one batch, by source: a photo two
+/// jobs of the batch share is encoded once.
+type EncodedImagePrompts = HashMap<ImagePromptSource, Tensor>;
 
-/// The part of a subject photo its image prompt shows, `[left, top, width, height]`: a square 2.5
-/// times the face's size around it (the head and shoulders IP-Adapters were trained on), clamped to
-/// the photo; the whole photo when there is no face box (a pet).
-fn image_prompt_crop(width: u32, height: u32, face: Option<[u32; 4]>) -> [u32; 4] {
-    let Some([l, t, r, b]) = face.filter(|[l, t, r, b]| r > l && b > t) else {
-        return [0, 0, width.max(1), height.max(1)];
-    };
-    let side = ((r - l).max(b - t) as f32 * 2.5).round() as u32;
-    let side = side.clamp(1, width.min(height).max(1));
-    let (cx, cy) = ((l + r) / 2, (t + b) / 2);
-    let left = cx.saturating_sub(side / 2).min(width.saturating_sub(side));
-    let top = cy.saturating_sub(side / 2).min(height.saturating_sub(side));
-    [left, top, side, side]
+/// A job's first subject photo, the one its image prompt reads.
+fn first_subject(
+    request: &RenderRequest,
+) -> Option<&(reverie_shared::jobs::PhotoRef, image::DynamicImage)> {
+    request
+        .photos
+        .iter()
+        .find(|(reference, _)| reference.role == ReferenceRole::Subject)
 }
 
 /// One job ready for the pipeline.
@@ -447,6 +464,8 @@ struct PreparedSample {
     /// The img2img strength (`None` for text-to-image).
     strength: Option<f64>,
     init: Option<RgbImage>,
+    /// Image prompt embeddings computed for it, as the cache keeps them.
+    computed_image_prompt: Option<Bytes>,
 }
 
 impl Renderer for DiffusionRenderer {
@@ -475,12 +494,15 @@ impl Renderer for DiffusionRenderer {
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
+        let mut encoded = EncodedImagePrompts::new();
         for indices in groups.values() {
             let members: Vec<&RenderRequest> = indices.iter().map(|&i| &requests[i]).collect();
-            match self.render_group(&members, indices, progress) {
+            match self.render_group(&members, indices, &mut encoded, progress) {
                 Ok(images) => {
-                    for (&index, image) in indices.iter().zip(images) {
-                        results[index] = Some(Ok(self.rendered(&requests[index], image)));
+                    for (&index, (image, computed)) in indices.iter().zip(images) {
+                        let mut rendered = self.rendered(&requests[index], image);
+                        rendered.computed_image_prompt = computed;
+                        results[index] = Some(Ok(rendered));
                     }
                 }
                 Err(error) => {
@@ -494,6 +516,10 @@ impl Renderer for DiffusionRenderer {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(RenderError::Failed("not rendered".into()))))
             .collect()
+    }
+
+    fn image_prompt_source(&self, request: &RenderRequest) -> Option<ImagePromptSource> {
+        self.source_of(request)
     }
 }
 
@@ -513,8 +539,8 @@ impl DiffusionRenderer {
         if let Some(strength) = init_picture_strength(request, guided) {
             details.insert("strength".to_string(), strength.to_string());
         }
-        if let Some(photo) = self.image_prompt_photo(request) {
-            details.insert(IMAGE_PROMPT_DETAIL.to_string(), photo);
+        if let Some(source) = self.source_of(request) {
+            details.insert(IMAGE_PROMPT_DETAIL.to_string(), source.photo.to_string());
         }
 
         if !request.identity.is_empty() {
@@ -532,31 +558,7 @@ impl DiffusionRenderer {
             image,
             model_hash: Some(self.model.identity.clone()),
             details,
+            computed_image_prompt: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::image_prompt_crop;
-
-    #[test]
-    fn image_prompts_show_the_head_and_shoulders_inside_the_photo() {
-        // A 40 px face in the middle of a 400x300 photo: a 100 px square around it.
-        assert_eq!(
-            image_prompt_crop(400, 300, Some([180, 130, 220, 170])),
-            [150, 100, 100, 100]
-        );
-        // Near the edge the square moves inside; a huge face takes the short side.
-        assert_eq!(
-            image_prompt_crop(400, 300, Some([0, 0, 40, 40])),
-            [0, 0, 100, 100]
-        );
-        assert_eq!(
-            image_prompt_crop(400, 300, Some([100, 0, 300, 290])),
-            [50, 0, 300, 300]
-        );
-        // No face (a pet): the whole photo.
-        assert_eq!(image_prompt_crop(400, 300, None), [0, 0, 400, 300]);
     }
 }

@@ -3,7 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use reverie_diffusion::registry::{resolve_local_dir, BlobFetcher, ModelRegistry, ResolvedModel};
+use reverie_diffusion::registry::{
+    resolve_local_adapter, resolve_local_dir, AdapterKind, BlobFetcher, ModelRegistry,
+    ResolvedAdapter, ResolvedModel,
+};
 use reverie_shared::ports::store::SharedStore;
 use tokio::io::AsyncWriteExt;
 
@@ -29,19 +32,8 @@ impl ModelSource {
             return resolve_local_dir(as_path)
                 .map_err(|e| unavailable(format!("model folder {model}: {e}")));
         }
-        if !self.registry.is_file() {
-            return Err(unavailable(format!(
-                "model {model:?} is neither a folder nor registered: no registry at {} \
-                 (set diffusion.registry; docs/diffusion.md)",
-                self.registry.display()
-            )));
-        }
-        let registry = ModelRegistry::from_file(&self.registry)
-            .map_err(|e| unavailable(format!("model registry: {e}")))?;
-        let fetcher = self.store.as_ref().map(|store| StoreFetcher {
-            store: store.clone(),
-            runtime: self.runtime.clone(),
-        });
+        let registry = self.registry(&format!("model {model:?} is neither a folder nor"))?;
+        let fetcher = self.fetcher();
         registry
             .resolve(
                 model,
@@ -49,6 +41,59 @@ impl ModelSource {
                 fetcher.as_ref().map(|f| f as &dyn BlobFetcher),
             )
             .map_err(|e| unavailable(e.to_string()))
+    }
+
+    /// A verified adapter of `kind` for the model `model` names: a file path, or a registered
+    /// adapter made for that model (checked by name when the model is registered too). Blocking.
+    pub fn resolve_adapter(
+        &self,
+        adapter: &str,
+        kind: AdapterKind,
+        model: &str,
+    ) -> Result<ResolvedAdapter, RenderError> {
+        let unavailable = |detail: String| RenderError::ModelUnavailable(detail);
+        let as_path = Path::new(adapter);
+        if as_path.is_file() {
+            return resolve_local_adapter(as_path, kind)
+                .map_err(|e| unavailable(format!("{} {adapter}: {e}", kind.described())));
+        }
+        let what = format!("{} {adapter:?} is neither a file nor", kind.described());
+        let registry = self.registry(&what)?;
+        let fetcher = self.fetcher();
+        let resolved = registry
+            .resolve_adapter(
+                adapter,
+                kind,
+                &self.cache_dir,
+                fetcher.as_ref().map(|f| f as &dyn BlobFetcher),
+            )
+            .map_err(|e| unavailable(e.to_string()))?;
+        if !Path::new(model).is_dir() {
+            resolved
+                .check_base(model)
+                .map_err(|e| unavailable(e.to_string()))?;
+        }
+        Ok(resolved)
+    }
+
+    /// The registry file; `what` starts the error when there is none ("model X is neither a folder nor").
+    fn registry(&self, what: &str) -> Result<ModelRegistry, RenderError> {
+        let unavailable = |detail: String| RenderError::ModelUnavailable(detail);
+        if !self.registry.is_file() {
+            return Err(unavailable(format!(
+                "{what} registered: no registry at {} (set diffusion.registry; docs/diffusion.md)",
+                self.registry.display()
+            )));
+        }
+        ModelRegistry::from_file(&self.registry)
+            .map_err(|e| unavailable(format!("model registry: {e}")))
+    }
+
+    fn fetcher(&self) -> Option<StoreFetcher> {
+        self.store.as_ref().map(|store| StoreFetcher {
+            store: store.clone(),
+            runtime: self.runtime.clone(),
+        })
     }
 }
 

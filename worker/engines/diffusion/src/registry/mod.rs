@@ -1,6 +1,7 @@
-//! Named models: where each lives (a local folder or `s3://bucket/prefix`) and the SHA-256 of
-//! every file, checked before the files are used. A model's identity hash, recorded with every
-//! output, is derived from the hashes of the files the pipeline reads.
+//! Named models and adapters: where each lives (a local folder or `s3://bucket/prefix`) and the
+//! SHA-256 of every file, checked before the files are used. A model's identity hash, recorded with
+//! every output, is derived from the hashes of the files the pipeline reads; an adapter's (LoRA,
+//! IP-Adapter: `adapters`) from those of its files.
 //!
 //! The registry file is TOML (docs/diffusion.md):
 //!
@@ -20,6 +21,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{DiffusionError, Result};
+
+mod adapters;
+
+pub use adapters::{
+    adapter_entry_toml, resolve_local_adapter, AdapterEntry, AdapterKind, ResolvedAdapter,
+    IMAGE_ENCODER_FILES,
+};
 
 /// Where a model's files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +66,8 @@ pub struct ResolvedModel {
 struct RegistryFile {
     #[serde(default)]
     models: BTreeMap<String, EntryFile>,
+    #[serde(default)]
+    adapters: BTreeMap<String, adapters::AdapterFile>,
 }
 
 #[derive(Deserialize)]
@@ -69,17 +79,27 @@ struct EntryFile {
     files: BTreeMap<String, String>,
 }
 
-/// The models of one registry file.
+/// The models and adapters of one registry file.
 #[derive(Debug, Clone, Default)]
 pub struct ModelRegistry {
     models: BTreeMap<String, ModelEntry>,
+    adapters: BTreeMap<String, AdapterEntry>,
+}
+
+/// An error about the registry entry `entry` ("model `sd15`", "adapter `ip-plus`").
+fn entry_error(entry: &str, reason: impl Into<String>) -> DiffusionError {
+    DiffusionError::Registry {
+        entry: entry.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn model_label(name: &str) -> String {
+    format!("model `{name}`")
 }
 
 fn registry_error(model: &str, reason: impl Into<String>) -> DiffusionError {
-    DiffusionError::Registry {
-        model: model.to_string(),
-        reason: reason.into(),
-    }
+    entry_error(&model_label(model), reason)
 }
 
 /// `s3://bucket/prefix` as (bucket, prefix without a trailing slash).
@@ -92,8 +112,36 @@ fn parse_s3(location: &str) -> Option<(String, String)> {
     Some((bucket.to_string(), prefix.trim_end_matches('/').to_string()))
 }
 
-/// A relative path that cannot leave the model folder.
-fn check_relative(model: &str, path: &str) -> Result<()> {
+/// A location as written in the registry: `s3://bucket/prefix`, or a folder relative to `base`.
+fn parse_location(entry: &str, location: &str, base: &Path) -> Result<ModelLocation> {
+    match parse_s3(location) {
+        Some((bucket, prefix)) => Ok(ModelLocation::S3 { bucket, prefix }),
+        None if location.starts_with("s3://") => {
+            Err(entry_error(entry, "s3 location has no bucket"))
+        }
+        None => Ok(ModelLocation::Local(base.join(location))),
+    }
+}
+
+/// An entry's file list: plain relative paths, each with a SHA-256 (stored lowercase).
+fn parse_files(entry: &str, files: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+    let mut checked = BTreeMap::new();
+    for (path, hash) in files {
+        check_relative(entry, &path)?;
+        let hash = hash.to_ascii_lowercase();
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(entry_error(
+                entry,
+                format!("hash of `{path}` is not 64 hex digits"),
+            ));
+        }
+        checked.insert(path, hash);
+    }
+    Ok(checked)
+}
+
+/// A relative path that cannot leave the entry's folder.
+fn check_relative(entry: &str, path: &str) -> Result<()> {
     let clean = !path.is_empty()
         && !path.starts_with('/')
         && !path.contains('\\')
@@ -103,8 +151,8 @@ fn check_relative(model: &str, path: &str) -> Result<()> {
     if clean {
         Ok(())
     } else {
-        Err(registry_error(
-            model,
+        Err(entry_error(
+            entry,
             format!("file `{path}` is not a plain relative path"),
         ))
     }
@@ -119,8 +167,8 @@ impl ModelRegistry {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base).map_err(|e| match e {
-            DiffusionError::Registry { model, reason } => DiffusionError::Registry {
-                model,
+            DiffusionError::Registry { entry, reason } => DiffusionError::Registry {
+                entry,
                 reason: format!("{reason} (in {})", path.display()),
             },
             other => other,
@@ -129,39 +177,24 @@ impl ModelRegistry {
 
     /// Parses registry TOML; `base` anchors relative folder locations.
     pub fn parse(text: &str, base: &Path) -> Result<Self> {
-        let file: RegistryFile =
-            toml::from_str(text).map_err(|e| registry_error("*", format!("invalid TOML: {e}")))?;
+        let file: RegistryFile = toml::from_str(text)
+            .map_err(|e| entry_error("the registry", format!("invalid TOML: {e}")))?;
         let mut models = BTreeMap::new();
         for (name, entry) in file.models {
-            let location = match parse_s3(&entry.location) {
-                Some((bucket, prefix)) => ModelLocation::S3 { bucket, prefix },
-                None if entry.location.starts_with("s3://") => {
-                    return Err(registry_error(&name, "s3 location has no bucket"))
-                }
-                None => ModelLocation::Local(base.join(&entry.location)),
+            let label = model_label(&name);
+            let model = ModelEntry {
+                location: parse_location(&label, &entry.location, base)?,
+                description: entry.description,
+                files: parse_files(&label, entry.files)?,
             };
-            let mut files = BTreeMap::new();
-            for (path, hash) in entry.files {
-                check_relative(&name, &path)?;
-                let hash = hash.to_ascii_lowercase();
-                if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(registry_error(
-                        &name,
-                        format!("hash of `{path}` is not 64 hex digits"),
-                    ));
-                }
-                files.insert(path, hash);
-            }
-            models.insert(
-                name,
-                ModelEntry {
-                    location,
-                    description: entry.description,
-                    files,
-                },
-            );
+            models.insert(name, model);
         }
-        Ok(Self { models })
+        let mut adapters = BTreeMap::new();
+        for (name, entry) in file.adapters {
+            let adapter = AdapterEntry::parse(&name, entry, base, &models)?;
+            adapters.insert(name, adapter);
+        }
+        Ok(Self { models, adapters })
     }
 
     pub fn get(&self, name: &str) -> Option<&ModelEntry> {
@@ -184,30 +217,44 @@ impl ModelRegistry {
             let known = self.names().collect::<Vec<_>>().join(", ");
             registry_error(name, format!("not in the registry (known: {known})"))
         })?;
-        let dir = match &entry.location {
-            ModelLocation::Local(dir) => {
-                for (path, expected) in &entry.files {
-                    verify_file(name, &dir.join(path), path, expected)?;
-                }
-                dir.clone()
-            }
-            ModelLocation::S3 { bucket, prefix } => {
-                let fetcher = fetcher.ok_or_else(|| {
-                    registry_error(name, "lives in S3 but no object store is configured")
-                })?;
-                let dir = cache_dir.join(identity_of(&entry.files));
-                for (path, expected) in &entry.files {
-                    fetch_verified(name, fetcher, bucket, prefix, &dir, path, expected)?;
-                }
-                dir
-            }
-        };
+        let label = model_label(name);
+        let dir = verified_dir(&label, &entry.location, &entry.files, cache_dir, fetcher)?;
         let identity = identity_of(&pipeline_hashes(name, &dir, &entry.files)?);
         Ok(ResolvedModel {
             name: name.to_string(),
             dir,
             identity,
         })
+    }
+}
+
+/// The local folder holding an entry's files, each checked against its SHA-256: a local folder is
+/// hashed in place; an S3 prefix is fetched into `cache_dir/<identity>/` (files already there with
+/// the right hash are kept).
+fn verified_dir(
+    entry: &str,
+    location: &ModelLocation,
+    files: &BTreeMap<String, String>,
+    cache_dir: &Path,
+    fetcher: Option<&dyn BlobFetcher>,
+) -> Result<PathBuf> {
+    match location {
+        ModelLocation::Local(dir) => {
+            for (path, expected) in files {
+                verify_file(entry, &dir.join(path), path, expected)?;
+            }
+            Ok(dir.clone())
+        }
+        ModelLocation::S3 { bucket, prefix } => {
+            let fetcher = fetcher.ok_or_else(|| {
+                entry_error(entry, "lives in S3 but no object store is configured")
+            })?;
+            let dir = cache_dir.join(identity_of(files));
+            for (path, expected) in files {
+                fetch_verified(entry, fetcher, bucket, prefix, &dir, path, expected)?;
+            }
+            Ok(dir)
+        }
     }
 }
 
@@ -280,17 +327,17 @@ fn pipeline_hashes(
         .collect()
 }
 
-fn verify_file(model: &str, file: &Path, path: &str, expected: &str) -> Result<()> {
+fn verify_file(entry: &str, file: &Path, path: &str, expected: &str) -> Result<()> {
     if !file.is_file() {
-        return Err(registry_error(
-            model,
+        return Err(entry_error(
+            entry,
             format!("`{path}` is missing ({})", file.display()),
         ));
     }
     let actual = sha256_file(file)?;
     if actual != expected {
-        return Err(registry_error(
-            model,
+        return Err(entry_error(
+            entry,
             format!("`{path}` has SHA-256 {actual}, the registry expects {expected}"),
         ));
     }
@@ -298,7 +345,7 @@ fn verify_file(model: &str, file: &Path, path: &str, expected: &str) -> Result<(
 }
 
 fn fetch_verified(
-    model: &str,
+    entry: &str,
     fetcher: &dyn BlobFetcher,
     bucket: &str,
     prefix: &str,
@@ -323,9 +370,9 @@ fn fetch_verified(
     };
     fetcher
         .fetch(bucket, &key, &partial)
-        .map_err(|e| registry_error(model, format!("fetching s3://{bucket}/{key}: {e}")))?;
+        .map_err(|e| entry_error(entry, format!("fetching s3://{bucket}/{key}: {e}")))?;
     // Verify before the file takes its real name, so a bad download is never loaded.
-    let result = verify_file(model, &partial, path, expected);
+    let result = verify_file(entry, &partial, path, expected);
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
         return result;
