@@ -750,6 +750,13 @@ fn registered_adapters_are_used_by_name_for_the_models_they_are_made_for() {
             && stderr.contains("made for sd15, not for model `xl`"),
         "{stderr}"
     );
+    let stderr = refused(&[
+        "--ip-adapter",
+        "nowhere/ip.safetensors",
+        "--ip-image",
+        photo,
+    ]);
+    assert!(stderr.contains("no such file or folder"), "{stderr}");
     let stderr = refused(&["--lora", "face"]);
     assert!(stderr.contains("is an IP-Adapter, not a LoRA"), "{stderr}");
     let stderr = refused(&["--lora", "nobody:0.5"]);

@@ -200,7 +200,15 @@ async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the
     // The photo's embeddings are in the cache, under the tenant, the adapter and the photo.
     let cache = testing::redis().await;
     let cached_prefix = format!("reverie:{tenant}:emb:image_prompt:");
-    let cached = cache.keys(&cached_prefix).await.unwrap();
+    // Written beside the job's results: give it a moment.
+    let mut cached = Vec::new();
+    for _ in 0..50 {
+        cached = cache.keys(&cached_prefix).await.unwrap();
+        if !cached.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(cached.len(), 1, "{cached:?}");
     let photo = prompt_photo.as_str().unwrap();
     assert!(cached[0].ends_with(photo), "{cached:?}");
@@ -242,7 +250,21 @@ async fn a_lora_and_an_image_prompt_of_a_person_render_through_the_farm_into_the
             .contains("cached image prompt unusable"),
         "the worker read the cached entry"
     );
-    assert_eq!(cache.get(&cached[0]).await.unwrap(), Some(entry));
+    let mut rewritten = None;
+    for _ in 0..50 {
+        rewritten = cache.get(&cached[0]).await.unwrap();
+        if rewritten.as_ref() == Some(&entry) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rewritten, Some(entry), "the stale entry is replaced");
+    // The provenance names the adapter by its identity.
+    assert_eq!(
+        again["image_prompt"]["adapter"].as_str().unwrap().len(),
+        64,
+        "{again:#}"
+    );
 
     // Without Jesper in the picture, no LoRA.
     let plain = render(&farm, &store, &tenant, &token, "a lighthouse in a storm").await;

@@ -448,7 +448,12 @@ pub struct Provenance {
 pub struct ImagePromptUse {
     pub photo: PhotoId,
     pub scale: f32,
+    /// The IP-Adapter's identity (the SHA-256 of its file listing; docs/diffusion.md, "Adapters").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
 }
 
 /// The renderer's detail key naming the image prompt's photo (see [`Provenance::image_prompt`]).
 pub const IMAGE_PROMPT_DETAIL: &str = "image_prompt_photo";
+/// The renderer's detail key holding the image prompt's adapter identity.
+pub const IMAGE_PROMPT_ADAPTER_DETAIL: &str = "image_prompt_adapter";

@@ -22,7 +22,7 @@ use reverie_worker::render::identity::IdentityGuide;
 use identity::Identities;
 use reverie_diffusion::ip_adapter::{ImagePrompt, MAX_IP_SCALE};
 use reverie_diffusion::lora::LoraSpec;
-use reverie_diffusion::registry::{sha256_file, AdapterKind, ResolvedModel};
+use reverie_diffusion::registry::{adapter_weights_at, sha256_file, AdapterKind, ResolvedModel};
 use reverie_diffusion::{SchedulerKind, SchedulerOverrides, TimestepSpacing};
 use reverie_shared::backends::connect_store;
 use reverie_shared::retry::Backoff;
@@ -169,11 +169,14 @@ fn parse_spacing(name: &str) -> anyhow::Result<TimestepSpacing> {
 /// names through the same registry and object store the workers use (connected only when a name
 /// is given).
 async fn model_source(config: &Config, args: &GenerateArgs) -> anyhow::Result<ModelSource> {
-    let named_lora = args.lora.iter().any(|arg| !lora_is_file(arg));
+    let named_lora = args
+        .lora
+        .iter()
+        .any(|arg| !lora_is_file(arg) && !looks_like_a_path(arg));
     let named_ip = args
         .ip_adapter
         .as_deref()
-        .is_some_and(|a| !Path::new(a).exists());
+        .is_some_and(|a| !Path::new(a).exists() && !looks_like_a_path(a));
     let store = if Path::new(&args.model).is_dir() && !named_lora && !named_ip {
         None
     } else {
@@ -616,6 +619,12 @@ fn lora_is_file(arg: &str) -> bool {
     LoraSpec::parse(arg).is_ok_and(|spec| spec.source.label().is_file())
 }
 
+/// Whether `given` can only mean a file (a folder in it, or a file extension): such a name is never
+/// looked up in the registry, so a mistyped path says so at once.
+fn looks_like_a_path(given: &str) -> bool {
+    given.contains(['/', '\\']) || given.ends_with(".safetensors")
+}
+
 /// Parses and hashes the `--lora` arguments: files as given, other names through the registry.
 fn lora_records(source: &ModelSource, args: &GenerateArgs) -> anyhow::Result<Vec<LoraRecord>> {
     args.lora
@@ -623,10 +632,11 @@ fn lora_records(source: &ModelSource, args: &GenerateArgs) -> anyhow::Result<Vec
         .map(|arg| {
             let mut spec = LoraSpec::parse(arg)?;
             let given = spec.source.label();
+            let text = given.to_string_lossy().into_owned();
             let name = match given.is_file() {
                 true => None,
+                false if looks_like_a_path(&text) => bail!("--lora {text}: no such file"),
                 false => {
-                    let text = given.to_string_lossy().into_owned();
                     let adapter = source
                         .resolve_adapter(&text, AdapterKind::Lora, &args.model)
                         .map_err(|e| named_adapter_error("--lora", &text, e))?;
@@ -680,8 +690,14 @@ impl ImagePromptArgs {
         if !scale.is_finite() || !(0.0..=MAX_IP_SCALE).contains(&scale) {
             bail!("--ip-scale {scale} must be between 0 and {MAX_IP_SCALE}");
         }
+        if !Path::new(adapter).exists() && looks_like_a_path(adapter) {
+            bail!("--ip-adapter {adapter}: no such file or folder");
+        }
         let (name, adapter) = match Path::new(adapter).exists() {
-            true => (None, adapter_file(Path::new(adapter))?),
+            true => (
+                None,
+                adapter_weights_at(Path::new(adapter)).context("--ip-adapter")?,
+            ),
             false => {
                 let resolved = source
                     .resolve_adapter(adapter, AdapterKind::IpAdapter, &args.model)
@@ -699,35 +715,6 @@ impl ImagePromptArgs {
             image: image.clone(),
             scale,
         }))
-    }
-}
-
-/// The adapter file `--ip-adapter` names: the file itself, or the one .safetensors in a folder.
-fn adapter_file(path: &Path) -> anyhow::Result<PathBuf> {
-    if !path.is_dir() {
-        return Ok(path.to_path_buf());
-    }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .with_context(|| format!("--ip-adapter {}", path.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    match files.len() {
-        1 => Ok(files.remove(0)),
-        0 => bail!(
-            "--ip-adapter {}: no .safetensors file in the folder",
-            path.display()
-        ),
-        _ => bail!(
-            "--ip-adapter {}: several adapters ({}); name the file",
-            path.display(),
-            files
-                .iter()
-                .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
     }
 }
 

@@ -1,8 +1,10 @@
 //! Image prompt embeddings through the farm's cache: read for a batch before it renders (one round
 //! trip), and the ones the renderer computed written back after, so a tenant's photo goes through
-//! the image encoder once for every worker. The cache is an optimisation here: when it is away the
-//! batch computes its embeddings and renders all the same.
+//! the image encoder once for every worker. The cache is an optimisation here: when it is away or
+//! slow the batch computes its embeddings and renders all the same — the read waits at most
+//! [`READ_WAIT`], and the write goes on beside the batch's results.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +14,10 @@ use super::Held;
 use crate::context::WorkerContext;
 use crate::identity::Outcome;
 use crate::render::{RenderError, RenderRequest, Renderer};
+
+/// The longest a batch waits for its cached embeddings before computing them (an encoding costs
+/// tens of milliseconds on a GPU, a second or so on a CPU).
+const READ_WAIT: Duration = Duration::from_millis(500);
 
 /// Each job's image prompt cache key (`None`: the job has no image prompt), with the embeddings
 /// found under it put into its request.
@@ -32,10 +38,17 @@ pub(super) async fn read_cached(
     if wanted.is_empty() {
         return keys;
     }
-    let found = match ctx.backends.cache.get_many(&wanted).await {
-        Ok(found) => found,
-        Err(error) => {
+    let found = match tokio::time::timeout(READ_WAIT, ctx.backends.cache.get_many(&wanted)).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => {
             tracing::warn!(%error, "image prompt embeddings not read from the cache; computing them");
+            return keys;
+        }
+        Err(_) => {
+            tracing::warn!(
+                wait_ms = READ_WAIT.as_millis() as u64,
+                "the cache did not answer in time; computing the image prompt embeddings"
+            );
             return keys;
         }
     };
@@ -48,9 +61,10 @@ pub(super) async fn read_cached(
     keys
 }
 
-/// Caches the embeddings the renderer computed, under the keys [`read_cached`] gave.
-pub(super) async fn write_computed(
-    ctx: &WorkerContext,
+/// Caches the embeddings the renderer computed, under the keys [`read_cached`] gave, beside the
+/// batch's results (nothing waits for it).
+pub(super) fn write_computed(
+    ctx: &Arc<WorkerContext>,
     keys: &[Option<String>],
     results: &[Result<Outcome, RenderError>],
 ) {
@@ -70,14 +84,12 @@ pub(super) async fn write_computed(
     if entries.is_empty() {
         return;
     }
-    if let Err(error) = ctx
-        .backends
-        .cache
-        .set_many(&entries, Some(embedding_ttl(ctx)))
-        .await
-    {
-        tracing::warn!(%error, "image prompt embeddings not cached; the next job computes them again");
-    }
+    let (cache, ttl) = (ctx.backends.cache.clone(), embedding_ttl(ctx));
+    tokio::spawn(async move {
+        if let Err(error) = cache.set_many(&entries, Some(ttl)).await {
+            tracing::warn!(%error, "image prompt embeddings not cached; the next job computes them again");
+        }
+    });
 }
 
 /// How long embeddings stay cached: `cache.embedding_ttl_s`, as the analyser keeps face descriptors.

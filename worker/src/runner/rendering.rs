@@ -102,7 +102,7 @@ pub(super) async fn render(
     let _ = relay.await;
     match rendered {
         Ok(results) => {
-            image_prompts::write_computed(ctx, &image_prompt_keys, &results).await;
+            image_prompts::write_computed(ctx, &image_prompt_keys, &results);
             results
         }
         Err(panic) => {

@@ -75,6 +75,10 @@ pub(super) async fn write_result(
             .map(|photo| reverie_shared::jobs::ImagePromptUse {
                 photo,
                 scale: spec.render.adapters.image_prompt_scale,
+                adapter: rendered
+                    .details
+                    .get(reverie_shared::jobs::IMAGE_PROMPT_ADAPTER_DETAIL)
+                    .cloned(),
             }),
     };
     let outputs =

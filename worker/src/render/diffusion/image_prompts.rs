@@ -21,7 +21,8 @@ const MAX_DIMS: usize = 4;
 /// it shown. Equal sources give equal embeddings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImagePromptSource {
-    pub adapter: String,
+    /// The IP-Adapter's identity (the SHA-256 of its file listing).
+    pub adapter_identity: String,
     pub photo: PhotoId,
     /// `[left, top, width, height]` in the upright photo's pixels.
     pub crop: [u32; 4],
@@ -32,7 +33,7 @@ impl ImagePromptSource {
     /// forgetting the tenant removes them).
     pub fn cache_key(&self, tenant: &TenantId) -> String {
         let [left, top, width, height] = self.crop;
-        let detail = format!("{}:{left},{top},{width},{height}", self.adapter);
+        let detail = format!("{}:{left},{top},{width},{height}", self.adapter_identity);
         keys::embedding_cache_key(tenant, "image_prompt", &detail, &self.photo)
     }
 }

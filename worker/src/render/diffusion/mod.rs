@@ -35,7 +35,7 @@ pub use device::{
 pub use image_prompts::ImagePromptSource;
 pub use source::ModelSource;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,9 @@ use reverie_diffusion::pipeline::{
 };
 use reverie_diffusion::registry::{AdapterKind, ResolvedAdapter, ResolvedModel};
 use reverie_diffusion::SchedulerKind;
-use reverie_shared::jobs::{ReferenceRole, RendererKind, IMAGE_PROMPT_DETAIL};
+use reverie_shared::jobs::{
+    ReferenceRole, RendererKind, IMAGE_PROMPT_ADAPTER_DETAIL, IMAGE_PROMPT_DETAIL,
+};
 
 use reverie_faces::FaceModels;
 
@@ -93,6 +95,10 @@ pub struct DiffusionRenderer {
     ip_adapter: Option<ResolvedAdapter>,
     /// Models with a LoRA set fused in, by the set's key (`RenderAdapters::lora_key`).
     with_loras: Mutex<LruCache<String, Arc<StableDiffusion>>>,
+    /// Image prompt embeddings (positive halves, f16) this worker computed or read lately, in front
+    /// of the farm's cache: best-of candidates and the next batches of a person reuse them, and a
+    /// cache outage does not mean encoding every batch again.
+    image_prompts: Mutex<LruCache<ImagePromptSource, Tensor>>,
     /// The face models identity guidance differentiates; `None` renders without guidance.
     faces: Option<FaceModels>,
 }
@@ -152,6 +158,7 @@ impl DiffusionRenderer {
             dtype,
             ip_adapter,
             with_loras: Mutex::new(LruCache::new(cached)),
+            image_prompts: Mutex::new(LruCache::new(IMAGE_PROMPTS_KEPT)),
             faces: None,
         })
     }
@@ -242,14 +249,13 @@ impl DiffusionRenderer {
         &self,
         requests: &[&RenderRequest],
         indices: &[usize],
-        encoded: &mut EncodedImagePrompts,
         progress: Progress<'_>,
     ) -> Result<Vec<(RgbImage, Option<Bytes>)>, RenderError> {
         let first = &requests[0].spec;
         let pipeline = self.pipeline_for(requests[0])?;
         let prepared = requests
             .iter()
-            .map(|r| self.sample(&pipeline, r, encoded))
+            .map(|r| self.sample(&pipeline, r))
             .collect::<Result<Vec<_>, _>>()?;
         let computed: Vec<Option<Bytes>> = prepared
             .iter()
@@ -314,7 +320,6 @@ impl DiffusionRenderer {
         &self,
         pipeline: &StableDiffusion,
         request: &RenderRequest,
-        encoded: &mut EncodedImagePrompts,
     ) -> Result<PreparedSample, RenderError> {
         let spec = &request.spec;
         let mut sample = SampleSpec::new(prompt_text(request), spec.seed, f64::from(spec.guidance));
@@ -325,11 +330,10 @@ impl DiffusionRenderer {
         if guided {
             sample.identity_strength = f64::from(spec.identity_strength);
         }
-        let (image_prompt, computed_image_prompt) =
-            match self.image_prompt(pipeline, request, encoded)? {
-                Some((prompt, computed)) => (Some(prompt), computed),
-                None => (None, None),
-            };
+        let (image_prompt, computed_image_prompt) = match self.image_prompt(pipeline, request)? {
+            Some((prompt, computed)) => (Some(prompt), computed),
+            None => (None, None),
+        };
         sample.image_prompt = image_prompt;
         let Some((picture, mask, strength)) = init_picture(request, guided)? else {
             return Ok(PreparedSample {
@@ -357,35 +361,25 @@ impl DiffusionRenderer {
 
     /// The job's image prompt: its first subject photo (around the face where it has one) through
     /// the model's IP-Adapter at the job's scale; `None` when the job asks for none or the model
-    /// has no adapter. The embeddings come from the cache when the runner found them there;
-    /// otherwise they are computed (once per batch for a photo) and returned for the cache.
+    /// has no adapter. The embeddings come from the farm's cache when the runner found them there
+    /// (nothing to write back); otherwise from this worker's own, or computed, and returned as the
+    /// cache keeps them for the runner to write.
     fn image_prompt(
         &self,
         pipeline: &StableDiffusion,
         request: &RenderRequest,
-        encoded: &mut EncodedImagePrompts,
     ) -> Result<Option<(ImagePrompt, Option<Bytes>)>, RenderError> {
         let (Some(source), Some(adapter)) = (self.source_of(request), pipeline.ip_adapter()) else {
             return Ok(None);
         };
         let scale = f64::from(request.spec.adapters.image_prompt_scale);
-        let cached = request
-            .cached_image_prompt
-            .as_deref()
-            .and_then(|bytes| from_cached(bytes, pipeline.device()))
-            .and_then(|positive| match adapter.embeds_of(positive) {
-                Ok(embeds) => Some(embeds),
-                Err(error) => {
-                    tracing::warn!(%error, "cached image prompt unusable; computing it again");
-                    None
-                }
-            });
-        if let Some(embeds) = cached {
+        if let Some(embeds) = self.read_from_farm_cache(request, adapter, pipeline.device()) {
             return Ok(Some((ImagePrompt { embeds, scale }, None)));
         }
         let failed = |e: &dyn std::fmt::Display| RenderError::Failed(format!("image prompt: {e}"));
-        let positive = match encoded.get(&source) {
-            Some(positive) => positive.clone(),
+        let kept = self.kept_image_prompt(&source);
+        let positive = match kept {
+            Some(positive) => positive,
             None => {
                 let [left, top, width, height] = source.crop;
                 let (_, photo) =
@@ -395,13 +389,56 @@ impl DiffusionRenderer {
                     .encode_image_prompt(&picture)
                     .map_err(|e| failed(&e))?;
                 let positive = as_cached(&fresh.positive).map_err(|e| failed(&e))?;
-                encoded.insert(source, positive.clone());
+                self.keep_image_prompt(source, &positive);
                 positive
             }
         };
         let bytes = to_cached(&positive).map_err(|e| failed(&e))?;
         let embeds = adapter.embeds_of(positive).map_err(|e| failed(&e))?;
         Ok(Some((ImagePrompt { embeds, scale }, Some(bytes))))
+    }
+
+    /// The embeddings the runner read from the farm's cache for `request`, when they fit the
+    /// adapter (an unreadable or misfit entry is said and computed again).
+    fn read_from_farm_cache(
+        &self,
+        request: &RenderRequest,
+        adapter: &reverie_diffusion::ip_adapter::IpAdapter,
+        device: &Device,
+    ) -> Option<reverie_diffusion::ip_adapter::ImagePromptEmbeds> {
+        let bytes = request.cached_image_prompt.as_deref()?;
+        let Some(positive) = from_cached(bytes, device) else {
+            tracing::warn!("cached image prompt unreadable; computing it again");
+            return None;
+        };
+        match adapter.embeds_of(positive) {
+            Ok(embeds) => Some(embeds),
+            Err(error) => {
+                tracing::warn!(%error, "cached image prompt unusable; computing it again");
+                None
+            }
+        }
+    }
+
+    /// A positive this worker kept, as f32.
+    fn kept_image_prompt(&self, source: &ImagePromptSource) -> Option<Tensor> {
+        let kept = self
+            .image_prompts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(source)
+            .cloned()?;
+        kept.to_dtype(DType::F32).ok()
+    }
+
+    /// Keeps a positive (already through f16) as f16, half the memory.
+    fn keep_image_prompt(&self, source: ImagePromptSource, positive: &Tensor) {
+        if let Ok(half) = positive.to_dtype(DType::F16) {
+            self.image_prompts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(source, half);
+        }
     }
 
     /// What `request`'s image prompt reads: its first subject photo, when it asks for an image
@@ -413,7 +450,7 @@ impl DiffusionRenderer {
         }
         let (reference, photo) = first_subject(request)?;
         Some(ImagePromptSource {
-            adapter: adapter.identity.clone(),
+            adapter_identity: adapter.identity.clone(),
             photo: reference.photo.clone(),
             crop: image_prompt_crop(photo.width(), photo.height(), reference.face_box),
         })
@@ -444,9 +481,12 @@ impl DiffusionRenderer {
     }
 }
 
-/// Image prompt embeddings (positive halves) computed during one batch, by source: a photo two
-/// jobs of the batch share is encoded once.
-type EncodedImagePrompts = HashMap<ImagePromptSource, Tensor>;
+/// Image prompt embeddings a worker keeps: an IP-Adapter Plus on ViT-H's are 650 KB each in f16,
+/// a plain adapter's 2 KB.
+const IMAGE_PROMPTS_KEPT: NonZeroUsize = match NonZeroUsize::new(64) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
 
 /// A job's first subject photo, the one its image prompt reads.
 fn first_subject(
@@ -494,10 +534,9 @@ impl Renderer for DiffusionRenderer {
                 Err(error) => results[index] = Some(Err(error)),
             }
         }
-        let mut encoded = EncodedImagePrompts::new();
         for indices in groups.values() {
             let members: Vec<&RenderRequest> = indices.iter().map(|&i| &requests[i]).collect();
-            match self.render_group(&members, indices, &mut encoded, progress) {
+            match self.render_group(&members, indices, progress) {
                 Ok(images) => {
                     for (&index, (image, computed)) in indices.iter().zip(images) {
                         let mut rendered = self.rendered(&requests[index], image);
@@ -541,6 +580,10 @@ impl DiffusionRenderer {
         }
         if let Some(source) = self.source_of(request) {
             details.insert(IMAGE_PROMPT_DETAIL.to_string(), source.photo.to_string());
+            details.insert(
+                IMAGE_PROMPT_ADAPTER_DETAIL.to_string(),
+                source.adapter_identity,
+            );
         }
 
         if !request.identity.is_empty() {

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use reverie_diffusion::registry::{
-    resolve_local_adapter, resolve_local_dir, AdapterKind, BlobFetcher, ModelRegistry,
-    ResolvedAdapter, ResolvedModel,
+    adapter_weights_at, resolve_local_adapter, resolve_local_dir, AdapterKind, BlobFetcher,
+    ModelRegistry, ResolvedAdapter, ResolvedModel,
 };
 use reverie_shared::ports::store::SharedStore;
 use tokio::io::AsyncWriteExt;
@@ -53,8 +53,9 @@ impl ModelSource {
     ) -> Result<ResolvedAdapter, RenderError> {
         let unavailable = |detail: String| RenderError::ModelUnavailable(detail);
         let as_path = Path::new(adapter);
-        if as_path.is_file() {
-            return resolve_local_adapter(as_path, kind)
+        if as_path.exists() {
+            return adapter_weights_at(as_path)
+                .and_then(|file| resolve_local_adapter(&file, kind))
                 .map_err(|e| unavailable(format!("{} {adapter}: {e}", kind.described())));
         }
         let what = format!("{} {adapter:?} is neither a file nor", kind.described());

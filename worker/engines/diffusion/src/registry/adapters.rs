@@ -13,10 +13,13 @@
 //! "image_encoder/model.safetensors" = "<sha256 hex>"
 //! ```
 //!
-//! An adapter's identity is the hash of its file listing, as a model's is: what outputs record and
-//! what cached image prompt embeddings are keyed by. An adapter given as a file instead of a name
-//! gets the same identity from the same files, and no base check (the engine's shape checks, which
-//! name the tensor that does not fit, still apply).
+//! An adapter's identity is the hash of its file listing, as a model's is: what an output's
+//! provenance records for its image prompt and what cached image prompt embeddings are keyed by. An
+//! adapter given as a file is identified by the file and, for an IP-Adapter, the image encoder files
+//! beside it — the same identity as an entry that lists exactly those files with the weights at its
+//! location's root — and gets no base check by name (the engine's shape checks, which name the tensor
+//! that does not fit, still apply). A bad entry is reported when it is asked for, so it never stops
+//! the registry's models from resolving.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +30,7 @@ use super::{
     entry_error, identity_of, model_label, parse_files, parse_location, sha256_file, verified_dir,
     BlobFetcher, ModelEntry, ModelLocation, ModelRegistry,
 };
-use crate::error::Result;
+use crate::error::{DiffusionError, Result};
 
 /// The image encoder files an IP-Adapter reads beside its weights (`image_encoder/`).
 pub const IMAGE_ENCODER_FILES: [&str; 2] = [
@@ -94,7 +97,21 @@ fn adapter_label(name: &str) -> String {
 }
 
 impl AdapterEntry {
+    /// Reads one `[adapters.NAME]` table; `Err` holds what is wrong with it.
     pub(super) fn parse(
+        name: &str,
+        raw: toml::Value,
+        base_dir: &Path,
+        models: &BTreeMap<String, ModelEntry>,
+    ) -> std::result::Result<Self, String> {
+        let raw = AdapterFile::deserialize(raw).map_err(|e| format!("invalid entry: {e}"))?;
+        Self::check(name, raw, base_dir, models).map_err(|error| match error {
+            DiffusionError::Registry { reason, .. } => reason,
+            other => other.to_string(),
+        })
+    }
+
+    fn check(
         name: &str,
         raw: AdapterFile,
         base_dir: &Path,
@@ -178,8 +195,9 @@ impl ResolvedAdapter {
 }
 
 impl ModelRegistry {
+    /// A well-formed adapter entry.
     pub fn adapter(&self, name: &str) -> Option<&AdapterEntry> {
-        self.adapters.get(name)
+        self.adapters.get(name)?.as_ref().ok()
     }
 
     pub fn adapter_names(&self) -> impl Iterator<Item = &str> {
@@ -196,13 +214,17 @@ impl ModelRegistry {
         fetcher: Option<&dyn BlobFetcher>,
     ) -> Result<ResolvedAdapter> {
         let label = adapter_label(name);
-        let entry = self.adapter(name).ok_or_else(|| {
-            let known = self.adapter_names().collect::<Vec<_>>().join(", ");
-            entry_error(
-                &label,
-                format!("not in the registry (known adapters: {known})"),
-            )
-        })?;
+        let entry = match self.adapters.get(name) {
+            Some(Ok(entry)) => entry,
+            Some(Err(problem)) => return Err(entry_error(&label, problem.clone())),
+            None => {
+                let known = self.adapter_names().collect::<Vec<_>>().join(", ");
+                return Err(entry_error(
+                    &label,
+                    format!("not in the registry (known adapters: {known})"),
+                ));
+            }
+        };
         if entry.kind != kind {
             return Err(entry_error(
                 &label,
@@ -217,6 +239,43 @@ impl ModelRegistry {
             identity: identity_of(&entry.files),
             base: entry.base.clone(),
         })
+    }
+}
+
+/// The weights file an adapter path names: the file itself, or the one `.safetensors` file in a
+/// folder (an IP-Adapter's folder, with `image_encoder/` inside).
+pub fn adapter_weights_at(path: &Path) -> Result<PathBuf> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let io_error = |source| DiffusionError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(io_error)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    let names = || {
+        files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match files.len() {
+        1 => Ok(files[0].clone()),
+        0 => Err(DiffusionError::InvalidInput(format!(
+            "{}: no .safetensors file in the folder",
+            path.display()
+        ))),
+        _ => Err(DiffusionError::InvalidInput(format!(
+            "{}: several adapters ({}); name the file",
+            path.display(),
+            names()
+        ))),
     }
 }
 
@@ -269,13 +328,19 @@ pub fn adapter_entry_toml(
             files.push((relative.to_string(), sha256_file(&folder.join(relative))?));
         }
     }
+    let quoted = |value: &str| toml::Value::String(value.to_string()).to_string();
+    let base: Vec<String> = base.iter().map(|b| quoted(b)).collect();
+    let name = quoted(name);
     let mut text = format!(
-        "[adapters.{name}]\nkind = {:?}\nlocation = {location:?}\nfile = {file:?}\nbase = {base:?}\n\
+        "[adapters.{name}]\nkind = {}\nlocation = {}\nfile = {}\nbase = [{}]\n\
          [adapters.{name}.files]\n",
-        kind.label()
+        quoted(kind.label()),
+        quoted(location),
+        quoted(&file),
+        base.join(", ")
     );
     for (path, hash) in files {
-        text.push_str(&format!("{path:?} = {hash:?}\n"));
+        text.push_str(&format!("{} = {}\n", quoted(&path), quoted(&hash)));
     }
     Ok(text)
 }
@@ -360,42 +425,46 @@ mod tests {
     }
 
     #[test]
-    fn entries_are_checked_when_the_registry_is_read() {
+    fn a_bad_adapter_entry_is_named_when_asked_for_and_leaves_the_models_alone() {
         let root = scratch("parse");
         let text = registry_text(&root, "");
-        let without_encoder = text.replace("\"image_encoder/config.json\"", "\"other.json\"");
-        let error = ModelRegistry::parse(&without_encoder, &root)
-            .unwrap_err()
-            .to_string();
+        let problem = |text: String| {
+            let registry = ModelRegistry::parse(&text, &root).expect("the models still read");
+            assert!(registry.get("sd15").is_some() && registry.adapter("ip").is_none());
+            registry
+                .resolve_adapter("ip", AdapterKind::IpAdapter, &root.join("cache"), None)
+                .unwrap_err()
+                .to_string()
+        };
+        let error = problem(text.replace("\"image_encoder/config.json\"", "\"other.json\""));
         assert!(
-            error.contains("image encoder") && error.contains("image_encoder/config.json"),
+            error.contains("adapter `ip`")
+                && error.contains("image encoder")
+                && error.contains("image_encoder/config.json"),
             "{error}"
         );
-        let unknown_base = text.replace("base = [\"sd15\"]", "base = [\"sd9\"]");
-        let error = ModelRegistry::parse(&unknown_base, &root)
-            .unwrap_err()
-            .to_string();
+        let error = problem(text.replace("base = [\"sd15\"]", "base = [\"sd9\"]"));
         assert!(
             error.contains("base `sd9` is not a registered model"),
             "{error}"
         );
-        let no_base = text.replace("base = [\"sd15\"]", "base = []");
-        assert!(ModelRegistry::parse(&no_base, &root).is_err());
-        let unlisted = text.replace(
+        let error = problem(text.replace("base = [\"sd15\"]", "base = []"));
+        assert!(error.contains("`base` is empty"), "{error}");
+        let error = problem(text.replace(
             "file = \"ip.safetensors\"",
             "file = \"missing.safetensors\"",
-        );
-        let error = ModelRegistry::parse(&unlisted, &root)
-            .unwrap_err()
-            .to_string();
+        ));
         assert!(
             error.contains("`missing.safetensors` is not among its files"),
             "{error}"
         );
-        let unknown_kind = text.replace("kind = \"ip-adapter\"", "kind = \"loha\"");
-        assert!(ModelRegistry::parse(&unknown_kind, &root).is_err());
-        let unknown_key = registry_text(&root, "weight = 1\n");
-        assert!(ModelRegistry::parse(&unknown_key, &root).is_err());
+        let error = problem(text.replace("kind = \"ip-adapter\"", "kind = \"loha\""));
+        assert!(
+            error.contains("invalid entry") && error.contains("loha"),
+            "{error}"
+        );
+        let error = problem(registry_text(&root, "weight = 1\n"));
+        assert!(error.contains("weight"), "{error}");
         let _ = std::fs::remove_dir_all(&root);
     }
 }

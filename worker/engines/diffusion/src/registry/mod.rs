@@ -25,8 +25,8 @@ use crate::error::{DiffusionError, Result};
 mod adapters;
 
 pub use adapters::{
-    adapter_entry_toml, resolve_local_adapter, AdapterEntry, AdapterKind, ResolvedAdapter,
-    IMAGE_ENCODER_FILES,
+    adapter_entry_toml, adapter_weights_at, resolve_local_adapter, AdapterEntry, AdapterKind,
+    ResolvedAdapter, IMAGE_ENCODER_FILES,
 };
 
 /// Where a model's files are.
@@ -66,8 +66,9 @@ pub struct ResolvedModel {
 struct RegistryFile {
     #[serde(default)]
     models: BTreeMap<String, EntryFile>,
+    /// Read entry by entry, so that one bad adapter does not stop the models from resolving.
     #[serde(default)]
-    adapters: BTreeMap<String, adapters::AdapterFile>,
+    adapters: BTreeMap<String, toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +84,8 @@ struct EntryFile {
 #[derive(Debug, Clone, Default)]
 pub struct ModelRegistry {
     models: BTreeMap<String, ModelEntry>,
-    adapters: BTreeMap<String, AdapterEntry>,
+    /// Each adapter entry, or what is wrong with it (said when it is asked for).
+    adapters: BTreeMap<String, std::result::Result<AdapterEntry, String>>,
 }
 
 /// An error about the registry entry `entry` ("model `sd15`", "adapter `ip-plus`").
@@ -189,11 +191,14 @@ impl ModelRegistry {
             };
             models.insert(name, model);
         }
-        let mut adapters = BTreeMap::new();
-        for (name, entry) in file.adapters {
-            let adapter = AdapterEntry::parse(&name, entry, base, &models)?;
-            adapters.insert(name, adapter);
-        }
+        let adapters = file
+            .adapters
+            .into_iter()
+            .map(|(name, entry)| {
+                let adapter = AdapterEntry::parse(&name, entry, base, &models);
+                (name, adapter)
+            })
+            .collect();
         Ok(Self { models, adapters })
     }
 
