@@ -474,6 +474,25 @@ fn sdxl_case_with_model(
     out
 }
 
+/// Runs a one-step 64x48 `reverie generate` with `args` (the model among them) that must be
+/// refused, and returns what it said.
+fn refused_run(dir: &Path, args: &[&str]) -> String {
+    let out = dir.join("refused.png");
+    let common = [
+        "--prompt",
+        "x",
+        "--steps",
+        "1",
+        "--size",
+        "64x48",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let output = run(dir, &[args, &common].concat());
+    assert!(!output.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 fn sidecar_of(png: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(png.with_extension("json")).unwrap()).unwrap()
 }
@@ -613,22 +632,10 @@ fn generate_runs_an_ip_adapter_image_prompt_like_diffusers() {
     // A folder of several adapters must name one; an image prompt needs both flags.
     let folder = sdxl_tiny().join("ip-adapter");
     let stderr = |args: &[&str]| {
-        let mut all = vec![
-            "--model",
-            model.to_str().unwrap(),
-            "--prompt",
-            "x",
-            "--steps",
-            "1",
-            "--size",
-            "64x48",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        let output = run(dir.path(), &all);
-        assert!(!output.status.success());
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        refused_run(
+            dir.path(),
+            &[&["--model", model.to_str().unwrap()], args].concat(),
+        )
     };
     let message = stderr(&[
         "--ip-adapter",
@@ -724,25 +731,10 @@ fn registered_adapters_are_used_by_name_for_the_models_they_are_made_for() {
     assert_eq!(sidecar_of(&out)["image_prompt"]["name"], "face");
 
     let refused = |extra: &[&str]| {
-        let out = dir.path().join("refused.png");
-        let mut args = vec![
-            "--model",
-            "xl",
-            "--registry",
-            registry,
-            "--prompt",
-            "x",
-            "--steps",
-            "1",
-            "--size",
-            "64x48",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let output = run(dir.path(), &args);
-        assert!(!output.status.success(), "{extra:?} was accepted");
-        String::from_utf8_lossy(&output.stderr).into_owned()
+        refused_run(
+            dir.path(),
+            &[&["--model", "xl", "--registry", registry], extra].concat(),
+        )
     };
     let stderr = refused(&["--ip-adapter", "face-sd15", "--ip-image", photo]);
     assert!(

@@ -17,6 +17,11 @@ fn fixture_model() -> PathBuf {
 }
 
 fn renderer() -> DiffusionRenderer {
+    renderer_with(reverie_worker::render::RendererOptions::default())
+}
+
+/// The sd-tiny model as a folder (no registry), with `options`.
+fn renderer_with(options: reverie_worker::render::RendererOptions) -> DiffusionRenderer {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let source = ModelSource {
         registry: PathBuf::from("/nonexistent/registry.toml"),
@@ -25,7 +30,7 @@ fn renderer() -> DiffusionRenderer {
         runtime: runtime.handle().clone(),
     };
     let model = fixture_model().display().to_string();
-    DiffusionRenderer::load(&source, &model, &Device::Cpu, DType::F32).unwrap()
+    DiffusionRenderer::load_with(&source, &model, &Device::Cpu, DType::F32, options).unwrap()
 }
 
 fn spec(prompt: &str, seed: u64, guidance: f32) -> RenderSpec {
@@ -310,21 +315,12 @@ fn a_guided_job_renders_the_same_alone_and_inside_a_mixed_batch() {
 
 /// A renderer of the sd-tiny model with the fixture's SD 1.x IP-Adapter attached.
 fn renderer_with_ip_adapter() -> DiffusionRenderer {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let source = ModelSource {
-        registry: PathBuf::from("/nonexistent/registry.toml"),
-        cache_dir: std::env::temp_dir(),
-        store: None,
-        runtime: runtime.handle().clone(),
-    };
     let adapter = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/fixtures/sdxl-tiny/ip-adapter/ip_adapter_sd15.safetensors");
-    let options = reverie_worker::render::RendererOptions {
+    renderer_with(reverie_worker::render::RendererOptions {
         ip_adapter: Some(adapter.display().to_string()),
         ..Default::default()
-    };
-    let model = fixture_model().display().to_string();
-    DiffusionRenderer::load_with(&source, &model, &Device::Cpu, DType::F32, options).unwrap()
+    })
 }
 
 /// Image prompt embeddings travel through the farm's cache: a job computes them once (once for two
