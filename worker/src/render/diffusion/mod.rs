@@ -17,12 +17,15 @@
 //!
 //! A batch shares model, size, steps, scheduler and LoRA set (the batch key); jobs that differ in
 //! init image use or strength run as sub-batches. A tenant's LoRAs are fused into a copy of the
-//! model built for that LoRA set and kept (a few, least recently used) for the next batch of it. Each sample's noise comes from its own seed, so a job renders
-//! the same image alone or in any batch.
+//! model built for that LoRA set and kept (a few, least recently used) for the next batch of it.
+//! A job's image prompt embeddings come from the farm's cache when the runner found them there,
+//! else from the few this worker keeps, else they are computed and handed back for the cache. Each
+//! sample's noise comes from its own seed, so a job renders the same image alone or in any batch.
 //!
 //! Here: the renderer (loading, sub-batches, the pipeline run, what each image reports). Beside it:
-//! `source` (where model files come from), `device` (`cpu` / `cuda`, with the CPU fallback, and the
-//! dtype) and `init` (what a job gives the pipeline: its text, its init picture and mask).
+//! `source` (where model and adapter files come from), `device` (`cpu` / `cuda`, with the CPU
+//! fallback, and the dtype), `init` (what a job gives the pipeline: its text, its init picture and
+//! mask) and `image_prompts` (which part of which photo an image prompt reads, and its cached form).
 
 mod device;
 mod image_prompts;

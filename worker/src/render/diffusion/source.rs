@@ -32,7 +32,7 @@ impl ModelSource {
             return resolve_local_dir(as_path)
                 .map_err(|e| unavailable(format!("model folder {model}: {e}")));
         }
-        let registry = self.registry(&format!("model {model:?} is neither a folder nor"))?;
+        let registry = self.open_registry(&format!("model {model:?} is neither a folder nor"))?;
         let fetcher = self.fetcher();
         registry
             .resolve(
@@ -59,7 +59,7 @@ impl ModelSource {
                 .map_err(|e| unavailable(format!("{} {adapter}: {e}", kind.described())));
         }
         let what = format!("{} {adapter:?} is neither a file nor", kind.described());
-        let registry = self.registry(&what)?;
+        let registry = self.open_registry(&what)?;
         let fetcher = self.fetcher();
         let resolved = registry
             .resolve_adapter(
@@ -78,7 +78,7 @@ impl ModelSource {
     }
 
     /// The registry file; `what` starts the error when there is none ("model X is neither a folder nor").
-    fn registry(&self, what: &str) -> Result<ModelRegistry, RenderError> {
+    fn open_registry(&self, what: &str) -> Result<ModelRegistry, RenderError> {
         let unavailable = |detail: String| RenderError::ModelUnavailable(detail);
         if !self.registry.is_file() {
             return Err(unavailable(format!(
