@@ -124,6 +124,7 @@ pub fn render_alone(args: &Args) -> anyhow::Result<(Histogram<u64>, usize)> {
         identity: Vec::new(),
         loras: Vec::new(),
         cached_image_prompt: None,
+        pet_boxes: Vec::new(),
     };
     let renderer = PainterlyRenderer;
     let mut render = histogram();

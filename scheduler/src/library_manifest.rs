@@ -14,7 +14,7 @@ use crate::library::{
     is_close_up, CatalogFace, CatalogPhoto, LibrarySource, StoreLibrary, TenantLibrary,
     CLOSE_UP_FACE_SHARE,
 };
-use crate::prompt::{CatalogPerson, CatalogPlace, LibraryCatalog};
+use crate::prompt::{CatalogPerson, CatalogPet, CatalogPlace, LibraryCatalog};
 
 /// Reads the library manifest; a tenant with a curated `catalog.json` and no manifest gets the catalog.
 #[derive(Debug, Clone)]
@@ -47,6 +47,12 @@ impl LibrarySource for ManifestLibrary {
             Err(error) => return Err(error.into()),
         };
         let mut library = library_with_people(&manifest, &people);
+        let pets = match self.store.get(&reverie_shared::keys::pets(tenant)).await {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(error) if error.is_not_found() => PetsFile::default(),
+            Err(error) => return Err(error.into()),
+        };
+        add_pets(&mut library, &pets);
         library.palettes = match self
             .store
             .get(&reverie_shared::keys::library_palettes(tenant))
@@ -98,6 +104,68 @@ pub struct BoxEntry {
 pub struct QualityEntry {
     pub sharpness: f32,
     pub frontalness: f32,
+}
+
+/// The parts of the pets file (written by the worker's pet grouping) the scheduler plans with.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PetsFile {
+    #[serde(default)]
+    pub pets: Vec<PetEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct PetEntry {
+    pub id: u64,
+    pub name: Option<String>,
+    /// "dog" or "cat".
+    pub species: String,
+    #[serde(default)]
+    pub sightings: Vec<SightingEntry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct SightingEntry {
+    pub photo: String,
+}
+
+/// Adds the analysed pets to the catalog, each on the photos it was seen in. A pet nobody named yet
+/// is still the tenant's ("my dog" finds the only dog); it is called by its species and id ("dog 3")
+/// until it is named, so an ambiguity message can list it. A sidecar-named pet of the same name and
+/// species is the same animal: one catalog entry.
+pub fn add_pets(library: &mut TenantLibrary, pets: &PetsFile) {
+    for pet in &pets.pets {
+        let name = pet
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{} {}", pet.species, pet.id));
+        let existing = library.catalog.pets.iter().position(|p| {
+            p.name.eq_ignore_ascii_case(&name) && p.kind.eq_ignore_ascii_case(&pet.species)
+        });
+        let id = match existing {
+            Some(index) => library.catalog.pets[index].id.clone(),
+            None => {
+                let id = format!("pet-{}", pet.id);
+                library.catalog.pets.push(CatalogPet {
+                    id: id.clone(),
+                    name,
+                    kind: pet.species.clone(),
+                    aliases: Vec::new(),
+                });
+                id
+            }
+        };
+        for sighting in &pet.sightings {
+            if let Some(photo) = library
+                .photos
+                .iter_mut()
+                .find(|p| p.photo.as_str() == sighting.photo)
+            {
+                if !photo.pets.contains(&id) {
+                    photo.pets.push(id.clone());
+                }
+            }
+        }
+    }
 }
 
 /// The library with the tenant's people: named people (and the one marked as "me") become catalog people

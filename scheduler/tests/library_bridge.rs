@@ -163,3 +163,82 @@ async fn a_subjects_own_photo_is_never_the_setting() {
         }
     }
 }
+
+/// The pets the worker's grouping wrote (`tenants/{t}/pets/pets.json`), as the scheduler reads them:
+/// "my dog" finds the only dog even unnamed, says so when there are two, "Rex" finds Rex, and each
+/// pet's photos offer it as a subject.
+#[tokio::test]
+async fn analysed_pets_resolve_by_kind_and_name_and_ambiguity_is_said() {
+    use reverie_scheduler::library_manifest::{add_pets, PetsFile};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let tenant = TenantId::new("petra").unwrap();
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/library/folder");
+    import(
+        &store,
+        &tenant,
+        ImportSource::Folder(folder),
+        &ImportOptions::default(),
+    )
+    .await
+    .unwrap();
+    let manifest = load_manifest(&store, &tenant).await.unwrap();
+    let photo = |i: usize| manifest.photos[i].meta.id.to_string();
+    let pets_file = |json: serde_json::Value| -> PetsFile { serde_json::from_value(json).unwrap() };
+
+    // One unnamed dog: "my dog" is that dog, on the photo it was seen in.
+    let mut library = library_of(&manifest);
+    add_pets(
+        &mut library,
+        &pets_file(serde_json::json!({"pets": [
+            {"id": 4, "name": null, "species": "dog", "sightings": [{"photo": photo(0)}]},
+            {"id": 5, "name": "Mia", "species": "cat", "sightings": [{"photo": photo(1)}]}
+        ]})),
+    );
+    let resolution = resolve(
+        &parse_prompt("me and my dog at sunset, watercolour"),
+        &library.catalog,
+    );
+    assert_eq!(resolution.pets.len(), 1, "{resolution:#?}");
+    assert_eq!(resolution.pets[0].id, "pet-4");
+    let with_dog = library
+        .photos
+        .iter()
+        .find(|p| p.pets.contains(&"pet-4".to_string()))
+        .unwrap();
+    assert_eq!(with_dog.photo.to_string(), photo(0));
+    let resolution = resolve(&parse_prompt("Mia in the garden"), &library.catalog);
+    assert_eq!(
+        resolution.pets.first().map(|p| p.id.as_str()),
+        Some("pet-5"),
+        "{resolution:#?}"
+    );
+
+    // Two dogs, one named: "my dog" is ambiguous and the reply lists both; "Rex" is Rex.
+    let mut library = library_of(&manifest);
+    add_pets(
+        &mut library,
+        &pets_file(serde_json::json!({"pets": [
+            {"id": 1, "name": "Rex", "species": "dog", "sightings": [{"photo": photo(0)}]},
+            {"id": 2, "name": null, "species": "dog", "sightings": [{"photo": photo(1)}]}
+        ]})),
+    );
+    let resolution = resolve(&parse_prompt("my dog on the beach"), &library.catalog);
+    let ambiguous = resolution
+        .unresolved
+        .iter()
+        .find(|u| u.text.contains("dog"))
+        .unwrap_or_else(|| panic!("ambiguous: {resolution:#?}"));
+    assert!(
+        ambiguous.message.contains("Rex") && ambiguous.message.contains("dog 2"),
+        "{}",
+        ambiguous.message
+    );
+    let resolution = resolve(&parse_prompt("Rex on the beach"), &library.catalog);
+    assert_eq!(
+        resolution.pets.first().map(|p| p.id.as_str()),
+        Some("pet-1"),
+        "{resolution:#?}"
+    );
+}

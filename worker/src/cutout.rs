@@ -17,8 +17,14 @@ const MIN_PERSON_SHARE: f64 = 0.02;
 /// Replaces every subject photo of `requests` by its cut-out (in place).
 pub fn cut_out_people(requests: &mut [RenderRequest], segmenter: &PersonSegmenter) {
     for request in requests {
-        for (reference, image) in &mut request.photos {
-            if reference.role != ReferenceRole::Subject || is_cut_out(image) {
+        let pets: Vec<bool> = request
+            .photos
+            .iter()
+            .map(|(reference, _)| request.pet_box(reference).is_some())
+            .collect();
+        for ((reference, image), is_pet) in request.photos.iter_mut().zip(pets) {
+            // A pet is placed by its detected box; the person segmenter would cut it away.
+            if reference.role != ReferenceRole::Subject || is_pet || is_cut_out(image) {
                 continue;
             }
             match cut_out(segmenter, image) {

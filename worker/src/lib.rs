@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod outputs;
 pub mod palettes;
 pub mod people;
+pub mod pets;
 pub mod previews;
 pub mod render;
 pub mod runner;

@@ -125,6 +125,7 @@ pub async fn analysis_status(
 pub struct Grouping {
     pub new_faces: usize,
     pub people: usize,
+    pub pets: usize,
 }
 
 /// Groups the faces of `analyses` (every shard of `manifest`) into the tenant's people, names them from
@@ -138,6 +139,10 @@ pub async fn group_library(
     let mut people = load_people(store, tenant).await?;
     let new_faces = update_people(&mut people, manifest, analyses);
     save_people(store, tenant, &people).await?;
+    let mut pets = crate::pets::load_pets(store, tenant).await?;
+    let sightings = crate::pets::update_pets(&mut pets, manifest, analyses);
+    crate::pets::save_pets(store, tenant, &pets).await?;
+    tracing::info!(%tenant, sightings, pets = pets.pets.len(), "pets grouped");
     let palettes = crate::palettes::library_palettes(manifest, analyses);
     crate::palettes::save_palettes(store, tenant, &palettes).await?;
     // Written last: a grouping cut short is not recorded, so it runs again.
@@ -152,6 +157,7 @@ pub async fn group_library(
     Ok(Grouping {
         new_faces,
         people: people.people.len(),
+        pets: pets.pets.len(),
     })
 }
 
@@ -201,6 +207,9 @@ pub struct AnalysisSummary {
     pub faces: usize,
     pub new_faces: usize,
     pub people: usize,
+    /// Cats and dogs seen, and the individual pets they were grouped into.
+    pub pet_sightings: usize,
+    pub pets: usize,
     pub seconds: f64,
 }
 
@@ -208,8 +217,9 @@ impl std::fmt::Display for AnalysisSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "analysed {} shards ({} computed, {} already analysed) in {:.1}s: {} faces ({} new), {} people",
-            self.shards, self.computed, self.reused, self.seconds, self.faces, self.new_faces, self.people
+            "analysed {} shards ({} computed, {} already analysed) in {:.1}s: {} faces ({} new), {} people, {} pets ({} sightings)",
+            self.shards, self.computed, self.reused, self.seconds, self.faces, self.new_faces, self.people,
+            self.pets, self.pet_sightings
         )
     }
 }
@@ -244,12 +254,14 @@ pub async fn analyse_library(
             Outcome::Persisted { .. } => summary.reused += 1,
         }
         summary.faces += analysis.photos.iter().map(|p| p.faces.len()).sum::<usize>();
+        summary.pet_sightings += analysis.photos.iter().map(|p| p.pets.len()).sum::<usize>();
         analyses.push(analysis);
     }
     progress(manifest.shards.len(), manifest.shards.len());
     let grouping = group_library(&*backends.store, tenant, &manifest, &analyses).await?;
     summary.new_faces = grouping.new_faces;
     summary.people = grouping.people;
+    summary.pets = grouping.pets;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
 }

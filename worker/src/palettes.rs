@@ -248,6 +248,7 @@ mod tests {
                 favourite,
                 albums: [album.to_string()].into_iter().collect(),
                 people: Vec::new(),
+                pets: Vec::new(),
                 light: Vec::new(),
                 sun_elevation: None,
                 stats: reverie_library::metadata::ImageStats {
@@ -285,6 +286,8 @@ mod tests {
                 faces: Vec::new(),
                 palette: Some(if liked { warm.clone() } else { cold.clone() }),
                 fingerprint: None,
+                pets: Vec::new(),
+                bodies: Vec::new(),
             });
             manifest.photos.push(entry);
         }
@@ -293,6 +296,8 @@ mod tests {
             shard: reverie_shared::ids::ShardId::new("s1").unwrap(),
             face_model: None,
             faces_skipped: None,
+            pet_model: None,
+            pets_skipped: None,
             photos,
         };
         let palettes = library_palettes(&manifest, &[analysis]);

@@ -74,6 +74,7 @@ fn text_job(prompt: &str, seed: u64, guidance: f32) -> RenderRequest {
         identity: Vec::new(),
         loras: Vec::new(),
         cached_image_prompt: None,
+        pet_boxes: Vec::new(),
     }
 }
 

@@ -70,6 +70,7 @@ fn jesper_job(best_of: u32) -> RenderRequest {
         identity: Vec::new(),
         loras: Vec::new(),
         cached_image_prompt: None,
+        pet_boxes: Vec::new(),
     }
 }
 

@@ -60,6 +60,7 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
     let analyser = Analyser {
         faces: Err("faces are not needed here".to_string()),
         segmenter: None,
+        pets: Err("not loaded in this test".into()),
         cache_ttl: Duration::from_secs(60),
     };
     let mut analyses = Vec::new();
@@ -113,6 +114,7 @@ async fn album_palette_pulls_the_painting_toward_the_album_colours() {
             identity: Vec::new(),
             loras: Vec::new(),
             cached_image_prompt: None,
+            pet_boxes: Vec::new(),
         };
         let mut out =
             PainterlyRenderer.render_batch(&[request], &reverie_worker::render::NoProgress);

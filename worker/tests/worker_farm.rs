@@ -234,6 +234,7 @@ async fn batches_compatible_jobs_and_writes_outputs_with_provenance() {
             identity: Vec::new(),
             loras: Vec::new(),
             cached_image_prompt: None,
+            pet_boxes: Vec::new(),
         }],
         &|_, _, _| {},
     );

@@ -104,6 +104,9 @@ pub struct PhotoMeta {
     pub favourite: bool,
     pub albums: BTreeSet<String>,
     pub people: Vec<NamedRegion>,
+    /// Pets the sidecars name (regions of type `Pet`, keywords under `Pets|`).
+    #[serde(default)]
+    pub pets: Vec<NamedRegion>,
     /// Light tags from the sun's position (see `sun`), when time and place are known.
     pub light: Vec<String>,
     pub sun_elevation: Option<f64>,

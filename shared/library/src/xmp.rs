@@ -12,7 +12,13 @@ pub struct XmpFacts {
     pub description: Option<String>,
     pub rating: Option<u8>,
     pub people: Vec<NamedRegion>,
+    /// Pets a sidecar names: MWG regions of type `Pet`, and hierarchical keywords under a pets
+    /// parent (`Pets|Rex`, `Animals/Dogs/Rex`), which name a pet without saying where it is.
+    pub pets: Vec<NamedRegion>,
 }
+
+/// Parents of hierarchical keywords whose leaf names a pet.
+const PET_KEYWORD_PARENTS: &[&str] = &["pets", "pet", "dogs", "dog", "cats", "cat"];
 
 /// Element names whose `rdf:li` children are keywords.
 const KEYWORD_PARENTS: &[&str] = &["subject", "TagsList", "hierarchicalSubject"];
@@ -125,6 +131,16 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
                             .unwrap_or(&value)
                             .trim()
                             .to_string();
+                        let parent = value.split(['|', '/']).map(str::trim).rev().nth(1);
+                        let under_pets = parent.is_some_and(|p| {
+                            PET_KEYWORD_PARENTS.contains(&p.to_lowercase().as_str())
+                        });
+                        if under_pets && !leaf.is_empty() {
+                            facts.pets.push(NamedRegion {
+                                name: leaf.clone(),
+                                area: None,
+                            });
+                        }
                         facts.keywords.push(leaf);
                     }
                     "li" if parent == Some("description") && !value.is_empty() => {
@@ -154,6 +170,9 @@ pub fn parse_xmp(text: &str) -> Result<XmpFacts, String> {
     }
     facts.keywords.sort();
     facts.keywords.dedup();
+    facts
+        .pets
+        .dedup_by(|a, b| a.name == b.name && a.area == b.area);
     Ok(facts)
 }
 
@@ -170,11 +189,17 @@ fn area_of(e: &BytesStart<'_>) -> Option<[f64; 4]> {
 fn finish_region(region: &mut Option<Region>, facts: &mut XmpFacts) {
     if let Some(r) = region.take() {
         let is_face = r.kind.as_deref().is_none_or(|k| k == "Face");
-        if let (true, Some(name)) = (is_face, r.name.filter(|n| !n.trim().is_empty())) {
-            facts.people.push(NamedRegion {
+        let is_pet = r.kind.as_deref() == Some("Pet");
+        if let Some(name) = r.name.filter(|n| !n.trim().is_empty()) {
+            let region = NamedRegion {
                 name: name.trim().to_string(),
                 area: r.area,
-            });
+            };
+            if is_face {
+                facts.people.push(region);
+            } else if is_pet {
+                facts.pets.push(region);
+            }
         }
     }
 }
@@ -205,6 +230,8 @@ mod tests {
         assert_eq!(facts.rating, Some(4));
         assert_eq!(facts.description.as_deref(), Some("Evening swim"));
         assert_eq!(facts.people.len(), 1, "{:?}", facts.people);
+        assert_eq!(facts.pets.len(), 1, "{:?}", facts.pets);
+        assert_eq!(facts.pets[0].name, "Rex");
         assert_eq!(facts.people[0].name, "Anna");
         let [left, top, w, h] = facts.people[0].area.unwrap();
         assert!((left - 0.4).abs() < 1e-9 && (top - 0.25).abs() < 1e-9 && w == 0.2 && h == 0.3);

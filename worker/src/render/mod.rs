@@ -29,6 +29,19 @@ pub struct RenderRequest {
     /// The job's image prompt embeddings as the cache keeps them, read by the runner under the
     /// key of [`Renderer::image_prompt_source`]; `None` has the renderer compute them.
     pub cached_image_prompt: Option<bytes::Bytes>,
+    /// The detected boxes of the pets among the subjects (from the tenant's pets file, filled by
+    /// the runner), so the compositor places and masks the animal rather than the whole photo.
+    pub pet_boxes: Vec<PetBox>,
+}
+
+/// Where a pet subject is in its photo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PetBox {
+    pub photo: reverie_shared::ids::PhotoId,
+    /// The subject's label as planned ("Rex", or "dog 3" for a pet not named yet).
+    pub label: String,
+    /// Photo pixels, `[left, top, right, bottom)`.
+    pub bbox: [i64; 4],
 }
 
 /// A LoRA a job uses, with its bytes (checked against its SHA-256).
@@ -46,16 +59,38 @@ impl RenderRequest {
             .filter(|(reference, _)| reference.role == ReferenceRole::Subject)
             .map(|(reference, image)| Subject {
                 image: image.clone(),
-                kind: SubjectKind::Person {
-                    face: reference.face_box.map(|[l, t, r, b]| Rect {
-                        x: l as f32,
-                        y: t as f32,
-                        width: r.saturating_sub(l) as f32,
-                        height: b.saturating_sub(t) as f32,
-                    }),
+                kind: match self.pet_box(reference) {
+                    Some([l, t, r, b]) => SubjectKind::Pet {
+                        bbox: Some(Rect {
+                            x: l as f32,
+                            y: t as f32,
+                            width: (r - l).max(1) as f32,
+                            height: (b - t).max(1) as f32,
+                        }),
+                    },
+                    None => SubjectKind::Person {
+                        face: reference.face_box.map(|[l, t, r, b]| Rect {
+                            x: l as f32,
+                            y: t as f32,
+                            width: r.saturating_sub(l) as f32,
+                            height: b.saturating_sub(t) as f32,
+                        }),
+                    },
                 },
             })
             .collect()
+    }
+
+    /// The detected box of a subject that is a pet: the one its label names in that photo.
+    pub fn pet_box(&self, reference: &PhotoRef) -> Option<[i64; 4]> {
+        if reference.role != ReferenceRole::Subject || reference.face_box.is_some() {
+            return None;
+        }
+        let label = reference.label.as_deref()?;
+        self.pet_boxes
+            .iter()
+            .find(|p| p.photo == reference.photo && p.label.eq_ignore_ascii_case(label))
+            .map(|p| p.bbox)
     }
 }
 

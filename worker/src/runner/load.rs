@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use image::DynamicImage;
-use reverie_shared::jobs::{GenerateJob, Job};
+use reverie_shared::jobs::{GenerateJob, Job, PhotoRef, ReferenceRole};
 use reverie_shared::metrics;
 
 use super::failures::{fail, JobFailure};
@@ -16,7 +16,7 @@ use reverie_shared::ids::TenantId;
 use reverie_shared::jobs::LoraUse;
 
 use crate::inputs::{fetch_lora, fetch_photo, InputError};
-use crate::render::{LoadedLora, RenderRequest};
+use crate::render::{LoadedLora, PetBox, RenderRequest};
 
 /// Fetches and decodes the photos of a batch's jobs side by side; jobs whose photos fail are failed
 /// here and left out.
@@ -107,6 +107,7 @@ async fn load_request(
         })?;
         photos.push((reference.clone(), image));
     }
+    let pet_boxes = pet_boxes(ctx, spec).await;
     Ok(RenderRequest {
         spec: spec.render.clone(),
         photos,
@@ -115,7 +116,53 @@ async fn load_request(
         loras,
         // Read from the cache just before rendering, when the renderer says which key.
         cached_image_prompt: None,
+        pet_boxes,
     })
+}
+
+/// The detected boxes of the job's pet subjects (subjects without a face box whose label names a
+/// pet seen in that photo), from the tenant's pets file. A pets file that cannot be read only costs
+/// the placement: the pet is then composed as a whole photo, as before pets were detected.
+async fn pet_boxes(ctx: &WorkerContext, spec: &GenerateJob) -> Vec<PetBox> {
+    let wanted: Vec<(&PhotoRef, &str)> = spec
+        .references
+        .iter()
+        .filter(|r| r.role == ReferenceRole::Subject && r.face_box.is_none())
+        .filter_map(|r| r.label.as_deref().map(|label| (r, label)))
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let pets = match crate::pets::load_pets(&*ctx.backends.store, &spec.tenant).await {
+        Ok(pets) => pets,
+        Err(error) => {
+            tracing::warn!(job = %spec.job, %error, "pets file unreadable: pets are placed as whole photos");
+            return Vec::new();
+        }
+    };
+    let mut boxes = Vec::new();
+    for (reference, label) in wanted {
+        let pet = pets.pets.iter().find(|p| {
+            let unnamed = format!("{} {}", p.species.label(), p.id);
+            p.name
+                .as_deref()
+                .unwrap_or(&unnamed)
+                .eq_ignore_ascii_case(label)
+        });
+        let sighting = pet.and_then(|p| {
+            p.sightings
+                .iter()
+                .find(|s| s.photo == reference.photo.as_str())
+        });
+        if let Some(sighting) = sighting {
+            boxes.push(PetBox {
+                photo: reference.photo.clone(),
+                label: label.to_string(),
+                bbox: sighting.bbox,
+            });
+        }
+    }
+    boxes
 }
 
 /// Decodes a stored photo the way analysis does — EXIF orientation applied, the same pixel bound — so the

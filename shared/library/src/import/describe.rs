@@ -119,6 +119,7 @@ pub(super) fn describe(
     };
     let mut people = takeout.people;
     people.extend(xmp.people);
+    let pets = xmp.pets;
     PhotoMeta {
         id,
         original: relative.to_string(),
@@ -137,6 +138,7 @@ pub(super) fn describe(
         favourite: takeout.favourite,
         albums,
         people,
+        pets,
         light: sun.as_ref().map(light_tags).unwrap_or_default(),
         sun_elevation: sun.map(|s| s.elevation),
         stats,
@@ -168,6 +170,7 @@ pub(super) fn merge_xmp(copies: impl Iterator<Item = XmpFacts>) -> Option<XmpFac
             }
         }
         add_people(&mut merged.people, next.people);
+        add_people(&mut merged.pets, next.pets);
         merged
     })
 }

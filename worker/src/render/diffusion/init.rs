@@ -119,6 +119,7 @@ mod tests {
             identity: Vec::new(),
             loras: Vec::new(),
             cached_image_prompt: None,
+            pet_boxes: Vec::new(),
         }
     }
 
