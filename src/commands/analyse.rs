@@ -68,6 +68,9 @@ fn load_analyser(config: &Config) -> Analyser {
     if let Err(reason) = &analyser.faces {
         eprintln!("warning: faces are not analysed: {reason}");
     }
+    if let Err(reason) = &analyser.pets {
+        eprintln!("warning: pets are not analysed: {reason}");
+    }
     analyser
 }
 
