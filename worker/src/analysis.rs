@@ -339,10 +339,23 @@ fn compute(
     Ok(ShardAnalysis {
         version: ANALYSIS_VERSION,
         shard: shard.clone(),
-        face_model: analyser.face_model(),
-        faces_skipped: analyser.faces.as_ref().err().cloned(),
-        pet_model: analyser.pet_model(),
-        pets_skipped: analyser.pets.as_ref().err().cloned(),
+        // A reused part keeps the model that made it.
+        face_model: match &reuse.faces {
+            Some(previous) => previous.face_model.clone(),
+            None => analyser.face_model(),
+        },
+        faces_skipped: match &reuse.faces {
+            Some(previous) => previous.faces_skipped.clone(),
+            None => analyser.faces.as_ref().err().cloned(),
+        },
+        pet_model: match &reuse.pets {
+            Some(previous) => previous.pet_model.clone(),
+            None => analyser.pet_model(),
+        },
+        pets_skipped: match &reuse.pets {
+            Some(previous) => previous.pets_skipped.clone(),
+            None => analyser.pets.as_ref().err().cloned(),
+        },
         photos: analysed_photos,
     })
 }
@@ -358,14 +371,16 @@ fn detect_pets(
     copies: &[DynamicImage],
     scales: &[f64],
 ) -> Result<Vec<PhotoPets>, AnalysisError> {
-    let rgb: Vec<image::RgbImage> = copies.iter().map(DynamicImage::to_rgb8).collect();
-    let mut out = Vec::with_capacity(rgb.len());
-    for (chunk, chunk_scales) in rgb.chunks(PET_BATCH).zip(scales.chunks(PET_BATCH)) {
+    let mut out = Vec::with_capacity(copies.len());
+    for (chunk, chunk_scales) in copies.chunks(PET_BATCH).zip(scales.chunks(PET_BATCH)) {
+        // Converted a batch at a time: a whole shard's RGB copies at once would add a third to the
+        // analysis's peak memory.
+        let chunk: Vec<image::RgbImage> = chunk.iter().map(DynamicImage::to_rgb8).collect();
         let refs: Vec<&image::RgbImage> = chunk.iter().collect();
         let found = detector
             .detect_batch(&refs)
             .map_err(|e| AnalysisError::Pets(e.to_string()))?;
-        for ((detections, photo), scale) in found.iter().zip(chunk).zip(chunk_scales) {
+        for ((detections, photo), scale) in found.iter().zip(&chunk).zip(chunk_scales) {
             let to_photo = |b: &reverie_pets::BoxF| {
                 [b.left, b.top, b.right, b.bottom].map(|v| (f64::from(v) * scale).round() as i64)
             };

@@ -82,6 +82,9 @@ fn sidecar_names(
     height: u32,
 ) -> Vec<Option<String>> {
     let mut named = vec![None; pets.len()];
+    // A name without a position (a keyword) is trusted only when it is the photo's only one: two
+    // keywords and one detected pet cannot say which name is the pet's.
+    let keywords = regions.iter().filter(|r| r.area.is_none()).count();
     for region in regions {
         let target = match region.area {
             Some([left, top, w, h]) => {
@@ -94,7 +97,7 @@ fn sidecar_names(
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(i, _)| i)
             }
-            None => (pets.len() == 1).then_some(0),
+            None => (pets.len() == 1 && keywords == 1).then_some(0),
         };
         if let Some(i) = target {
             named[i].get_or_insert_with(|| region.name.clone());

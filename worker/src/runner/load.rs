@@ -142,18 +142,22 @@ async fn pet_boxes(ctx: &WorkerContext, spec: &GenerateJob) -> Vec<PetBox> {
     };
     let mut boxes = Vec::new();
     for (reference, label) in wanted {
-        let pet = pets.pets.iter().find(|p| {
-            let unnamed = format!("{} {}", p.species.label(), p.id);
-            p.name
-                .as_deref()
-                .unwrap_or(&unnamed)
-                .eq_ignore_ascii_case(label)
-        });
-        let sighting = pet.and_then(|p| {
-            p.sightings
-                .iter()
-                .find(|s| s.photo == reference.photo.as_str())
-        });
+        // Two pets may share a label (a cat and a dog both called Max): the one seen in this photo.
+        let sighting = pets
+            .pets
+            .iter()
+            .filter(|p| {
+                let unnamed = format!("{} {}", p.species.label(), p.id);
+                p.name
+                    .as_deref()
+                    .unwrap_or(&unnamed)
+                    .eq_ignore_ascii_case(label)
+            })
+            .find_map(|p| {
+                p.sightings
+                    .iter()
+                    .find(|s| s.photo == reference.photo.as_str())
+            });
         if let Some(sighting) = sighting {
             boxes.push(PetBox {
                 photo: reference.photo.clone(),

@@ -129,7 +129,7 @@ pub fn decode(
         for kind in Kind::ALL {
             let scores = &out.values[kind.coco_class() * cells..(kind.coco_class() + 1) * cells];
             for (cell, &score) in scores.iter().enumerate() {
-                if score < options.min_score {
+                if score.is_nan() || score < options.min_score {
                     continue;
                 }
                 let bbox = cell_box(out, cell, letterbox);

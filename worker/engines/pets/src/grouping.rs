@@ -255,6 +255,30 @@ impl Pets {
             split_off: sightings.to_vec(),
             rest,
         });
+        // The split-off part becomes a new, unnamed pet before re-grouping, so the rest keeps the
+        // pet's id and name whichever part is larger.
+        let new_id = self
+            .next_id
+            .max(self.pets.iter().map(|p| p.id + 1).max().unwrap_or(0));
+        self.next_id = new_id + 1;
+        let pet = self
+            .pets
+            .iter_mut()
+            .find(|p| p.id == id)
+            .expect("checked above");
+        let (moved, kept): (Vec<Sighting>, Vec<Sighting>) = std::mem::take(&mut pet.sightings)
+            .into_iter()
+            .partition(|s| sightings.contains(&s.key()));
+        pet.sightings = kept;
+        pet.representative = 0;
+        let species = pet.species;
+        self.pets.push(Pet {
+            id: new_id,
+            name: None,
+            species,
+            sightings: moved,
+            representative: 0,
+        });
         let all = self.all_sightings();
         self.regroup(all);
         let first = &sightings[0];
@@ -363,6 +387,13 @@ impl Constraints {
         let ids = |keys: &[SightingKey]| -> Vec<usize> {
             keys.iter().filter_map(|k| index.get(k).copied()).collect()
         };
+        // A split says the split-off sightings are another animal: a sidecar name they share with
+        // the rest would glue them back, so it no longer counts for them.
+        for apart in &edits.apart {
+            for i in ids(&apart.split_off) {
+                c.names[i] = None;
+            }
+        }
         // The user's names override sidecar names for the sightings they cover.
         for (keys, name) in &edits.names {
             for i in ids(keys) {
@@ -631,6 +662,37 @@ mod tests {
             Err(PetsError::SpeciesDiffer(first, 2))
         );
         assert_eq!(pets.split(first, &[]), Err(PetsError::EmptySplit));
+    }
+
+    #[test]
+    fn a_split_keeps_the_old_id_and_name_on_the_rest_even_against_a_shared_sidecar_name() {
+        // Two sightings of one coat, both named Rex by a keyword: the user says one is another dog.
+        let mut all = vec![
+            sighting("a", 0, Species::Dog, coat(0, 1, 0.05)),
+            sighting("b", 0, Species::Dog, coat(0, 1, 0.06)),
+        ];
+        for s in &mut all {
+            s.named = Some("Rex".into());
+        }
+        for split_first in [true, false] {
+            let mut pets = Pets::default();
+            pets.set_sightings(all.clone());
+            let rex = pets.resolve("Rex").unwrap();
+            let key = pets.get(rex).unwrap().sightings[usize::from(!split_first)].key();
+            let new = pets.split(rex, std::slice::from_ref(&key)).unwrap();
+            assert_ne!(new, rex);
+            assert_eq!(pets.pets.len(), 2, "{:?}", pets.pets);
+            let old = pets.get(rex).unwrap();
+            assert_eq!(old.name.as_deref(), Some("Rex"));
+            assert!(!old.sightings.iter().any(|s| s.key() == key));
+            let split = pets.get(new).unwrap();
+            assert_eq!(split.name, None);
+            assert_eq!(split.sightings[0].key(), key);
+            // And it stays so when the library is grouped again.
+            pets.set_sightings(all.clone());
+            assert_eq!(pets.get(new).unwrap().sightings[0].key(), key);
+            assert_eq!(pets.get(rex).unwrap().name.as_deref(), Some("Rex"));
+        }
     }
 
     #[test]
