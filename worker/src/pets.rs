@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use reverie_library::metadata::NamedRegion;
 use reverie_library::LibraryManifest;
-use reverie_pets::{Pets, Sighting};
+use reverie_pets::{BoxF, Pets, Sighting};
 use reverie_shared::ids::TenantId;
 use reverie_shared::keys;
 use reverie_shared::ports::store::{ObjectStore, StoreError};
@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::analysis::{AnalysedPet, ShardAnalysis};
 
 /// How much a sidecar's pet region must overlap a detected pet to name it.
-const REGION_MIN_IOU: f64 = 0.3;
+const REGION_MIN_IOU: f32 = 0.3;
 
 pub async fn load_pets(store: &dyn ObjectStore, tenant: &TenantId) -> Result<Pets, StoreError> {
     match store.get(&keys::pets(tenant)).await {
@@ -89,10 +89,10 @@ fn sidecar_names(
         let target = match region.area {
             Some([left, top, w, h]) => {
                 let (fw, fh) = (f64::from(width), f64::from(height));
-                let area = [left * fw, top * fh, (left + w) * fw, (top + h) * fh];
+                let area = pixel_box([left * fw, top * fh, (left + w) * fw, (top + h) * fh]);
                 pets.iter()
                     .enumerate()
-                    .map(|(i, p)| (i, iou(&area, &p.bbox.map(|v| v as f64))))
+                    .map(|(i, p)| (i, area.iou(&pixel_box(p.bbox.map(|v| v as f64)))))
                     .filter(|(_, overlap)| *overlap >= REGION_MIN_IOU)
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(i, _)| i)
@@ -106,15 +106,12 @@ fn sidecar_names(
     named
 }
 
-fn iou(a: &[f64; 4], b: &[f64; 4]) -> f64 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union > 0.0 {
-        inter / union
-    } else {
-        0.0
+fn pixel_box([left, top, right, bottom]: [f64; 4]) -> BoxF {
+    BoxF {
+        left: left as f32,
+        top: top as f32,
+        right: right as f32,
+        bottom: bottom as f32,
     }
 }
 
